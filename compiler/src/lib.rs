@@ -1,0 +1,67 @@
+//! The gw compiler: `.gw` text in, diagnostics and (when there are no errors)
+//! a checked [`ast::Config`] out.
+//!
+//! Pipeline: [`load`] (read files through a [`host::Host`], follow imports)
+//! → [`syntax`] (pest parse tree → typed AST, literal checks) → [`check`]
+//! (names, routes, upstreams, auth, warnings). The compiler does no IO of its
+//! own and never panics on any input.
+
+pub mod ast;
+pub mod check;
+pub mod codes;
+pub mod diagnostic;
+pub mod host;
+pub mod load;
+pub mod source;
+pub mod syntax;
+
+pub use codes::Code;
+pub use diagnostic::{Diagnostic, Label, Severity};
+pub use source::{FileId, SourceFile, SourceMap, Span, Spanned};
+
+use host::Host;
+
+/// The result of checking a configuration.
+pub struct Compilation {
+    pub sources: SourceMap,
+    /// Sorted by position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The checked configuration, when there are no errors.
+    pub config: Option<ast::Config>,
+}
+
+impl Compilation {
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warnings(&self) -> usize {
+        self.diagnostics.len() - self.errors()
+    }
+}
+
+/// Loads, parses and checks the configuration rooted at `root`. `Err` only
+/// when `root` itself cannot be read (a usage error for `gwc`).
+pub fn compile(host: &dyn Host, root: &str) -> std::io::Result<Compilation> {
+    Ok(finish(host, load::load(host, root)?))
+}
+
+/// Like [`compile`] for a root given as text.
+pub fn compile_text(host: &dyn Host, name: &str, text: &str) -> Compilation {
+    finish(host, load::load_text(host, name, text))
+}
+
+fn finish(host: &dyn Host, loaded: load::Loaded) -> Compilation {
+    let load::Loaded {
+        sources,
+        config,
+        mut diagnostics,
+    } = loaded;
+    check::check(host, &sources, &config, &mut diagnostics);
+    let ok = !diagnostics.has_errors();
+    Compilation {
+        sources,
+        diagnostics: diagnostics.into_sorted(),
+        config: ok.then_some(config),
+    }
+}

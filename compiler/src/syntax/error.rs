@@ -1,0 +1,183 @@
+//! pest's errors in the language's words: "expected `}` or an attribute,
+//! found `3`", never rule names. An unclosed `{` at the end of the file is
+//! GW0002 labelled at the brace that is never closed.
+
+use crate::codes::Code;
+use crate::diagnostic::Diagnostic;
+use crate::source::{FileId, Span};
+use gw_grammar::Rule;
+use pest::error::{Error, ErrorVariant, InputLocation};
+
+/// What the user would call the thing a rule expects, if anything.
+fn describe(rule: Rule) -> Option<&'static str> {
+    use Rule::*;
+    Some(match rule {
+        lbrace => "`{`",
+        rbrace => "`}`",
+        arrow => "`->`",
+        comma => "`,`",
+        value | loose => "a value",
+        string => "a string",
+        ident => "a name",
+        method | methods => "a method such as `GET`",
+        path => "a path such as `/users`",
+        k_import | k_listen | k_admin | k_limits | k_upstream | k_auth | k_limit | k_store | k_route | k_test
+        | top_unknown => "a declaration such as `route` or `upstream`",
+        EOI => "the end of the file",
+        k_key => "`key`",
+        k_header => "`header`",
+        k_on => "`on`",
+        k_tls | k_tcp => "`tls` or `tcp`",
+        require_op | k_has | k_in => "`has`, `in`, `==` or `!=`",
+        expectation => "a test such as `GET /path -> upstream`",
+        aggregate_part | aggregate_timeout => "an aggregate part such as `profile users GET \"/users/{claim.sub}\"`",
+        server | health | eject | pool | retry | http2 | upstream_setting | upstream_setting_kw | upstream_unknown
+        | limits_setting | limits_kw | limits_unknown | health_setting | health_kw | health_unknown | eject_setting
+        | eject_kw | eject_unknown | pool_setting | pool_kw | pool_unknown | auth_from | auth_jwks | auth_setting
+        | auth_setting_kw | auth_unknown | limit_setting | limit_kw | limit_unknown | store_setting | store_kw
+        | store_unknown | route_auth | require | route_limit | set_header | remove_header | aggregate | respond
+        | redirect | cors | route_setting | route_setting_kw | route_unknown | cors_credentials | cors_setting
+        | cors_setting_kw | cors_unknown | tls_cert | tls_unknown | k_cert => "an attribute",
+        k_weight | k_backup | k_resolve | server_opt => "a server option (`weight`, `backup`, `resolve`)",
+        _ => return None,
+    })
+}
+
+/// The token at `pos` as the user wrote it, for "found `...`".
+fn found_at(text: &str, pos: usize) -> String {
+    let rest = &text[pos.min(text.len())..];
+    let Some(first) = rest.chars().next() else {
+        return "the end of the file".into();
+    };
+    if first == '\n' || first == '\r' {
+        return "the end of the line".into();
+    }
+    let word: String = if first.is_alphanumeric() || first == '_' {
+        rest.chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | '%'))
+            .take(40)
+            .collect()
+    } else {
+        first.to_string()
+    };
+    format!("`{}`", word.replace('`', "'"))
+}
+
+/// The first `{` that is never closed (skipping strings and comments).
+fn unclosed_brace(text: &str) -> Option<usize> {
+    scan(text).0
+}
+
+/// The start of the first string that runs to the end of its line.
+fn unterminated_string(text: &str) -> Option<usize> {
+    scan(text).1
+}
+
+/// One pass over the text: the first unclosed `{` and the first unterminated string.
+fn scan(text: &str) -> (Option<usize>, Option<usize>) {
+    let mut unterminated = None;
+    let mut stack = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '#' => {
+                for (_, c) in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                let mut closed = false;
+                while let Some((_, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => {
+                            closed = true;
+                            break;
+                        }
+                        '\n' => break,
+                        _ => {}
+                    }
+                }
+                if !closed && unterminated.is_none() {
+                    unterminated = Some(i);
+                }
+            }
+            '{' => stack.push(i),
+            '}' => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    (stack.first().copied(), unterminated)
+}
+
+/// Converts a pest error into GW0001 (or GW0002 for an unclosed block).
+pub fn syntax_error(file: FileId, text: &str, err: &Error<Rule>) -> Diagnostic {
+    let pos = match err.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let mut expected: Vec<&str> = Vec::new();
+    if let ErrorVariant::ParsingError { positives, .. } = &err.variant {
+        for r in positives {
+            if let Some(d) = describe(*r) {
+                if !expected.contains(&d) {
+                    expected.push(d);
+                }
+            }
+        }
+    }
+    // "a name" is implied by "a declaration" and "an attribute".
+    if expected
+        .iter()
+        .any(|d| d.starts_with("a declaration") || *d == "an attribute")
+    {
+        expected.retain(|d| *d != "a name");
+    }
+    // "`}`" reads best last: "expected an attribute or `}`".
+    expected.sort_by_key(|d| (*d == "`}`", *d == "the end of the file"));
+    let at_end = text[pos.min(text.len())..].trim().is_empty();
+    if at_end && expected.contains(&"`}`") {
+        if let Some(start) = unterminated_string(text) {
+            let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            return Diagnostic::new(Code::GW0002, "unterminated string")
+                .primary(Span::new(file, start, end), "this string is never closed")
+                .help("close it with `\"` before the end of the line");
+        }
+        if let Some(open) = unclosed_brace(text) {
+            let end = text.len();
+            return Diagnostic::new(Code::GW0002, "unterminated block: this `{` is never closed")
+                .primary(Span::new(file, open, open + 1), "this block is never closed")
+                .secondary(Span::new(file, end, end), "the file ends here")
+                .help("add the missing `}`");
+        }
+    }
+    let expected = match expected.len() {
+        0 => "something else".to_string(),
+        1 => expected[0].to_string(),
+        n => format!("{} or {}", expected[..n - 1].join(", "), expected[n - 1]),
+    };
+    let found = found_at(text, pos);
+    let mut end = pos + 1;
+    while end < text.len() && !text.is_char_boundary(end) {
+        end += 1;
+    }
+    let len = if at_end {
+        0
+    } else {
+        found.trim_matches('`').len().max(1)
+    };
+    let end = (pos + len).min(text.len()).max(end.min(text.len()));
+    let d = Diagnostic::new(Code::GW0001, format!("expected {expected}, found {found}")).primary(
+        Span::new(file, pos, if at_end { pos } else { end }),
+        format!("expected {expected}"),
+    );
+    let help =
+        (found == "`}`" && unclosed_brace(text).is_none()).then(|| "this `}` closes nothing: remove it".to_string());
+    d.maybe_help(help)
+}

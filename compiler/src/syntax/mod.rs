@@ -1,0 +1,1794 @@
+//! Lowering: the pest parse tree of one file becomes declarations in the
+//! [`Config`]. Each value's kind is checked here (GW0003, GW0106, GW0002),
+//! unknown or repeated attributes are reported (GW0103, GW0105) and required
+//! ones enforced (GW0104). Syntax errors from pest become GW0001/GW0002 with
+//! messages in the language's words, never pest's rule names.
+
+mod error;
+pub mod value;
+
+pub use error::syntax_error;
+
+use crate::ast::*;
+use crate::codes::Code;
+use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use crate::source::{FileId, Span, Spanned};
+use gw_grammar::{Pair, Rule};
+use value::{lower_value, span_of, Expect, SVal, Val};
+
+/// What lowering one file yields besides declarations: its imports
+/// (resolved relative to the file) with the span of each.
+pub struct FileOutput {
+    pub imports: Vec<Spanned<String>>,
+}
+
+/// Parses and lowers one file into `config`.
+pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, diags: &mut Diagnostics) -> FileOutput {
+    let mut out = FileOutput { imports: Vec::new() };
+    let pairs = match gw_grammar::parse_file(text) {
+        Ok(p) => p,
+        Err(e) => {
+            diags.push(syntax_error(file, text, &e));
+            return out;
+        }
+    };
+    let mut l = Lowerer {
+        file,
+        name,
+        text,
+        diags,
+        config,
+    };
+    for pair in pairs.flat_map(|p| p.into_inner()) {
+        l.decl(pair, &mut out);
+    }
+    out
+}
+
+struct Lowerer<'a> {
+    file: FileId,
+    name: &'a str,
+    text: &'a str,
+    diags: &'a mut Diagnostics,
+    config: &'a mut Config,
+}
+
+/// Attributes already given in one block, for GW0105.
+#[derive(Default)]
+struct Seen(Vec<(String, Span)>);
+
+impl<'a> Lowerer<'a> {
+    fn span(&self, pair: &Pair<'_, Rule>) -> Span {
+        span_of(self.file, pair)
+    }
+
+    fn value(&mut self, pair: Pair<'_, Rule>) -> SVal {
+        lower_value(self.file, pair, self.diags)
+    }
+
+    fn expect(&mut self) -> Expect<'_> {
+        Expect {
+            diags: self.diags,
+            source: self.text,
+        }
+    }
+
+    /// Records attribute `kw` of `block`; false (and GW0105) if already given.
+    fn first(&mut self, seen: &mut Seen, kw: &str, span: Span, block: &str) -> bool {
+        if let Some((_, first)) = seen.0.iter().find(|(k, _)| k == kw) {
+            self.diags.push(
+                Diagnostic::new(Code::GW0105, format!("`{kw}` given twice in {block}"))
+                    .primary(span, "given again here")
+                    .secondary(*first, "first given here")
+                    .help(format!("remove one of the `{kw}` lines")),
+            );
+            return false;
+        }
+        seen.0.push((kw.to_string(), span));
+        true
+    }
+
+    fn unknown(&mut self, pair: Pair<'_, Rule>, block: &str, known: &[&str]) {
+        let Some(name) = pair.into_inner().next() else { return };
+        let span = self.span(&name);
+        let word = name.as_str();
+        let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+        let help = did_you_mean(word, known.iter().copied()).unwrap_or_else(|| format!("{block} takes {list}"));
+        self.diags.push(
+            Diagnostic::new(Code::GW0103, format!("unknown attribute `{word}` in {block}"))
+                .primary(span, "unknown attribute")
+                .help(help),
+        );
+    }
+
+    fn missing(&mut self, span: Span, attr: &str, block: &str, example: &str) {
+        self.diags.push(
+            Diagnostic::new(Code::GW0104, format!("{block} is missing `{attr}`"))
+                .primary(span, format!("needs `{attr}`"))
+                .help(format!("add `{example}`")),
+        );
+    }
+
+    fn decl(&mut self, pair: Pair<'_, Rule>, out: &mut FileOutput) {
+        match pair.as_rule() {
+            Rule::import => self.import(pair, out),
+            Rule::listen => self.listen(pair),
+            Rule::admin => {
+                let span = self.span(&pair);
+                if let Some(v) = pair.into_inner().find(|p| p.as_rule() == Rule::value) {
+                    let v = self.value(v);
+                    if let Some(a) = self.expect().address(&v, false) {
+                        self.config.admins.push(a);
+                    }
+                } else {
+                    let _ = span;
+                }
+            }
+            Rule::limits => self.limits(pair),
+            Rule::upstream => self.upstream(pair),
+            Rule::auth => self.auth(pair),
+            Rule::limit => self.limit(pair),
+            Rule::store => self.store(pair),
+            Rule::route => self.route(pair),
+            Rule::test => self.test(pair),
+            Rule::top_unknown => {
+                let Some(name) = pair.into_inner().next() else { return };
+                let span = self.span(&name);
+                let word = name.as_str();
+                let known = [
+                    "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
+                ];
+                let help = did_you_mean(word, known).unwrap_or_else(|| {
+                    "a declaration starts with `import`, `listen`, `admin`, `limits`, `upstream`, `auth`, `limit`, `store`, `route` or `test`".into()
+                });
+                self.diags.push(
+                    Diagnostic::new(Code::GW0001, format!("expected a declaration, found `{word}`"))
+                        .primary(span, "unknown declaration")
+                        .help(help),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn import(&mut self, pair: Pair<'_, Rule>, out: &mut FileOutput) {
+        let Some(v) = pair.into_inner().find(|p| p.as_rule() == Rule::value) else {
+            return;
+        };
+        let v = self.value(v);
+        if let Some(s) = self.expect().string(&v, "a file name such as `\"common.gw\"`") {
+            let path = crate::host::relative_to(self.name, &s.node);
+            out.imports.push(Spanned::new(path, s.span));
+        }
+    }
+
+    fn listen(&mut self, pair: Pair<'_, Rule>) {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::k_listen);
+        let Some(addr) = inner.next() else { return };
+        let addr = self.value(addr);
+        let address = self.expect().address(&addr, false);
+        let mut kind = ListenKind::Http;
+        if let Some(p) = inner.next() {
+            match p.as_rule() {
+                Rule::listen_tls => {
+                    let mut certs = Vec::new();
+                    let mut tls_span = span;
+                    for a in p.into_inner() {
+                        match a.as_rule() {
+                            Rule::k_tls => tls_span = self.span(&a),
+                            Rule::tls_cert => {
+                                if let Some(c) = self.certificate(a) {
+                                    certs.push(c);
+                                }
+                            }
+                            Rule::tls_unknown => self.unknown(a, "a `tls` block", &["cert"]),
+                            _ => {}
+                        }
+                    }
+                    kind = ListenKind::Tls { certs, tls_span };
+                }
+                Rule::listen_tcp => {
+                    let Some(v) = p.into_inner().find(|p| p.as_rule() == Rule::value) else {
+                        return;
+                    };
+                    let v = self.value(v);
+                    let Some(upstream) = self.expect().name(&v, "an upstream name") else {
+                        return;
+                    };
+                    kind = ListenKind::Tcp { upstream };
+                }
+                _ => {}
+            }
+        }
+        if let Some(address) = address {
+            self.config.listens.push(Listen { address, kind, span });
+        }
+    }
+
+    fn certificate(&mut self, pair: Pair<'_, Rule>) -> Option<Certificate> {
+        let span = self.span(&pair);
+        let values: Vec<_> = pair.into_inner().filter(|p| p.as_rule() == Rule::value).collect();
+        let mut values = values
+            .into_iter()
+            .map(|v| self.value(v))
+            .collect::<Vec<_>>()
+            .into_iter();
+        let name = self.name;
+        let cert = values
+            .next()
+            .and_then(|v| self.expect().source(&v, "a certificate file", name, true));
+        let key = values
+            .next()
+            .and_then(|v| self.expect().source(&v, "a key file", name, true));
+        let sni = values
+            .next()
+            .and_then(|v| self.expect().string(&v, "a server name such as `\"api.example.com\"`"));
+        Some(Certificate {
+            cert: cert?,
+            key: key?,
+            sni: sni.map(|s| Spanned::new(s.node.to_ascii_lowercase(), s.span)),
+            span,
+        })
+    }
+
+    /// `(keyword, its span, the value)` of a `kw value` setting.
+    fn setting(&mut self, pair: Pair<'_, Rule>) -> Option<(String, Span, SVal)> {
+        let mut inner = pair.into_inner();
+        let kw = inner.next()?;
+        let kw_span = self.span(&kw);
+        let kw = kw.as_str().to_string();
+        let v = inner.find(|p| p.as_rule() == Rule::value)?;
+        let v = self.value(v);
+        Some((kw, kw_span, v))
+    }
+
+    /// `(keyword, span, values)` of a `kw v, v, ...` setting.
+    fn list_setting(&mut self, pair: Pair<'_, Rule>) -> Option<(String, Span, Vec<SVal>)> {
+        let mut inner = pair.into_inner();
+        let kw = inner.next()?;
+        let kw_span = self.span(&kw);
+        let kw = kw.as_str().to_string();
+        let values = inner.filter(|p| p.as_rule() == Rule::value).collect::<Vec<_>>();
+        let values = values.into_iter().map(|v| self.value(v)).collect();
+        Some((kw, kw_span, values))
+    }
+
+    fn limits(&mut self, pair: Pair<'_, Rule>) {
+        let span = self.span(&pair);
+        let mut limits = ServerLimits {
+            span,
+            ..ServerLimits::default()
+        };
+        let mut seen = Seen::default();
+        const KNOWN: &[&str] = &[
+            "header_timeout",
+            "idle_timeout",
+            "max_header_size",
+            "max_body_size",
+            "max_connections",
+        ];
+        for a in pair.into_inner() {
+            match a.as_rule() {
+                Rule::limits_setting => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, "`limits`") {
+                        continue;
+                    }
+                    match kw.as_str() {
+                        "header_timeout" => limits.header_timeout = self.expect().positive_duration(&v, &kw),
+                        "idle_timeout" => limits.idle_timeout = self.expect().positive_duration(&v, &kw),
+                        "max_header_size" => limits.max_header_size = self.positive_size(&v, &kw),
+                        "max_body_size" => limits.max_body_size = self.expect().size(&v),
+                        _ => limits.max_connections = self.expect().int(&v, &kw, 1, u32::MAX as u64),
+                    }
+                }
+                Rule::limits_unknown => self.unknown(a, "`limits`", KNOWN),
+                _ => {}
+            }
+        }
+        self.config.limits.push(limits);
+    }
+
+    fn positive_size(&mut self, v: &SVal, what: &str) -> Option<Spanned<u64>> {
+        let s = self.expect().size(v)?;
+        if s.node == 0 {
+            self.expect().out_of_range(
+                v.span,
+                format!("`{what}` must be more than zero"),
+                "use a size such as `16KiB`",
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    fn upstream(&mut self, pair: Pair<'_, Rule>) {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::k_upstream);
+        let Some(name) = inner.next() else { return };
+        let name = Spanned::new(name.as_str().to_string(), self.span(&name));
+        let block = format!("upstream `{}`", name.node);
+        let mut up = Upstream {
+            name,
+            balance: None,
+            servers: Vec::new(),
+            health: None,
+            eject: None,
+            connect_timeout: None,
+            timeout: None,
+            retry: None,
+            pool: None,
+            http2: None,
+            span,
+        };
+        let mut seen = Seen::default();
+        const KNOWN: &[&str] = &[
+            "balance",
+            "server",
+            "health",
+            "eject",
+            "connect_timeout",
+            "timeout",
+            "retry",
+            "pool",
+            "http2",
+        ];
+        for a in inner {
+            let a_span = self.span(&a);
+            match a.as_rule() {
+                Rule::server => {
+                    if let Some(s) = self.server(a) {
+                        up.servers.push(s);
+                    }
+                }
+                Rule::upstream_setting => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, &block) {
+                        continue;
+                    }
+                    match kw.as_str() {
+                        "balance" => up.balance = self.balance(&v),
+                        "connect_timeout" => up.connect_timeout = self.expect().positive_duration(&v, &kw),
+                        _ => up.timeout = self.expect().positive_duration(&v, &kw),
+                    }
+                }
+                Rule::health => {
+                    if self.first(&mut seen, "health", a_span, &block) {
+                        up.health = Some(self.health(a));
+                    }
+                }
+                Rule::eject => {
+                    if self.first(&mut seen, "eject", a_span, &block) {
+                        up.eject = Some(self.eject(a));
+                    }
+                }
+                Rule::pool => {
+                    if self.first(&mut seen, "pool", a_span, &block) {
+                        up.pool = Some(self.pool(a));
+                    }
+                }
+                Rule::retry => {
+                    if self.first(&mut seen, "retry", a_span, &block) {
+                        up.retry = self.retry(a);
+                    }
+                }
+                Rule::http2 => {
+                    if self.first(&mut seen, "http2", a_span, &block) {
+                        up.http2 = Some(a_span);
+                    }
+                }
+                Rule::upstream_unknown => self.unknown(a, &block, KNOWN),
+                _ => {}
+            }
+        }
+        self.config.upstreams.push(up);
+    }
+
+    fn balance(&mut self, v: &SVal) -> Option<Spanned<Balance>> {
+        const KNOWN: &[&str] = &["round_robin", "least_conn", "random", "p2c", "ip_hash", "hash"];
+        let b = match &v.val {
+            Val::Ident(s) => match s.as_str() {
+                "round_robin" => Balance::RoundRobin,
+                "least_conn" => Balance::LeastConn,
+                "random" => Balance::Random,
+                "p2c" => Balance::P2c,
+                "ip_hash" => Balance::IpHash,
+                "hash" => {
+                    self.diags.push(
+                        Diagnostic::new(Code::GW0106, "`hash` needs a key")
+                            .primary(v.span, "no key")
+                            .help("write `hash(header.x-user-id)`, `hash(claim.sub)` or `hash(query.cart)`"),
+                    );
+                    return None;
+                }
+                other => {
+                    let help = did_you_mean(other, KNOWN.iter().copied()).unwrap_or_else(|| {
+                        "strategies are `round_robin`, `least_conn`, `random`, `p2c`, `ip_hash` and `hash(KEY)`".into()
+                    });
+                    self.diags.push(
+                        Diagnostic::new(Code::GW0101, format!("unknown balancing strategy `{other}`"))
+                            .primary(v.span, "unknown strategy")
+                            .help(help),
+                    );
+                    return None;
+                }
+            },
+            Val::Call(name, args) if name == "hash" => {
+                let [arg] = args.as_slice() else {
+                    self.diags.push(
+                        Diagnostic::new(Code::GW0106, "`hash()` takes one key")
+                            .primary(v.span, "wrong number of keys")
+                            .help("write `hash(header.x-user-id)`"),
+                    );
+                    return None;
+                };
+                let r = self.expect().reference(arg, "a hash key such as `header.x-user-id`")?;
+                match r.node {
+                    Reference::Param(_) => {
+                        self.diags.push(
+                            Diagnostic::new(Code::GW0106, "an upstream cannot hash on `param.*`")
+                                .primary(r.span, "path parameters differ per route")
+                                .help("hash on `header.X`, `query.X`, `cookie.X` or `claim.X`"),
+                        );
+                        return None;
+                    }
+                    Reference::ClientIp => Balance::IpHash,
+                    _ => Balance::Hash(r),
+                }
+            }
+            _ => {
+                self.expect()
+                    .mismatch(v, "a balancing strategy such as `round_robin`", None);
+                return None;
+            }
+        };
+        Some(Spanned::new(b, v.span))
+    }
+
+    fn server(&mut self, pair: Pair<'_, Rule>) -> Option<Server> {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::k_server);
+        let addr = inner.next()?;
+        let addr = self.value(addr);
+        let address = self.expect().address(&addr, true);
+        let mut server = Server {
+            address: Spanned::new(
+                Address {
+                    host: AddressHost::Any,
+                    port: 0,
+                },
+                addr.span,
+            ),
+            weight: None,
+            backup: None,
+            resolve: None,
+            span,
+        };
+        let mut seen = Seen::default();
+        for opt in inner {
+            let mut o = opt.into_inner();
+            let Some(kw) = o.next() else { continue };
+            let kw_span = self.span(&kw);
+            let kw_text = kw.as_str().to_string();
+            if !self.first(&mut seen, &kw_text, kw_span, "a `server`") {
+                continue;
+            }
+            let v = o.next().map(|v| self.value(v));
+            match (kw.as_rule(), v) {
+                (Rule::k_weight, Some(v)) => {
+                    server.weight = self
+                        .expect()
+                        .int(&v, "weight", 1, 1000)
+                        .map(|w| Spanned::new(w.node as u32, w.span));
+                }
+                (Rule::k_resolve, Some(v)) => server.resolve = self.expect().positive_duration(&v, "resolve"),
+                (Rule::k_backup, _) => server.backup = Some(kw_span),
+                _ => {}
+            }
+        }
+        let address = address?;
+        if address.node.port == 0 {
+            self.expect().out_of_range(
+                address.span,
+                "a server's port cannot be 0".into(),
+                "ports are 1 to 65535",
+            );
+            return None;
+        }
+        if matches!(address.node.host, AddressHost::Any) {
+            self.diags.push(
+                Diagnostic::new(Code::GW0003, format!("server address `{}` has no host", address.node))
+                    .primary(address.span, "which host?")
+                    .help(format!("write `127.0.0.1:{}` or a host name", address.node.port)),
+            );
+            return None;
+        }
+        server.address = address;
+        Some(server)
+    }
+
+    fn health(&mut self, pair: Pair<'_, Rule>) -> Health {
+        let span = self.span(&pair);
+        let mut h = Health {
+            path: None,
+            interval: None,
+            timeout: None,
+            expect: None,
+            unhealthy: None,
+            healthy: None,
+            span,
+        };
+        let mut seen = Seen::default();
+        const KNOWN: &[&str] = &["path", "interval", "timeout", "expect", "unhealthy", "healthy"];
+        let mut head = span;
+        for a in pair.into_inner() {
+            match a.as_rule() {
+                Rule::k_health => head = self.span(&a),
+                Rule::health_setting => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, "a `health` block") {
+                        continue;
+                    }
+                    match kw.as_str() {
+                        "path" => h.path = self.expect().request_path(&v),
+                        "interval" => h.interval = self.expect().positive_duration(&v, &kw),
+                        "timeout" => h.timeout = self.expect().positive_duration(&v, &kw),
+                        "expect" => h.expect = self.expect().status_range(&v),
+                        "unhealthy" => h.unhealthy = self.small_count(&v, &kw),
+                        _ => h.healthy = self.small_count(&v, &kw),
+                    }
+                }
+                Rule::health_unknown => self.unknown(a, "a `health` block", KNOWN),
+                _ => {}
+            }
+        }
+        if !seen.0.iter().any(|(k, _)| k == "path") {
+            self.missing(head, "path", "a `health` block", "path /healthz");
+        }
+        h
+    }
+
+    fn small_count(&mut self, v: &SVal, what: &str) -> Option<Spanned<u32>> {
+        self.expect()
+            .int(v, what, 1, 1000)
+            .map(|n| Spanned::new(n.node as u32, n.span))
+    }
+
+    fn eject(&mut self, pair: Pair<'_, Rule>) -> Eject {
+        let span = self.span(&pair);
+        let mut e = Eject {
+            errors: None,
+            duration: None,
+            span,
+        };
+        let mut seen = Seen::default();
+        for a in pair.into_inner() {
+            match a.as_rule() {
+                Rule::eject_setting => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, "an `eject` block") {
+                        continue;
+                    }
+                    match kw.as_str() {
+                        "errors" => e.errors = self.small_count(&v, &kw),
+                        _ => e.duration = self.expect().positive_duration(&v, &kw),
+                    }
+                }
+                Rule::eject_unknown => self.unknown(a, "an `eject` block", &["errors", "for"]),
+                _ => {}
+            }
+        }
+        e
+    }
+
+    fn pool(&mut self, pair: Pair<'_, Rule>) -> Pool {
+        let span = self.span(&pair);
+        let mut p = Pool {
+            max_idle: None,
+            idle_timeout: None,
+            span,
+        };
+        let mut seen = Seen::default();
+        for a in pair.into_inner() {
+            match a.as_rule() {
+                Rule::pool_setting => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, "a `pool` block") {
+                        continue;
+                    }
+                    match kw.as_str() {
+                        "max_idle" => {
+                            p.max_idle = self
+                                .expect()
+                                .int(&v, &kw, 0, 1_000_000)
+                                .map(|n| Spanned::new(n.node as u32, n.span))
+                        }
+                        _ => p.idle_timeout = self.expect().positive_duration(&v, &kw),
+                    }
+                }
+                Rule::pool_unknown => self.unknown(a, "a `pool` block", &["max_idle", "idle_timeout"]),
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn retry(&mut self, pair: Pair<'_, Rule>) -> Option<Retry> {
+        let span = self.span(&pair);
+        let mut attempts = None;
+        let mut on = Vec::new();
+        let mut budget = None;
+        let mut state = 0; // 0: count, 1: conditions, 2: budget
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::k_on => state = 1,
+                Rule::k_budget => state = 2,
+                Rule::value => {
+                    let v = self.value(p);
+                    match state {
+                        0 => {
+                            attempts = self
+                                .expect()
+                                .int(&v, "retry", 0, 10)
+                                .map(|n| Spanned::new(n.node as u32, n.span))
+                        }
+                        1 => {
+                            if let Some(c) = self.retry_on(&v) {
+                                on.push(c);
+                            }
+                        }
+                        _ => budget = self.expect().percent(&v, "budget"),
+                    }
+                }
+                _ => {}
+            }
+        }
+        if on.is_empty() && state == 0 {
+            on = vec![Spanned::new(RetryOn::ConnectError, span)];
+        }
+        Some(Retry {
+            attempts: attempts?,
+            on,
+            budget,
+            span,
+        })
+    }
+
+    fn retry_on(&mut self, v: &SVal) -> Option<Spanned<RetryOn>> {
+        let on = match &v.val {
+            Val::Ident(s) if s == "connect_error" => RetryOn::ConnectError,
+            Val::Ident(s) if s == "timeout" => RetryOn::Timeout,
+            Val::Int(n) if (500..=599).contains(n) => RetryOn::Status(*n as u16),
+            Val::Int(n) => {
+                self.expect().out_of_range(
+                    v.span,
+                    format!("retrying on status `{n}` is not allowed"),
+                    "retries are for `connect_error`, `timeout` and 5xx statuses",
+                );
+                return None;
+            }
+            Val::Ident(s) => {
+                let help = did_you_mean(s, ["connect_error", "timeout"])
+                    .unwrap_or_else(|| "retry on `connect_error`, `timeout` or a 5xx status".into());
+                self.diags.push(
+                    Diagnostic::new(Code::GW0106, format!("unknown retry condition `{s}`"))
+                        .primary(v.span, "unknown condition")
+                        .help(help),
+                );
+                return None;
+            }
+            _ => {
+                self.expect()
+                    .mismatch(v, "a retry condition such as `connect_error` or `503`", None);
+                return None;
+            }
+        };
+        Some(Spanned::new(on, v.span))
+    }
+
+    fn auth(&mut self, pair: Pair<'_, Rule>) {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::k_auth);
+        let Some(name) = inner.next() else { return };
+        let name = Spanned::new(name.as_str().to_string(), self.span(&name));
+        let Some(kind) = inner.next() else { return };
+        let kind = self.value(kind);
+        let block = format!("auth `{}`", name.node);
+        let kind_name = match &kind.val {
+            Val::Ident(k) if k == "jwt" || k == "api_key" => k.clone(),
+            Val::Ident(k) => {
+                let help =
+                    did_you_mean(k, ["jwt", "api_key"]).unwrap_or_else(|| "an auth is `jwt` or `api_key`".into());
+                self.diags.push(
+                    Diagnostic::new(Code::GW0106, format!("unknown auth kind `{k}`"))
+                        .primary(kind.span, "not an auth kind")
+                        .help(help),
+                );
+                return;
+            }
+            _ => {
+                self.expect().mismatch(&kind, "an auth kind (`jwt` or `api_key`)", None);
+                return;
+            }
+        };
+        let jwt = kind_name == "jwt";
+        let known: &[&str] = if jwt {
+            &[
+                "issuer",
+                "audience",
+                "algorithms",
+                "jwks",
+                "public_key",
+                "secret",
+                "leeway",
+                "from",
+            ]
+        } else {
+            &["from", "keys"]
+        };
+        let mut seen = Seen::default();
+        let mut j = Jwt {
+            issuer: None,
+            audience: None,
+            algorithms: None,
+            key: None,
+            leeway: None,
+            from: None,
+        };
+        let mut k = ApiKey { from: None, keys: None };
+        let file_name = self.name;
+        for a in inner {
+            let a_span = self.span(&a);
+            match a.as_rule() {
+                Rule::auth_from => {
+                    let mut parts = a.into_inner();
+                    let kw_span = parts.next().map(|p| self.span(&p)).unwrap_or(a_span);
+                    if !self.first(&mut seen, "from", kw_span, &block) {
+                        continue;
+                    }
+                    let values: Vec<_> = parts.collect();
+                    let bearer = values.iter().any(|p| p.as_rule() == Rule::k_bearer);
+                    let mut vals = values
+                        .into_iter()
+                        .filter(|p| p.as_rule() == Rule::value)
+                        .collect::<Vec<_>>()
+                        .into_iter();
+                    let (Some(place), Some(name_v)) = (vals.next(), vals.next()) else {
+                        continue;
+                    };
+                    let place = self.value(place);
+                    let name_v = self.value(name_v);
+                    let Some(field) = self.expect().word(&name_v, "a header, query or cookie name") else {
+                        continue;
+                    };
+                    let from = match &place.val {
+                        Val::Ident(p) if p == "header" => TokenFrom::Header {
+                            name: field.node.to_ascii_lowercase(),
+                            bearer,
+                        },
+                        Val::Ident(p) if p == "query" && !bearer => TokenFrom::Query(field.node),
+                        Val::Ident(p) if p == "cookie" && !bearer => TokenFrom::Cookie(field.node),
+                        Val::Ident(p) if p == "query" || p == "cookie" => {
+                            self.diags.push(
+                                Diagnostic::new(
+                                    Code::GW0106,
+                                    format!("`bearer` applies only to `from header`, not `from {p}`"),
+                                )
+                                .primary(a_span, "`bearer` here")
+                                .help("remove `bearer`"),
+                            );
+                            continue;
+                        }
+                        _ => {
+                            let help = match &place.val {
+                                Val::Ident(p) => did_you_mean(p, ["header", "query", "cookie"]),
+                                _ => None,
+                            };
+                            self.expect().mismatch(&place, "`header`, `query` or `cookie`", help);
+                            continue;
+                        }
+                    };
+                    let from = Some(Spanned::new(from, a_span));
+                    if jwt {
+                        j.from = from;
+                    } else {
+                        k.from = from;
+                    }
+                }
+                Rule::auth_jwks if jwt => {
+                    if !self.first(&mut seen, "key material", a_span, &block) {
+                        continue;
+                    }
+                    let parts: Vec<_> = a.into_inner().collect();
+                    let is_url = parts.iter().any(|p| p.as_rule() == Rule::k_url);
+                    let mut vals = parts
+                        .into_iter()
+                        .filter(|p| p.as_rule() == Rule::value)
+                        .collect::<Vec<_>>()
+                        .into_iter();
+                    let Some(first) = vals.next() else { continue };
+                    let first = self.value(first);
+                    if is_url {
+                        let url = self
+                            .expect()
+                            .string(&first, "a URL such as `\"https://auth.example.com/jwks.json\"`");
+                        let refresh = match vals.next() {
+                            Some(r) => {
+                                let r = self.value(r);
+                                self.expect().positive_duration(&r, "refresh")
+                            }
+                            None => None,
+                        };
+                        if let Some(url) = url {
+                            if !(url.node.starts_with("https://") || url.node.starts_with("http://")) {
+                                self.diags.push(
+                                    Diagnostic::new(Code::GW0003, format!("invalid JWKS URL `{}`", url.node))
+                                        .primary(url.span, "not an http(s) URL")
+                                        .help("write the full URL, such as `\"https://auth.example.com/.well-known/jwks.json\"`"),
+                                );
+                                continue;
+                            }
+                            j.key = Some(Spanned::new(
+                                KeySource::JwksUrl {
+                                    url: url.node,
+                                    refresh: refresh.map(|r| r.node),
+                                },
+                                a_span,
+                            ));
+                        }
+                    } else if let Some(src) =
+                        self.expect()
+                            .source(&first, "`file(\"jwks.json\")` or `url \"...\"`", file_name, true)
+                    {
+                        j.key = Some(Spanned::new(KeySource::JwksFile(src.node), src.span));
+                    }
+                }
+                Rule::auth_setting => {
+                    let Some((kw, kw_span, values)) = self.list_setting(a) else {
+                        continue;
+                    };
+                    if !known.contains(&kw.as_str()) {
+                        let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+                        let kind_word = if jwt { "a `jwt` auth" } else { "an `api_key` auth" };
+                        self.diags.push(
+                            Diagnostic::new(Code::GW0103, format!("unknown attribute `{kw}` in {block}"))
+                                .primary(kw_span, format!("not an attribute of {kind_word}"))
+                                .help(format!("{kind_word} takes {list}")),
+                        );
+                        continue;
+                    }
+                    let slot = if matches!(kw.as_str(), "secret" | "public_key") {
+                        "key material"
+                    } else {
+                        kw.as_str()
+                    };
+                    if !self.first(&mut seen, slot, kw_span, &block) {
+                        continue;
+                    }
+                    if kw != "algorithms" && kw != "keys" && values.len() > 1 {
+                        self.diags.push(
+                            Diagnostic::new(Code::GW0106, format!("`{kw}` takes one value"))
+                                .primary(values[1].span.to(values[values.len() - 1].span), "extra values")
+                                .help("remove the extra values"),
+                        );
+                        continue;
+                    }
+                    let Some(v) = values.first() else { continue };
+                    match kw.as_str() {
+                        "issuer" => {
+                            j.issuer = self
+                                .expect()
+                                .string(v, "an issuer such as `\"https://auth.example.com\"`")
+                        }
+                        "audience" => j.audience = self.expect().string(v, "an audience such as `\"my-api\"`"),
+                        "leeway" => j.leeway = self.expect().duration(v),
+                        "secret" => {
+                            j.key = self
+                                .expect()
+                                .source(v, "`env(\"NAME\")`, `file(\"path\")` or a string", file_name, false)
+                                .map(|s| Spanned::new(KeySource::Secret(s.node), s.span));
+                        }
+                        "public_key" => {
+                            j.key = self
+                                .expect()
+                                .source(v, "`file(\"key.pem\")`", file_name, true)
+                                .map(|s| Spanned::new(KeySource::PublicKey(s.node), s.span));
+                        }
+                        "algorithms" => {
+                            let mut algs = Vec::new();
+                            for v in &values {
+                                if let Some(a) = self.algorithm(v) {
+                                    algs.push(a);
+                                }
+                            }
+                            let whole = values[0].span.to(values[values.len() - 1].span);
+                            j.algorithms = Some(Spanned::new(algs, whole));
+                        }
+                        _ => {
+                            // keys
+                            let whole = values[0].span.to(values[values.len() - 1].span);
+                            if let [one @ SVal { val: Val::Call(..), .. }] = values.as_slice() {
+                                if let Some(src) = self.expect().source(one, "`file(\"keys.txt\")`", file_name, true) {
+                                    k.keys = Some(Spanned::new(ApiKeys::File(src.node), src.span));
+                                }
+                            } else {
+                                let mut keys = Vec::new();
+                                for v in &values {
+                                    if let Some(s) = self.expect().string(v, "a key such as `\"k-123\"`") {
+                                        keys.push(s.node);
+                                    }
+                                }
+                                k.keys = Some(Spanned::new(ApiKeys::Inline(keys), whole));
+                            }
+                        }
+                    }
+                }
+                Rule::auth_jwks => {
+                    let kw_span = a.into_inner().next().map(|p| self.span(&p)).unwrap_or(a_span);
+                    self.diags.push(
+                        Diagnostic::new(Code::GW0103, format!("unknown attribute `jwks` in {block}"))
+                            .primary(kw_span, "not an attribute of an `api_key` auth")
+                            .help("an `api_key` auth takes `from` and `keys`"),
+                    );
+                }
+                Rule::auth_unknown => self.unknown(a, &block, known),
+                _ => {}
+            }
+        }
+        let kind = if jwt {
+            for (attr, example) in [
+                ("issuer", "issuer \"https://auth.example.com\""),
+                ("audience", "audience \"my-api\""),
+                ("algorithms", "algorithms RS256"),
+            ] {
+                if !seen.0.iter().any(|(k, _)| k == attr) {
+                    self.missing(name.span, attr, &format!("jwt auth `{}`", name.node), example);
+                }
+            }
+            if !seen.0.iter().any(|(k, _)| k == "key material") {
+                self.diags.push(
+                    Diagnostic::new(Code::GW0402, format!("jwt auth `{}` has no key material", name.node))
+                        .primary(name.span, "no keys to verify tokens with")
+                        .help("add `jwks file(\"jwks.json\")`, `jwks url \"...\"`, `public_key file(\"key.pem\")` or `secret env(\"JWT_SECRET\")`"),
+                );
+            }
+            AuthKind::Jwt(j)
+        } else {
+            if !seen.0.iter().any(|(k, _)| k == "keys") {
+                self.missing(
+                    name.span,
+                    "keys",
+                    &format!("api_key auth `{}`", name.node),
+                    "keys file(\"keys.txt\")",
+                );
+            }
+            AuthKind::ApiKey(k)
+        };
+        self.config.auths.push(Auth { name, kind, span });
+    }
+
+    fn algorithm(&mut self, v: &SVal) -> Option<Spanned<Algorithm>> {
+        let text = match &v.val {
+            Val::Ident(s) => s.as_str(),
+            _ => {
+                self.expect().mismatch(v, "an algorithm such as `RS256`", None);
+                return None;
+            }
+        };
+        if let Some(a) = Algorithm::parse(text) {
+            return Some(Spanned::new(a, v.span));
+        }
+        let upper = text.to_ascii_uppercase();
+        let help = Algorithm::ALL
+            .iter()
+            .find(|a| a.as_str().to_ascii_uppercase() == upper)
+            .map(|a| format!("did you mean `{}`?", a.as_str()))
+            .or_else(|| did_you_mean(text, Algorithm::ALL.iter().map(|a| a.as_str())))
+            .unwrap_or_else(|| {
+                "algorithms are HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 and EdDSA".into()
+            });
+        let (message, label) = if upper == "NONE" {
+            ("unsigned tokens (`none`) are never accepted".to_string(), "not allowed")
+        } else {
+            (format!("unknown algorithm `{text}`"), "unknown algorithm")
+        };
+        self.diags
+            .push(Diagnostic::new(Code::GW0106, message).primary(v.span, label).help(help));
+        None
+    }
+
+    fn limit(&mut self, pair: Pair<'_, Rule>) {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::k_limit);
+        let Some(name) = inner.next() else { return };
+        let name = Spanned::new(name.as_str().to_string(), self.span(&name));
+        let block = format!("limit `{}`", name.node);
+        let mut limit = Limit {
+            name,
+            rate: None,
+            burst: None,
+            key: None,
+            store: None,
+            span,
+        };
+        let mut seen = Seen::default();
+        for a in inner {
+            match a.as_rule() {
+                Rule::limit_setting => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, &block) {
+                        continue;
+                    }
+                    match kw.as_str() {
+                        "rate" => limit.rate = self.expect().rate(&v),
+                        "burst" => {
+                            limit.burst = self
+                                .expect()
+                                .int(&v, "burst", 1, 1_000_000)
+                                .map(|n| Spanned::new(n.node as u32, n.span))
+                        }
+                        "key" => limit.key = self.limit_key(&v),
+                        _ => limit.store = self.expect().name(&v, "a store name"),
+                    }
+                }
+                Rule::limit_unknown => self.unknown(a, &block, &["rate", "burst", "key", "store"]),
+                _ => {}
+            }
+        }
+        if !seen.0.iter().any(|(k, _)| k == "rate") {
+            self.missing(limit.name.span, "rate", &block, "rate 100/min");
+        }
+        self.config.rate_limits.push(limit);
+    }
+
+    fn limit_key(&mut self, v: &SVal) -> Option<Spanned<LimitKey>> {
+        let key = match &v.val {
+            Val::Ident(s) if s == "none" => LimitKey::None,
+            Val::Ident(s) if s == "api_key" => LimitKey::ApiKey,
+            Val::Ref(Reference::ClientIp) => LimitKey::ClientIp,
+            Val::Ref(Reference::Param(_)) => {
+                self.diags.push(
+                    Diagnostic::new(Code::GW0106, "a limit cannot be keyed on `param.*`")
+                        .primary(v.span, "path parameters are not known to a limit")
+                        .help("key on `client_ip`, `claim.X`, `header.X`, `query.X`, `api_key` or `none`"),
+                );
+                return None;
+            }
+            Val::Ref(r) => LimitKey::Ref(r.clone()),
+            Val::Ident(s) => {
+                let help = did_you_mean(s, ["none", "client_ip", "api_key"]).unwrap_or_else(|| {
+                    "key on `client_ip`, `claim.X`, `header.X`, `query.X`, `api_key` or `none`".into()
+                });
+                self.diags.push(
+                    Diagnostic::new(Code::GW0106, format!("unknown limit key `{s}`"))
+                        .primary(v.span, "not a key")
+                        .help(help),
+                );
+                return None;
+            }
+            _ => {
+                self.expect()
+                    .reference(v, "a limit key such as `client_ip` or `claim.sub`")?;
+                return None;
+            }
+        };
+        Some(Spanned::new(key, v.span))
+    }
+
+    fn store(&mut self, pair: Pair<'_, Rule>) {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::k_store);
+        let Some(name) = inner.next() else { return };
+        let name = Spanned::new(name.as_str().to_string(), self.span(&name));
+        let block = format!("store `{}`", name.node);
+        let mut store = Store {
+            name,
+            url: None,
+            timeout: None,
+            on_error_allow: None,
+            span,
+        };
+        let mut seen = Seen::default();
+        for a in inner {
+            match a.as_rule() {
+                Rule::value => {
+                    let v = self.value(a);
+                    match &v.val {
+                        Val::Ident(k) if k == "redis" => {}
+                        Val::Ident(k) => {
+                            let help =
+                                did_you_mean(k, ["redis"]).unwrap_or_else(|| "the only store kind is `redis`".into());
+                            self.diags.push(
+                                Diagnostic::new(Code::GW0106, format!("unknown store kind `{k}`"))
+                                    .primary(v.span, "not a store kind")
+                                    .help(help),
+                            );
+                        }
+                        _ => self.expect().mismatch(&v, "a store kind (`redis`)", None),
+                    }
+                }
+                Rule::string => {
+                    let v = self.value(a);
+                    if let Some(url) = self.expect().string(&v, "a URL") {
+                        if !(url.node.starts_with("redis://") || url.node.starts_with("rediss://")) {
+                            self.diags.push(
+                                Diagnostic::new(Code::GW0003, format!("invalid Redis URL `{}`", url.node))
+                                    .primary(url.span, "not a `redis://` URL")
+                                    .help("write `\"redis://127.0.0.1:6379\"`"),
+                            );
+                        } else {
+                            store.url = Some(url);
+                        }
+                        seen.0.push(("url".into(), v.span));
+                    }
+                }
+                Rule::store_setting => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, &block) {
+                        continue;
+                    }
+                    match kw.as_str() {
+                        "timeout" => store.timeout = self.expect().positive_duration(&v, &kw),
+                        _ => match &v.val {
+                            Val::Ident(s) if s == "allow" || s == "deny" => {
+                                store.on_error_allow = Some(Spanned::new(s == "allow", v.span))
+                            }
+                            _ => self.expect().mismatch(&v, "`allow` or `deny`", None),
+                        },
+                    }
+                }
+                Rule::store_unknown => self.unknown(a, &block, &["timeout", "on_error"]),
+                _ => {}
+            }
+        }
+        if !seen.0.iter().any(|(k, _)| k == "url") {
+            self.missing(
+                store.name.span,
+                "a URL",
+                &block,
+                "store NAME redis \"redis://127.0.0.1:6379\"",
+            );
+        }
+        self.config.stores.push(store);
+    }
+
+    fn route(&mut self, pair: Pair<'_, Rule>) {
+        let span = self.span(&pair);
+        let mut methods = None;
+        let mut path = None;
+        let mut host = None;
+        let mut upstream = None;
+        let mut head_end = span.start;
+        let mut block = None;
+        let mut after = Rule::k_route;
+        for p in pair.into_inner() {
+            let rule = p.as_rule();
+            if rule != Rule::route_block {
+                head_end = self.span(&p).end;
+            }
+            match rule {
+                Rule::methods => methods = self.methods(p),
+                Rule::value => {
+                    let v = self.value(p);
+                    match after {
+                        Rule::k_host => host = self.host_name(&v),
+                        Rule::arrow => upstream = self.expect().name(&v, "an upstream name"),
+                        _ => path = Some(self.expect().path_pattern(&v)),
+                    }
+                }
+                Rule::k_host | Rule::arrow => after = rule,
+                Rule::route_block => block = Some(p),
+                _ => {}
+            }
+        }
+        let head_span = Span {
+            file: self.file,
+            start: span.start,
+            end: head_end,
+        };
+        // A path that failed its checks was reported; keep going to find more errors.
+        let Some(path) = path.flatten() else {
+            if let Some(b) = block {
+                let dummy = Spanned::new(
+                    PathPattern {
+                        raw: String::new(),
+                        segments: vec![],
+                    },
+                    head_span,
+                );
+                let mut r = self.new_route(None, dummy, None, None, head_span, span);
+                self.route_block(b, &mut r);
+            }
+            return;
+        };
+        let mut route = self.new_route(methods, path, host, upstream, head_span, span);
+        if let Some(b) = block {
+            self.route_block(b, &mut route);
+        }
+        self.config.routes.push(route);
+    }
+
+    fn new_route(
+        &self,
+        methods: Option<Spanned<Vec<Method>>>,
+        path: Spanned<PathPattern>,
+        host: Option<Spanned<String>>,
+        upstream: Option<Name>,
+        head_span: Span,
+        span: Span,
+    ) -> Route {
+        Route {
+            methods,
+            path,
+            host,
+            upstream,
+            auth: None,
+            requires: Vec::new(),
+            limits: Vec::new(),
+            strip_prefix: None,
+            rewrite: None,
+            timeout: None,
+            retry: None,
+            transforms: Vec::new(),
+            cors: None,
+            aggregate: None,
+            respond: None,
+            redirect: None,
+            head_span,
+            span,
+        }
+    }
+
+    fn host_name(&mut self, v: &SVal) -> Option<Spanned<String>> {
+        let s = self.expect().string(v, "a host name such as `\"api.example.com\"`")?;
+        let valid = !s.node.is_empty()
+            && s.node.split('.').all(|l| {
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+            });
+        if !valid {
+            self.diags.push(
+                Diagnostic::new(Code::GW0003, format!("invalid host name `{}`", s.node))
+                    .primary(s.span, "not a host name")
+                    .help("write the name without scheme, port or path, such as `\"api.example.com\"`"),
+            );
+            return None;
+        }
+        Some(Spanned::new(s.node.to_ascii_lowercase(), s.span))
+    }
+
+    /// `GET,HEAD` or `*` → `Some(list)` / `None` (every method).
+    fn methods(&mut self, pair: Pair<'_, Rule>) -> Option<Spanned<Vec<Method>>> {
+        let span = self.span(&pair);
+        let mut list = Vec::new();
+        let mut star = false;
+        for m in pair.into_inner().filter(|p| p.as_rule() == Rule::method) {
+            let m_span = self.span(&m);
+            if m.as_str() == "*" {
+                star = true;
+                continue;
+            }
+            if let Some(method) = self.expect().method(m.as_str(), m_span) {
+                if list.contains(&method.node) {
+                    self.diags.push(
+                        Diagnostic::new(Code::GW0105, format!("method `{}` listed twice", m.as_str()))
+                            .primary(m_span, "listed again")
+                            .help("remove the repeated method"),
+                    );
+                } else {
+                    list.push(method.node);
+                }
+            }
+        }
+        if star {
+            return None;
+        }
+        (!list.is_empty()).then(|| Spanned::new(list, span))
+    }
+
+    fn route_block(&mut self, pair: Pair<'_, Rule>, route: &mut Route) {
+        let mut seen = Seen::default();
+        let block = "a route";
+        const KNOWN: &[&str] = &[
+            "auth",
+            "require",
+            "limit",
+            "set",
+            "remove",
+            "aggregate",
+            "respond",
+            "redirect",
+            "cors",
+            "retry",
+            "strip_prefix",
+            "timeout",
+            "rewrite",
+        ];
+        let file_name = self.name;
+        let _ = file_name;
+        for a in pair.into_inner() {
+            let a_span = self.span(&a);
+            let rule = a.as_rule();
+            match rule {
+                Rule::route_auth => {
+                    let mut inner = a.into_inner();
+                    let kw_span = inner.next().map(|p| self.span(&p)).unwrap_or(a_span);
+                    let Some(v) = inner.next() else { continue };
+                    let v = self.value(v);
+                    if self.first(&mut seen, "auth", kw_span, block) {
+                        route.auth = self.expect().name(&v, "an auth name");
+                    }
+                }
+                Rule::route_limit => {
+                    let values: Vec<_> = a.into_inner().filter(|p| p.as_rule() == Rule::value).collect();
+                    for v in values {
+                        let v = self.value(v);
+                        if let Some(n) = self.expect().name(&v, "a limit name") {
+                            route.limits.push(n);
+                        }
+                    }
+                }
+                Rule::require => {
+                    if let Some(r) = self.require(a) {
+                        route.requires.push(r);
+                    }
+                }
+                Rule::set_header | Rule::remove_header => {
+                    if let Some(t) = self.header_transform(a, rule == Rule::set_header) {
+                        route.transforms.push(t);
+                    }
+                }
+                Rule::aggregate => {
+                    if self.first(&mut seen, "aggregate", a_span, block) {
+                        route.aggregate = Some(self.aggregate(a));
+                    }
+                }
+                Rule::respond => {
+                    if !self.first(&mut seen, "respond", a_span, block) {
+                        continue;
+                    }
+                    let vals: Vec<_> = a
+                        .into_inner()
+                        .filter(|p| matches!(p.as_rule(), Rule::value | Rule::string))
+                        .collect();
+                    let mut vals = vals.into_iter().map(|v| self.value(v)).collect::<Vec<_>>().into_iter();
+                    let status = vals.next().and_then(|v| self.expect().status(&v));
+                    let body = vals
+                        .next()
+                        .and_then(|v| self.expect().string(&v, "a response body string"));
+                    if let Some(status) = status {
+                        route.respond = Some(Respond {
+                            status,
+                            body,
+                            span: a_span,
+                        });
+                    }
+                }
+                Rule::redirect => {
+                    if !self.first(&mut seen, "redirect", a_span, block) {
+                        continue;
+                    }
+                    let vals: Vec<_> = a
+                        .into_inner()
+                        .filter(|p| matches!(p.as_rule(), Rule::value | Rule::string))
+                        .collect();
+                    let vals = vals.into_iter().map(|v| self.value(v)).collect::<Vec<_>>();
+                    let (status, location) = match vals.as_slice() {
+                        [loc @ SVal { val: Val::Str(_), .. }] => (
+                            Some(Spanned::new(302, loc.span)),
+                            self.expect().template(loc, "a location"),
+                        ),
+                        [st, loc] => {
+                            let st_v = self.expect().status(st);
+                            if let Some(s) = &st_v {
+                                if !matches!(s.node, 301 | 302 | 303 | 307 | 308) {
+                                    self.expect().out_of_range(
+                                        s.span,
+                                        format!("`{}` is not a redirect status", s.node),
+                                        "use 301, 302, 303, 307 or 308",
+                                    );
+                                }
+                            }
+                            (
+                                st_v,
+                                self.expect().template(loc, "a location such as `\"/v2/{param.rest}\"`"),
+                            )
+                        }
+                        [other, ..] => {
+                            self.expect().mismatch(other, "a location such as `\"/new\"`", None);
+                            (None, None)
+                        }
+                        [] => (None, None),
+                    };
+                    if let (Some(status), Some(location)) = (status, location) {
+                        route.redirect = Some(Redirect {
+                            status,
+                            location,
+                            span: a_span,
+                        });
+                    }
+                }
+                Rule::cors => {
+                    if self.first(&mut seen, "cors", a_span, block) {
+                        route.cors = Some(self.cors(a));
+                    }
+                }
+                Rule::retry => {
+                    if self.first(&mut seen, "retry", a_span, block) {
+                        route.retry = self.retry(a);
+                    }
+                }
+                Rule::route_setting => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, block) {
+                        continue;
+                    }
+                    match kw.as_str() {
+                        "timeout" => route.timeout = self.expect().positive_duration(&v, &kw),
+                        "rewrite" => {
+                            route.rewrite = self
+                                .expect()
+                                .template(&v, "a path template such as `\"/v2/{param.rest}\"`")
+                        }
+                        _ => {
+                            route.strip_prefix = match &v.val {
+                                Val::Path(p) if !p.contains(['{', '}', '?']) => Some(Spanned::new(p.clone(), v.span)),
+                                _ => {
+                                    self.expect().mismatch(&v, "a literal path prefix such as `/api`", None);
+                                    None
+                                }
+                            }
+                        }
+                    }
+                }
+                Rule::route_unknown => self.unknown(a, block, KNOWN),
+                _ => {}
+            }
+        }
+    }
+
+    fn require(&mut self, pair: Pair<'_, Rule>) -> Option<Require> {
+        let span = self.span(&pair);
+        let mut subject = None;
+        let mut op = None;
+        let mut operand = None;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::value if subject.is_none() => subject = Some(self.value(p)),
+                Rule::value => operand = Some(self.value(p)),
+                Rule::require_op => op = Some(p.as_str().to_string()),
+                _ => {}
+            }
+        }
+        let subject = subject?;
+        let subject = self
+            .expect()
+            .reference(&subject, "a claim or header such as `claim.scope`")?;
+        let operand = operand?;
+        let op = match op?.as_str() {
+            "in" => {
+                let Val::List(items) = &operand.val else {
+                    self.expect().mismatch(
+                        &operand,
+                        "a list such as `[\"a\", \"b\"]`",
+                        Some("`in` takes a list; use `==` for one value".into()),
+                    );
+                    return None;
+                };
+                let mut values = Vec::new();
+                for item in items {
+                    values.push(self.expect().string(item, "a string")?.node);
+                }
+                RequireOp::In(values)
+            }
+            other => {
+                let s = self.expect().string(&operand, "a string such as `\"admin\"`")?.node;
+                match other {
+                    "has" => RequireOp::Has(s),
+                    "==" => RequireOp::Eq(s),
+                    _ => RequireOp::Ne(s),
+                }
+            }
+        };
+        Some(Require { subject, op, span })
+    }
+
+    fn header_transform(&mut self, pair: Pair<'_, Rule>, set: bool) -> Option<HeaderTransform> {
+        let span = self.span(&pair);
+        let vals: Vec<_> = pair.into_inner().filter(|p| p.as_rule() == Rule::value).collect();
+        let mut vals = vals.into_iter().map(|v| self.value(v)).collect::<Vec<_>>().into_iter();
+        let dir_v = vals.next()?;
+        let direction = match &dir_v.val {
+            Val::Ident(s) if s == "request" => Direction::Request,
+            Val::Ident(s) if s == "response" => Direction::Response,
+            _ => {
+                let help = match &dir_v.val {
+                    Val::Ident(s) => did_you_mean(s, ["request", "response"]),
+                    _ => None,
+                };
+                self.expect().mismatch(&dir_v, "`request` or `response`", help);
+                return None;
+            }
+        };
+        let name_v = vals.next()?;
+        let name = self.expect().word(&name_v, "a header name such as `x-user-id`")?;
+        let valid = !name.node.is_empty()
+            && name
+                .node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid {
+            self.diags.push(
+                Diagnostic::new(Code::GW0003, format!("invalid header name `{}`", name.node))
+                    .primary(name.span, "not a header name")
+                    .help("header names are letters, digits and `-`"),
+            );
+            return None;
+        }
+        let name = Spanned::new(name.node.to_ascii_lowercase(), name.span);
+        let value = if set {
+            let v = vals.next()?;
+            Some(
+                self.expect()
+                    .template(&v, "a header value string such as `\"{claim.sub}\"`")?,
+            )
+        } else {
+            None
+        };
+        Some(HeaderTransform {
+            direction,
+            name,
+            value,
+            span,
+        })
+    }
+
+    fn aggregate(&mut self, pair: Pair<'_, Rule>) -> Aggregate {
+        let span = self.span(&pair);
+        let mut agg = Aggregate {
+            parts: Vec::new(),
+            timeout: None,
+            span,
+        };
+        let mut seen = Seen::default();
+        for a in pair.into_inner() {
+            let a_span = self.span(&a);
+            match a.as_rule() {
+                Rule::aggregate_timeout => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if self.first(&mut seen, &kw, kw_span, "an `aggregate` block") {
+                        agg.timeout = self.expect().positive_duration(&v, &kw);
+                    }
+                }
+                Rule::aggregate_part => {
+                    let mut inner = a.into_inner();
+                    let (Some(name), Some(up), Some(method), Some(path)) =
+                        (inner.next(), inner.next(), inner.next(), inner.next())
+                    else {
+                        continue;
+                    };
+                    let optional = inner.next().is_some();
+                    let name = Spanned::new(name.as_str().to_string(), self.span(&name));
+                    if let Some(first) = agg.parts.iter().find(|p| p.name.node == name.node) {
+                        self.diags.push(
+                            Diagnostic::new(Code::GW0102, format!("aggregate part `{}` defined twice", name.node))
+                                .primary(name.span, "defined again here")
+                                .secondary(first.name.span, "first defined here")
+                                .help("give each part its own name: it is the key in the merged JSON"),
+                        );
+                        continue;
+                    }
+                    let upstream = Spanned::new(up.as_str().to_string(), self.span(&up));
+                    let m_span = self.span(&method);
+                    let method = self.expect().method(method.as_str(), m_span);
+                    let path = self.value(path);
+                    let path = self
+                        .expect()
+                        .template(&path, "a path template such as `\"/users/{claim.sub}\"`");
+                    if let (Some(method), Some(path)) = (method, path) {
+                        agg.parts.push(AggregatePart {
+                            name,
+                            upstream,
+                            method,
+                            path,
+                            optional,
+                            span: a_span,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        agg
+    }
+
+    fn cors(&mut self, pair: Pair<'_, Rule>) -> Cors {
+        let span = self.span(&pair);
+        let mut cors = Cors {
+            span,
+            ..Cors::default()
+        };
+        let mut seen = Seen::default();
+        const KNOWN: &[&str] = &["origins", "methods", "headers", "expose", "credentials", "max_age"];
+        for a in pair.into_inner() {
+            let a_span = self.span(&a);
+            match a.as_rule() {
+                Rule::cors_credentials => {
+                    if self.first(&mut seen, "credentials", a_span, "a `cors` block") {
+                        cors.credentials = Some(a_span);
+                    }
+                }
+                Rule::cors_setting => {
+                    let Some((kw, kw_span, values)) = self.list_setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, "a `cors` block") {
+                        continue;
+                    }
+                    for v in &values {
+                        match kw.as_str() {
+                            "origins" => {
+                                let origin = match &v.val {
+                                    Val::Star => Some(Spanned::new("*".to_string(), v.span)),
+                                    _ => self
+                                        .expect()
+                                        .string(v, "an origin such as `\"https://app.example.com\"`"),
+                                };
+                                if let Some(o) = origin {
+                                    if o.node != "*"
+                                        && !(o.node.starts_with("https://") || o.node.starts_with("http://"))
+                                    {
+                                        self.diags.push(
+                                            Diagnostic::new(Code::GW0003, format!("invalid origin `{}`", o.node))
+                                                .primary(o.span, "an origin is a scheme and a host")
+                                                .help("write `\"https://app.example.com\"`, or `*` for any origin"),
+                                        );
+                                    } else {
+                                        cors.origins.push(o);
+                                    }
+                                }
+                            }
+                            "methods" => match &v.val {
+                                Val::Ident(m) => {
+                                    if let Some(m) = self.expect().method(m, v.span) {
+                                        cors.methods.push(m);
+                                    }
+                                }
+                                _ => self.expect().mismatch(v, "a method such as `GET`", None),
+                            },
+                            "headers" | "expose" => {
+                                if let Some(h) = self.expect().word(v, "a header name") {
+                                    let h = Spanned::new(h.node.to_ascii_lowercase(), h.span);
+                                    if kw == "headers" {
+                                        cors.headers.push(h);
+                                    } else {
+                                        cors.expose.push(h);
+                                    }
+                                }
+                            }
+                            _ => cors.max_age = self.expect().duration(v),
+                        }
+                    }
+                }
+                Rule::cors_unknown => self.unknown(a, "a `cors` block", KNOWN),
+                _ => {}
+            }
+        }
+        cors
+    }
+
+    fn test(&mut self, pair: Pair<'_, Rule>) {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::k_test);
+        let Some(name) = inner.next() else { return };
+        let name = self.value(name);
+        let name = self
+            .expect()
+            .string(&name, "a test name such as `\"routes\"`")
+            .unwrap_or_else(|| Spanned::new(String::new(), name.span));
+        let mut test = Test {
+            name,
+            expectations: Vec::new(),
+            span,
+        };
+        for e in inner.filter(|p| p.as_rule() == Rule::expectation) {
+            if let Some(e) = self.expectation(e) {
+                test.expectations.push(e);
+            }
+        }
+        self.config.tests.push(test);
+    }
+
+    fn expectation(&mut self, pair: Pair<'_, Rule>) -> Option<Expectation> {
+        let span = self.span(&pair);
+        let mut method = None;
+        let mut path = None;
+        let mut host = None;
+        let mut headers = Vec::new();
+        let mut expect = None;
+        let mut after = Rule::method;
+        let mut ok = true;
+        for p in pair.into_inner() {
+            let rule = p.as_rule();
+            match rule {
+                Rule::method => {
+                    let s = self.span(&p);
+                    method = self.expect().method(p.as_str(), s);
+                    ok &= method.is_some();
+                }
+                Rule::k_host | Rule::arrow => after = rule,
+                Rule::expect_header => {
+                    let vals: Vec<_> = p.into_inner().filter(|p| p.as_rule() == Rule::value).collect();
+                    let vals = vals.into_iter().map(|v| self.value(v)).collect::<Vec<_>>();
+                    if let [n, v] = vals.as_slice() {
+                        let n = self.expect().word(n, "a header name");
+                        let v = self.expect().string(v, "a header value string");
+                        match (n, v) {
+                            (Some(n), Some(v)) => headers.push((Spanned::new(n.node.to_ascii_lowercase(), n.span), v)),
+                            _ => ok = false,
+                        }
+                    }
+                }
+                Rule::value => {
+                    let v = self.value(p);
+                    match after {
+                        Rule::k_host => {
+                            host = self.host_name(&v);
+                            ok &= host.is_some();
+                        }
+                        Rule::arrow => {
+                            expect = match &v.val {
+                                Val::Ident(n) => Some(Spanned::new(Expected::Upstream(n.clone()), v.span)),
+                                Val::Int(_) => self
+                                    .expect()
+                                    .status(&v)
+                                    .map(|s| Spanned::new(Expected::Status(s.node), s.span)),
+                                _ => {
+                                    self.expect()
+                                        .mismatch(&v, "an upstream name or a status such as `404`", None);
+                                    None
+                                }
+                            };
+                        }
+                        _ => {
+                            path = self.expect().request_path(&v);
+                            ok &= path.is_some();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !ok {
+            return None;
+        }
+        Some(Expectation {
+            method: method?,
+            path: path?,
+            host,
+            headers,
+            expect: expect?,
+            span,
+        })
+    }
+}
