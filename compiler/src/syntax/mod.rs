@@ -22,9 +22,21 @@ pub struct FileOutput {
     pub imports: Vec<Spanned<String>>,
 }
 
+/// Deeper nesting of `{ [ (` is refused before parsing, so that neither the
+/// parser nor lowering can exhaust the stack.
+pub const MAX_NESTING: usize = 64;
+
 /// Parses and lowers one file into `config`.
 pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, diags: &mut Diagnostics) -> FileOutput {
     let mut out = FileOutput { imports: Vec::new() };
+    if let Some(at) = error::too_deep(text, MAX_NESTING) {
+        diags.push(
+            Diagnostic::new(Code::GW0001, format!("blocks and lists are nested more than {MAX_NESTING} deep"))
+                .primary(Span::new(file, at, at + 1), "too deep")
+                .help("a `.gw` file never needs this much nesting: look for unbalanced brackets"),
+        );
+        return out;
+    }
     let pairs = match gw_grammar::parse_file(text) {
         Ok(p) => p,
         Err(e) => {

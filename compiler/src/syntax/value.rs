@@ -585,7 +585,12 @@ impl Expect<'_> {
         let mut ok = true;
         while i < bytes.len() {
             if bytes[i] == b'\\' {
-                i += 2;
+                // `\u{..}` is an escape, not a template hole.
+                i += if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2) == Some(&b'{') {
+                    raw[i..].find('}').map_or(2, |c| c + 1)
+                } else {
+                    2
+                };
                 continue;
             }
             if bytes[i] == b'{' {
