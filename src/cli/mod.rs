@@ -1,0 +1,39 @@
+//! The `gwc` command line: one subcommand per file in this folder. Each
+//! subcommand returns its [`ExitCode`]: 0 success, 1 problems found in the
+//! configuration, 2 usage or I/O failure (clap exits 2 on usage errors itself).
+
+mod check;
+mod explain;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit status when the configuration has errors.
+pub const EXIT_PROBLEMS: u8 = 1;
+/// Exit status for a usage error or a file on the command line that cannot be read.
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gwc",
+    version,
+    about = "gw: a load balancer and API gateway configured by a checked language"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Check(check::CheckArgs),
+    Explain(explain::ExplainArgs),
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Explain(args) => explain::run(args),
+    }
+}

@@ -1,0 +1,207 @@
+//! Text rendering of compiler diagnostics, like rustc's: [`Report`] adapts a
+//! [`gw_compiler::Diagnostic`] and its [`SourceMap`] to [`miette::Diagnostic`]
+//! and miette's graphical handler draws it. Labels in another file than the
+//! primary label's (a duplicate first defined in an imported file) are shown
+//! as related reports with their own source, never dropped.
+
+use gw_compiler::{Diagnostic, FileId, Severity, SourceMap, Span};
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use std::fmt;
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+/// Width used when stdout is not a terminal, so that output is stable.
+pub const FIXED_WIDTH: usize = 100;
+
+/// How diagnostics are drawn.
+#[derive(Clone, Copy, Debug)]
+pub struct Style {
+    pub color: bool,
+    pub width: usize,
+}
+
+impl Style {
+    /// Colour only on a terminal and when `NO_COLOR` is not set; a fixed
+    /// width unless on a terminal (where `COLUMNS`, if set, is honoured).
+    pub fn detect() -> Style {
+        let tty = std::io::stdout().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let width = if tty {
+            std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.parse().ok())
+                .filter(|w| *w >= 40)
+                .unwrap_or(FIXED_WIDTH)
+        } else {
+            FIXED_WIDTH
+        };
+        Style {
+            color: tty && !no_color,
+            width,
+        }
+    }
+
+    fn handler(self) -> GraphicalReportHandler {
+        let theme = if self.color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
+        GraphicalReportHandler::new_themed(theme)
+            .with_width(self.width)
+            .with_links(false)
+            .with_show_related_as_nested(true)
+    }
+}
+
+/// Draws one diagnostic (ending with a newline).
+pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, style: Style) -> String {
+    let report = Report::new(diagnostic, sources);
+    let mut out = String::new();
+    if style.handler().render_report(&mut out, &report).is_err() {
+        // Rendering into a String only fails if a span is out of range;
+        // fall back to the message alone rather than lose the diagnostic.
+        out = format!("{}: {}\n", report.code.as_deref().unwrap_or("error"), report.message);
+    }
+    out
+}
+
+/// The summary line after the diagnostics: `2 errors, 1 warning`, `1 error`,
+/// `no problems found`.
+pub fn summary(errors: usize, warnings: usize) -> String {
+    let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    match (errors, warnings) {
+        (0, 0) => "no problems found".to_string(),
+        (e, 0) => count(e, "error"),
+        (0, w) => count(w, "warning"),
+        (e, w) => format!("{}, {}", count(e, "error"), count(w, "warning")),
+    }
+}
+
+/// A diagnostic as miette sees it: the labels of one file, with labels in
+/// other files as related reports.
+#[derive(Debug)]
+struct Report {
+    /// `error[GW0101]`; `None` for a related report.
+    code: Option<String>,
+    severity: miette::Severity,
+    message: String,
+    help: Option<String>,
+    source: Option<NamedSource<Arc<str>>>,
+    labels: Vec<LabeledSpan>,
+    related: Vec<Report>,
+}
+
+impl Report {
+    fn new(d: &Diagnostic, sources: &SourceMap) -> Report {
+        let severity = match d.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        };
+        let home = d.span().map(|s| s.file);
+        // Other files in the order their labels appear.
+        let mut others: Vec<FileId> = Vec::new();
+        for l in &d.labels {
+            if Some(l.span.file) != home && !others.contains(&l.span.file) {
+                others.push(l.span.file);
+            }
+        }
+        let related = others
+            .into_iter()
+            .map(|file| {
+                let labels: Vec<_> = d.labels.iter().filter(|l| l.span.file == file).collect();
+                let name = &sources.get(file).name;
+                // One label: its note becomes the heading, the underline stays bare.
+                let (message, keep_label_text) = match labels.as_slice() {
+                    [one] if !one.message.is_empty() => (format!("{}, in `{name}`", one.message), false),
+                    _ => (format!("in `{name}`"), true),
+                };
+                Report {
+                    code: None,
+                    severity: miette::Severity::Advice,
+                    message,
+                    help: None,
+                    source: Some(named_source(sources, file)),
+                    labels: labels
+                        .iter()
+                        .map(|l| labeled_span(sources, l.span, if keep_label_text { &l.message } else { "" }, false))
+                        .collect(),
+                    related: Vec::new(),
+                }
+            })
+            .collect();
+        Report {
+            code: Some(format!("{}[{}]", d.severity.as_str(), d.code)),
+            severity,
+            message: d.message.clone(),
+            help: d.help.clone(),
+            source: home.map(|file| named_source(sources, file)),
+            labels: d
+                .labels
+                .iter()
+                .filter(|l| Some(l.span.file) == home)
+                .map(|l| labeled_span(sources, l.span, &l.message, l.primary))
+                .collect(),
+            related,
+        }
+    }
+}
+
+fn named_source(sources: &SourceMap, file: FileId) -> NamedSource<Arc<str>> {
+    let f = sources.get(file);
+    NamedSource::new(&f.name, f.text.clone())
+}
+
+/// A label's span as miette's byte range, clamped to the file.
+fn labeled_span(sources: &SourceMap, span: Span, message: &str, primary: bool) -> LabeledSpan {
+    let len = sources.get(span.file).text.len();
+    let start = (span.start as usize).min(len);
+    let end = (span.end as usize).clamp(start, len);
+    let span = SourceSpan::new(start.into(), end - start);
+    let label = (!message.is_empty()).then(|| message.to_string());
+    if primary {
+        LabeledSpan::new_primary_with_span(label, span)
+    } else {
+        LabeledSpan::new_with_span(label, span)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Report {}
+
+impl miette::Diagnostic for Report {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.code.as_ref().map(|c| Box::new(c) as Box<dyn fmt::Display>)
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(self.severity)
+    }
+
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        if self.labels.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.labels.iter().cloned()))
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        if self.related.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)))
+    }
+}
