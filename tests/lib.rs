@@ -1,2 +1,3 @@
 mod placeholder {}
 mod robustness;
+mod examples;
