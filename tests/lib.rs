@@ -1,3 +1,4 @@
 mod placeholder {}
 mod robustness;
 mod examples;
+mod plan;

@@ -12,6 +12,7 @@ pub mod codes;
 pub mod diagnostic;
 pub mod host;
 pub mod load;
+pub mod plan;
 pub mod source;
 pub mod syntax;
 
@@ -28,6 +29,11 @@ pub struct Compilation {
     pub diagnostics: Vec<Diagnostic>,
     /// The checked configuration, when there are no errors.
     pub config: Option<ast::Config>,
+    /// The compiled plan, when there are no errors (embedded tests included).
+    pub plan: Option<plan::Plan>,
+    /// The embedded tests' results, when checks passed and a plan was built
+    /// (kept when tests fail, for `gwc test --coverage`).
+    pub tests: Option<plan::testing::TestReport>,
 }
 
 impl Compilation {
@@ -58,10 +64,40 @@ fn finish(host: &dyn Host, loaded: load::Loaded) -> Compilation {
         mut diagnostics,
     } = loaded;
     check::check(host, &sources, &config, &mut diagnostics);
+    let (plan, tests) = plan_and_test(&sources, &config, &mut diagnostics);
     let ok = !diagnostics.has_errors();
     Compilation {
         sources,
         diagnostics: diagnostics.into_sorted(),
         config: ok.then_some(config),
+        plan: plan.filter(|_| ok),
+        tests,
+    }
+}
+
+/// After checks pass: the plan, and the embedded tests run against it
+/// (failures are GW0601).
+fn plan_and_test(
+    sources: &SourceMap,
+    config: &ast::Config,
+    diagnostics: &mut diagnostic::Diagnostics,
+) -> (Option<plan::Plan>, Option<plan::testing::TestReport>) {
+    if diagnostics.has_errors() {
+        return (None, None);
+    }
+    match plan::lower(config, sources) {
+        Ok(plan) => {
+            let report = plan::testing::run(config, &plan);
+            for d in &report.failures {
+                diagnostics.push(d.clone());
+            }
+            (Some(plan), Some(report))
+        }
+        Err(errors) => {
+            for d in errors {
+                diagnostics.push(d);
+            }
+            (None, None)
+        }
     }
 }

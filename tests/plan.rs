@@ -1,0 +1,430 @@
+//! Behaviour of the routing plan (compiler/src/plan): the precedence rules of
+//! LANGUAGE.md as the router applies them, path and host normalisation, the
+//! JSON form and its version check, secrets kept as references, the embedded
+//! `test` blocks (GW0601) and `gwc route`'s explanations.
+
+use gw_compiler::ast::Method;
+use gw_compiler::host::MemoryHost;
+use gw_compiler::plan::explain::{explain, Outcome, Reason};
+use gw_compiler::plan::{lookup, Lookup, Plan, FORMAT_VERSION};
+use gw_compiler::{compile_text, Code, Compilation};
+
+const UPSTREAMS: &str = "
+upstream a { server 127.0.0.1:9001 }
+upstream b { server 127.0.0.1:9002 }
+upstream c { server 127.0.0.1:9003 }
+upstream d { server 127.0.0.1:9004 }
+";
+
+fn compile(routes: &str) -> Compilation {
+    let text = format!("listen :8080\n{UPSTREAMS}\n{routes}");
+    compile_text(&MemoryHost::new().var("JWT_SECRET", "s3cr3t-value-never-shown"), "app.gw", &text)
+}
+
+fn plan(routes: &str) -> Plan {
+    let c = compile(routes);
+    let errors: Vec<String> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{}: {}", d.code, d.message))
+        .collect();
+    assert!(errors.is_empty(), "unexpected errors: {errors:#?}");
+    c.plan.expect("a plan when there are no errors")
+}
+
+/// The answer for a request in words: the upstream name, `respond 404`,
+/// `404`, `405 GET, HEAD` or `400`.
+fn route(plan: &Plan, method: Method, host: &str, path: &str) -> String {
+    match lookup(plan, Some(method), host, path) {
+        Lookup::Matched { route, .. } => plan.target_name(&plan.routes[route]),
+        Lookup::NotFound => "404".into(),
+        Lookup::MethodNotAllowed { allow } => format!("405 {allow}"),
+        Lookup::BadRequest(_) => "400".into(),
+    }
+}
+
+fn get(plan: &Plan, path: &str) -> String {
+    route(plan, Method::Get, "", path)
+}
+
+fn param(plan: &Plan, method: Method, path: &str, name: &str) -> Option<String> {
+    match lookup(plan, Some(method), "", path) {
+        Lookup::Matched { params, .. } => params.get(name).map(str::to_string),
+        _ => None,
+    }
+}
+
+#[test]
+fn literal_beats_param() {
+    let p = plan("route GET /users/{id} -> a\nroute GET /users/search -> b");
+    assert_eq!(get(&p, "/users/search"), "b");
+    assert_eq!(get(&p, "/users/7"), "a");
+    assert_eq!(param(&p, Method::Get, "/users/7", "id").as_deref(), Some("7"));
+}
+
+#[test]
+fn param_beats_catch_all() {
+    let p = plan("route /files/{*rest} -> a\nroute GET /files/{name} -> b");
+    assert_eq!(get(&p, "/files/x"), "b");
+    assert_eq!(get(&p, "/files/x/y"), "a");
+}
+
+#[test]
+fn precedence_is_by_specificity_not_file_order() {
+    let later = plan("route GET /{*rest} -> a\nroute GET /users/{id} -> b");
+    let earlier = plan("route GET /users/{id} -> b\nroute GET /{*rest} -> a");
+    for p in [&later, &earlier] {
+        assert_eq!(get(p, "/users/7"), "b");
+        assert_eq!(get(p, "/other"), "a");
+    }
+}
+
+#[test]
+fn earlier_literal_segment_outranks_later_ones() {
+    // Segment 1 decides: the literal `a` beats `{x}` even though the other
+    // route has more literals after it.
+    let p = plan("route GET /a/{y}/{z} -> a\nroute GET /{x}/b/c -> b");
+    assert_eq!(get(&p, "/a/b/c"), "a");
+}
+
+#[test]
+fn catch_all_matches_zero_segments() {
+    let p = plan("route /payments/{*rest} -> a");
+    for (path, rest) in [("/payments", ""), ("/payments/", ""), ("/payments/a/b", "a/b")] {
+        assert_eq!(get(&p, path), "a", "{path}");
+        assert_eq!(param(&p, Method::Get, path, "rest").as_deref(), Some(rest), "{path}");
+    }
+    assert_eq!(get(&p, "/paymentsx"), "404");
+}
+
+#[test]
+fn catch_all_is_least_specific_also_when_empty() {
+    let p = plan("route /payments/{*rest} -> a\nroute GET /payments -> b");
+    assert_eq!(get(&p, "/payments"), "b");
+    assert_eq!(get(&p, "/payments/"), "a");
+    // POST /payments: the exact route does not take POST, the catch-all does.
+    assert_eq!(route(&p, Method::Post, "", "/payments"), "a");
+}
+
+#[test]
+fn explicit_methods_beat_every_method() {
+    let p = plan("route /x -> a\nroute GET /x -> b");
+    assert_eq!(get(&p, "/x"), "b");
+    assert_eq!(route(&p, Method::Post, "", "/x"), "a");
+}
+
+#[test]
+fn method_mismatch_falls_back_to_a_less_specific_route() {
+    // LANGUAGE.md: with `route GET /users/{id}` and `route /{*rest}`,
+    // `POST /users/7` goes to the catch-all.
+    let p = plan("route GET /users/{id} -> a\nroute /{*rest} -> b");
+    assert_eq!(route(&p, Method::Post, "", "/users/7"), "b");
+    assert_eq!(get(&p, "/users/7"), "a");
+}
+
+#[test]
+fn get_route_answers_head_unless_head_named() {
+    let p = plan("route GET /x -> a\nroute GET /y -> b\nroute HEAD /y -> c");
+    assert_eq!(route(&p, Method::Head, "", "/x"), "a");
+    assert_eq!(route(&p, Method::Head, "", "/y"), "c");
+    assert_eq!(get(&p, "/y"), "b");
+}
+
+#[test]
+fn method_mismatch_gives_405_with_allow() {
+    let p = plan("route GET /login -> a\nroute POST /login -> b\nroute DELETE /things/{id} -> c");
+    assert_eq!(route(&p, Method::Put, "", "/login"), "405 GET, HEAD, POST");
+    assert_eq!(route(&p, Method::Get, "", "/things/1"), "405 DELETE");
+    assert_eq!(route(&p, Method::Get, "", "/nothing"), "404");
+}
+
+#[test]
+fn allow_lists_every_route_whose_path_matched() {
+    let p = plan("route GET /a/{x} -> a\nroute POST /a/b -> b\nroute PUT /{*rest} -> c");
+    match lookup(&p, Some(Method::Delete), "", "/a/b") {
+        Lookup::MethodNotAllowed { allow } => assert_eq!(allow.to_allow(), "GET, HEAD, POST, PUT"),
+        other => panic!("expected 405, got {other:?}"),
+    }
+}
+
+#[test]
+fn trailing_slash_is_significant() {
+    let p = plan("route GET /orders -> a");
+    assert_eq!(get(&p, "/orders"), "a");
+    assert_eq!(get(&p, "/orders/"), "404");
+    let q = plan("route GET /orders/ -> b");
+    assert_eq!(get(&q, "/orders/"), "b");
+    assert_eq!(get(&q, "/orders"), "404");
+}
+
+#[test]
+fn param_does_not_match_an_empty_segment() {
+    let p = plan("route GET /users/{id} -> a");
+    assert_eq!(get(&p, "/users/"), "404");
+    assert_eq!(get(&p, "/users//x"), "404");
+}
+
+#[test]
+fn double_slashes_are_not_collapsed() {
+    let p = plan("route GET /a/b -> a\nroute GET /a//b -> b\nroute GET /x/{*rest} -> c");
+    assert_eq!(get(&p, "/a/b"), "a");
+    assert_eq!(get(&p, "/a//b"), "b");
+    assert_eq!(param(&p, Method::Get, "/x//y", "rest").as_deref(), Some("/y"));
+}
+
+#[test]
+fn unreserved_escapes_are_decoded_before_matching() {
+    let p = plan("route GET /users/~me -> a\nroute GET /files/{name} -> b");
+    assert_eq!(get(&p, "/users/%7Eme"), "a");
+    assert_eq!(get(&p, "/%75sers/%7eme"), "a");
+    // `%2F` is not unreserved: it stays inside the segment.
+    assert_eq!(param(&p, Method::Get, "/files/a%2Fb", "name").as_deref(), Some("a%2Fb"));
+    assert_eq!(param(&p, Method::Get, "/files/%41", "name").as_deref(), Some("A"));
+}
+
+#[test]
+fn dot_dot_segments_are_rejected() {
+    let p = plan("route /{*rest} -> a");
+    for path in ["/a/../b", "/..", "/a/%2E%2E/b", "/a/%2e./b"] {
+        assert_eq!(get(&p, path), "400", "{path}");
+    }
+    // Dots inside a segment are fine.
+    assert_eq!(get(&p, "/a..b/c"), "a");
+    assert_eq!(get(&p, "/a/.../b"), "a");
+}
+
+#[test]
+fn host_route_beats_hostless_route() {
+    let p = plan("route GET /orders/{id} -> a\nroute GET /orders/{id} host \"admin.example.com\" -> b");
+    assert_eq!(route(&p, Method::Get, "admin.example.com", "/orders/1"), "b");
+    assert_eq!(route(&p, Method::Get, "other.example.com", "/orders/1"), "a");
+    assert_eq!(route(&p, Method::Get, "", "/orders/1"), "a");
+}
+
+#[test]
+fn host_route_beats_a_more_specific_hostless_path() {
+    let p = plan("route GET /{*rest} host \"api.example.com\" -> a\nroute GET /orders -> b");
+    assert_eq!(route(&p, Method::Get, "api.example.com", "/orders"), "a");
+    assert_eq!(route(&p, Method::Get, "www.example.com", "/orders"), "b");
+}
+
+#[test]
+fn host_matching_ignores_case_port_and_trailing_dot() {
+    let p = plan("route GET /x host \"Admin.Example.com\" -> a\nroute GET /x host \"127.0.0.1\" -> b");
+    for host in ["admin.example.com", "ADMIN.example.COM:8443", "admin.example.com."] {
+        assert_eq!(route(&p, Method::Get, host, "/x"), "a", "{host}");
+    }
+    assert_eq!(route(&p, Method::Get, "127.0.0.1:8080", "/x"), "b");
+    assert_eq!(route(&p, Method::Get, "nobody.example.com", "/x"), "404");
+}
+
+#[test]
+fn host_route_with_wrong_method_falls_back_to_hostless() {
+    let p = plan("route POST /x host \"h.example\" -> a\nroute GET /x -> b");
+    assert_eq!(route(&p, Method::Get, "h.example", "/x"), "b");
+    assert_eq!(route(&p, Method::Put, "h.example", "/x"), "405 GET, HEAD, POST");
+}
+
+#[test]
+fn root_path_and_root_catch_all() {
+    let p = plan("route GET / -> a\nroute GET /{*rest} -> b");
+    assert_eq!(get(&p, "/"), "a");
+    assert_eq!(get(&p, "/x"), "b");
+    let q = plan("route GET /{*rest} -> b");
+    assert_eq!(param(&q, Method::Get, "/", "rest").as_deref(), Some(""));
+}
+
+#[test]
+fn extension_methods_reach_only_every_method_routes() {
+    let p = plan("route GET /x -> a\nroute /y -> b");
+    assert!(matches!(lookup(&p, None, "", "/x"), Lookup::MethodNotAllowed { .. }));
+    assert!(matches!(lookup(&p, None, "", "/y"), Lookup::Matched { .. }));
+}
+
+#[test]
+fn params_line_up_with_their_route_names() {
+    let p = plan("route GET /u/{id}/f/{*path} -> a\nroute POST /u/{uid}/f/{*p} -> b");
+    match lookup(&p, Some(Method::Post), "", "/u/42/f/a/b.txt") {
+        Lookup::Matched { params, .. } => {
+            let got: Vec<(&str, &str)> = params.iter().collect();
+            assert_eq!(got, [("uid", "42"), ("p", "a/b.txt")]);
+        }
+        other => panic!("expected a match, got {other:?}"),
+    }
+}
+
+#[test]
+fn many_literal_siblings_still_match() {
+    let routes: String = (0..50).map(|i| format!("route GET /s{i}/{{id}} -> a\n")).collect();
+    let p = plan(&format!("{routes}route GET /s7/special -> b"));
+    assert_eq!(get(&p, "/s49/x"), "a");
+    assert_eq!(get(&p, "/s7/special"), "b");
+    assert_eq!(get(&p, "/s50/x"), "404");
+}
+
+#[test]
+fn colliding_routes_produce_no_plan() {
+    let c = compile("route GET /x/{a} -> a\nroute GET,POST /x/{b} -> b");
+    assert!(c.plan.is_none());
+    assert!(c.diagnostics.iter().any(|d| d.code == Code::GW0201));
+}
+
+// ------------------------------------------------------------------ plan JSON and printing
+
+const FULL: &str = r#"
+auth users jwt {
+  issuer "https://auth.example.com"
+  audience "api"
+  algorithms HS256
+  secret env("JWT_SECRET")
+}
+limit per_user { rate 100/min burst 20 key claim.sub }
+route /payments/{*rest} -> a {
+  auth users
+  require claim.scope has "payments:write"
+  limit per_user
+  strip_prefix /payments
+  set request header X-User "{claim.sub}"
+  timeout 3s
+}
+route GET /old/{*rest} { redirect 301 "/v2/{param.rest}" }
+route /internal/{*rest} { respond 404 }
+"#;
+
+#[test]
+fn plan_json_round_trips() {
+    let p = plan(FULL);
+    let json = p.to_json();
+    assert!(json.contains(&format!("\"format_version\": {FORMAT_VERSION}")));
+    let back = Plan::from_json(&json).expect("a plan reads back");
+    assert_eq!(back.to_json(), json);
+    assert_eq!(route(&back, Method::Post, "", "/payments/x"), "a");
+    assert_eq!(route(&back, Method::Get, "", "/old/x"), "redirect 301");
+}
+
+#[test]
+fn plan_json_of_other_version_is_refused() {
+    let json = plan(FULL).to_json().replacen(
+        &format!("\"format_version\": {FORMAT_VERSION}"),
+        "\"format_version\": 999",
+        1,
+    );
+    let err = Plan::from_json(&json).expect_err("version 999 is refused");
+    assert!(err.0.contains("version 999"), "{err}");
+    assert!(err.0.contains(&format!("reads version {FORMAT_VERSION}")), "{err}");
+    assert!(Plan::from_json("{}").expect_err("no version").0.contains("format_version"));
+}
+
+#[test]
+fn plan_json_with_bad_indices_is_refused() {
+    let json = plan(FULL).to_json().replace("\"upstream\": 0", "\"upstream\": 77");
+    let err = Plan::from_json(&json).expect_err("index out of range");
+    assert!(err.0.contains("out of range"), "{err}");
+}
+
+#[test]
+fn secrets_stay_references_in_json_and_print() {
+    let p = plan(FULL);
+    for text in [p.to_json(), p.render(), format!("{:?}", p.auths)] {
+        assert!(!text.contains("s3cr3t-value-never-shown"), "{text}");
+        assert!(text.contains("JWT_SECRET"), "{text}");
+    }
+    assert!(p.render().contains("secret env(\"JWT_SECRET\")"));
+}
+
+#[test]
+fn printed_plan_shows_the_pipeline_in_order() {
+    let text = plan(FULL).render();
+    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("`{needle}` missing from:\n{text}"));
+    assert!(at("auth users (jwt)") < at("require claim.scope has"));
+    assert!(at("require claim.scope has") < at("limit per_user"));
+    assert!(at("limit per_user") < at("set request header x-user \"{claim.sub}\""));
+    assert!(at("strip_prefix /payments") < at("-> a (round_robin over 127.0.0.1:9001)"));
+    assert!(at("/old") < at("/payments"), "children print in sorted order:\n{text}");
+}
+
+// ------------------------------------------------------------------ embedded tests
+
+#[test]
+fn passing_tests_produce_no_diagnostics() {
+    let c = compile(
+        "route GET /orders/{id} -> a\nroute POST /login -> b\nroute /internal/{*rest} { respond 404 }\n\
+         route GET /me { aggregate { p a GET \"/p\" } }\n\
+         test \"routes\" {\n  GET /orders/42 -> a\n  POST /login -> b\n  DELETE /login -> 405\n\
+           GET /internal/x -> 404\n  GET /nowhere -> 404\n  GET /me?x=1 -> aggregate\n  GET /a/../b -> 400\n}",
+    );
+    assert_eq!(c.errors(), 0, "{:#?}", c.diagnostics);
+    let report = c.tests.expect("tests ran");
+    assert_eq!((report.expectations, report.passed()), (7, 7));
+}
+
+fn failures(c: &Compilation) -> Vec<String> {
+    c.diagnostics
+        .iter()
+        .filter(|d| d.code == Code::GW0601)
+        .map(|d| d.message.clone())
+        .collect()
+}
+
+#[test]
+fn failing_expectation_says_which_route_took_the_request() {
+    let c = compile("route /payments/{*rest} -> b\ntest \"t\" {\n  GET /payments/x -> a\n}");
+    assert_eq!(
+        failures(&c),
+        ["expected `a`, but `GET /payments/x` is routed to `b` by route `/payments/{*rest}`"]
+    );
+    let d = &c.diagnostics.iter().find(|d| d.code == Code::GW0601).expect("a GW0601");
+    let (line, _) = c.sources.line_col(d.span().expect("labelled"));
+    assert_eq!(line, 10, "labelled at the expectation");
+    assert_eq!(d.labels.len(), 2, "secondary label at the route");
+    assert!(c.plan.is_none(), "a failing test is an error: no plan");
+}
+
+#[test]
+fn failing_expectation_explains_404_405_and_respond() {
+    let c = compile(
+        "route GET /x -> a\nroute /hidden { respond 403 }\n\
+         test \"t\" {\n  GET /y -> a\n  POST /x -> a\n  GET /hidden -> a\n  GET /x -> 404\n}",
+    );
+    assert_eq!(
+        failures(&c),
+        [
+            "expected `a`, but `GET /y` gets 404: no route matches",
+            "expected `a`, but `POST /x` gets 405: the routes for this path allow only GET, HEAD",
+            "expected `a`, but `GET /hidden` is answered `403` by route `/hidden`",
+            "expected `404`, but `GET /x` is routed to `a` by route `GET /x`",
+        ]
+    );
+}
+
+#[test]
+fn auth_is_not_evaluated_in_tests() {
+    let c = compile(&format!("{FULL}\ntest \"t\" {{\n  POST /payments/charge -> a\n}}"));
+    assert_eq!(failures(&c), Vec::<String>::new());
+}
+
+#[test]
+fn coverage_lists_routes_no_test_reaches() {
+    let c = compile("route GET /x -> a\nroute GET /y -> b\ntest \"t\" {\n  GET /x -> a\n}");
+    let report = c.tests.expect("tests ran");
+    assert_eq!(report.unreached().collect::<Vec<_>>(), [1]);
+}
+
+// ------------------------------------------------------------------ gwc route explanations
+
+#[test]
+fn explanation_names_the_losers_and_why() {
+    let p = plan(
+        "route GET /users/{id} -> a\nroute GET /users/search -> b\nroute POST /users/{id} -> c\n\
+         route /{*rest} -> d\nroute GET /users/search host \"h.example\" -> a",
+    );
+    let e = explain(&p, Method::Get, "", "/users/search");
+    assert!(matches!(e.outcome, Outcome::Matched { route: 1, .. }));
+    let reasons: Vec<(usize, Reason)> = e.candidates.into_iter().map(|c| (c.route, c.reason)).collect();
+    assert_eq!(reasons.len(), 4, "{reasons:#?}");
+    assert!(matches!(&reasons[0], (0, Reason::LessSpecific { position: 2, .. })));
+    assert!(matches!(&reasons[1], (2, Reason::Method { .. })));
+    assert!(matches!(&reasons[2], (3, Reason::LessSpecific { position: 1, .. })));
+    assert!(matches!(&reasons[3], (4, Reason::Host { .. })));
+}
