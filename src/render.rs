@@ -152,11 +152,19 @@ fn named_source(sources: &SourceMap, file: FileId) -> NamedSource<Arc<str>> {
     NamedSource::new(&f.name, f.text.clone())
 }
 
-/// A label's span as miette's byte range, clamped to the file.
+/// A label's span as miette's byte range, clamped to the file. A label at
+/// the very end of a file that ends with a newline ("the file ends here")
+/// moves onto that newline, so that it is drawn under the last line instead
+/// of on a line that does not exist.
 fn labeled_span(sources: &SourceMap, span: Span, message: &str, primary: bool) -> LabeledSpan {
-    let len = sources.get(span.file).text.len();
-    let start = (span.start as usize).min(len);
-    let end = (span.end as usize).clamp(start, len);
+    let text = &sources.get(span.file).text;
+    let len = text.len();
+    let mut start = (span.start as usize).min(len);
+    let mut end = (span.end as usize).clamp(start, len);
+    if start == len && start > 0 && text.ends_with('\n') {
+        start = len - 1;
+        end = len - 1;
+    }
     let span = SourceSpan::new(start.into(), end - start);
     let label = (!message.is_empty()).then(|| message.to_string());
     if primary {

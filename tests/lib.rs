@@ -2,3 +2,7 @@ mod placeholder {}
 mod robustness;
 mod examples;
 mod plan;
+mod cli;
+mod explain;
+mod snapshots;
+mod support;
