@@ -6,3 +6,4 @@ mod cli;
 mod explain;
 mod snapshots;
 mod support;
+mod router_differential;

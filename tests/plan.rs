@@ -18,7 +18,11 @@ upstream d { server 127.0.0.1:9004 }
 
 fn compile(routes: &str) -> Compilation {
     let text = format!("listen :8080\n{UPSTREAMS}\n{routes}");
-    compile_text(&MemoryHost::new().var("JWT_SECRET", "s3cr3t-value-never-shown"), "app.gw", &text)
+    compile_text(
+        &MemoryHost::new().var("JWT_SECRET", "s3cr3t-value-never-shown"),
+        "app.gw",
+        &text,
+    )
 }
 
 fn plan(routes: &str) -> Plan {
@@ -313,7 +317,10 @@ fn plan_json_of_other_version_is_refused() {
     let err = Plan::from_json(&json).expect_err("version 999 is refused");
     assert!(err.0.contains("version 999"), "{err}");
     assert!(err.0.contains(&format!("reads version {FORMAT_VERSION}")), "{err}");
-    assert!(Plan::from_json("{}").expect_err("no version").0.contains("format_version"));
+    assert!(Plan::from_json("{}")
+        .expect_err("no version")
+        .0
+        .contains("format_version"));
 }
 
 #[test]
@@ -336,7 +343,10 @@ fn secrets_stay_references_in_json_and_print() {
 #[test]
 fn printed_plan_shows_the_pipeline_in_order() {
     let text = plan(FULL).render();
-    let at = |needle: &str| text.find(needle).unwrap_or_else(|| panic!("`{needle}` missing from:\n{text}"));
+    let at = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` missing from:\n{text}"))
+    };
     assert!(at("auth users (jwt)") < at("require claim.scope has"));
     assert!(at("require claim.scope has") < at("limit per_user"));
     assert!(at("limit per_user") < at("set request header x-user \"{claim.sub}\""));
