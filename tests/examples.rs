@@ -103,6 +103,7 @@ fn food_court_has_four_pooled_services_an_aggregate_and_tests() {
         "no aggregate route"
     );
     assert!(!config.tests.is_empty(), "no test block");
+    assert!(c.plan.is_some(), "the food court does not compile to a plan");
     assert!(
         config
             .auths
