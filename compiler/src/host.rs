@@ -14,15 +14,45 @@ pub trait Host {
     fn env(&self, name: &str) -> Option<String>;
 }
 
-/// `rel` resolved against the folder of the file `base` (no IO).
+/// `rel` resolved against the folder of the file `base`, with `.` and `..`
+/// folded away lexically (no IO), so that the same file always has the same
+/// name and import cycles through sub-folders are recognised.
 pub fn relative_to(base: &str, rel: &str) -> String {
     let rel_path = Path::new(rel);
-    if rel_path.is_absolute() {
-        return rel.to_string();
+    let joined = if rel_path.is_absolute() {
+        rel_path.to_path_buf()
+    } else {
+        match Path::new(base).parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.join(rel_path),
+            _ => rel_path.to_path_buf(),
+        }
+    };
+    normalize(&joined)
+}
+
+/// Folds `.` and `..` components (a leading `..` of a relative path stays).
+pub fn normalize(path: &Path) -> String {
+    use std::path::Component;
+    let mut parts: Vec<Component<'_>> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match parts.last() {
+                Some(Component::Normal(_)) => {
+                    parts.pop();
+                }
+                Some(Component::RootDir) | Some(Component::Prefix(_)) => {}
+                _ => parts.push(c),
+            },
+            other => parts.push(other),
+        }
     }
-    match Path::new(base).parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.join(rel_path).to_string_lossy().into_owned(),
-        _ => rel.to_string(),
+    let out: std::path::PathBuf = parts.iter().collect();
+    let s = out.to_string_lossy().into_owned();
+    if s.is_empty() {
+        ".".to_string()
+    } else {
+        s
     }
 }
 

@@ -95,8 +95,13 @@ impl Loader<'_> {
             chain.push(from);
             chain.push(&path);
             let chain = chain.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(" → ");
+            let message = if path == from {
+                format!("import cycle: `{path}` imports itself")
+            } else {
+                format!("import cycle: `{from}` imports `{path}`, which is still being loaded")
+            };
             self.loaded.diagnostics.push(
-                Diagnostic::new(Code::GW0004, format!("import cycle: `{path}` imports itself"))
+                Diagnostic::new(Code::GW0004, message)
                     .primary(import.span, "this import closes a cycle")
                     .help(format!(
                         "the cycle is {chain}; move the shared declarations into a file that neither imports"

@@ -1,0 +1,123 @@
+//! `aggregate`: fan a request out to several upstreams concurrently (each
+//! through its upstream's normal balancing and health) and merge their JSON
+//! bodies into one object keyed by part name. An `optional` part that fails
+//! becomes `null`; a required part's failure makes the whole answer a 502
+//! whose body names no internals. Each part is bounded by the aggregate's
+//! `timeout` (else its upstream's), so a slow optional part cannot hold the
+//! response past it.
+
+use crate::body::{empty, full, Body};
+use crate::error::status_response;
+use crate::proxy::Conn;
+use crate::request::RequestCtx;
+use crate::state::Runtime;
+use crate::upstream::UpstreamRt;
+use gw_compiler::plan;
+use http_body_util::{BodyExt, Limited};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A part's JSON body may be at most this large.
+const PART_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+pub async fn run(rt: &Runtime, agg: &plan::Aggregate, ctx: &RequestCtx<'_>, conn: Conn) -> Response<Body> {
+    let mut tasks = Vec::with_capacity(agg.parts.len());
+    for part in &agg.parts {
+        let Some(up) = rt.upstreams.get(part.upstream).cloned() else {
+            return status_response(StatusCode::BAD_GATEWAY);
+        };
+        let path = ctx.render(&part.path);
+        let path = if path.starts_with('/') {
+            path
+        } else {
+            format!("/{path}")
+        };
+        let key = up
+            .key
+            .as_ref()
+            .and_then(|k| ctx.value(k))
+            .map(|v| v.into_owned().into_bytes());
+        let key = if up.ip_hash {
+            Some(conn.client.ip().to_string().into_bytes())
+        } else {
+            key
+        };
+        let timeout = agg.timeout.unwrap_or(up.config.timeout).as_duration();
+        let method = hyper::Method::from_bytes(part.method.as_str().as_bytes()).unwrap_or(hyper::Method::GET);
+        let client = conn.client.ip().to_string();
+        tasks.push(tokio::spawn(async move {
+            fetch(up, method, path, key, timeout, client).await
+        }));
+    }
+    let mut merged = serde_json::Map::new();
+    for (part, task) in agg.parts.iter().zip(tasks) {
+        let value = task.await.ok().flatten();
+        match value {
+            Some(v) => {
+                merged.insert(part.name.clone(), v);
+            }
+            None if part.optional => {
+                merged.insert(part.name.clone(), serde_json::Value::Null);
+            }
+            None => {
+                tracing::debug!(part = %part.name, "required aggregate part failed");
+                return status_response(StatusCode::BAD_GATEWAY);
+            }
+        }
+    }
+    let body = serde_json::Value::Object(merged).to_string();
+    let mut resp = Response::new(full(body));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// One part: a 2xx JSON answer within `timeout`, or `None`.
+async fn fetch(
+    up: Arc<UpstreamRt>,
+    method: hyper::Method,
+    path: String,
+    key: Option<Vec<u8>>,
+    timeout: Duration,
+    client: String,
+) -> Option<serde_json::Value> {
+    let set = up.set.load_full();
+    let i = set.balancer.pick(&set.states, key.as_deref(), &[])?;
+    let backend = set.backends.get(i)?;
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(backend.authority.clone())
+        .path_and_query(path)
+        .build()
+        .ok()?;
+    let mut req = Request::builder().method(method).uri(uri).body(empty()).ok()?;
+    req.headers_mut()
+        .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&client) {
+        req.headers_mut().insert("x-forwarded-for", v);
+    }
+    let _in_flight = backend.state.start();
+    let work = async {
+        let resp = up.client.request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        backend.state.record_result(resp.status().as_u16() < 500, up.eject);
+        let bytes = Limited::new(resp.into_body(), PART_BODY_LIMIT)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        if !ok {
+            return None;
+        }
+        serde_json::from_slice(&bytes).ok()
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(v) => v,
+        Err(_) => {
+            backend.state.record_result(false, up.eject);
+            None
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Runtime errors and the one place that maps them to responses. An error
+//! records which side failed and whether a retry is safe when it is made;
+//! response bodies never name internal addresses or causes.
+
+use crate::body::{full, Body};
+use hyper::{header, Response, StatusCode};
+
+/// Why a request could not be served as routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No healthy server in the upstream (503).
+    NoServer,
+    /// TCP connect failed or was refused (502; safe to retry elsewhere).
+    Connect,
+    /// `connect_timeout` elapsed (504; safe to retry elsewhere).
+    ConnectTimeout,
+    /// The upstream did not answer within `timeout` (504).
+    Timeout,
+    /// The upstream broke the protocol or the connection mid-way (502).
+    Upstream,
+    /// The client's body exceeded `max_body_size` (413).
+    BodyTooLarge,
+    /// The client's body failed while being read (400).
+    ClientBody,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::NoServer => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Connect | ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+            ErrorKind::ConnectTimeout | ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The failure happened before the upstream saw the request, so another
+    /// server may take it whatever the method.
+    pub fn before_request_sent(self) -> bool {
+        matches!(self, ErrorKind::Connect | ErrorKind::ConnectTimeout)
+    }
+
+    /// A short, stable name for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NoServer => "no_server",
+            ErrorKind::Connect => "connect_error",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Upstream => "upstream_error",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::ClientBody => "client_body",
+        }
+    }
+}
+
+/// A response the gateway makes itself: status, a one-line JSON body naming
+/// only the status, and `connection: close` where the connection is suspect.
+pub fn status_response(status: StatusCode) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("error");
+    let body = format!(
+        "{{\"error\":\"{}\",\"status\":{}}}\n",
+        reason.to_ascii_lowercase(),
+        status.as_u16()
+    );
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+pub fn error_response(kind: ErrorKind) -> Response<Body> {
+    status_response(kind.status())
+}

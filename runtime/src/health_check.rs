@@ -1,0 +1,80 @@
+//! Active health checks: per upstream with a `health` block, every server
+//! is asked `GET path` each `interval`; an answer within `timeout` whose
+//! status is in `expect` passes. A server flips after `unhealthy`
+//! consecutive failures or `healthy` consecutive passes. Also re-resolves
+//! servers named by DNS with `resolve`.
+
+use crate::body::empty;
+use crate::state::Runtime;
+use crate::upstream::UpstreamRt;
+use hyper::{Request, Uri};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Starts the checkers of `rt`; they stop when `stop` flips (reload, shutdown).
+pub fn spawn(rt: &Arc<Runtime>, stop: watch::Receiver<bool>) {
+    for up in &rt.upstreams {
+        if up.config.health.is_some() {
+            tokio::spawn(check_loop(up.clone(), stop.clone()));
+        }
+        let resolve = up.config.servers.iter().filter_map(|s| s.resolve).min();
+        if let Some(every) = resolve {
+            tokio::spawn(resolve_loop(up.clone(), every.as_duration(), stop.clone()));
+        }
+    }
+}
+
+async fn check_loop(up: Arc<UpstreamRt>, mut stop: watch::Receiver<bool>) {
+    let Some(health) = up.config.health.clone() else { return };
+    let interval = health.interval.as_duration().max(Duration::from_millis(10));
+    loop {
+        let set = up.set.load_full();
+        let mut checks = Vec::new();
+        for b in &set.backends {
+            let up = up.clone();
+            let state = b.state.clone();
+            let authority = b.authority.clone();
+            let h = health.clone();
+            checks.push(tokio::spawn(async move {
+                let uri = Uri::builder()
+                    .scheme("http")
+                    .authority(authority)
+                    .path_and_query(h.path.as_str())
+                    .build();
+                let passed = match uri.ok().and_then(|u| Request::get(u).body(empty()).ok()) {
+                    Some(req) => match tokio::time::timeout(h.timeout.as_duration(), up.client.request(req)).await {
+                        Ok(Ok(resp)) => {
+                            let s = resp.status().as_u16();
+                            s >= h.expect.0 && s <= h.expect.1
+                        }
+                        _ => false,
+                    },
+                    None => false,
+                };
+                if state.record_check(passed, h.healthy, h.unhealthy) {
+                    tracing::warn!(upstream = %up.name, server = %state.id, healthy = passed, "server health changed");
+                }
+            }));
+        }
+        for c in checks {
+            let _ = c.await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn resolve_loop(up: Arc<UpstreamRt>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        if up.refresh().await {
+            tracing::info!(upstream = %up.name, "servers re-resolved");
+        }
+    }
+}

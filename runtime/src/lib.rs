@@ -1,0 +1,27 @@
+//! The gw runtime: executes a compiled routing plan. It never sees `.gw`
+//! text, only a [`gw_compiler::plan::Plan`].
+//!
+//! A request's life: [`server`] accepts (limits, TLS/SNI) → hyper parses →
+//! [`proxy`] looks the route up (`plan::router`) → [`policy`] (auth,
+//! require, limit) → target: [`balance`] picks a server using [`health`]
+//! state → [`upstream`] client (pooled) streams both ways, retrying another
+//! server on a retryable failure | [`aggregate`] | respond | redirect →
+//! response transforms → access log and [`metrics`].
+
+pub mod aggregate;
+pub mod balance;
+pub mod body;
+pub mod error;
+pub mod health;
+pub mod health_check;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod request;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod tcp;
+pub mod upstream;
+
+pub use server::{Gateway, Options};

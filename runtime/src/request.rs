@@ -1,0 +1,189 @@
+//! What a request offers to references (`header.x`, `query.q`, `param.id`,
+//! `cookie.c`, `claim.sub`, `client_ip`) and template rendering over it; and
+//! the header hygiene of a proxy: hop-by-hop headers out, `X-Forwarded-*` in.
+
+use gw_compiler::ast::Reference;
+use gw_compiler::plan::router::Params;
+use gw_compiler::plan::{Piece, Template};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// The request data references read.
+pub struct RequestCtx<'a> {
+    pub client_ip: IpAddr,
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    pub params: Option<&'a Params<'a>>,
+    /// The verified token's claims (set by a `jwt` auth).
+    pub claims: Option<&'a serde_json::Value>,
+    /// The name of the API key that authenticated the request.
+    pub api_key: Option<&'a str>,
+}
+
+impl<'a> RequestCtx<'a> {
+    /// The value a reference reads, if the request has it.
+    pub fn value(&self, r: &Reference) -> Option<Cow<'a, str>> {
+        match r {
+            Reference::ClientIp => Some(Cow::Owned(self.client_ip.to_string())),
+            Reference::Header(h) => self
+                .headers
+                .get(h.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(Cow::Borrowed),
+            Reference::Query(q) => self.query.and_then(|qs| query_param(qs, q)),
+            Reference::Param(p) => self.params.and_then(|ps| ps.get(p)).map(|v| Cow::Owned(v.to_string())),
+            Reference::Cookie(c) => cookie(self.headers, c).map(Cow::Borrowed),
+            Reference::Claim(path) => {
+                let mut v = self.claims?;
+                for key in path {
+                    v = v.get(key)?;
+                }
+                match v {
+                    serde_json::Value::String(s) => Some(Cow::Owned(s.clone())),
+                    serde_json::Value::Null => None,
+                    other => Some(Cow::Owned(other.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Renders a template; missing references render as empty strings.
+    pub fn render(&self, t: &Template) -> String {
+        let mut out = String::new();
+        for p in &t.pieces {
+            match p {
+                Piece::Literal(l) => out.push_str(l),
+                Piece::Ref(r) => {
+                    if let Some(v) = self.value(r) {
+                        out.push_str(&v);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The first value of `name` in a query string, percent-decoded.
+pub fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
+
+/// `%XX` and `+` decoding (invalid escapes are kept as written).
+pub fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(a), Some(b)) => {
+                        out.push((a * 16 + b) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The value of cookie `name` from the `Cookie` headers.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|line| {
+            line.split(';').find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == name).then(|| v.trim_matches('"'))
+            })
+        })
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers and those named in `Connection`. With
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (WebSocket).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        if keep_upgrade && n == header::UPGRADE {
+            continue;
+        }
+        headers.remove(n);
+    }
+    for h in &HOP_BY_HOP {
+        if keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE) {
+            continue;
+        }
+        headers.remove(h);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Is this an HTTP/1.1 upgrade request (WebSocket)?
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Appends the client to `X-Forwarded-For`; sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>) {
+    let client = client.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
+        _ => client,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    );
+    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(X_FORWARDED_HOST.clone(), h);
+    }
+}

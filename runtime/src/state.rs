@@ -1,0 +1,82 @@
+//! One running plan: the immutable [`Plan`] plus what the runtime derives
+//! from it (upstream pools with their servers and clients, per-route
+//! counters). A reload builds a new [`Runtime`] from the new plan and the old
+//! runtime — unchanged servers keep their health, unchanged routes their
+//! counters — then swaps it in atomically; requests in flight finish on the
+//! runtime they started with.
+
+use crate::health::ServerState;
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::upstream::UpstreamRt;
+use arc_swap::ArcSwap;
+use gw_compiler::plan::Plan;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub struct Runtime {
+    pub plan: Arc<Plan>,
+    pub upstreams: Vec<Arc<UpstreamRt>>,
+    /// Indexed like `plan.routes`.
+    pub route_metrics: Vec<Arc<RouteMetrics>>,
+    /// `route.head()` for each route, the metrics label.
+    pub route_labels: Vec<String>,
+}
+
+impl Runtime {
+    /// Builds the runtime of `plan`, inheriting from `previous`.
+    pub async fn build(plan: Arc<Plan>, previous: Option<&Runtime>) -> Runtime {
+        let old_states: HashMap<String, Arc<ServerState>> = previous
+            .map(|p| {
+                p.upstreams
+                    .iter()
+                    .flat_map(|u| u.states())
+                    .map(|s| (s.id.clone(), s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut upstreams = Vec::with_capacity(plan.upstreams.len());
+        for u in &plan.upstreams {
+            upstreams.push(Arc::new(UpstreamRt::build(u, &old_states).await));
+        }
+        let old_metrics: HashMap<&str, &Arc<RouteMetrics>> = previous
+            .map(|p| {
+                p.route_labels
+                    .iter()
+                    .map(String::as_str)
+                    .zip(&p.route_metrics)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let route_labels: Vec<String> = plan.routes.iter().map(|r| r.head()).collect();
+        let route_metrics = route_labels
+            .iter()
+            .map(|l| {
+                old_metrics
+                    .get(l.as_str())
+                    .map_or_else(|| Arc::new(RouteMetrics::default()), |m| (*m).clone())
+            })
+            .collect();
+        Runtime {
+            plan,
+            upstreams,
+            route_metrics,
+            route_labels,
+        }
+    }
+}
+
+/// What every connection and request shares: the current runtime (swapped
+/// on reload) and the process-wide counters.
+pub struct Shared {
+    pub current: ArcSwap<Runtime>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn new(runtime: Runtime) -> Shared {
+        Shared {
+            current: ArcSwap::from_pointee(runtime),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
