@@ -1,0 +1,242 @@
+//! Listeners: each address is bound once, the admin address included
+//! (GW0205); a TLS listener has a certificate and key that exist and are PEM
+//! of the right kind (GW0403); credentials do not cross the network in clear
+//! text (GW0503, a warning).
+
+use super::material;
+use super::pem;
+use super::Ctx;
+use crate::ast::{Address, AddressHost, Certificate, Listen, ListenKind};
+use crate::codes::Code;
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::source::{Span, Spanned};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
+    addresses(ctx, diags);
+    for listen in &ctx.config.listens {
+        if let ListenKind::Tls { certs, tls_span } = &listen.kind {
+            tls(ctx, listen, certs, *tls_span, diags);
+        }
+    }
+    clear_text(ctx, diags);
+}
+
+// ------------------------------------------------------------------ GW0205
+
+/// The socket an address binds: `:8080`, `0.0.0.0:8080` and `[::]:8080` all
+/// bind every interface (on Linux `[::]` also takes IPv4 by default).
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Bind<'a> {
+    Every,
+    Ip(IpAddr),
+    Name(&'a str),
+}
+
+fn bind(a: &Address) -> Bind<'_> {
+    match &a.host {
+        AddressHost::Any => Bind::Every,
+        AddressHost::Ip(ip) if ip.is_unspecified() => Bind::Every,
+        AddressHost::Ip(ip) => Bind::Ip(*ip),
+        AddressHost::Name(n) => Bind::Name(n),
+    }
+}
+
+fn addresses(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
+    // Every bound address in the order written (by position), listeners and
+    // admin endpoints together.
+    let mut all: Vec<(&Spanned<Address>, bool)> = ctx
+        .config
+        .listens
+        .iter()
+        .map(|l| (&l.address, false))
+        .chain(ctx.config.admins.iter().map(|a| (a, true)))
+        .collect();
+    all.sort_by_key(|(a, _)| a.span);
+    let mut exact: HashMap<(Bind<'_>, u16), (Span, bool)> = HashMap::new();
+    // Per port: the first address binding every interface, and the first
+    // binding one interface — the two cannot both be bound.
+    let mut every: HashMap<u16, Span> = HashMap::new();
+    let mut one: HashMap<u16, (Span, &Address)> = HashMap::new();
+    for (addr, admin) in all {
+        let a = &addr.node;
+        let b = bind(a);
+        let what = if admin { "admin address" } else { "listen address" };
+        if let Some(&(first, first_admin)) = exact.get(&(b.clone(), a.port)) {
+            let first_what = if first_admin {
+                "the admin endpoint"
+            } else {
+                "a listener"
+            };
+            diags.push(
+                Diagnostic::new(Code::GW0205, format!("{what} `{a}` is already used by {first_what}"))
+                    .primary(addr.span, "bound again here")
+                    .secondary(first, "first bound here")
+                    .help("give each listener and the admin endpoint its own address"),
+            );
+            continue;
+        }
+        exact.insert((b.clone(), a.port), (addr.span, admin));
+        match b {
+            Bind::Every => {
+                if let Some(&(first, other)) = one.get(&a.port) {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::GW0205,
+                            format!(
+                                "{what} `{a}` binds every interface, but `{other}` already takes port {}",
+                                a.port
+                            ),
+                        )
+                        .primary(addr.span, "binds every interface on this port")
+                        .secondary(first, "binds one interface on the same port")
+                        .help("use another port, or bind specific interfaces only"),
+                    );
+                }
+                every.entry(a.port).or_insert(addr.span);
+            }
+            Bind::Ip(_) => {
+                if let Some(&first) = every.get(&a.port) {
+                    diags.push(
+                        Diagnostic::new(
+                            Code::GW0205,
+                            format!("{what} `{a}` is already bound by a listener on every interface"),
+                        )
+                        .primary(addr.span, "port taken")
+                        .secondary(first, "binds every interface on the same port")
+                        .help("use another port"),
+                    );
+                }
+                one.entry(a.port).or_insert((addr.span, a));
+            }
+            Bind::Name(_) => {}
+        }
+    }
+}
+
+// ------------------------------------------------------------------ GW0403
+
+fn tls(ctx: &Ctx<'_>, listen: &Listen, certs: &[Certificate], tls_span: Span, diags: &mut Diagnostics) {
+    if certs.is_empty() {
+        // A `cert` line dropped for a bad value was reported already.
+        if ctx.has_prior_error_in(listen.span) {
+            return;
+        }
+        diags.push(
+            Diagnostic::new(
+                Code::GW0403,
+                format!("TLS listener `{}` has no certificate", listen.address.node),
+            )
+            .primary(tls_span, "no certificate to present")
+            .help("add `cert \"certs/api.crt\" key \"certs/api.key\"` to the `tls` block"),
+        );
+        return;
+    }
+    for cert in certs {
+        if let Some(m) = material::read(ctx, &cert.cert.node, cert.cert.span, "certificate", Code::GW0403, diags) {
+            pem_file(&m, cert.cert.span, Kind::Certificate, diags);
+        }
+        if let Some(m) = material::read(ctx, &cert.key.node, cert.key.span, "private key", Code::GW0403, diags) {
+            pem_file(&m, cert.key.span, Kind::Key, diags);
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Certificate,
+    Key,
+}
+
+fn pem_file(m: &material::Material, span: Span, kind: Kind, diags: &mut Diagnostics) {
+    let origin = &m.origin;
+    let (what, labels, example): (&str, &[&str], &str) = match kind {
+        Kind::Certificate => ("certificate", &["CERTIFICATE"], "-----BEGIN CERTIFICATE-----"),
+        Kind::Key => (
+            "private key",
+            &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"],
+            "-----BEGIN PRIVATE KEY-----",
+        ),
+    };
+    let bad = |message: String, label: &str, help: String| {
+        Diagnostic::new(Code::GW0403, message).primary(span, label).help(help)
+    };
+    let blocks = match pem::parse(&m.bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            diags.push(bad(
+                format!("{origin} is not a PEM {what}: {e}"),
+                "not PEM",
+                format!("give a PEM file with a `{example}` block"),
+            ));
+            return;
+        }
+    };
+    match blocks.iter().find(|b| labels.contains(&b.label.as_str())) {
+        Some(b) if b.encrypted => diags.push(bad(
+            format!("the {what} in {origin} is encrypted"),
+            "encrypted",
+            "gw needs the key unencrypted: `openssl pkey -in key.pem -out key.pem`, and restrict the file's permissions".into(),
+        )),
+        Some(b) if !pem::is_sequence(&b.der) => diags.push(bad(
+            format!("the `{}` block in {origin} is malformed", b.label),
+            "malformed",
+            "regenerate the file".into(),
+        )),
+        Some(_) => {}
+        None => {
+            let found: Vec<String> = blocks.iter().map(|b| format!("`{}`", b.label)).collect();
+            let swapped = match kind {
+                Kind::Certificate => blocks.iter().any(|b| b.label.contains("PRIVATE KEY")),
+                Kind::Key => blocks.iter().any(|b| b.label == "CERTIFICATE"),
+            };
+            let help = if swapped {
+                "did you swap `cert` and `key`?".to_string()
+            } else if blocks.iter().any(|b| b.label == "ENCRYPTED PRIVATE KEY") {
+                "gw needs the key unencrypted: `openssl pkey -in key.pem -out key.pem`".to_string()
+            } else {
+                format!("give a PEM file with a `{example}` block")
+            };
+            diags.push(bad(
+                format!("{origin} holds no {what} (found {})", found.join(", ")),
+                &format!("no {what} here"),
+                help,
+            ));
+        }
+    }
+}
+
+// ------------------------------------------------------------------ GW0503
+
+/// A plain-HTTP listener while some route has an auth: tokens and API keys
+/// would cross the network in clear text. A listener bound to a loopback
+/// address (127.0.0.0/8 or ::1) is exempt: its traffic never leaves the
+/// machine (typically a TLS-terminating proxy or a sidecar in front of gw),
+/// so the credentials are not exposed on the wire.
+fn clear_text(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
+    let Some(route) = ctx.config.routes.iter().find(|r| r.auth.is_some()) else {
+        return;
+    };
+    let auth_span = route.auth.as_ref().map(|a| a.span).unwrap_or(route.head_span);
+    for listen in &ctx.config.listens {
+        if !matches!(listen.kind, ListenKind::Http) {
+            continue;
+        }
+        if matches!(listen.address.node.host, AddressHost::Ip(ip) if ip.is_loopback()) {
+            continue;
+        }
+        diags.push(
+            Diagnostic::new(
+                Code::GW0503,
+                format!("plain-HTTP listener `{}` carries routes with auth", listen.address.node),
+            )
+            .primary(listen.span, "credentials cross the network in clear text here")
+            .secondary(auth_span, "this route takes credentials")
+            .help(format!(
+                "serve it with TLS: `listen {} tls {{ cert \"...\" key \"...\" }}`, or bind it to 127.0.0.1 behind a TLS proxy",
+                listen.address.node
+            )),
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! Names: upstreams, auths, limits and stores, each its own namespace. Every
+//! name is defined once (GW0102), every reference resolves in the right
+//! namespace with a "did you mean" (GW0101), and every definition is used
+//! somewhere (GW0501, a warning).
+
+use super::Ctx;
+use crate::ast::{Config, Expected, ListenKind};
+use crate::codes::Code;
+use crate::diagnostic::{suggest, Diagnostic, Diagnostics};
+use crate::source::Span;
+use std::collections::HashMap;
+
+/// The first definition of each name, by namespace (index into the
+/// configuration's lists).
+pub(crate) struct Names<'a> {
+    pub upstreams: HashMap<&'a str, usize>,
+    pub auths: HashMap<&'a str, usize>,
+    pub limits: HashMap<&'a str, usize>,
+    pub stores: HashMap<&'a str, usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Space {
+    Upstream,
+    Auth,
+    Limit,
+    Store,
+}
+
+impl Space {
+    fn word(self) -> &'static str {
+        match self {
+            Space::Upstream => "upstream",
+            Space::Auth => "auth",
+            Space::Limit => "limit",
+            Space::Store => "store",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Space::Upstream => "upstreams",
+            Space::Auth => "auths",
+            Space::Limit => "limits",
+            Space::Store => "stores",
+        }
+    }
+
+    fn example(self, name: &str) -> String {
+        match self {
+            Space::Upstream => format!("upstream {name} {{ server 127.0.0.1:9000 }}"),
+            Space::Auth => format!("auth {name} jwt {{ ... }}"),
+            Space::Limit => format!("limit {name} {{ rate 100/min key client_ip }}"),
+            Space::Store => format!("store {name} redis \"redis://127.0.0.1:6379\""),
+        }
+    }
+}
+
+impl<'a> Names<'a> {
+    /// Indexes the definitions, reporting duplicates (GW0102).
+    pub fn build(config: &'a Config, diags: &mut Diagnostics) -> Names<'a> {
+        Names {
+            upstreams: index(
+                Space::Upstream,
+                config.upstreams.iter().map(|u| (u.name.node.as_str(), u.name.span)),
+                diags,
+            ),
+            auths: index(
+                Space::Auth,
+                config.auths.iter().map(|a| (a.name.node.as_str(), a.name.span)),
+                diags,
+            ),
+            limits: index(
+                Space::Limit,
+                config.rate_limits.iter().map(|l| (l.name.node.as_str(), l.name.span)),
+                diags,
+            ),
+            stores: index(
+                Space::Store,
+                config.stores.iter().map(|s| (s.name.node.as_str(), s.name.span)),
+                diags,
+            ),
+        }
+    }
+}
+
+fn index<'a>(
+    space: Space,
+    defs: impl Iterator<Item = (&'a str, Span)>,
+    diags: &mut Diagnostics,
+) -> HashMap<&'a str, usize> {
+    let mut map: HashMap<&'a str, usize> = HashMap::new();
+    let mut spans: Vec<Span> = Vec::new();
+    for (i, (name, span)) in defs.enumerate() {
+        spans.push(span);
+        match map.get(name) {
+            Some(&first) => {
+                let first_span = spans.get(first).copied().unwrap_or(span);
+                diags.push(
+                    Diagnostic::new(Code::GW0102, format!("{} `{name}` is defined twice", space.word()))
+                        .primary(span, "defined again here")
+                        .secondary(first_span, "first defined here")
+                        .help(format!(
+                            "rename or remove one of them: {} share one namespace across imported files",
+                            space.plural()
+                        )),
+                );
+            }
+            None => {
+                map.insert(name, i);
+            }
+        }
+    }
+    map
+}
+
+/// Resolves every reference (GW0101) and reports definitions never used
+/// (GW0501).
+pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
+    let config = ctx.config;
+    let mut r = Resolver {
+        ctx,
+        used_upstreams: vec![false; config.upstreams.len()],
+        used_auths: vec![false; config.auths.len()],
+        used_limits: vec![false; config.rate_limits.len()],
+        used_stores: vec![false; config.stores.len()],
+        help_cache: HashMap::new(),
+    };
+
+    for route in &config.routes {
+        if let Some(up) = &route.upstream {
+            r.resolve(Space::Upstream, &up.node, up.span, diags);
+        }
+        if let Some(auth) = &route.auth {
+            r.resolve(Space::Auth, &auth.node, auth.span, diags);
+        }
+        for limit in &route.limits {
+            r.resolve(Space::Limit, &limit.node, limit.span, diags);
+        }
+        if let Some(agg) = &route.aggregate {
+            for part in &agg.parts {
+                r.resolve(Space::Upstream, &part.upstream.node, part.upstream.span, diags);
+            }
+        }
+    }
+    for listen in &config.listens {
+        if let ListenKind::Tcp { upstream } = &listen.kind {
+            r.resolve(Space::Upstream, &upstream.node, upstream.span, diags);
+        }
+    }
+    for limit in &config.rate_limits {
+        if let Some(store) = &limit.store {
+            r.resolve(Space::Store, &store.node, store.span, diags);
+        }
+    }
+    for test in &config.tests {
+        for e in &test.expectations {
+            if let Expected::Upstream(name) = &e.expect.node {
+                if name != "aggregate" && !ctx.names.upstreams.contains_key(name.as_str()) {
+                    r.unknown_expectation(name, e.expect.span, diags);
+                }
+            }
+        }
+    }
+
+    // A declaration that failed lowering (a route with a bad path, say) is
+    // not in the configuration, but the names it used are in the text: when
+    // lowering reported errors, a name written more than once is not called
+    // unused.
+    let mentions = ctx.had_prior_errors().then(|| word_counts(ctx));
+    let mentioned_elsewhere = |name: &str| mentions.as_ref().is_some_and(|m| m.get(name).copied().unwrap_or(0) > 1);
+    let unused =
+        |space: Space, used: &[bool], defs: &mut dyn Iterator<Item = (&str, Span)>, diags: &mut Diagnostics| {
+            let index = match space {
+                Space::Upstream => &ctx.names.upstreams,
+                Space::Auth => &ctx.names.auths,
+                Space::Limit => &ctx.names.limits,
+                Space::Store => &ctx.names.stores,
+            };
+            for (i, (name, span)) in defs.enumerate() {
+                // Only the first definition counts; a duplicate is already GW0102.
+                if index.get(name) != Some(&i) || used.get(i).copied().unwrap_or(true) || mentioned_elsewhere(name) {
+                    continue;
+                }
+                let help = match space {
+                    Space::Upstream => format!("route to it with `-> {name}`, or remove it"),
+                    Space::Auth => format!("protect a route with `auth {name}`, or remove it"),
+                    Space::Limit => format!("apply it in a route with `limit {name}`, or remove it"),
+                    Space::Store => format!("keep a limit's budget in it with `store {name}`, or remove it"),
+                };
+                diags.push(
+                    Diagnostic::new(Code::GW0501, format!("{} `{name}` is never used", space.word()))
+                        .primary(span, "defined here, used nowhere")
+                        .help(help),
+                );
+            }
+        };
+    unused(
+        Space::Upstream,
+        &r.used_upstreams,
+        &mut config.upstreams.iter().map(|u| (u.name.node.as_str(), u.name.span)),
+        diags,
+    );
+    unused(
+        Space::Auth,
+        &r.used_auths,
+        &mut config.auths.iter().map(|a| (a.name.node.as_str(), a.name.span)),
+        diags,
+    );
+    unused(
+        Space::Limit,
+        &r.used_limits,
+        &mut config.rate_limits.iter().map(|l| (l.name.node.as_str(), l.name.span)),
+        diags,
+    );
+    unused(
+        Space::Store,
+        &r.used_stores,
+        &mut config.stores.iter().map(|s| (s.name.node.as_str(), s.name.span)),
+        diags,
+    );
+}
+
+struct Resolver<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    used_upstreams: Vec<bool>,
+    used_auths: Vec<bool>,
+    used_limits: Vec<bool>,
+    used_stores: Vec<bool>,
+    /// Help lines already computed for an unknown name (a typo repeated in
+    /// many routes costs one search).
+    help_cache: HashMap<(Space, String), String>,
+}
+
+impl Resolver<'_, '_> {
+    fn resolve(&mut self, space: Space, name: &str, span: Span, diags: &mut Diagnostics) {
+        let (index, used) = match space {
+            Space::Upstream => (&self.ctx.names.upstreams, &mut self.used_upstreams),
+            Space::Auth => (&self.ctx.names.auths, &mut self.used_auths),
+            Space::Limit => (&self.ctx.names.limits, &mut self.used_limits),
+            Space::Store => (&self.ctx.names.stores, &mut self.used_stores),
+        };
+        if let Some(&i) = index.get(name) {
+            if let Some(u) = used.get_mut(i) {
+                *u = true;
+            }
+            return;
+        }
+        let help = self.help(space, name);
+        diags.push(
+            Diagnostic::new(Code::GW0101, format!("unknown {} `{name}`", space.word()))
+                .primary(span, format!("no {} has this name", space.word()))
+                .help(help),
+        );
+    }
+
+    fn help(&mut self, space: Space, name: &str) -> String {
+        if let Some(h) = self.help_cache.get(&(space, name.to_string())) {
+            return h.clone();
+        }
+        let candidates = self.candidates(space);
+        let help = match suggest(name, candidates.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None if candidates.is_empty() => format!("define it: `{}`", space.example(name)),
+            None if candidates.len() <= 6 => {
+                let list: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
+                format!("the {} defined are {}", space.plural(), list.join(", "))
+            }
+            None => format!("define it: `{}`", space.example(name)),
+        };
+        self.help_cache.insert((space, name.to_string()), help.clone());
+        help
+    }
+
+    /// Names defined in a namespace, in definition order (so suggestions
+    /// are deterministic).
+    fn candidates(&self, space: Space) -> Vec<&str> {
+        let c = self.ctx.config;
+        match space {
+            Space::Upstream => c.upstreams.iter().map(|u| u.name.node.as_str()).collect(),
+            Space::Auth => c.auths.iter().map(|a| a.name.node.as_str()).collect(),
+            Space::Limit => c.rate_limits.iter().map(|l| l.name.node.as_str()).collect(),
+            Space::Store => c.stores.iter().map(|s| s.name.node.as_str()).collect(),
+        }
+    }
+
+    fn unknown_expectation(&mut self, name: &str, span: Span, diags: &mut Diagnostics) {
+        let mut candidates = self.candidates(Space::Upstream);
+        candidates.push("aggregate");
+        let help = match suggest(name, candidates.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => "expect an upstream's name, `aggregate`, or a status such as `404`".into(),
+        };
+        diags.push(
+            Diagnostic::new(Code::GW0101, format!("unknown upstream `{name}` in a test expectation"))
+                .primary(span, "no upstream has this name")
+                .help(help),
+        );
+    }
+}
+
+/// How often each identifier-like word occurs in the loaded files.
+fn word_counts<'a>(ctx: &Ctx<'a>) -> HashMap<&'a str, usize> {
+    let mut counts: HashMap<&'a str, usize> = HashMap::new();
+    for (_, file) in ctx.sources.files() {
+        let text: &'a str = &file.text;
+        let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        for word in text.split(|c: char| !is_word(c)).filter(|w| !w.is_empty()) {
+            *counts.entry(word).or_insert(0) += 1;
+        }
+    }
+    counts
+}
