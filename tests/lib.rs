@@ -1,6 +1,7 @@
 mod placeholder {}
 mod robustness;
 mod examples;
+mod checks;
 mod plan;
 mod cli;
 mod explain;

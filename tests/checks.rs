@@ -1,0 +1,555 @@
+//! Behaviour of the whole-configuration checks (compiler/src/check): which
+//! configurations produce which codes, where they point, and that they stay
+//! linear on very large configurations.
+
+use gw_compiler::host::MemoryHost;
+use gw_compiler::{compile_text, Code, Compilation, Diagnostic};
+
+/// A host holding the key and certificate files of tests/fixtures/files.
+fn host() -> MemoryHost {
+    MemoryHost::new()
+        .file("files/rsa.pem", &include_bytes!("fixtures/files/rsa.pem")[..])
+        .file(
+            "files/rsa-pkcs1.pem",
+            &include_bytes!("fixtures/files/rsa-pkcs1.pem")[..],
+        )
+        .file("files/ec256.pem", &include_bytes!("fixtures/files/ec256.pem")[..])
+        .file("files/ec384.pem", &include_bytes!("fixtures/files/ec384.pem")[..])
+        .file("files/ed25519.pem", &include_bytes!("fixtures/files/ed25519.pem")[..])
+        .file(
+            "files/ed25519-private.pem",
+            &include_bytes!("fixtures/files/ed25519-private.pem")[..],
+        )
+        .file(
+            "files/jwks-rsa.json",
+            &include_bytes!("fixtures/files/jwks-rsa.json")[..],
+        )
+        .file("files/jwks-ec.json", &include_bytes!("fixtures/files/jwks-ec.json")[..])
+        .file("files/keys.txt", &include_bytes!("fixtures/files/keys.txt")[..])
+        .file("files/no-keys.txt", &include_bytes!("fixtures/files/no-keys.txt")[..])
+        .file("files/not-pem.txt", &include_bytes!("fixtures/files/not-pem.txt")[..])
+        .file("files/tls.crt", &include_bytes!("fixtures/files/tls.crt")[..])
+        .file("files/tls.key", &include_bytes!("fixtures/files/tls.key")[..])
+        .var("JWT_SECRET", "a-long-random-secret-for-tests")
+        .var("EMPTY", "")
+}
+
+fn compile(text: &str) -> Compilation {
+    compile_text(&host(), "app.gw", text)
+}
+
+fn codes(text: &str) -> Vec<Code> {
+    compile(text).diagnostics.iter().map(|d| d.code).collect()
+}
+
+/// The diagnostics of `code`.
+fn only(c: &Compilation, code: Code) -> Vec<&Diagnostic> {
+    c.diagnostics.iter().filter(|d| d.code == code).collect()
+}
+
+/// The text a diagnostic's primary label covers.
+fn primary_text<'a>(c: &'a Compilation, d: &Diagnostic) -> &'a str {
+    c.sources.text(d.span().expect("a primary label"))
+}
+
+fn secondary_texts<'a>(c: &'a Compilation, d: &Diagnostic) -> Vec<&'a str> {
+    d.labels
+        .iter()
+        .filter(|l| !l.primary)
+        .map(|l| c.sources.text(l.span))
+        .collect()
+}
+
+const UP: &str = "upstream app { server 127.0.0.1:9000 }\n";
+
+fn with_up(routes: &str) -> String {
+    format!("{UP}{routes}")
+}
+
+// ------------------------------------------------------------------ a clean configuration
+
+#[test]
+fn a_complete_configuration_has_no_diagnostics() {
+    let text = r#"
+listen 127.0.0.1:8080
+listen :8443 tls { cert "files/tls.crt" key "files/tls.key" }
+admin 127.0.0.1:9901
+upstream orders { balance hash(claim.sub) server 127.0.0.1:9001 server 127.0.0.1:9002 backup timeout 1s retry 1 }
+upstream web { balance hash(header.x-user-id) server 127.0.0.1:9003 health { path /healthz interval 2s timeout 500ms } }
+upstream pg { server 127.0.0.1:5432 }
+listen :5432 tcp -> pg
+auth users jwt { issuer "https://auth.example.com" audience "api" algorithms RS256 public_key file("files/rsa.pem") }
+auth hmac jwt { issuer "i" audience "a" algorithms HS256 secret env("JWT_SECRET") }
+auth partners api_key { keys file("files/keys.txt") }
+store shared redis "redis://127.0.0.1:6379"
+limit per_user { rate 100/min key claim.sub store shared }
+route GET /orders/{id} -> orders {
+  auth users
+  require claim.scope has "orders:read"
+  limit per_user
+  set request header x-user-id "{claim.sub}/{param.id}"
+  timeout 3s
+}
+route GET /me { auth hmac aggregate { me orders GET "/users/{claim.sub}" timeout 2s } }
+route GET /partners/{*rest} -> web { auth partners rewrite "/{param.rest}" }
+route /internal/{*rest} { respond 404 }
+test "routing" {
+  GET /orders/1 -> orders
+  GET /me -> aggregate
+  GET /internal/x -> 404
+}
+"#;
+    let c = compile(text);
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    assert!(c.config.is_some());
+}
+
+// ------------------------------------------------------------------ GW0101
+
+#[test]
+fn unknown_upstream_suggests_a_near_name() {
+    let c = compile(&with_up("route GET /x -> ap\n"));
+    let d = only(&c, Code::GW0101);
+    assert_eq!(d.len(), 1);
+    assert_eq!(primary_text(&c, d[0]), "ap");
+    assert_eq!(d[0].help.as_deref(), Some("did you mean `app`?"));
+}
+
+#[test]
+fn suggestions_come_from_the_right_namespace() {
+    // `per_ip` is a limit; the route names an auth, so no limit is suggested.
+    let c = compile(&with_up(
+        "limit per_ip { rate 1/s key client_ip }\nroute GET /x -> app { auth per_ip limit per_ipp }\n",
+    ));
+    let d = only(&c, Code::GW0101);
+    assert_eq!(d.len(), 2, "{:#?}", c.diagnostics);
+    let auth = d.iter().find(|d| d.message.contains("auth")).expect("unknown auth");
+    assert_ne!(auth.help.as_deref(), Some("did you mean `per_ip`?"));
+    let limit = d.iter().find(|d| d.message.contains("limit")).expect("unknown limit");
+    assert_eq!(limit.help.as_deref(), Some("did you mean `per_ip`?"));
+}
+
+#[test]
+fn unknown_names_in_tcp_listeners_aggregates_and_stores_are_gw0101() {
+    let c = compile(&with_up(
+        "listen :5432 tcp -> apq\nlimit l { rate 1/s key none store shard }\nroute GET /x { limit l aggregate { a aap GET \"/\" } }\n",
+    ));
+    let texts: Vec<&str> = only(&c, Code::GW0101).iter().map(|d| primary_text(&c, d)).collect();
+    assert_eq!(texts, ["apq", "shard", "aap"]);
+}
+
+#[test]
+fn test_expectation_naming_no_upstream_is_gw0101_but_aggregate_and_statuses_are_fine() {
+    let c = compile(&with_up(
+        "route GET /x -> app\ntest \"t\" { GET /x -> ap  GET /y -> aggregate  GET /z -> 404 }\n",
+    ));
+    let d = only(&c, Code::GW0101);
+    assert_eq!(d.len(), 1, "{:#?}", c.diagnostics);
+    assert_eq!(primary_text(&c, d[0]), "ap");
+    assert_eq!(d[0].help.as_deref(), Some("did you mean `app`?"));
+}
+
+// ------------------------------------------------------------------ GW0102
+
+#[test]
+fn duplicate_upstream_is_gw0102_at_the_later_definition() {
+    let c = compile("upstream app { server 127.0.0.1:1 }\nupstream app { server 127.0.0.1:2 }\nroute /x -> app\n");
+    let d = only(&c, Code::GW0102);
+    assert_eq!(d.len(), 1);
+    let (line, _) = c.sources.line_col(d[0].span().unwrap());
+    assert_eq!(line, 2);
+    let first = d[0].labels.iter().find(|l| !l.primary).expect("secondary label");
+    assert_eq!(c.sources.line_col(first.span).0, 1);
+}
+
+#[test]
+fn the_same_name_in_different_namespaces_is_not_a_duplicate() {
+    let text = "upstream x { server 127.0.0.1:1 }\nlimit x { rate 1/s key none }\nstore x redis \"redis://127.0.0.1:6379\"\nauth x api_key { keys file(\"files/keys.txt\") }\n";
+    assert!(!codes(text).contains(&Code::GW0102));
+}
+
+// ------------------------------------------------------------------ GW0201
+
+#[test]
+fn get_and_head_routes_do_not_collide() {
+    assert!(codes(&with_up("route GET /x -> app\nroute HEAD /x -> app\n")).is_empty());
+}
+
+#[test]
+fn an_every_method_route_and_a_get_route_do_not_collide() {
+    assert!(codes(&with_up("route /x -> app\nroute GET /x -> app\n")).is_empty());
+}
+
+#[test]
+fn routes_with_renamed_params_collide() {
+    let c = compile(&with_up("route GET /x/{a} -> app\nroute GET /x/{b} -> app\n"));
+    let d = only(&c, Code::GW0201);
+    assert_eq!(d.len(), 1);
+    assert_eq!(primary_text(&c, d[0]), "route GET /x/{b} -> app");
+    assert_eq!(secondary_texts(&c, d[0]), ["route GET /x/{a} -> app"]);
+}
+
+#[test]
+fn catch_alls_with_renamed_params_collide() {
+    assert_eq!(
+        codes(&with_up("route /s/{*a} -> app\nroute /s/{*b} -> app\n")),
+        [Code::GW0201]
+    );
+}
+
+#[test]
+fn a_method_named_by_both_routes_collides() {
+    assert_eq!(
+        codes(&with_up("route GET,HEAD /x -> app\nroute POST,GET /x -> app\n")),
+        [Code::GW0201]
+    );
+}
+
+#[test]
+fn routes_differing_in_host_param_position_or_trailing_slash_do_not_collide() {
+    let text = with_up(
+        "route GET /x -> app\nroute GET /x host \"a.example.com\" -> app\nroute GET /{p} -> app\nroute GET /x/ -> app\nroute GET /{*p} -> app\n",
+    );
+    assert!(codes(&text).is_empty(), "{:?}", codes(&text));
+}
+
+#[test]
+fn collision_check_is_linear_for_100k_routes() {
+    let mut text = String::with_capacity(4_000_000);
+    for u in 0..1000 {
+        text.push_str(&format!("upstream u{u} {{ server 127.0.0.1:{} }}\n", 1000 + u));
+    }
+    for r in 0..100_000 {
+        text.push_str(&format!("route GET /r{r}/{{id}} -> u{}\n", r % 1000));
+    }
+    // Planted: a renamed parameter, and an every-method pair.
+    text.push_str("route GET /r77/{other} -> u1\n");
+    text.push_str("route /all -> u2\nroute /all -> u3\n");
+    let c = compile(&text);
+    let d = only(&c, Code::GW0201);
+    assert_eq!(d.len(), 2, "{:#?}", d);
+    assert_eq!(c.diagnostics.len(), 2);
+}
+
+// ------------------------------------------------------------------ GW0202
+
+#[test]
+fn a_route_without_target_is_gw0202() {
+    let c = compile("route GET /x { timeout 1s }\n");
+    assert_eq!(only(&c, Code::GW0202).len(), 1);
+}
+
+#[test]
+fn a_route_with_two_targets_is_gw0202() {
+    let c = compile(&with_up("route GET /x -> app { respond 404 }\n"));
+    let d = only(&c, Code::GW0202);
+    assert_eq!(d.len(), 1);
+    assert_eq!(secondary_texts(&c, d[0]), ["app", "respond 404"]);
+}
+
+#[test]
+fn a_route_whose_target_was_invalid_is_not_also_gw0202() {
+    let c = compile("route GET /x { respond 99 }\n");
+    assert!(c.errors() > 0);
+    assert!(only(&c, Code::GW0202).is_empty(), "{:#?}", c.diagnostics);
+}
+
+// ------------------------------------------------------------------ GW0203
+
+#[test]
+fn unknown_param_is_gw0203_with_a_suggestion() {
+    let c = compile(&with_up(
+        "route GET /users/{id} -> app { set request header x \"{param.ids}\" }\n",
+    ));
+    let d = only(&c, Code::GW0203);
+    assert_eq!(d.len(), 1);
+    assert_eq!(primary_text(&c, d[0]), "param.ids");
+    assert_eq!(d[0].help.as_deref(), Some("did you mean `param.id`?"));
+}
+
+#[test]
+fn params_are_checked_in_redirects_rewrites_requires_and_aggregates() {
+    let c = compile(&with_up(
+        "route GET /a { redirect 301 \"/{param.x}\" }\nroute GET /b -> app { rewrite \"/{param.y}\" require param.z == \"1\" }\nroute GET /c/{w} { aggregate { p app GET \"/{param.v}\" } }\n",
+    ));
+    let texts: Vec<&str> = only(&c, Code::GW0203).iter().map(|d| primary_text(&c, d)).collect();
+    assert_eq!(texts, ["param.x", "param.y", "param.z", "param.v"]);
+}
+
+// ------------------------------------------------------------------ GW0204
+
+const JWT: &str =
+    "auth users jwt { issuer \"i\" audience \"a\" algorithms RS256 public_key file(\"files/rsa.pem\") }\n";
+const KEYS: &str = "auth partners api_key { keys file(\"files/keys.txt\") }\n";
+
+#[test]
+fn claim_in_template_without_jwt_is_gw0204() {
+    let c = compile(&with_up(
+        "route GET /x -> app { set request header x-user \"{claim.sub}\" }\n",
+    ));
+    let d = only(&c, Code::GW0204);
+    assert_eq!(d.len(), 1);
+    assert_eq!(primary_text(&c, d[0]), "claim.sub");
+}
+
+#[test]
+fn claim_in_require_under_an_api_key_auth_is_gw0204_pointing_at_the_auth() {
+    let c = compile(&format!(
+        "{UP}{KEYS}route GET /x -> app {{ auth partners require claim.role == \"admin\" }}\n"
+    ));
+    let d = only(&c, Code::GW0204);
+    assert_eq!(d.len(), 1);
+    assert_eq!(primary_text(&c, d[0]), "claim.role");
+    assert_eq!(secondary_texts(&c, d[0]), ["partners"]);
+}
+
+#[test]
+fn a_limit_keyed_on_a_claim_on_a_route_without_jwt_is_gw0204() {
+    let c = compile(&with_up(
+        "limit per_user { rate 1/s key claim.sub }\nroute GET /x -> app { limit per_user }\n",
+    ));
+    let d = only(&c, Code::GW0204);
+    assert_eq!(d.len(), 1);
+    assert_eq!(primary_text(&c, d[0]), "per_user");
+    assert_eq!(secondary_texts(&c, d[0]), ["claim.sub"]);
+}
+
+#[test]
+fn claims_under_a_jwt_auth_are_fine() {
+    let text = format!(
+        "{UP}{JWT}limit per_user {{ rate 1/s key claim.sub }}\nroute GET /x -> app {{ auth users limit per_user require claim.scope has \"x\" set request header u \"{{claim.sub}}\" }}\n"
+    );
+    assert!(codes(&text).is_empty(), "{:?}", codes(&text));
+}
+
+// ------------------------------------------------------------------ GW0205
+
+#[test]
+fn a_listen_address_used_twice_is_gw0205() {
+    let c = compile(&with_up(
+        "listen 127.0.0.1:8080\nlisten 127.0.0.1:8080\nroute /x -> app\n",
+    ));
+    let d = only(&c, Code::GW0205);
+    assert_eq!(d.len(), 1);
+    assert_eq!(c.sources.line_col(d[0].span().unwrap()).0, 3);
+}
+
+#[test]
+fn an_admin_address_equal_to_a_listen_address_is_gw0205() {
+    assert_eq!(
+        codes(&with_up(
+            "listen 127.0.0.1:8080\nadmin 127.0.0.1:8080\nroute /x -> app\n"
+        )),
+        [Code::GW0205]
+    );
+}
+
+#[test]
+fn all_interfaces_and_one_interface_on_the_same_port_is_gw0205() {
+    assert_eq!(
+        codes(&with_up("listen :8080\nlisten 127.0.0.1:8080\nroute /x -> app\n")),
+        [Code::GW0205]
+    );
+    assert!(codes(&with_up(
+        "listen 127.0.0.1:8080\nlisten 127.0.0.2:8080\nroute /x -> app\n"
+    ))
+    .is_empty());
+}
+
+// ------------------------------------------------------------------ GW0301 / GW0302
+
+#[test]
+fn an_upstream_with_only_backup_servers_is_gw0301() {
+    let c = compile("upstream app { server 127.0.0.1:1 backup }\nroute /x -> app\n");
+    assert_eq!(only(&c, Code::GW0301).len(), 1);
+}
+
+#[test]
+fn an_upstream_with_no_servers_is_gw0301() {
+    assert_eq!(codes("upstream app { timeout 1s }\nroute /x -> app\n"), [Code::GW0301]);
+}
+
+#[test]
+fn a_claim_hashed_upstream_reached_without_jwt_is_gw0302() {
+    let text = format!(
+        "{JWT}upstream app {{ balance hash(claim.sub) server 127.0.0.1:1 }}\nroute GET /ok -> app {{ auth users }}\nroute GET /bad -> app\nroute GET /agg {{ aggregate {{ a app GET \"/\" }} }}\nlisten :5432 tcp -> app\n"
+    );
+    let c = compile(&text);
+    let texts: Vec<&str> = only(&c, Code::GW0302).iter().map(|d| primary_text(&c, d)).collect();
+    assert_eq!(texts, ["app", "app", "app"], "{:#?}", c.diagnostics);
+    let lines: Vec<usize> = only(&c, Code::GW0302)
+        .iter()
+        .map(|d| c.sources.line_col(d.span().unwrap()).0)
+        .collect();
+    assert_eq!(lines, [4, 5, 6]);
+}
+
+#[test]
+fn a_header_hashed_upstream_is_never_gw0302() {
+    assert!(codes("upstream app { balance hash(header.x-user) server 127.0.0.1:1 }\nroute GET /x -> app\n").is_empty());
+}
+
+// ------------------------------------------------------------------ GW0401 / GW0402
+
+fn jwt_with(algs: &str, key: &str) -> String {
+    format!("{UP}auth users jwt {{ issuer \"i\" audience \"a\" algorithms {algs} {key} }}\nroute GET /x -> app {{ auth users }}\nlisten 127.0.0.1:8080\n")
+}
+
+#[test]
+fn hs256_with_rs256_is_gw0401() {
+    let c = compile(&jwt_with("HS256, RS256", "jwks url \"https://a.example.com/jwks\""));
+    let d = only(&c, Code::GW0401);
+    assert_eq!(d.len(), 1, "{:#?}", c.diagnostics);
+    assert_eq!(primary_text(&c, d[0]), "HS256, RS256");
+}
+
+#[test]
+fn every_public_key_kind_fits_its_algorithm() {
+    for (alg, file) in [
+        ("RS256, PS512", "public_key file(\"files/rsa.pem\")"),
+        ("RS256", "public_key file(\"files/rsa-pkcs1.pem\")"),
+        ("ES256", "public_key file(\"files/ec256.pem\")"),
+        ("ES384", "public_key file(\"files/ec384.pem\")"),
+        ("EdDSA", "public_key file(\"files/ed25519.pem\")"),
+        ("RS256", "jwks file(\"files/jwks-rsa.json\")"),
+        ("ES256, RS384", "jwks file(\"files/jwks-ec.json\")"),
+        ("HS512", "secret file(\"files/keys.txt\")"),
+    ] {
+        let text = jwt_with(alg, file);
+        assert!(codes(&text).is_empty(), "{alg} {file}: {:?}", codes(&text));
+    }
+}
+
+#[test]
+fn a_key_of_the_wrong_type_is_gw0402() {
+    for (alg, key, why) in [
+        ("ES256", "public_key file(\"files/rsa.pem\")", "an RSA key"),
+        ("ES256", "public_key file(\"files/ec384.pem\")", "an EC P-384 key"),
+        ("RS256", "public_key file(\"files/ed25519.pem\")", "an Ed25519 key"),
+        (
+            "RS256",
+            "public_key file(\"files/not-pem.txt\")",
+            "not a PEM public key",
+        ),
+        ("EdDSA", "public_key file(\"files/ed25519-private.pem\")", "private key"),
+        ("RS256", "public_key file(\"files/missing.pem\")", "no such file"),
+        ("ES384", "jwks file(\"files/jwks-ec.json\")", "no key for `ES384`"),
+        ("RS256", "jwks file(\"files/keys.txt\")", "not JSON"),
+        ("RS256", "secret env(\"JWT_SECRET\")", "shared `secret`"),
+        ("HS256", "public_key file(\"files/rsa.pem\")", "HS* algorithms"),
+        ("HS256", "secret env(\"EMPTY\")", "is empty"),
+    ] {
+        let c = compile(&jwt_with(alg, key));
+        let d = only(&c, Code::GW0402);
+        assert_eq!(d.len(), 1, "{alg} {key}: {:#?}", c.diagnostics);
+        assert!(d[0].message.contains(why), "{alg} {key}: {}", d[0].message);
+    }
+}
+
+#[test]
+fn an_api_key_file_without_keys_is_gw0402() {
+    let text = format!("{UP}auth partners api_key {{ keys file(\"files/no-keys.txt\") }}\nroute GET /x -> app {{ auth partners }}\nlisten 127.0.0.1:8080\n");
+    assert_eq!(codes(&text), [Code::GW0402]);
+}
+
+// ------------------------------------------------------------------ GW0403
+
+#[test]
+fn a_tls_listener_without_certificate_is_gw0403() {
+    let c = compile(&with_up("listen :8443 tls { }\nroute /x -> app\n"));
+    let d = only(&c, Code::GW0403);
+    assert_eq!(d.len(), 1, "{:#?}", c.diagnostics);
+    assert_eq!(primary_text(&c, d[0]), "tls");
+}
+
+#[test]
+fn swapped_or_unreadable_certificate_files_are_gw0403() {
+    let c = compile(&with_up(
+        "listen :8443 tls { cert \"files/tls.key\" key \"files/tls.crt\" }\nlisten :8444 tls { cert \"files/nope.crt\" key \"files/tls.key\" }\nroute /x -> app\n",
+    ));
+    let d = only(&c, Code::GW0403);
+    assert_eq!(d.len(), 3, "{:#?}", c.diagnostics);
+    assert_eq!(d[0].help.as_deref(), Some("did you swap `cert` and `key`?"));
+}
+
+// ------------------------------------------------------------------ GW0404
+
+#[test]
+fn an_unset_environment_variable_is_gw0404() {
+    let c = compile(&jwt_with("HS256", "secret env(\"NOPE\")"));
+    let d = only(&c, Code::GW0404);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].help.as_deref(), Some("set `NOPE` in the environment gw runs in"));
+}
+
+// ------------------------------------------------------------------ warnings
+
+#[test]
+fn unused_upstream_warns() {
+    let c = compile(&with_up("upstream spare { server 127.0.0.1:2 }\nroute /x -> app\n"));
+    let d = only(&c, Code::GW0501);
+    assert_eq!(d.len(), 1);
+    assert_eq!(primary_text(&c, d[0]), "spare");
+    assert!(c.config.is_some(), "a warning does not fail the check");
+}
+
+#[test]
+fn unused_auth_limit_and_store_warn_and_a_store_used_by_a_limit_does_not() {
+    let text = format!(
+        "{UP}{KEYS}limit l {{ rate 1/s key none store s1 }}\nstore s1 redis \"redis://127.0.0.1:6379\"\nstore s2 redis \"redis://127.0.0.1:6379\"\nroute /x -> app\n"
+    );
+    let c = compile(&text);
+    let names: Vec<&str> = only(&c, Code::GW0501).iter().map(|d| primary_text(&c, d)).collect();
+    assert_eq!(names, ["partners", "l", "s2"]);
+}
+
+#[test]
+fn retry_on_a_post_route_warns_but_not_on_a_get_route() {
+    let c = compile(&with_up(
+        "route POST /x -> app { retry 1 }\nroute GET /y -> app { retry 1 }\nroute /z -> app { retry 1 }\n",
+    ));
+    let lines: Vec<usize> = only(&c, Code::GW0502)
+        .iter()
+        .map(|d| c.sources.line_col(d.span().unwrap()).0)
+        .collect();
+    assert_eq!(lines, [2, 4]);
+}
+
+#[test]
+fn plain_http_with_auth_warns_except_on_loopback() {
+    let base = format!("{UP}{KEYS}route GET /x -> app {{ auth partners }}\n");
+    assert_eq!(codes(&format!("{base}listen :8080\n")), [Code::GW0503]);
+    assert!(codes(&format!("{base}listen 127.0.0.1:8080\nlisten [::1]:8081\n")).is_empty());
+}
+
+#[test]
+fn retries_that_cannot_fit_in_the_route_timeout_warn() {
+    let c = compile(
+        "upstream app { server 127.0.0.1:1 timeout 2s retry 2 }\nroute GET /x -> app { timeout 5s }\nroute GET /y -> app { timeout 6s }\nroute GET /z -> app { timeout 4s retry 1 }\n",
+    );
+    let d = only(&c, Code::GW0504);
+    assert_eq!(d.len(), 1, "{:#?}", c.diagnostics);
+    assert_eq!(primary_text(&c, d[0]), "5s");
+}
+
+#[test]
+fn aggregate_parts_are_checked_against_the_aggregate_timeout() {
+    let c = compile(
+        "upstream app { server 127.0.0.1:1 timeout 2s retry 1 }\nroute GET /x { aggregate { a app GET \"/\" timeout 3s } }\n",
+    );
+    assert_eq!(only(&c, Code::GW0504).len(), 1);
+}
+
+#[test]
+fn a_health_timeout_not_shorter_than_its_interval_warns() {
+    let c = compile("upstream app { server 127.0.0.1:1 health { path /h interval 1s timeout 1s } }\nroute /x -> app\n");
+    assert_eq!(only(&c, Code::GW0504).len(), 1);
+}
+
+#[test]
+fn inline_secrets_warn() {
+    assert_eq!(codes(&jwt_with("HS256", "secret \"s3cr3t\"")), [Code::GW0505]);
+    let text =
+        format!("{UP}auth k api_key {{ keys \"k-1\", \"k-2\" }}\nroute /x -> app {{ auth k }}\nlisten 127.0.0.1:1\n");
+    assert_eq!(codes(&text), [Code::GW0505]);
+}
