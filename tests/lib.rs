@@ -1,6 +1,6 @@
-mod placeholder {}
 mod robustness;
 mod examples;
+mod balance;
 mod checks;
 mod plan;
 mod cli;
@@ -8,3 +8,5 @@ mod explain;
 mod snapshots;
 mod support;
 mod router_differential;
+mod live;
+mod proxy;

@@ -11,6 +11,7 @@
 pub mod aggregate;
 pub mod balance;
 pub mod body;
+pub mod demo;
 pub mod error;
 pub mod health;
 pub mod health_check;

@@ -2,8 +2,13 @@
 //! subcommand returns its [`ExitCode`]: 0 success, 1 problems found in the
 //! configuration, 2 usage or I/O failure (clap exits 2 on usage errors itself).
 
+mod build;
 mod check;
 mod explain;
+mod plan;
+mod route;
+mod serve;
+mod test;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -28,6 +33,11 @@ struct Cli {
 enum Command {
     Check(check::CheckArgs),
     Explain(explain::ExplainArgs),
+    Test(test::TestArgs),
+    Plan(plan::PlanArgs),
+    Build(build::BuildArgs),
+    Route(route::RouteArgs),
+    Serve(serve::ServeArgs),
 }
 
 pub fn run() -> ExitCode {
@@ -35,5 +45,10 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Route(args) => route::run(args),
+        Command::Serve(args) => serve::run(args),
     }
 }

@@ -430,7 +430,7 @@ impl<'a> Lowerer<'a> {
                         "strategies are `round_robin`, `least_conn`, `random`, `p2c`, `ip_hash` and `hash(KEY)`".into()
                     });
                     self.diags.push(
-                        Diagnostic::new(Code::GW0101, format!("unknown balancing strategy `{other}`"))
+                        Diagnostic::new(Code::GW0106, format!("unknown balancing strategy `{other}`"))
                             .primary(v.span, "unknown strategy")
                             .help(help),
                     );
@@ -649,9 +649,13 @@ impl<'a> Lowerer<'a> {
         let mut on = Vec::new();
         let mut budget = None;
         let mut state = 0; // 0: count, 1: conditions, 2: budget
+        let mut saw_on = false;
         for p in pair.into_inner() {
             match p.as_rule() {
-                Rule::k_on => state = 1,
+                Rule::k_on => {
+                    state = 1;
+                    saw_on = true;
+                }
                 Rule::k_budget => state = 2,
                 Rule::value => {
                     let v = self.value(p);
@@ -673,7 +677,7 @@ impl<'a> Lowerer<'a> {
                 _ => {}
             }
         }
-        if on.is_empty() && state == 0 {
+        if !saw_on {
             on = vec![Spanned::new(RetryOn::ConnectError, span)];
         }
         Some(Retry {
@@ -1279,7 +1283,7 @@ impl<'a> Lowerer<'a> {
             && s.node.split('.').all(|l| {
                 !l.is_empty()
                     && !l.starts_with('-')
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
         if !valid {
             self.diags.push(

@@ -496,6 +496,8 @@ impl Expect<'_> {
     pub fn name(&mut self, v: &SVal, what: &str) -> Option<Spanned<String>> {
         match &v.val {
             Val::Ident(s) => Some(Spanned::new(s.clone(), v.span)),
+            // Keywords are not reserved: an upstream may be called `client_ip`.
+            Val::Ref(Reference::ClientIp) => Some(Spanned::new("client_ip".to_string(), v.span)),
             _ => {
                 self.mismatch(v, what, None);
                 None
@@ -561,7 +563,7 @@ impl Expect<'_> {
                     self.diags.push(
                         Diagnostic::new(Code::GW0003, format!("unknown escape `\\{other}` in string"))
                             .primary(span, "unknown escape")
-                            .help("the escapes are `\\\"`, `\\\\`, `\\n`, `\\t`, `\\r` and `\\u{...}`"),
+                            .help("the escapes are `\\\"`, `\\\\`, `\\n`, `\\t`, `\\r`, `\\{`, `\\}` and `\\u{...}`"),
                     );
                     ok = false;
                 }
