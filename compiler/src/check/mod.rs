@@ -28,7 +28,7 @@ mod resilience;
 mod routes;
 mod upstreams;
 
-use crate::ast::{Auth, AuthKind, Config, Limit, Method, Retry, Route, Store, Upstream};
+use crate::ast::{Auth, AuthKind, Config, Limit, Method, Retry, Route, Upstream};
 use crate::diagnostic::Diagnostics;
 use crate::host::Host;
 use crate::source::{SourceMap, Span};
@@ -97,11 +97,6 @@ impl<'a> Ctx<'a> {
             .and_then(|&i| self.config.rate_limits.get(i))
     }
 
-    #[allow(dead_code)]
-    pub fn store(&self, name: &str) -> Option<&'a Store> {
-        self.names.stores.get(name).and_then(|&i| self.config.stores.get(i))
-    }
-
     pub fn route_auth(&self, route: &Route) -> RouteAuth<'a> {
         let Some(name) = &route.auth else {
             return RouteAuth::None;
@@ -131,7 +126,7 @@ impl<'a> Ctx<'a> {
         let i = self.prior_errors.partition_point(|e| *e < from);
         self.prior_errors
             .get(i)
-            .is_some_and(|e| e.file == span.file && e.start < span.end.max(span.start + 1))
+            .is_some_and(|e| e.file == span.file && e.start < span.end.max(span.start.saturating_add(1)))
     }
 
     /// The first `jwt` auth, for "add `auth users`" help lines.

@@ -125,6 +125,7 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
         used_limits: vec![false; config.rate_limits.len()],
         used_stores: vec![false; config.stores.len()],
         help_cache: HashMap::new(),
+        searches: 0,
     };
 
     for route in &config.routes {
@@ -230,9 +231,13 @@ struct Resolver<'c, 'a> {
     /// Help lines already computed for an unknown name (a typo repeated in
     /// many routes costs one search).
     help_cache: HashMap<(Space, String), String>,
+    searches: usize,
 }
 
-impl Resolver<'_, '_> {
+/// How many unknown names get a "did you mean" search.
+const MAX_SEARCHES: usize = 200;
+
+impl<'a> Resolver<'_, 'a> {
     fn resolve(&mut self, space: Space, name: &str, span: Span, diags: &mut Diagnostics) {
         let (index, used) = match space {
             Space::Upstream => (&self.ctx.names.upstreams, &mut self.used_upstreams),
@@ -259,7 +264,7 @@ impl Resolver<'_, '_> {
             return h.clone();
         }
         let candidates = self.candidates(space);
-        let help = match suggest(name, candidates.iter().copied()) {
+        let help = match self.search(name, &candidates) {
             Some(s) => format!("did you mean `{s}`?"),
             None if candidates.is_empty() => format!("define it: `{}`", space.example(name)),
             None if candidates.len() <= 6 => {
@@ -272,9 +277,20 @@ impl Resolver<'_, '_> {
         help
     }
 
+    /// The closest candidate to `name`. Each search costs an edit distance
+    /// per candidate, so only the first [`MAX_SEARCHES`] unknown names get
+    /// one: a generated configuration with thousands of typos stays linear.
+    fn search(&mut self, name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+        if self.searches >= MAX_SEARCHES {
+            return None;
+        }
+        self.searches += 1;
+        suggest(name, candidates.iter().copied())
+    }
+
     /// Names defined in a namespace, in definition order (so suggestions
     /// are deterministic).
-    fn candidates(&self, space: Space) -> Vec<&str> {
+    fn candidates(&self, space: Space) -> Vec<&'a str> {
         let c = self.ctx.config;
         match space {
             Space::Upstream => c.upstreams.iter().map(|u| u.name.node.as_str()).collect(),
@@ -287,7 +303,7 @@ impl Resolver<'_, '_> {
     fn unknown_expectation(&mut self, name: &str, span: Span, diags: &mut Diagnostics) {
         let mut candidates = self.candidates(Space::Upstream);
         candidates.push("aggregate");
-        let help = match suggest(name, candidates.iter().copied()) {
+        let help = match self.search(name, &candidates) {
             Some(s) => format!("did you mean `{s}`?"),
             None => "expect an upstream's name, `aggregate`, or a status such as `404`".into(),
         };

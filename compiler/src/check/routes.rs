@@ -167,13 +167,13 @@ fn targets(ctx: &Ctx<'_>, route: &Route, diags: &mut Diagnostics) {
                     .help("add `-> UPSTREAM` to the route, or `respond STATUS`, `redirect ...` or `aggregate { ... }` to its block"),
             );
         }
-        [_, rest @ ..] => {
+        [first, rest @ ..] => {
             let mut d = Diagnostic::new(
                 Code::GW0202,
                 format!("route `{}` has {} targets", describe_route(route), found.len()),
             )
             .primary(route.head_span, "a route has exactly one target");
-            for (span, what) in std::iter::once(&found[0]).chain(rest) {
+            for (span, what) in std::iter::once(first).chain(rest) {
                 d = d.secondary(*span, format!("{what} here"));
             }
             diags.push(d.help("keep one of `-> UPSTREAM`, `aggregate`, `respond` and `redirect`; split the rest into their own routes"));
