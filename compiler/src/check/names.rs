@@ -4,7 +4,7 @@
 //! somewhere (GW0501, a warning).
 
 use super::Ctx;
-use crate::ast::{Config, Expected, ListenKind};
+use crate::ast::{Config, Expected, ListenKind, Name};
 use crate::codes::Code;
 use crate::diagnostic::{suggest, Diagnostic, Diagnostics};
 use crate::source::Span;
@@ -60,38 +60,40 @@ impl<'a> Names<'a> {
     /// Indexes the definitions, reporting duplicates (GW0102).
     pub fn build(config: &'a Config, diags: &mut Diagnostics) -> Names<'a> {
         Names {
-            upstreams: index(
-                Space::Upstream,
-                config.upstreams.iter().map(|u| (u.name.node.as_str(), u.name.span)),
-                diags,
-            ),
-            auths: index(
-                Space::Auth,
-                config.auths.iter().map(|a| (a.name.node.as_str(), a.name.span)),
-                diags,
-            ),
-            limits: index(
-                Space::Limit,
-                config.rate_limits.iter().map(|l| (l.name.node.as_str(), l.name.span)),
-                diags,
-            ),
-            stores: index(
-                Space::Store,
-                config.stores.iter().map(|s| (s.name.node.as_str(), s.name.span)),
-                diags,
-            ),
+            upstreams: index(Space::Upstream, definitions(config, Space::Upstream), diags),
+            auths: index(Space::Auth, definitions(config, Space::Auth), diags),
+            limits: index(Space::Limit, definitions(config, Space::Limit), diags),
+            stores: index(Space::Store, definitions(config, Space::Store), diags),
+        }
+    }
+
+    fn of(&self, space: Space) -> &HashMap<&'a str, usize> {
+        match space {
+            Space::Upstream => &self.upstreams,
+            Space::Auth => &self.auths,
+            Space::Limit => &self.limits,
+            Space::Store => &self.stores,
         }
     }
 }
 
-fn index<'a>(
-    space: Space,
-    defs: impl Iterator<Item = (&'a str, Span)>,
-    diags: &mut Diagnostics,
-) -> HashMap<&'a str, usize> {
+/// The names defined in a namespace, in definition order, with their spans.
+fn definitions(config: &Config, space: Space) -> Vec<(&str, Span)> {
+    fn pick(name: &Name) -> (&str, Span) {
+        (name.node.as_str(), name.span)
+    }
+    match space {
+        Space::Upstream => config.upstreams.iter().map(|u| pick(&u.name)).collect(),
+        Space::Auth => config.auths.iter().map(|a| pick(&a.name)).collect(),
+        Space::Limit => config.rate_limits.iter().map(|l| pick(&l.name)).collect(),
+        Space::Store => config.stores.iter().map(|s| pick(&s.name)).collect(),
+    }
+}
+
+fn index<'a>(space: Space, defs: Vec<(&'a str, Span)>, diags: &mut Diagnostics) -> HashMap<&'a str, usize> {
     let mut map: HashMap<&'a str, usize> = HashMap::new();
     let mut spans: Vec<Span> = Vec::new();
-    for (i, (name, span)) in defs.enumerate() {
+    for (i, (name, span)) in defs.into_iter().enumerate() {
         spans.push(span);
         match map.get(name) {
             Some(&first) => {
@@ -170,56 +172,32 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
     // unused.
     let mentions = ctx.had_prior_errors().then(|| word_counts(ctx));
     let mentioned_elsewhere = |name: &str| mentions.as_ref().is_some_and(|m| m.get(name).copied().unwrap_or(0) > 1);
-    let unused =
-        |space: Space, used: &[bool], defs: &mut dyn Iterator<Item = (&str, Span)>, diags: &mut Diagnostics| {
-            let index = match space {
-                Space::Upstream => &ctx.names.upstreams,
-                Space::Auth => &ctx.names.auths,
-                Space::Limit => &ctx.names.limits,
-                Space::Store => &ctx.names.stores,
-            };
-            for (i, (name, span)) in defs.enumerate() {
-                // Only the first definition counts; a duplicate is already GW0102.
-                if index.get(name) != Some(&i) || used.get(i).copied().unwrap_or(true) || mentioned_elsewhere(name) {
-                    continue;
-                }
-                let help = match space {
-                    Space::Upstream => format!("route to it with `-> {name}`, or remove it"),
-                    Space::Auth => format!("protect a route with `auth {name}`, or remove it"),
-                    Space::Limit => format!("apply it in a route with `limit {name}`, or remove it"),
-                    Space::Store => format!("keep a limit's budget in it with `store {name}`, or remove it"),
-                };
-                diags.push(
-                    Diagnostic::new(Code::GW0501, format!("{} `{name}` is never used", space.word()))
-                        .primary(span, "defined here, used nowhere")
-                        .help(help),
-                );
+    let used = [
+        (Space::Upstream, &r.used_upstreams),
+        (Space::Auth, &r.used_auths),
+        (Space::Limit, &r.used_limits),
+        (Space::Store, &r.used_stores),
+    ];
+    for (space, used) in used {
+        for (i, (name, span)) in definitions(config, space).into_iter().enumerate() {
+            // Only the first definition counts; a duplicate is already GW0102.
+            let first = ctx.names.of(space).get(name) == Some(&i);
+            if !first || used.get(i).copied().unwrap_or(true) || mentioned_elsewhere(name) {
+                continue;
             }
-        };
-    unused(
-        Space::Upstream,
-        &r.used_upstreams,
-        &mut config.upstreams.iter().map(|u| (u.name.node.as_str(), u.name.span)),
-        diags,
-    );
-    unused(
-        Space::Auth,
-        &r.used_auths,
-        &mut config.auths.iter().map(|a| (a.name.node.as_str(), a.name.span)),
-        diags,
-    );
-    unused(
-        Space::Limit,
-        &r.used_limits,
-        &mut config.rate_limits.iter().map(|l| (l.name.node.as_str(), l.name.span)),
-        diags,
-    );
-    unused(
-        Space::Store,
-        &r.used_stores,
-        &mut config.stores.iter().map(|s| (s.name.node.as_str(), s.name.span)),
-        diags,
-    );
+            let help = match space {
+                Space::Upstream => format!("route to it with `-> {name}`, or remove it"),
+                Space::Auth => format!("protect a route with `auth {name}`, or remove it"),
+                Space::Limit => format!("apply it in a route with `limit {name}`, or remove it"),
+                Space::Store => format!("keep a limit's budget in it with `store {name}`, or remove it"),
+            };
+            diags.push(
+                Diagnostic::new(Code::GW0501, format!("{} `{name}` is never used", space.word()))
+                    .primary(span, "defined here, used nowhere")
+                    .help(help),
+            );
+        }
+    }
 }
 
 struct Resolver<'c, 'a> {
@@ -239,13 +217,13 @@ const MAX_SEARCHES: usize = 200;
 
 impl<'a> Resolver<'_, 'a> {
     fn resolve(&mut self, space: Space, name: &str, span: Span, diags: &mut Diagnostics) {
-        let (index, used) = match space {
-            Space::Upstream => (&self.ctx.names.upstreams, &mut self.used_upstreams),
-            Space::Auth => (&self.ctx.names.auths, &mut self.used_auths),
-            Space::Limit => (&self.ctx.names.limits, &mut self.used_limits),
-            Space::Store => (&self.ctx.names.stores, &mut self.used_stores),
+        let used = match space {
+            Space::Upstream => &mut self.used_upstreams,
+            Space::Auth => &mut self.used_auths,
+            Space::Limit => &mut self.used_limits,
+            Space::Store => &mut self.used_stores,
         };
-        if let Some(&i) = index.get(name) {
+        if let Some(&i) = self.ctx.names.of(space).get(name) {
             if let Some(u) = used.get_mut(i) {
                 *u = true;
             }
@@ -260,50 +238,48 @@ impl<'a> Resolver<'_, 'a> {
     }
 
     fn help(&mut self, space: Space, name: &str) -> String {
-        if let Some(h) = self.help_cache.get(&(space, name.to_string())) {
+        let key = (space, name.to_string());
+        if let Some(h) = self.help_cache.get(&key) {
             return h.clone();
         }
-        let candidates = self.candidates(space);
-        let help = match self.search(name, &candidates) {
+        let defined = self.ctx.names.of(space).len();
+        let help = match self.search(name, space, None) {
             Some(s) => format!("did you mean `{s}`?"),
-            None if candidates.is_empty() => format!("define it: `{}`", space.example(name)),
-            None if candidates.len() <= 6 => {
-                let list: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
+            None if (1..=6).contains(&defined) => {
+                let list: Vec<String> = self.candidates(space).iter().map(|c| format!("`{c}`")).collect();
                 format!("the {} defined are {}", space.plural(), list.join(", "))
             }
             None => format!("define it: `{}`", space.example(name)),
         };
-        self.help_cache.insert((space, name.to_string()), help.clone());
+        self.help_cache.insert(key, help.clone());
         help
     }
 
-    /// The closest candidate to `name`. Each search costs an edit distance
-    /// per candidate, so only the first [`MAX_SEARCHES`] unknown names get
-    /// one: a generated configuration with thousands of typos stays linear.
-    fn search(&mut self, name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    /// The name of `space` (or `extra`) closest to `name`. Each search costs
+    /// an edit distance per candidate, so only the first [`MAX_SEARCHES`]
+    /// unknown names get one: a generated configuration with thousands of
+    /// typos stays linear.
+    fn search(&mut self, name: &str, space: Space, extra: Option<&'a str>) -> Option<&'a str> {
         if self.searches >= MAX_SEARCHES {
             return None;
         }
         self.searches += 1;
-        suggest(name, candidates.iter().copied())
+        let mut candidates = self.candidates(space);
+        candidates.extend(extra);
+        suggest(name, candidates)
     }
 
     /// Names defined in a namespace, in definition order (so suggestions
     /// are deterministic).
     fn candidates(&self, space: Space) -> Vec<&'a str> {
-        let c = self.ctx.config;
-        match space {
-            Space::Upstream => c.upstreams.iter().map(|u| u.name.node.as_str()).collect(),
-            Space::Auth => c.auths.iter().map(|a| a.name.node.as_str()).collect(),
-            Space::Limit => c.rate_limits.iter().map(|l| l.name.node.as_str()).collect(),
-            Space::Store => c.stores.iter().map(|s| s.name.node.as_str()).collect(),
-        }
+        definitions(self.ctx.config, space)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
     }
 
     fn unknown_expectation(&mut self, name: &str, span: Span, diags: &mut Diagnostics) {
-        let mut candidates = self.candidates(Space::Upstream);
-        candidates.push("aggregate");
-        let help = match self.search(name, &candidates) {
+        let help = match self.search(name, Space::Upstream, Some("aggregate")) {
             Some(s) => format!("did you mean `{s}`?"),
             None => "expect an upstream's name, `aggregate`, or a status such as `404`".into(),
         };

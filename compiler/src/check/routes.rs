@@ -22,7 +22,7 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
 
 /// Every request value a route reads, with where it is written: `require`
 /// subjects, header templates, `rewrite`, `redirect` and aggregate paths.
-pub(crate) fn for_each_reference<'r>(route: &'r Route, mut f: impl FnMut(&'r Spanned<Reference>)) {
+fn for_each_reference<'r>(route: &'r Route, mut f: impl FnMut(&'r Spanned<Reference>)) {
     for r in &route.requires {
         f(&r.subject);
     }
