@@ -10,3 +10,5 @@ mod support;
 mod router_differential;
 mod live;
 mod proxy;
+mod proxy_support;
+mod proxy_stream;

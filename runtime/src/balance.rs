@@ -58,20 +58,21 @@ impl Balancer {
     /// Picks a usable server index: among primaries first, then backups.
     /// `key` is the hash key for `Hash` (None falls back to round robin).
     pub fn pick(&self, servers: &[Arc<ServerState>], key: Option<&[u8]>, tried: Tried<'_>) -> Option<usize> {
+        self.pick_hashed(servers, key.map(hash64), tried)
+    }
+
+    /// [`Balancer::pick`] with the key already hashed by [`hash64`] (or
+    /// [`hash_display`]).
+    pub fn pick_hashed(&self, servers: &[Arc<ServerState>], hash: Option<u64>, tried: Tried<'_>) -> Option<usize> {
         let now = crate::health::now_millis();
         let usable = |i: usize, backup: bool| {
             servers.get(i).is_some_and(|s| s.backup == backup && s.usable(now)) && !tried.contains(&i)
         };
-        self.pick_where(servers, key, &|i| usable(i, false))
-            .or_else(|| self.pick_where(servers, key, &|i| usable(i, true)))
+        self.pick_where(servers, hash, &|i| usable(i, false))
+            .or_else(|| self.pick_where(servers, hash, &|i| usable(i, true)))
     }
 
-    fn pick_where(
-        &self,
-        servers: &[Arc<ServerState>],
-        key: Option<&[u8]>,
-        ok: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    fn pick_where(&self, servers: &[Arc<ServerState>], hash: Option<u64>, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
         match self {
             Balancer::RoundRobin(wrr) => wrr.next(ok),
             Balancer::LeastConn(wrr) => least_conn(servers, wrr, ok),
@@ -82,8 +83,8 @@ impl Balancer {
                 let load = |i: usize| servers[i].in_flight() as u64 * 1000 / servers[i].weight.max(1) as u64;
                 Some(if load(b) < load(a) { b } else { a })
             }
-            Balancer::Hash(ring, wrr) => match key {
-                Some(k) => ring.lookup(hash64(k), ok),
+            Balancer::Hash(ring, wrr) => match hash {
+                Some(h) => ring.lookup(h, ok),
                 None => wrr.next(ok),
             },
         }
@@ -267,11 +268,49 @@ impl Ring {
 /// A fast, stable 64-bit hash (FNV-1a with a murmur3 finaliser), so that the
 /// same key maps to the same server across restarts and versions.
 pub fn hash64(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    let mut h = Fnv::default();
+    h.feed(bytes);
+    h.finish()
+}
+
+/// [`hash64`] of a value's text without making the text (`ip_hash` hashes
+/// the client address this way on every request).
+pub fn hash_display(value: &dyn std::fmt::Display) -> u64 {
+    use std::fmt::Write as _;
+    let mut h = Fnv::default();
+    let _ = write!(h, "{value}");
+    h.finish()
+}
+
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
+}
+
+impl Fnv {
+    fn feed(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        fmix(self.0)
+    }
+}
+
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.feed(s.as_bytes());
+        Ok(())
+    }
+}
+
+fn fmix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

@@ -3,9 +3,17 @@
 //! (pick a server → pooled connection → stream both ways → retry another
 //! server on a retryable failure | respond | redirect | aggregate), response
 //! transforms, then the access log and metrics.
+//!
+//! The path is built for throughput: the plan is read through an `ArcSwap`
+//! (no lock), URIs and header values are shared rather than copied, and
+//! bodies stream frame by frame in both directions. A request body is held
+//! only when a retry could replay it, and then at most [`REPLAY_LIMIT`]
+//! bytes of it. Retries happen only before any byte of the response has been
+//! passed on: once the upstream's response head is accepted, it is the answer.
 
-use crate::body::{boxed, empty, full, Body};
+use crate::body::{boxed, buffer, empty, full, Body, Buffered, ClientBody, ClientBodyError, Stall};
 use crate::error::{error_response, status_response, ErrorKind};
+use crate::health::InFlight;
 use crate::metrics::Rejection;
 use crate::policy;
 use crate::request::{add_forwarded, is_upgrade, strip_hop_by_hop, RequestCtx};
@@ -15,9 +23,9 @@ use bytes::Bytes;
 use gw_compiler::ast::Method;
 use gw_compiler::plan::router::{lookup, Lookup};
 use gw_compiler::plan::{self, HeaderOp, RetryOn, Route, Target};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -25,7 +33,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// Bodies up to this size are buffered so that a retry can replay them.
-const REPLAY_LIMIT: u64 = 64 * 1024;
+pub const REPLAY_LIMIT: usize = 64 * 1024;
 
 /// What the connection knows about itself.
 #[derive(Clone, Copy, Debug)]
@@ -49,12 +57,15 @@ fn method_of(m: &hyper::Method) -> Option<Method> {
     })
 }
 
-/// The request's host: the URI authority (HTTP/2, absolute form) or `Host`.
-fn host_of<B>(req: &Request<B>) -> Option<&str> {
+/// The request's host: `Host`, or the URI authority (HTTP/2, absolute form).
+/// A shared copy of the header value, not a new string.
+fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if let Some(h) = req.headers().get(header::HOST) {
+        return Some(h.clone());
+    }
     req.uri()
         .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
 /// Serves one request. Never fails: every error becomes a response.
@@ -62,8 +73,17 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
     let started = Instant::now();
     let rt = shared.current.load_full();
     let method = req.method().clone();
-    let path_for_log = req.uri().path().to_string();
-    let (resp, route, upstream_server) = route_request(&shared, &rt, conn, req).await;
+    let uri = req.uri().clone();
+    // CORS is answered at the gateway: a preflight before routing, the
+    // headers of a cross-origin request on the route's answer.
+    let (resp, route, upstream_server) = match policy::cors::preflight(&rt, &req) {
+        Some((resp, route)) => (resp, Some(route), None),
+        None => {
+            let origin = policy::cors::origin(&req);
+            let (resp, route, server) = route_request(&shared, &rt, conn, req).await;
+            (policy::cors::decorate(&rt, route, origin, resp), route, server)
+        }
+    };
     let status = resp.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
     match route {
@@ -78,7 +98,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
         target: "gw::access",
         client = %conn.client.ip(),
         method = %method,
-        path = %path_for_log,
+        path = uri.path(),
         route = route.and_then(|i| rt.route_labels.get(i)).map_or("-", String::as_str),
         upstream = upstream_server.as_deref().unwrap_or("-"),
         status,
@@ -87,15 +107,23 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
     resp
 }
 
-type Outcome = (Response<Body>, Option<usize>, Option<String>);
+/// The response, the route's index and the server that answered.
+type Outcome = (Response<Body>, Option<usize>, Option<Arc<str>>);
+
+/// What an upstream target needs once the request has been taken apart.
+struct Prepared {
+    up: Arc<UpstreamRt>,
+    request_ops: Vec<RenderedOp>,
+    path: PathAndQuery,
+    hash: Option<u64>,
+}
 
 async fn route_request(shared: &Shared, rt: &Arc<Runtime>, conn: Conn, mut req: Request<Incoming>) -> Outcome {
     let plan = &rt.plan;
-    let host = host_of(&req).unwrap_or("").to_string();
-    let method = method_of(req.method());
-    let path = req.uri().path().to_string();
-    let found = lookup(plan, method, &host, &path);
-    let (route_index, params) = match found {
+    let host = host_of(&req);
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+    let uri = req.uri().clone();
+    let (route_index, params) = match lookup(plan, method_of(req.method()), host_str, uri.path()) {
         Lookup::Matched { route, params } => (route, params),
         Lookup::NotFound => {
             shared.metrics.reject(Rejection::NotFound);
@@ -117,20 +145,16 @@ async fn route_request(shared: &Shared, rt: &Arc<Runtime>, conn: Conn, mut req: 
     let Some(route) = plan.routes.get(route_index) else {
         return (status_response(StatusCode::NOT_FOUND), None, None);
     };
-    let limits = &plan.limits;
-    // Refuse a body over max_body_size as early as its length is known.
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_size) {
+    // Refuse a body over max_body_size as soon as its length is known,
+    // before anything else reads it or any upstream is contacted.
+    let declared = req.body().size_hint().exact();
+    if declared.is_some_and(|n| n > plan.limits.max_body_size) {
         shared.metrics.reject(Rejection::BodyTooLarge);
         return (error_response(ErrorKind::BodyTooLarge), Some(route_index), None);
     }
 
-    // The pipeline: auth → require → limit (their places; see policy.rs).
-    let identity = match policy::check(rt, route, &req, conn) {
+    // The pipeline: auth → require → limit (see policy.rs).
+    let identity = match policy::check(rt, route, &req, conn).await {
         Ok(identity) => identity,
         Err(rejection) => {
             shared.metrics.reject(rejection.reason);
@@ -138,90 +162,91 @@ async fn route_request(shared: &Shared, rt: &Arc<Runtime>, conn: Conn, mut req: 
         }
     };
 
-    req.extensions_mut().insert(conn);
-    req.extensions_mut().insert(identity.clone());
-    let query = req.uri().query().map(str::to_string);
     // Everything that reads the request through references is rendered here,
     // before the request is taken apart for forwarding.
-    let (early, resp_ops, prepared) = {
+    let (early, response_ops, prepared) = {
         let ctx = RequestCtx {
             client_ip: conn.client.ip(),
             headers: req.headers(),
-            query: query.as_deref(),
+            query: uri.query(),
             params: Some(&params),
             claims: identity.claims.as_ref(),
             api_key: identity.api_key.as_deref(),
         };
-        let resp_ops = render_ops(&route.response_headers, &ctx);
+        let response_ops = render_ops(&route.response_headers, &ctx);
         let mut prepared = None;
         let early = match &route.target {
-            Target::Respond { status, body } => {
-                let mut r = match body {
-                    Some(b) => Response::new(full(b.clone())),
-                    None => Response::new(empty()),
-                };
-                *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
-                Some(r)
-            }
+            Target::Respond { status, body } => Some(respond(*status, body.as_deref())),
             Target::Redirect { status, location } => {
-                let loc = ctx.render(location);
                 let mut r = Response::new(empty());
                 *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND);
-                if let Ok(v) = HeaderValue::from_str(&loc) {
+                if let Ok(v) = HeaderValue::from_str(&ctx.render(location)) {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
                 Some(r)
             }
             Target::Aggregate(agg) => Some(crate::aggregate::run(rt, agg, &ctx, conn).await),
-            Target::Upstream { upstream } => {
-                prepared = Some((
-                    *upstream,
-                    render_ops(&route.request_headers, &ctx),
-                    upstream_path(route, &ctx, req.uri()),
-                ));
-                None
-            }
+            Target::Upstream { upstream } => match rt.upstreams.get(*upstream) {
+                Some(up) => {
+                    prepared = Some(Prepared {
+                        up: up.clone(),
+                        request_ops: render_ops(&route.request_headers, &ctx),
+                        path: upstream_path(route, &ctx, &uri),
+                        hash: up.hash_of(&ctx),
+                    });
+                    None
+                }
+                None => Some(status_response(StatusCode::BAD_GATEWAY)),
+            },
         };
-        (early, resp_ops, prepared)
+        (early, response_ops, prepared)
     };
-    if let Some(mut resp) = early {
-        apply_ops(resp.headers_mut(), resp_ops);
+    drop(params);
+    let Some(prepared) = prepared else {
+        let mut resp = early.unwrap_or_else(|| status_response(StatusCode::BAD_GATEWAY));
+        apply_ops(resp.headers_mut(), response_ops);
         return (resp, Some(route_index), None);
-    }
-    let Some((upstream, req_ops, upstream_path)) = prepared else {
-        return (status_response(StatusCode::BAD_GATEWAY), Some(route_index), None);
     };
-    let Some(up) = rt.upstreams.get(upstream).cloned() else {
-        return (status_response(StatusCode::BAD_GATEWAY), Some(route_index), None);
-    };
+
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut head, incoming) = req.into_parts();
+    head.extensions.clear();
     {
-        let headers = req.headers_mut();
-        if !headers.contains_key(header::HOST) && !host.is_empty() {
-            if let Ok(v) = HeaderValue::from_str(&host) {
-                headers.insert(header::HOST, v);
-            }
-        }
+        let headers = &mut head.headers;
         strip_hop_by_hop(headers, upgrade);
-        add_forwarded(
-            headers,
-            conn.client.ip(),
-            conn.tls,
-            (!host.is_empty()).then_some(host.as_str()),
-        );
-        apply_ops(headers, req_ops);
+        if let (false, Some(h)) = (headers.contains_key(header::HOST), &host) {
+            headers.insert(header::HOST, h.clone());
+        }
+        add_forwarded(headers, conn.client.ip(), conn.tls, host.as_ref());
+        apply_ops(headers, prepared.request_ops);
     }
-    match forward(shared, rt, route, &up, req, upstream_path, declared).await {
-        Ok((mut resp, server)) => {
-            let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let target = Forward {
+        shared,
+        route,
+        up: &prepared.up,
+        path: prepared.path,
+        hash: prepared.hash,
+        host: host.as_ref(),
+        max_body: plan.limits.max_body_size,
+    };
+    match target.run(head, incoming, declared).await {
+        Ok(answer) => {
+            let mut response = answer.response;
+            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             if let (Some(on_client), true) = (client_upgrade, switching) {
-                let on_upstream = hyper::upgrade::on(&mut resp);
+                let on_upstream = hyper::upgrade::on(&mut response);
                 tokio::spawn(tunnel(on_client, on_upstream));
             }
-            strip_hop_by_hop(resp.headers_mut(), switching);
-            apply_ops(resp.headers_mut(), resp_ops);
-            (resp, Some(route_index), Some(server))
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers, switching);
+            apply_ops(&mut parts.headers, response_ops);
+            let body = boxed(Stall::new(body, target.timeout(), answer.in_flight));
+            (
+                Response::from_parts(parts, body),
+                Some(route_index),
+                Some(answer.server),
+            )
         }
         Err((kind, server)) => {
             shared.metrics.reject(match kind {
@@ -235,6 +260,23 @@ async fn route_request(shared: &Shared, rt: &Arc<Runtime>, conn: Conn, mut req: 
             (error_response(kind), Some(route_index), server)
         }
     }
+}
+
+/// `respond STATUS ["body"]`: the body as `text/plain`.
+fn respond(status: u16, body: Option<&str>) -> Response<Body> {
+    let mut r = match body {
+        Some(b) => {
+            let mut r = Response::new(full(Bytes::copy_from_slice(b.as_bytes())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+        None => Response::new(empty()),
+    };
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r
 }
 
 /// A header operation with its value rendered: `None` removes.
@@ -267,22 +309,23 @@ fn apply_ops(headers: &mut hyper::HeaderMap, ops: Vec<RenderedOp>) {
 }
 
 /// The path (and query) sent upstream: `rewrite` if given, else the request
-/// path with `strip_prefix` removed; the query string is kept.
-fn upstream_path(route: &Route, ctx: &RequestCtx<'_>, uri: &Uri) -> String {
+/// path with `strip_prefix` removed; the query string is kept unless the
+/// rewrite gives its own. The request's own path is shared, not copied,
+/// when neither applies.
+fn upstream_path(route: &Route, ctx: &RequestCtx<'_>, uri: &Uri) -> PathAndQuery {
     let path = uri.path();
     let mut out = match (&route.rewrite, &route.strip_prefix) {
         (Some(t), _) => ctx.render(t),
-        (None, Some(prefix)) => {
-            let rest = path.strip_prefix(prefix.as_str()).unwrap_or(path);
-            if rest.is_empty() {
-                "/".to_string()
-            } else if rest.starts_with('/') {
-                rest.to_string()
-            } else {
-                format!("/{rest}")
+        (None, Some(prefix)) => match path.strip_prefix(prefix.trim_end_matches('/')) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
+            _ => path.to_string(),
+        },
+        (None, None) => {
+            return match uri.path_and_query() {
+                Some(pq) => pq.clone(),
+                None => PathAndQuery::from_static("/"),
             }
         }
-        (None, None) => path.to_string(),
     };
     if !out.starts_with('/') {
         out.insert(0, '/');
@@ -293,201 +336,229 @@ fn upstream_path(route: &Route, ctx: &RequestCtx<'_>, uri: &Uri) -> String {
             out.push_str(q);
         }
     }
-    out
+    PathAndQuery::from_maybe_shared(Bytes::from(out)).unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
-/// The request body, either buffered (replayable for retries) or streamed once.
+/// The request body, either replayable (empty or buffered) or streamed once.
 enum ReqBody {
+    Empty,
     Replayable(Bytes),
     Stream(Option<Body>),
 }
 
-async fn forward(
-    shared: &Shared,
-    _rt: &Runtime,
-    route: &Route,
-    up: &Arc<UpstreamRt>,
-    req: Request<Incoming>,
-    path: String,
-    declared: Option<u64>,
-) -> Result<(Response<Body>, String), (ErrorKind, Option<String>)> {
-    let max_body = _rt.plan.limits.max_body_size;
-    let (parts, incoming) = req.into_parts();
-    let method = method_of(&parts.method);
-    // Which retries this request may make.
-    let retry = route.retry.as_ref().or(up.config.retry.as_ref());
-    let may_retry = match (retry, method) {
-        (Some(_), _) if route.retry.is_some() => true,
-        (Some(_), Some(m)) => m.is_idempotent(),
-        _ => false,
-    };
-    let attempts = if may_retry {
-        1 + retry.map_or(0, |r| r.attempts)
-    } else {
-        1
-    };
-    let no_body = declared == Some(0) || (declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING));
-    let mut body = if no_body {
-        ReqBody::Replayable(Bytes::new())
-    } else if attempts > 1 && declared.is_some_and(|n| n <= REPLAY_LIMIT) {
-        match Limited::new(incoming, REPLAY_LIMIT as usize).collect().await {
-            Ok(c) => ReqBody::Replayable(c.to_bytes()),
-            Err(_) => return Err((ErrorKind::ClientBody, None)),
-        }
-    } else {
-        ReqBody::Stream(Some(boxed(Limited::new(incoming, max_body as usize))))
-    };
-    let timeout = route.timeout.unwrap_or(up.config.timeout).as_duration();
-    let set = up.set.load_full();
-    let key = hash_key(up, &parts);
-    // The last attempt takes the request head itself; earlier ones a copy.
-    let mut head_slot = Some(parts);
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last: Option<(ErrorKind, Option<String>)> = None;
-    up.active.fetch_add(1, Ordering::Relaxed);
-    let _active = ActiveGuard(up.clone());
-    for attempt in 0..attempts {
-        if attempt > 0 {
-            let budget = retry.map_or(plan::defaults::RETRY_BUDGET_PERCENT, |r| r.budget_percent);
-            if !up.retry_allowed(budget) {
-                break;
-            }
-        }
-        let Some(i) = set.balancer.pick(&set.states, key.as_deref(), &tried) else {
-            if last.is_none() {
-                last = Some((ErrorKind::NoServer, None));
-            }
-            break;
-        };
-        tried.push(i);
-        let backend = &set.backends[i];
-        let server = backend.addr.to_string();
-        let this_body = match &mut body {
-            ReqBody::Replayable(b) => full(b.clone()),
-            ReqBody::Stream(s) => match s.take() {
-                Some(b) => b,
-                None => break,
-            },
-        };
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(backend.authority.clone())
-            .path_and_query(path.as_str())
-            .build();
-        let Ok(uri) = uri else {
-            return Err((ErrorKind::Upstream, Some(server)));
-        };
-        let head = if attempt + 1 == attempts {
-            head_slot.take()
-        } else {
-            head_slot.clone()
-        };
-        let Some(head) = head else { break };
-        let mut out = Request::from_parts(head, this_body);
-        *out.uri_mut() = uri;
-        if up.config.http2 {
-            *out.version_mut() = hyper::Version::HTTP_2;
-            out.headers_mut().remove(header::HOST);
-        } else {
-            *out.version_mut() = hyper::Version::HTTP_11;
-        }
-        let _in_flight = backend.state.start();
-        let retry_guard = (attempt > 0).then(|| {
-            shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
-            up.retries_active.fetch_add(1, Ordering::Relaxed);
-            RetryGuard(up.clone())
-        });
-        let result = tokio::time::timeout(timeout, up.client.request(out)).await;
-        drop(retry_guard);
-        let kind = match result {
-            Ok(Ok(resp)) => {
-                let status = resp.status().as_u16();
-                let failed = status >= 500;
-                backend.state.record_result(!(failed && status != 501), up.eject);
-                let retry_status = retry.is_some_and(|r| r.on.contains(&RetryOn::Status(status)));
-                let replayable = matches!(body, ReqBody::Replayable(_));
-                if retry_status && replayable && attempt + 1 < attempts {
-                    last = Some((ErrorKind::Upstream, Some(server)));
-                    continue;
-                }
-                return Ok((resp.map(boxed), server));
-            }
-            Ok(Err(e)) => classify(&e),
-            Err(_) => ErrorKind::Timeout,
-        };
-        if kind == ErrorKind::BodyTooLarge || kind == ErrorKind::ClientBody {
-            return Err((kind, Some(server)));
-        }
-        backend.state.record_result(false, up.eject);
-        tracing::debug!(upstream = %up.name, server = %server, error = kind.as_str(), "upstream attempt failed");
-        last = Some((kind, Some(server)));
-        let retryable = retry.is_some_and(|r| match kind {
-            ErrorKind::Connect | ErrorKind::ConnectTimeout => r.on.contains(&RetryOn::ConnectError),
-            ErrorKind::Timeout => r.on.contains(&RetryOn::Timeout),
-            _ => false,
-        });
-        if !retryable || !matches!(body, ReqBody::Replayable(_)) {
-            break;
+impl ReqBody {
+    fn replayable(&self) -> bool {
+        !matches!(self, ReqBody::Stream(_))
+    }
+
+    /// The body for the next attempt (`None`: a streamed body already went).
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            ReqBody::Empty => Some(empty()),
+            ReqBody::Replayable(b) => Some(full(b.clone())),
+            ReqBody::Stream(s) => s.take(),
         }
     }
-    Err(last.unwrap_or((ErrorKind::NoServer, None)))
 }
 
-struct ActiveGuard(Arc<UpstreamRt>);
-impl Drop for ActiveGuard {
+/// The upstream's answer, the server that gave it, and that server's
+/// in-flight count, held until the response body is done.
+struct Answer {
+    response: Response<Incoming>,
+    server: Arc<str>,
+    in_flight: InFlight,
+}
+
+type Failure = (ErrorKind, Option<Arc<str>>);
+
+/// One request on its way to an upstream.
+struct Forward<'a> {
+    shared: &'a Shared,
+    route: &'a Route,
+    up: &'a Arc<UpstreamRt>,
+    path: PathAndQuery,
+    hash: Option<u64>,
+    /// The client's host, the `:authority` of an `http2` upstream request.
+    host: Option<&'a HeaderValue>,
+    max_body: u64,
+}
+
+impl Forward<'_> {
+    /// The route's timeout, else the upstream's.
+    fn timeout(&self) -> std::time::Duration {
+        self.route.timeout.unwrap_or(self.up.config.timeout).as_duration()
+    }
+
+    async fn run(
+        &self,
+        head: hyper::http::request::Parts,
+        incoming: Incoming,
+        declared: Option<u64>,
+    ) -> Result<Answer, Failure> {
+        let up = &**self.up;
+        let route = self.route;
+        // Which retries this request may make: a route's own retry opts
+        // every method in; the upstream's covers idempotent methods only.
+        let retry = route.retry.as_ref().or(up.config.retry.as_ref());
+        let may_retry =
+            retry.is_some() && (route.retry.is_some() || method_of(&head.method).is_some_and(Method::is_idempotent));
+        let attempts = if may_retry {
+            1 + retry.map_or(0, |r| r.attempts)
+        } else {
+            1
+        };
+        let mut body = if incoming.is_end_stream() {
+            ReqBody::Empty
+        } else {
+            let client_body = ClientBody::new(incoming, self.max_body);
+            if attempts > 1 && declared.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
+                match buffer(client_body, REPLAY_LIMIT).await {
+                    Ok(Buffered::Whole(b)) => ReqBody::Replayable(b),
+                    Ok(Buffered::Partial(b)) => ReqBody::Stream(Some(boxed(b))),
+                    Err(ClientBodyError::TooLarge) => return Err((ErrorKind::BodyTooLarge, None)),
+                    Err(ClientBodyError::Failed(_)) => return Err((ErrorKind::ClientBody, None)),
+                }
+            } else {
+                ReqBody::Stream(Some(boxed(client_body)))
+            }
+        };
+        // An `http2` upstream gets the client's host as `:authority`.
+        let h2_authority = if up.config.http2 {
+            self.host.and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        } else {
+            None
+        };
+        let timeout = self.timeout();
+        let set = up.set.load_full();
+        let mut head = Some(head);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last: Option<Failure> = None;
+        // A retryable answer (`retry ... on 503`) kept in case no retry can go.
+        let mut held: Option<Answer> = None;
+        up.active.fetch_add(1, Ordering::Relaxed);
+        let _active = ActiveGuard(up);
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                let budget = retry.map_or(plan::defaults::RETRY_BUDGET_PERCENT, |r| r.budget_percent);
+                if !up.retry_allowed(budget) {
+                    break;
+                }
+            }
+            let Some(i) = set.balancer.pick_hashed(&set.states, self.hash, &tried) else {
+                if last.is_none() && held.is_none() {
+                    last = Some((ErrorKind::NoServer, None));
+                }
+                break;
+            };
+            let Some(backend) = set.backends.get(i) else { break };
+            let server = backend.label.clone();
+            let last_attempt = attempt + 1 == attempts || !body.replayable();
+            let parts = if last_attempt { head.take() } else { head.clone() };
+            let (Some(mut parts), Some(this_body)) = (parts, body.take()) else {
+                break;
+            };
+            held = None;
+            let authority = h2_authority.clone().unwrap_or_else(|| backend.authority.clone());
+            let mut uri = hyper::http::uri::Parts::default();
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority);
+            uri.path_and_query = Some(self.path.clone());
+            let Ok(uri) = Uri::from_parts(uri) else {
+                return Err((ErrorKind::Upstream, Some(server)));
+            };
+            parts.uri = uri;
+            if up.config.http2 {
+                parts.version = hyper::Version::HTTP_2;
+                parts.headers.remove(header::HOST);
+            } else {
+                parts.version = hyper::Version::HTTP_11;
+            }
+            let out = Request::from_parts(parts, this_body);
+            let in_flight = backend.state.start();
+            let retry_guard = (attempt > 0).then(|| {
+                self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                up.retries_active.fetch_add(1, Ordering::Relaxed);
+                RetryGuard(up)
+            });
+            let result = tokio::time::timeout(timeout, backend.client.request(out)).await;
+            drop(retry_guard);
+            let kind = match result {
+                Ok(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    // 5xx answers count towards passive ejection (501 is a
+                    // statement about the request, not the server's health).
+                    backend.state.record_result(status < 500 || status == 501, up.eject);
+                    let answer = Answer {
+                        response,
+                        server,
+                        in_flight,
+                    };
+                    let retry_status = retry.is_some_and(|r| r.on.contains(&RetryOn::Status(status)));
+                    if retry_status && !last_attempt {
+                        tried.push(i);
+                        held = Some(answer);
+                        continue;
+                    }
+                    return Ok(answer);
+                }
+                Ok(Err(e)) => classify(&e),
+                Err(_) => ErrorKind::Timeout,
+            };
+            if matches!(kind, ErrorKind::BodyTooLarge | ErrorKind::ClientBody) {
+                return Err((kind, Some(server)));
+            }
+            backend.state.record_result(false, up.eject);
+            tracing::debug!(upstream = %up.name, server = %server, error = kind.as_str(), "upstream attempt failed");
+            last = Some((kind, Some(server)));
+            let retryable = retry.is_some_and(|r| match kind {
+                ErrorKind::Connect | ErrorKind::ConnectTimeout => r.on.contains(&RetryOn::ConnectError),
+                ErrorKind::Timeout => r.on.contains(&RetryOn::Timeout),
+                _ => false,
+            });
+            if !retryable || last_attempt {
+                break;
+            }
+            tried.push(i);
+        }
+        match held {
+            Some(answer) => Ok(answer),
+            None => Err(last.unwrap_or((ErrorKind::NoServer, None))),
+        }
+    }
+}
+
+struct ActiveGuard<'a>(&'a UpstreamRt);
+impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-struct RetryGuard(Arc<UpstreamRt>);
-impl Drop for RetryGuard {
+struct RetryGuard<'a>(&'a UpstreamRt);
+impl Drop for RetryGuard<'_> {
     fn drop(&mut self) {
         self.0.retries_active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// The consistent-hash key of a request, if the upstream hashes.
-fn hash_key(up: &UpstreamRt, parts: &hyper::http::request::Parts) -> Option<Vec<u8>> {
-    if up.ip_hash {
-        return parts
-            .extensions
-            .get::<Conn>()
-            .map(|c| c.client.ip().to_string().into_bytes());
-    }
-    let key = up.key.as_ref()?;
-    let client = parts.extensions.get::<Conn>().map(|c| c.client.ip())?;
-    let claims = parts
-        .extensions
-        .get::<policy::Identity>()
-        .and_then(|i| i.claims.as_ref());
-    let ctx = RequestCtx {
-        client_ip: client,
-        headers: &parts.headers,
-        query: parts.uri.query(),
-        params: None,
-        claims,
-        api_key: None,
-    };
-    ctx.value(key).map(|v| v.into_owned().into_bytes())
-}
-
-/// Maps a client error to its kind: connect failures (timeout or refusal),
-/// the client's own body (too large), or anything else from the upstream.
+/// Maps a client error to its kind: the client's own body (too large, or
+/// failed), connect failures (timeout or refusal), or anything else from
+/// the upstream.
 fn classify(e: &hyper_util::client::legacy::Error) -> ErrorKind {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut timed_out = false;
-    let mut too_large = false;
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
         }
-        too_large |= s.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+        match s.downcast_ref::<ClientBodyError>() {
+            Some(ClientBodyError::TooLarge) => return ErrorKind::BodyTooLarge,
+            Some(ClientBodyError::Failed(_)) => return ErrorKind::ClientBody,
+            None => {}
+        }
         source = s.source();
     }
-    if too_large {
-        ErrorKind::BodyTooLarge
-    } else if e.is_connect() {
+    if e.is_connect() {
         if timed_out {
             ErrorKind::ConnectTimeout
         } else {

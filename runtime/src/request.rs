@@ -129,22 +129,31 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 /// Removes hop-by-hop headers and those named in `Connection`. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (WebSocket).
+/// `TE: trailers` stays too: it is the one `TE` an HTTP/2 request may carry,
+/// and gRPC servers require it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        if keep_upgrade && n == header::UPGRADE {
-            continue;
+    if headers.contains_key(header::CONNECTION) {
+        // Shared copies of the values (no bytes copied), so that the map can
+        // be changed while their names are read.
+        let lines: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+        for line in &lines {
+            let Ok(line) = line.to_str() else { continue };
+            for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
+                    continue;
+                }
+                if name.eq_ignore_ascii_case("te") && te_is_trailers(headers) {
+                    continue;
+                }
+                headers.remove(name);
+            }
         }
-        headers.remove(n);
     }
     for h in &HOP_BY_HOP {
         if keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE) {
+            continue;
+        }
+        if *h == header::TE && te_is_trailers(headers) {
             continue;
         }
         headers.remove(h);
@@ -152,6 +161,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// `TE` is present and says only `trailers`.
+fn te_is_trailers(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::TE).iter();
+    matches!((values.next(), values.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
 }
 
 /// Is this an HTTP/1.1 upgrade request (WebSocket)?
@@ -168,22 +183,27 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Appends the client to `X-Forwarded-For`; sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>) {
-    let client = client.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {client}"),
-        _ => client,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+/// Appends the client to `X-Forwarded-For` (all of its lines joined into
+/// one); sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&HeaderValue>) {
+    use std::fmt::Write as _;
+    let mut xff = String::new();
+    for prev in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
+        let prev = prev.trim();
+        if !prev.is_empty() {
+            xff.push_str(prev);
+            xff.push_str(", ");
+        }
+    }
+    let _ = write!(xff, "{client}");
+    if let Ok(v) = HeaderValue::try_from(xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
-    if let Some(h) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(X_FORWARDED_HOST.clone(), h);
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
     }
 }

@@ -1,31 +1,119 @@
 //! Upstream pools at run time: the resolved servers with their shared health
-//! state, the balancer over them, and the pooled HTTP client that talks to
+//! state, the balancer over them, and the pooled HTTP clients that talk to
 //! them. The server set sits behind an `ArcSwap` so that DNS re-resolution
 //! replaces it without a lock on the request path; servers that survive a
 //! re-resolution or a reload keep their health.
+//!
+//! Each server has its own client (and so its own connection pool of
+//! `pool { max_idle }` idle connections): its connector always dials that
+//! server, whatever the request's URI says, so an `http2` request can carry
+//! the client's host as `:authority` and still reach the server chosen.
 
 use crate::balance::{Balancer, Strategy};
 use crate::body::Body;
 use crate::health::{EjectPolicy, ServerState};
+use crate::request::RequestCtx;
 use arc_swap::ArcSwap;
 use gw_compiler::ast::Reference;
 use gw_compiler::plan;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper::Uri;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// Dials upstream servers: a fixed server (a server's own client), or the
+/// IP address and port of the request's URI (the upstream-wide client).
+/// Connecting is bounded by `connect_timeout`; the error is then
+/// `io::ErrorKind::TimedOut`.
+#[derive(Clone, Debug)]
+pub struct Connector {
+    to: Option<SocketAddr>,
+    timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(to: Option<SocketAddr>, timeout: Duration) -> Connector {
+        Connector { to, timeout }
+    }
+}
+
+type Connecting = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Connecting {
+        let (to, timeout) = (self.to, self.timeout);
+        Box::pin(async move {
+            let addr = match to {
+                Some(a) => a,
+                None => uri_addr(&uri).await?,
+            };
+            let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+            };
+            let _ = stream.set_nodelay(true);
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// The socket address a URI names (port 80 by default).
+async fn uri_addr(uri: &Uri) -> std::io::Result<SocketAddr> {
+    let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
+}
+
+pub type HttpClient = Client<Connector, Body>;
+
+/// A pooled client for `config`'s servers dialling `to` (or the URI's address).
+fn http_client(config: &plan::Upstream, to: Option<SocketAddr>) -> HttpClient {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_max_idle_per_host(config.pool.max_idle as usize)
+        .pool_idle_timeout(config.pool.idle_timeout.as_duration())
+        .http2_only(config.http2);
+    if config.http2 {
+        builder.http2_keep_alive_interval(Some(Duration::from_secs(30)));
+    }
+    builder.build(Connector::new(to, config.connect_timeout.as_duration()))
+}
 
 /// One server address of an upstream (a DNS name may give several).
 #[derive(Debug)]
 pub struct Backend {
     pub state: Arc<ServerState>,
     pub addr: SocketAddr,
-    /// `http://ADDR` as bytes of the URI authority, built once.
+    /// `ADDR` as a URI authority, built once.
     pub authority: hyper::http::uri::Authority,
+    /// `ADDR` as text, for logs (shared, not copied per request).
+    pub label: Arc<str>,
+    /// This server's client and connection pool.
+    pub client: HttpClient,
 }
 
 /// The servers of an upstream at one moment, and the balancer over them.
@@ -48,13 +136,13 @@ impl ServerSet {
     }
 }
 
-pub type HttpClient = Client<HttpConnector, Body>;
-
 /// An upstream pool as the runtime uses it.
 pub struct UpstreamRt {
     pub name: String,
     pub config: plan::Upstream,
     pub set: ArcSwap<ServerSet>,
+    /// A client that dials the address in the request's URI (health checks,
+    /// aggregate parts); proxied requests use their server's own client.
     pub client: HttpClient,
     /// The hash key's source for `hash(...)` (client IP for `ip_hash`).
     pub key: Option<Reference>,
@@ -121,7 +209,7 @@ impl UpstreamRt {
         let mut backends = Vec::new();
         for s in &config.servers {
             for addr in resolve(&s.address).await {
-                backends.push(backend(&config.name, s, addr, previous));
+                backends.push(backend(config, s, addr, previous));
             }
         }
         let strategy = strategy_of(&config.balance);
@@ -130,21 +218,7 @@ impl UpstreamRt {
             plan::Balance::IpHash => (None, true),
             _ => (None, false),
         };
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout.as_duration()));
-        connector.enforce_http(false);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(config.pool.max_idle as usize)
-            .pool_idle_timeout(config.pool.idle_timeout.as_duration())
-            .http2_only(config.http2);
-        if config.http2 {
-            builder.http2_keep_alive_interval(Some(Duration::from_secs(30)));
-        }
-        let client = builder.build(connector);
+        let client = http_client(config, None);
         let eject = config.eject.as_ref().map(|e| EjectPolicy {
             errors: e.errors,
             base: e.duration.as_duration(),
@@ -166,11 +240,7 @@ impl UpstreamRt {
     /// only if it changed. Returns true when it changed.
     pub async fn refresh(&self) -> bool {
         let current = self.set.load_full();
-        let previous: HashMap<String, Arc<ServerState>> = current
-            .backends
-            .iter()
-            .map(|b| (b.state.id.clone(), b.state.clone()))
-            .collect();
+        let previous: HashMap<&str, &Backend> = current.backends.iter().map(|b| (b.state.id.as_str(), b)).collect();
         let mut backends = Vec::new();
         for s in &self.config.servers {
             let addrs = resolve(&s.address).await;
@@ -181,16 +251,18 @@ impl UpstreamRt {
                         .backends
                         .iter()
                         .filter(|b| b.state.id.starts_with(&format!("{}@", s.address)))
-                        .map(|b| Backend {
-                            state: b.state.clone(),
-                            addr: b.addr,
-                            authority: b.authority.clone(),
-                        }),
+                        .map(Backend::same),
                 );
                 continue;
             }
             for addr in addrs {
-                backends.push(backend(&self.name, s, addr, &previous));
+                // A server that is still there keeps its state and its pool.
+                match previous.get(format!("{}@{}", s.address, addr).as_str()) {
+                    Some(b) if b.state.weight == s.weight.max(1) && b.state.backup == s.backup => {
+                        backends.push(b.same());
+                    }
+                    _ => backends.push(backend(&self.config, s, addr, &HashMap::new())),
+                }
             }
         }
         let same = backends.len() == current.backends.len()
@@ -203,6 +275,17 @@ impl UpstreamRt {
                 .store(Arc::new(ServerSet::new(backends, strategy_of(&self.config.balance))));
         }
         !same
+    }
+
+    /// The balancing hash of a request: the client address for `ip_hash`,
+    /// the key's value for `hash(...)`, `None` when the upstream does not
+    /// hash or the request has no key (round robin then).
+    pub fn hash_of(&self, ctx: &RequestCtx<'_>) -> Option<u64> {
+        if self.ip_hash {
+            return Some(crate::balance::hash_display(&ctx.client_ip));
+        }
+        let value = ctx.value(self.key.as_ref()?)?;
+        Some(crate::balance::hash64(value.as_bytes()))
     }
 
     /// May one more retry start now? Caps retries in flight at the budget's
@@ -220,8 +303,21 @@ impl UpstreamRt {
     }
 }
 
+impl Backend {
+    /// The same server in a new set: shared state and pool.
+    fn same(&self) -> Backend {
+        Backend {
+            state: self.state.clone(),
+            addr: self.addr,
+            authority: self.authority.clone(),
+            label: self.label.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
 fn backend(
-    _upstream: &str,
+    config: &plan::Upstream,
     s: &plan::Server,
     addr: SocketAddr,
     previous: &HashMap<String, Arc<ServerState>>,
@@ -237,9 +333,15 @@ fn backend(
         }
         None => Arc::new(ServerState::new(id.clone(), s.weight, s.backup)),
     };
-    let authority = addr
-        .to_string()
+    let label: Arc<str> = addr.to_string().into();
+    let authority = label
         .parse()
         .unwrap_or_else(|_| hyper::http::uri::Authority::from_static("invalid"));
-    Backend { state, addr, authority }
+    Backend {
+        state,
+        addr,
+        authority,
+        label,
+        client: http_client(config, Some(addr)),
+    }
 }
