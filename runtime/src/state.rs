@@ -20,6 +20,8 @@ pub struct Runtime {
     pub route_metrics: Vec<Arc<RouteMetrics>>,
     /// `route.head()` for each route, the metrics label.
     pub route_labels: Vec<String>,
+    /// Auth key sets, API keys and rate-limit state of the plan's policies.
+    pub policies: Arc<crate::policy::Policies>,
 }
 
 impl Runtime {
@@ -56,11 +58,13 @@ impl Runtime {
                     .map_or_else(|| Arc::new(RouteMetrics::default()), |m| (*m).clone())
             })
             .collect();
+        let policies = Arc::new(crate::policy::Policies::build(&plan, previous.map(|p| &*p.policies)).await);
         Runtime {
             plan,
             upstreams,
             route_metrics,
             route_labels,
+            policies,
         }
     }
 }

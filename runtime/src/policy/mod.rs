@@ -1,11 +1,24 @@
 //! The route pipeline's policies, in the order they run: auth (401),
-//! require (403), limit (429). Each returns an [`Identity`] for what follows
-//! (templates, hash keys, limit keys) or a ready rejection response.
+//! require (403), limit (429). [`check`] returns an [`Identity`] for what
+//! follows (templates, hash keys, limit keys) or a [`Rejected`] from which the
+//! response is made. CORS is answered at the gateway too ([`cors`]), before
+//! routing, because a preflight names the method it wants, not its own.
 //!
-//! Status: `require` is evaluated here; verifying JWTs and API keys and
-//! enforcing rate limits arrive with the policies issue. Until then a route
-//! with `auth` fails closed (401) rather than letting unauthenticated
-//! requests through, and limits are not enforced.
+//! What a plan's policies need at run time — verified key sets, API key
+//! digests, rate-limit state — is built once per plan into [`Policies`]
+//! (held by the [`Runtime`]); a reload carries over what did not change
+//! (limit budgets, fetched JWKS).
+//!
+//! Submodules: [`jwt`] (JWT verification and the verified-token cache),
+//! [`jwks`] (key sets from PEM, JWKS files and URLs, with refresh), [`api_key`],
+//! [`limit`] (keyed GCRA over governor), [`cors`], [`demo_token`].
+
+pub mod api_key;
+pub mod cors;
+pub mod demo_token;
+pub mod jwks;
+pub mod jwt;
+pub mod limit;
 
 use crate::body::Body;
 use crate::error::status_response;
@@ -13,34 +26,47 @@ use crate::metrics::Rejection;
 use crate::proxy::Conn;
 use crate::request::RequestCtx;
 use crate::state::Runtime;
-use gw_compiler::plan::{RequireOp, Route};
-use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode};
+use gw_compiler::ast::Reference;
+use gw_compiler::plan::{AuthKind, Plan, RequireOp, Route};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri};
+use std::future::Future;
+use std::sync::Arc;
 
 /// Who the request is, as far as the policies found out.
 #[derive(Clone, Debug, Default)]
 pub struct Identity {
+    /// The verified token's claims (a `jwt` auth).
     pub claims: Option<serde_json::Value>,
+    /// The name of the API key that authenticated the request (an `api_key` auth).
     pub api_key: Option<String>,
 }
 
 /// Why a policy refused the request (the response is made from it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejected {
     pub reason: Rejection,
-    /// Seconds until a rate-limited request may be retried.
+    /// Seconds until a rate-limited request may be retried (rounded up).
     pub retry_after: Option<u64>,
+    /// `RateLimit-Policy` and `RateLimit` values of the limit that refused.
+    pub rate_limit: Option<(HeaderValue, HeaderValue)>,
 }
 
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
 impl Rejected {
-    fn new(reason: Rejection) -> Rejected {
+    pub fn new(reason: Rejection) -> Rejected {
         Rejected {
             reason,
             retry_after: None,
+            rate_limit: None,
         }
     }
 
-    /// The response: 401 with `WWW-Authenticate`, 403, or 429 with `Retry-After`.
+    /// The response: 401 with `WWW-Authenticate`, 403, or 429 with
+    /// `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit` headers.
+    /// The body names the status only.
     pub fn response(&self) -> Response<Body> {
         let status = match self.reason {
             Rejection::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -48,62 +74,172 @@ impl Rejected {
             _ => StatusCode::FORBIDDEN,
         };
         let mut response = status_response(status);
+        let headers = response.headers_mut();
         if self.reason == Rejection::Unauthorized {
-            response.headers_mut().insert(
+            headers.insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer error=\"invalid_token\""),
             );
         }
         if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some((policy, state)) = &self.rate_limit {
+            headers.insert(RATELIMIT_POLICY.clone(), policy.clone());
+            headers.insert(RATELIMIT.clone(), state.clone());
         }
         response
     }
 }
 
-/// Runs auth, require and limits for `route`.
-pub fn check<B>(rt: &Runtime, route: &Route, req: &Request<B>, conn: Conn) -> Result<Identity, Rejected> {
-    let _ = rt;
-    let identity = Identity::default();
-    if route.auth.is_some() {
-        return Err(Rejected::new(Rejection::Unauthorized));
+/// One auth of the plan, ready to verify requests.
+enum Authenticator {
+    Jwt(Arc<jwt::JwtAuth>),
+    ApiKey(api_key::ApiKeyAuth),
+    /// Its key material could not be loaded: every request fails closed (401).
+    Broken,
+}
+
+/// The run-time state of a plan's policies, indexed like the plan's `auths`
+/// and `rate_limits`.
+pub struct Policies {
+    auths: Vec<Authenticator>,
+    pub limits: Vec<Arc<limit::Limit>>,
+}
+
+impl Policies {
+    /// Loads key material (resolving secrets, fetching JWKS URLs once) and
+    /// makes the limiters; what `previous` has for an unchanged auth or
+    /// limit is kept. Starts the background work (JWKS refresh, pruning of
+    /// idle limit keys), which stops when the policies are dropped.
+    pub async fn build(plan: &Plan, previous: Option<&Policies>) -> Policies {
+        let mut auths = Vec::with_capacity(plan.auths.len());
+        for auth in &plan.auths {
+            let built = match &auth.kind {
+                AuthKind::Jwt(j) => {
+                    let reuse = previous.and_then(|p| p.jwt_remote(j));
+                    match jwt::JwtAuth::build(&auth.name, j, reuse).await {
+                        Ok(a) => Authenticator::Jwt(Arc::new(a)),
+                        Err(e) => {
+                            tracing::error!(auth = %auth.name, error = %e, "jwt auth cannot load its keys; its routes answer 401");
+                            Authenticator::Broken
+                        }
+                    }
+                }
+                AuthKind::ApiKey(k) => match api_key::ApiKeyAuth::build(k) {
+                    Ok(a) => Authenticator::ApiKey(a),
+                    Err(e) => {
+                        tracing::error!(auth = %auth.name, error = %e, "api_key auth cannot load its keys; its routes answer 401");
+                        Authenticator::Broken
+                    }
+                },
+            };
+            auths.push(built);
+        }
+        let limits: Vec<Arc<limit::Limit>> = plan
+            .rate_limits
+            .iter()
+            .map(|l| {
+                let kept = previous.and_then(|p| p.limits.iter().find(|old| old.same_as(l)).cloned());
+                kept.unwrap_or_else(|| {
+                    if let Some(store) = l.store.and_then(|s| plan.stores.get(s)) {
+                        tracing::warn!(
+                            limit = %l.name,
+                            store = %store.name,
+                            "shared limits in Redis are not implemented yet: this gateway enforces the limit in its own memory"
+                        );
+                    }
+                    let limit = Arc::new(limit::Limit::new(l));
+                    limit::spawn_pruning(&limit);
+                    limit
+                })
+            })
+            .collect();
+        Policies { auths, limits }
+    }
+
+    /// The JWKS fetcher an earlier plan had for the same URL, to keep its keys.
+    fn jwt_remote(&self, j: &gw_compiler::plan::Jwt) -> Option<Arc<jwks::Remote>> {
+        self.auths.iter().find_map(|a| match a {
+            Authenticator::Jwt(auth) => auth.remote_for(j),
+            _ => None,
+        })
+    }
+}
+
+/// Runs auth, require and limits for `route`. The request is borrowed only
+/// while the returned future is made; the future holds its headers and URI.
+pub fn check<'a, B>(
+    rt: &'a Runtime,
+    route: &'a Route,
+    req: &'a Request<B>,
+    conn: Conn,
+) -> impl Future<Output = Result<Identity, Rejected>> + Send + 'a {
+    check_parts(rt, route, req.headers(), req.uri(), conn)
+}
+
+/// [`check`] over the parts of a request.
+pub async fn check_parts(
+    rt: &Runtime,
+    route: &Route,
+    headers: &HeaderMap,
+    uri: &Uri,
+    conn: Conn,
+) -> Result<Identity, Rejected> {
+    let mut identity = Identity::default();
+    if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
+        return Ok(identity);
+    }
+    if let Some(a) = route.auth {
+        match rt.policies.auths.get(a) {
+            Some(Authenticator::Jwt(auth)) => {
+                identity.claims = Some(auth.verify(headers, uri.query()).await?);
+            }
+            Some(Authenticator::ApiKey(auth)) => {
+                identity.api_key = Some(auth.authenticate(headers, uri.query())?);
+            }
+            Some(Authenticator::Broken) | None => return Err(Rejected::new(Rejection::Unauthorized)),
+        }
     }
     let ctx = RequestCtx {
         client_ip: conn.client.ip(),
-        headers: req.headers(),
-        query: req.uri().query(),
+        headers,
+        query: uri.query(),
         params: None,
         claims: identity.claims.as_ref(),
         api_key: identity.api_key.as_deref(),
     };
     for r in &route.requires {
-        let value = ctx.value(&r.subject);
-        let ok = match (&r.op, value.as_deref()) {
-            (RequireOp::Has(v), _) => has(ctx.claims, &r.subject, value.as_deref(), v),
-            (RequireOp::In(vs), Some(x)) => vs.iter().any(|v| v == x),
-            (RequireOp::Eq(v), Some(x)) => v == x,
-            (RequireOp::Ne(v), Some(x)) => v != x,
-            (RequireOp::Ne(_), None) => true,
-            _ => false,
-        };
-        if !ok {
+        if !require_holds(&ctx, &r.subject, &r.op) {
             return Err(Rejected::new(Rejection::Forbidden));
+        }
+    }
+    for &l in &route.limits {
+        if let Some(limit) = rt.policies.limits.get(l) {
+            limit.check(&ctx)?;
         }
     }
     Ok(identity)
 }
 
+/// Whether `subject op` holds for this request. A missing value satisfies
+/// only `!=`.
+pub fn require_holds(ctx: &RequestCtx<'_>, subject: &Reference, op: &RequireOp) -> bool {
+    let value = ctx.value(subject);
+    match (op, value.as_deref()) {
+        (RequireOp::Has(v), _) => has(ctx.claims, subject, value.as_deref(), v),
+        (RequireOp::In(vs), Some(x)) => vs.iter().any(|v| v == x),
+        (RequireOp::Eq(v), Some(x)) => v == x,
+        (RequireOp::Ne(v), Some(x)) => v != x,
+        (RequireOp::Ne(_), None) => true,
+        _ => false,
+    }
+}
+
 /// `has`: an array claim containing `v`, or a string whose space-separated
 /// words include `v` (the OAuth `scope` convention).
-fn has(
-    claims: Option<&serde_json::Value>,
-    subject: &gw_compiler::ast::Reference,
-    value: Option<&str>,
-    v: &str,
-) -> bool {
-    if let (Some(claims), gw_compiler::ast::Reference::Claim(path)) = (claims, subject) {
+fn has(claims: Option<&serde_json::Value>, subject: &Reference, value: Option<&str>, v: &str) -> bool {
+    if let (Some(claims), Reference::Claim(path)) = (claims, subject) {
         let mut cur = claims;
         for k in path {
             match cur.get(k) {
@@ -114,6 +250,56 @@ fn has(
         if let Some(items) = cur.as_array() {
             return items.iter().any(|i| i.as_str() == Some(v));
         }
+        if !cur.is_string() {
+            return false;
+        }
     }
     value.is_some_and(|s| s.split(' ').any(|w| w == v))
+}
+
+/// Where a credential is read from, shared by both kinds of auth: the one
+/// value of the header (two are refused), a query parameter or a cookie.
+/// `None` when absent or ambiguous.
+pub(crate) fn credential<'h>(
+    from: &gw_compiler::plan::TokenFrom,
+    headers: &'h HeaderMap,
+    query: Option<&'h str>,
+    max_len: usize,
+) -> Option<std::borrow::Cow<'h, str>> {
+    use gw_compiler::plan::TokenFrom;
+    use std::borrow::Cow;
+    let raw: Cow<'h, str> = match from {
+        TokenFrom::Header { name, bearer } => {
+            let mut values = headers.get_all(name.as_str()).iter();
+            let value = values.next()?;
+            if values.next().is_some() {
+                return None;
+            }
+            // Refuse an oversized credential before looking inside it.
+            if value.len() > max_len + 16 {
+                return None;
+            }
+            let s = value.to_str().ok()?.trim();
+            if *bearer {
+                let (scheme, token) = s.split_once(' ')?;
+                if !scheme.eq_ignore_ascii_case("bearer") {
+                    return None;
+                }
+                Cow::Borrowed(token.trim_start())
+            } else {
+                Cow::Borrowed(s)
+            }
+        }
+        TokenFrom::Query(q) => {
+            if query.is_some_and(|qs| qs.len() > 64 * 1024) {
+                return None;
+            }
+            crate::request::query_param(query?, q)?
+        }
+        TokenFrom::Cookie(c) => Cow::Borrowed(crate::request::cookie(headers, c)?),
+    };
+    if raw.is_empty() || raw.len() > max_len {
+        return None;
+    }
+    Some(raw)
 }

@@ -1,0 +1,345 @@
+//! `auth NAME jwt`: read the token (header with or without `Bearer`, query or
+//! cookie), refuse it unverified when it is over 8 KiB, names an algorithm
+//! the auth does not list (`none` included) or has two `Authorization`
+//! headers; verify its signature with the key its `kid` and algorithm
+//! select; enforce `iss`, `aud`, a required `exp`, `nbf`, with `leeway`.
+//! Every refusal is the same 401 (`WWW-Authenticate: Bearer
+//! error="invalid_token"`), with no detail; the reason goes to the debug log.
+//!
+//! Verified tokens are cached by their exact text (bounded by bytes; an
+//! entry is used only while the token's `exp`/`nbf` still hold and the key
+//! set it was verified with is still the current one), so a client that
+//! sends the same token again costs a hash lookup, not a signature check.
+
+use super::jwks::{KeySet, Remote};
+use super::{credential, Rejected};
+use crate::metrics::Rejection;
+use gw_compiler::ast;
+use gw_compiler::plan::{Jwt, JwtKey, TokenFrom};
+use hyper::HeaderMap;
+use jsonwebtoken::{Algorithm, Validation};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// The verified-token cache holds at most about this many bytes.
+const CACHE_BUDGET: usize = 32 * 1024 * 1024;
+
+pub struct JwtAuth {
+    name: String,
+    from: TokenFrom,
+    leeway: u64,
+    /// One validation per listed algorithm (issuer, audience, required
+    /// claims, leeway), made once.
+    validations: Vec<(Algorithm, Validation)>,
+    keys: Keys,
+    /// What the plan said, to recognise an unchanged auth on reload.
+    plan_key: JwtKey,
+    cache: TokenCache,
+}
+
+enum Keys {
+    Fixed(Arc<KeySet>),
+    Remote(Arc<Remote>),
+}
+
+/// The jsonwebtoken algorithm of a plan algorithm.
+pub fn algorithm(a: ast::Algorithm) -> Algorithm {
+    match a {
+        ast::Algorithm::HS256 => Algorithm::HS256,
+        ast::Algorithm::HS384 => Algorithm::HS384,
+        ast::Algorithm::HS512 => Algorithm::HS512,
+        ast::Algorithm::RS256 => Algorithm::RS256,
+        ast::Algorithm::RS384 => Algorithm::RS384,
+        ast::Algorithm::RS512 => Algorithm::RS512,
+        ast::Algorithm::PS256 => Algorithm::PS256,
+        ast::Algorithm::PS384 => Algorithm::PS384,
+        ast::Algorithm::PS512 => Algorithm::PS512,
+        ast::Algorithm::ES256 => Algorithm::ES256,
+        ast::Algorithm::ES384 => Algorithm::ES384,
+        ast::Algorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+fn unauthorized(auth: &str, why: &str) -> Rejected {
+    tracing::debug!(auth, reason = why, "token refused");
+    Rejected::new(Rejection::Unauthorized)
+}
+
+impl JwtAuth {
+    /// Loads the key material (`reuse`: an earlier plan's fetcher of the
+    /// same JWKS URL, whose keys and refresh carry on).
+    pub async fn build(name: &str, j: &Jwt, reuse: Option<Arc<Remote>>) -> Result<JwtAuth, String> {
+        let keys = match &j.key {
+            JwtKey::Secret(s) => {
+                let bytes = crate::secrets::resolve(s)?;
+                // A secret read from a file usually ends with a newline that is not part of it.
+                let trimmed = match s {
+                    gw_compiler::plan::Secret::Inline(_) => &bytes[..],
+                    _ => bytes.trim_ascii_end(),
+                };
+                Keys::Fixed(Arc::new(KeySet::secret(trimmed)?))
+            }
+            JwtKey::PublicKey(s) => Keys::Fixed(Arc::new(
+                KeySet::pem(&crate::secrets::resolve(s)?).map_err(|e| format!("{s}: {e}"))?,
+            )),
+            JwtKey::JwksFile(s) => Keys::Fixed(Arc::new(
+                KeySet::jwks(&crate::secrets::resolve(s)?).map_err(|e| format!("{s}: {e}"))?,
+            )),
+            JwtKey::JwksUrl { url, refresh } => match reuse {
+                Some(r) => Keys::Remote(r),
+                None => {
+                    Keys::Remote(Remote::start(url, refresh.as_duration().max(std::time::Duration::from_secs(1))).await)
+                }
+            },
+        };
+        let leeway = j.leeway.0.div_ceil(1000);
+        let validations = j
+            .algorithms
+            .iter()
+            .map(|&a| {
+                let alg = algorithm(a);
+                let mut v = Validation::new(alg);
+                v.set_issuer(&[&j.issuer]);
+                v.set_audience(&[&j.audience]);
+                v.set_required_spec_claims(&["exp", "iss", "aud"]);
+                v.validate_exp = true;
+                v.validate_nbf = true;
+                v.validate_aud = true;
+                v.leeway = leeway;
+                (alg, v)
+            })
+            .collect();
+        Ok(JwtAuth {
+            name: name.to_string(),
+            from: j.from.clone(),
+            leeway,
+            validations,
+            keys,
+            plan_key: j.key.clone(),
+            cache: TokenCache::default(),
+        })
+    }
+
+    /// This auth's JWKS fetcher, when it fetches the URL `j` names.
+    pub fn remote_for(&self, j: &Jwt) -> Option<Arc<Remote>> {
+        match (&self.keys, &j.key) {
+            (Keys::Remote(r), JwtKey::JwksUrl { url, refresh })
+                if *url == r.url && refresh.as_duration().max(std::time::Duration::from_secs(1)) == r.refresh =>
+            {
+                Some(r.clone())
+            }
+            _ => None,
+        }
+    }
+
+    /// The JWKS fetcher, if the keys come from a URL (tests look at it).
+    pub fn remote(&self) -> Option<&Arc<Remote>> {
+        match &self.keys {
+            Keys::Remote(r) => Some(r),
+            Keys::Fixed(_) => None,
+        }
+    }
+
+    pub fn plan_key(&self) -> &JwtKey {
+        &self.plan_key
+    }
+
+    fn key_set(&self) -> (Arc<KeySet>, u64) {
+        match &self.keys {
+            Keys::Fixed(k) => (k.clone(), 0),
+            Keys::Remote(r) => (r.keys(), r.generation()),
+        }
+    }
+
+    /// The verified claims of the request's token, or a 401.
+    pub async fn verify(&self, headers: &HeaderMap, query: Option<&str>) -> Result<serde_json::Value, Rejected> {
+        let Some(token) = credential(&self.from, headers, query, MAX_TOKEN_LEN) else {
+            return Err(unauthorized(&self.name, "no token, two tokens, or a token over 8 KiB"));
+        };
+        let (set, generation) = self.key_set();
+        if let Some(claims) = self.cache.get(&token, generation, now(), self.leeway) {
+            return Ok(claims);
+        }
+        match self.verify_with(&token, &set) {
+            Verdict::Valid(claims, exp, nbf) => {
+                self.cache
+                    .put(&token, &claims, exp, nbf, generation, now(), self.leeway);
+                Ok(claims)
+            }
+            Verdict::UnknownKid(kid) => {
+                let Keys::Remote(remote) = &self.keys else {
+                    return Err(unauthorized(&self.name, "unknown kid"));
+                };
+                if !remote.refetch_for(&kid).await {
+                    return Err(unauthorized(&self.name, "unknown kid"));
+                }
+                let (set, generation) = self.key_set();
+                match self.verify_with(&token, &set) {
+                    Verdict::Valid(claims, exp, nbf) => {
+                        self.cache
+                            .put(&token, &claims, exp, nbf, generation, now(), self.leeway);
+                        Ok(claims)
+                    }
+                    Verdict::UnknownKid(_) => Err(unauthorized(&self.name, "unknown kid")),
+                    Verdict::Invalid(why) => Err(unauthorized(&self.name, why)),
+                }
+            }
+            Verdict::Invalid(why) => Err(unauthorized(&self.name, why)),
+        }
+    }
+
+    fn verify_with(&self, token: &str, set: &KeySet) -> Verdict {
+        let header = match jsonwebtoken::decode_header(token) {
+            Ok(h) => h,
+            Err(_) => return Verdict::Invalid("malformed token or header (or alg none)"),
+        };
+        let Some((alg, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
+            return Verdict::Invalid("algorithm not listed by the auth");
+        };
+        let kid = header.kid.as_deref();
+        let mut tried = false;
+        let mut why = "bad signature";
+        for key in set.candidates(*alg, kid) {
+            tried = true;
+            match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, validation) {
+                Ok(data) => {
+                    let claims = data.claims;
+                    if !claims.is_object() {
+                        return Verdict::Invalid("claims are not an object");
+                    }
+                    let exp = claims.get("exp").and_then(number).unwrap_or(0);
+                    let nbf = claims.get("nbf").and_then(number);
+                    return Verdict::Valid(claims, exp, nbf);
+                }
+                Err(e) => {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    match e.kind() {
+                        K::InvalidSignature | K::InvalidKeyFormat | K::InvalidEcdsaKey | K::InvalidRsaKey(_) => {}
+                        // A claim failed: no other key makes it pass.
+                        _ => return Verdict::Invalid("claims or format rejected"),
+                    }
+                }
+            }
+            why = "bad signature";
+        }
+        match (tried, kid) {
+            (false, Some(k)) => Verdict::UnknownKid(k.to_string()),
+            (false, None) => Verdict::Invalid("no key for the algorithm"),
+            (true, _) => Verdict::Invalid(why),
+        }
+    }
+}
+
+/// A NumericDate as jsonwebtoken reads it (integer, or a float rounded).
+fn number(v: &serde_json::Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| f.round() as u64)
+    })
+}
+
+enum Verdict {
+    /// Claims, `exp`, `nbf`.
+    Valid(serde_json::Value, u64, Option<u64>),
+    UnknownKid(String),
+    Invalid(&'static str),
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Verified tokens by their text: bounded by an estimate of their bytes; an
+/// entry holds only while the token is within `exp`/`nbf` (with leeway) and
+/// the key set is the one it was verified with.
+#[derive(Default)]
+pub struct TokenCache {
+    inner: RwLock<CacheInner>,
+    hasher: std::hash::RandomState,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    entries: HashMap<u64, Entry>,
+    bytes: usize,
+}
+
+struct Entry {
+    token: Box<str>,
+    claims: serde_json::Value,
+    exp: u64,
+    nbf: Option<u64>,
+    generation: u64,
+    size: usize,
+}
+
+impl Entry {
+    fn fresh(&self, generation: u64, now: u64, leeway: u64) -> bool {
+        self.generation == generation
+            && self.exp.saturating_add(leeway) >= now
+            && self.nbf.is_none_or(|n| n <= now.saturating_add(leeway))
+    }
+}
+
+impl TokenCache {
+    fn get(&self, token: &str, generation: u64, now: u64, leeway: u64) -> Option<serde_json::Value> {
+        let h = self.hasher.hash_one(token);
+        let inner = self.inner.read().ok()?;
+        let e = inner.entries.get(&h)?;
+        (*e.token == *token && e.fresh(generation, now, leeway)).then(|| e.claims.clone())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &self,
+        token: &str,
+        claims: &serde_json::Value,
+        exp: u64,
+        nbf: Option<u64>,
+        generation: u64,
+        now: u64,
+        leeway: u64,
+    ) {
+        // The parsed claims take a few times the token's length.
+        let size = token.len() * 4 + 256;
+        let h = self.hasher.hash_one(token);
+        let Ok(mut inner) = self.inner.write() else {
+            return;
+        };
+        if inner.bytes + size > CACHE_BUDGET {
+            inner.entries.retain(|_, e| e.fresh(generation, now, leeway));
+            inner.bytes = inner.entries.values().map(|e| e.size).sum();
+            if inner.bytes + size > CACHE_BUDGET {
+                inner.entries.clear();
+                inner.entries.shrink_to_fit();
+                inner.bytes = 0;
+            }
+        }
+        let entry = Entry {
+            token: token.into(),
+            claims: claims.clone(),
+            exp,
+            nbf,
+            generation,
+            size,
+        };
+        if let Some(old) = inner.entries.insert(h, entry) {
+            inner.bytes -= old.size;
+        }
+        inner.bytes += size;
+    }
+
+    /// Entries held (tests).
+    pub fn len(&self) -> usize {
+        self.inner.read().map_or(0, |i| i.entries.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
