@@ -30,6 +30,17 @@ fn host() -> MemoryHost {
         .file("files/not-pem.txt", &include_bytes!("fixtures/files/not-pem.txt")[..])
         .file("files/tls.crt", &include_bytes!("fixtures/files/tls.crt")[..])
         .file("files/tls.key", &include_bytes!("fixtures/files/tls.key")[..])
+        .file("files/other.key", &include_bytes!("fixtures/files/other.key")[..])
+        .file(
+            "files/other-sec1.key",
+            &include_bytes!("fixtures/files/other-sec1.key")[..],
+        )
+        .file("files/rsa-tls.crt", &include_bytes!("fixtures/files/rsa-tls.crt")[..])
+        .file("files/rsa-tls.key", &include_bytes!("fixtures/files/rsa-tls.key")[..])
+        .file(
+            "files/rsa-tls-pkcs1.key",
+            &include_bytes!("fixtures/files/rsa-tls-pkcs1.key")[..],
+        )
         .var("JWT_SECRET", "a-long-random-secret-for-tests")
         .var("EMPTY", "")
 }
@@ -472,6 +483,38 @@ fn swapped_or_unreadable_certificate_files_are_gw0403() {
     assert_eq!(d[0].help.as_deref(), Some("did you swap `cert` and `key`?"));
 }
 
+#[test]
+fn a_key_that_does_not_belong_to_its_certificate_is_gw0403() {
+    for (cert, key, matches) in [
+        ("tls.crt", "tls.key", true),
+        ("rsa-tls.crt", "rsa-tls.key", true),
+        ("rsa-tls.crt", "rsa-tls-pkcs1.key", true),
+        ("tls.crt", "other.key", false),
+        ("tls.crt", "other-sec1.key", false),
+        ("rsa-tls.crt", "tls.key", false),
+    ] {
+        let c = compile(&with_up(&format!(
+            "listen :8443 tls {{ cert \"files/{cert}\" key \"files/{key}\" }}\nroute /x -> app\n"
+        )));
+        let d = only(&c, Code::GW0403);
+        assert_eq!(d.len(), usize::from(!matches), "{cert} {key}: {:#?}", c.diagnostics);
+        if let Some(d) = d.first() {
+            assert!(d.message.contains("does not belong"), "{}", d.message);
+            assert_eq!(primary_text(&c, d), format!("\"files/{key}\""));
+        }
+    }
+}
+
+#[test]
+fn a_tls_listener_with_only_sni_certificates_is_gw0403() {
+    let c = compile(&with_up(
+        "listen :8443 tls { cert \"files/tls.crt\" key \"files/tls.key\" sni \"api.example.com\" }\nroute /x -> app\n",
+    ));
+    let d = only(&c, Code::GW0403);
+    assert_eq!(d.len(), 1, "{:#?}", c.diagnostics);
+    assert!(d[0].message.contains("no default certificate"));
+}
+
 // ------------------------------------------------------------------ GW0404
 
 #[test]
@@ -552,4 +595,37 @@ fn inline_secrets_warn() {
     let text =
         format!("{UP}auth k api_key {{ keys \"k-1\", \"k-2\" }}\nroute /x -> app {{ auth k }}\nlisten 127.0.0.1:1\n");
     assert_eq!(codes(&text), [Code::GW0505]);
+}
+
+// ------------------------------------------------------------------ totality
+
+#[test]
+fn truncated_or_corrupted_key_files_are_diagnostics_not_panics() {
+    let text = with_up(
+        "listen :8443 tls { cert \"files/c\" key \"files/k\" }\nauth a jwt { issuer \"i\" audience \"a\" algorithms RS256, PS256 public_key file(\"files/p\") }\nauth b jwt { issuer \"i\" audience \"a\" algorithms ES256 jwks file(\"files/j\") }\nroute /x -> app { auth a }\nroute /y -> app { auth b }\n",
+    );
+    let originals: [&[u8]; 4] = [
+        include_bytes!("fixtures/files/rsa-tls.crt"),
+        include_bytes!("fixtures/files/rsa-tls.key"),
+        include_bytes!("fixtures/files/rsa.pem"),
+        include_bytes!("fixtures/files/jwks-ec.json"),
+    ];
+    let mut variants: Vec<Vec<u8>> = Vec::new();
+    for original in originals {
+        for cut in (0..original.len()).step_by(7) {
+            variants.push(original[..cut].to_vec());
+            let mut flipped = original.to_vec();
+            flipped[cut] ^= 0x55;
+            variants.push(flipped);
+        }
+    }
+    for v in &variants {
+        let host = MemoryHost::new()
+            .file("files/c", v.clone())
+            .file("files/k", v.clone())
+            .file("files/p", v.clone())
+            .file("files/j", v.clone());
+        let c = compile_text(&host, "app.gw", &text);
+        assert!(c.diagnostics.iter().all(|d| d.span().is_some()));
+    }
 }

@@ -133,14 +133,55 @@ fn tls(ctx: &Ctx<'_>, listen: &Listen, certs: &[Certificate], tls_span: Span, di
         );
         return;
     }
+    if certs.iter().all(|c| c.sni.is_some()) {
+        diags.push(
+            Diagnostic::new(
+                Code::GW0403,
+                format!("TLS listener `{}` has no default certificate", listen.address.node),
+            )
+            .primary(tls_span, "every certificate here is for a named host")
+            .help("add a `cert ... key ...` line without `sni`: it answers clients that name no host, or another one"),
+        );
+    }
     for cert in certs {
-        if let Some(m) = material::read(ctx, &cert.cert.node, cert.cert.span, "certificate", Code::GW0403, diags) {
-            pem_file(&m, cert.cert.span, Kind::Certificate, diags);
-        }
-        if let Some(m) = material::read(ctx, &cert.key.node, cert.key.span, "private key", Code::GW0403, diags) {
-            pem_file(&m, cert.key.span, Kind::Key, diags);
+        let c = material::read(ctx, &cert.cert.node, cert.cert.span, "certificate", Code::GW0403, diags)
+            .and_then(|m| pem_file(&m, cert.cert.span, Kind::Certificate, diags).map(|b| (b, m.origin)));
+        let k = material::read(ctx, &cert.key.node, cert.key.span, "private key", Code::GW0403, diags)
+            .and_then(|m| pem_file(&m, cert.key.span, Kind::Key, diags).map(|b| (b, m.origin)));
+        if let (Some(c), Some(k)) = (c, k) {
+            pair(cert, &c, &k, diags);
         }
     }
+}
+
+/// The key must be the certificate's: their public halves are compared
+/// where the files carry them (RSA moduli, EC points); anything else (an
+/// Ed25519 key holds no public half) is left to the TLS library at start.
+fn pair(cert: &Certificate, c: &(pem::Block, String), k: &(pem::Block, String), diags: &mut Diagnostics) {
+    let ((cert_block, cert_origin), (key_block, key_origin)) = (c, k);
+    let Some(spki) = pem::certificate_spki(&cert_block.der) else {
+        diags.push(
+            Diagnostic::new(Code::GW0403, format!("the certificate in {cert_origin} is malformed"))
+                .primary(cert.cert.span, "not an X.509 certificate")
+                .help("regenerate the certificate file"),
+        );
+        return;
+    };
+    let (Some(public), Some(private)) = (pem::spki_public_part(spki), pem::private_key_public_part(key_block)) else {
+        return;
+    };
+    if public == private {
+        return;
+    }
+    diags.push(
+        Diagnostic::new(
+            Code::GW0403,
+            format!("the private key in {key_origin} does not belong to the certificate in {cert_origin}"),
+        )
+        .primary(cert.key.span, "not this certificate's key")
+        .secondary(cert.cert.span, "the certificate")
+        .help("give the key the certificate was issued for: `openssl x509 -noout -pubkey -in CERT` and `openssl pkey -pubout -in KEY` print the same key"),
+    );
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -149,7 +190,9 @@ enum Kind {
     Key,
 }
 
-fn pem_file(m: &material::Material, span: Span, kind: Kind, diags: &mut Diagnostics) {
+/// The certificate or key block of a PEM file, after reporting what is
+/// wrong with it.
+fn pem_file(m: &material::Material, span: Span, kind: Kind, diags: &mut Diagnostics) -> Option<pem::Block> {
     let origin = &m.origin;
     let (what, labels, example): (&str, &[&str], &str) = match kind {
         Kind::Certificate => ("certificate", &["CERTIFICATE"], "-----BEGIN CERTIFICATE-----"),
@@ -170,21 +213,21 @@ fn pem_file(m: &material::Material, span: Span, kind: Kind, diags: &mut Diagnost
                 "not PEM",
                 format!("give a PEM file with a `{example}` block"),
             ));
-            return;
+            return None;
         }
     };
     match blocks.iter().find(|b| labels.contains(&b.label.as_str())) {
+        Some(b) if !b.encrypted && pem::is_sequence(&b.der) => return Some(b.clone()),
         Some(b) if b.encrypted => diags.push(bad(
             format!("the {what} in {origin} is encrypted"),
             "encrypted",
             "gw needs the key unencrypted: `openssl pkey -in key.pem -out key.pem`, and restrict the file's permissions".into(),
         )),
-        Some(b) if !pem::is_sequence(&b.der) => diags.push(bad(
+        Some(b) => diags.push(bad(
             format!("the `{}` block in {origin} is malformed", b.label),
             "malformed",
             "regenerate the file".into(),
         )),
-        Some(_) => {}
         None => {
             let found: Vec<String> = blocks.iter().map(|b| format!("`{}`", b.label)).collect();
             let swapped = match kind {
@@ -205,6 +248,7 @@ fn pem_file(m: &material::Material, span: Span, kind: Kind, diags: &mut Diagnost
             ));
         }
     }
+    None
 }
 
 // ------------------------------------------------------------------ GW0503

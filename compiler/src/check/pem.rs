@@ -230,6 +230,148 @@ pub fn is_pkcs1_rsa_public(der: &[u8]) -> bool {
     matches!(element(rest), Some((INTEGER, _, rest)) if rest.is_empty())
 }
 
+// ------------------------------------------------------------------ certificate and key pairs
+
+const OCTET_STRING: u8 = 0x04;
+const CONTEXT_0: u8 = 0xa0;
+const CONTEXT_1: u8 = 0xa1;
+
+/// The public half of a key, as far as it can be compared without
+/// cryptography: an RSA modulus, or an EC point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicPart<'a> {
+    RsaModulus(&'a [u8]),
+    EcPoint(&'a [u8]),
+}
+
+/// The element at the start of `input`, tag and length included.
+fn raw_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (tag, _, rest) = element(input)?;
+    let raw = input.get(..input.len() - rest.len())?;
+    Some((tag, raw, rest))
+}
+
+/// The SubjectPublicKeyInfo (tag and length included) of a DER X.509
+/// certificate: `SEQUENCE { tbsCertificate SEQUENCE { [0] version?, serial,
+/// signature, issuer, validity, subject, subjectPublicKeyInfo, ... }, ... }`.
+pub fn certificate_spki(der: &[u8]) -> Option<&[u8]> {
+    let (SEQUENCE, cert, _) = element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = element(cert)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    if let Some((CONTEXT_0, _, after)) = element(rest) {
+        rest = after;
+    }
+    // serial, signature algorithm, issuer, validity, subject
+    for _ in 0..5 {
+        rest = element(rest)?.2;
+    }
+    let (SEQUENCE, spki, _) = raw_element(rest)? else {
+        return None;
+    };
+    Some(spki)
+}
+
+/// Strips DER's sign-padding zeros from an INTEGER's contents.
+fn unsigned(int: &[u8]) -> &[u8] {
+    let zeros = int.iter().take_while(|&&b| b == 0).count();
+    int.get(zeros.min(int.len().saturating_sub(1))..).unwrap_or(int)
+}
+
+/// The public half of a DER SubjectPublicKeyInfo.
+pub fn spki_public_part(der: &[u8]) -> Option<PublicPart<'_>> {
+    let (SEQUENCE, spki, _) = element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, _, rest) = element(spki)? else {
+        return None;
+    };
+    let (BIT_STRING, bits, _) = element(rest)? else {
+        return None;
+    };
+    match spki_key_type(der)? {
+        KeyType::Rsa => {
+            let (&0, key) = bits.split_first()? else { return None };
+            let (SEQUENCE, body, _) = element(key)? else {
+                return None;
+            };
+            let (INTEGER, n, _) = element(body)? else { return None };
+            Some(PublicPart::RsaModulus(unsigned(n)))
+        }
+        KeyType::EcP256 | KeyType::EcP384 | KeyType::EcOther => Some(PublicPart::EcPoint(bits)),
+        _ => None,
+    }
+}
+
+/// The public half of a private key block, when the block carries it
+/// (`RSA PRIVATE KEY`, `EC PRIVATE KEY` with its public key, or `PRIVATE
+/// KEY` wrapping either). `None` when it cannot be told (Ed25519, say).
+pub fn private_key_public_part(block: &Block) -> Option<PublicPart<'_>> {
+    match block.label.as_str() {
+        "RSA PRIVATE KEY" => pkcs1_private_modulus(&block.der),
+        "EC PRIVATE KEY" => sec1_public_point(&block.der),
+        "PRIVATE KEY" => {
+            let (SEQUENCE, body, _) = element(&block.der)? else {
+                return None;
+            };
+            let (INTEGER, _, rest) = element(body)? else {
+                return None;
+            };
+            let (SEQUENCE, alg, rest) = element(rest)? else {
+                return None;
+            };
+            let (OID, oid, _) = element(alg)? else { return None };
+            let (OCTET_STRING, inner, _) = element(rest)? else {
+                return None;
+            };
+            match oid {
+                OID_RSA | OID_RSA_PSS => pkcs1_private_modulus(inner),
+                OID_EC => sec1_public_point(inner),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// `RSAPrivateKey ::= SEQUENCE { version, modulus, ... }`.
+fn pkcs1_private_modulus(der: &[u8]) -> Option<PublicPart<'_>> {
+    let (SEQUENCE, body, _) = element(der)? else {
+        return None;
+    };
+    let (INTEGER, _, rest) = element(body)? else {
+        return None;
+    };
+    let (INTEGER, n, _) = element(rest)? else { return None };
+    Some(PublicPart::RsaModulus(unsigned(n)))
+}
+
+/// `ECPrivateKey ::= SEQUENCE { version, privateKey, [0] params?, [1] publicKey? }`.
+fn sec1_public_point(der: &[u8]) -> Option<PublicPart<'_>> {
+    let (SEQUENCE, body, _) = element(der)? else {
+        return None;
+    };
+    let (INTEGER, _, rest) = element(body)? else {
+        return None;
+    };
+    let (OCTET_STRING, _, mut rest) = element(rest)? else {
+        return None;
+    };
+    while let Some((tag, contents, after)) = element(rest) {
+        if tag == CONTEXT_1 {
+            let (BIT_STRING, bits, _) = element(contents)? else {
+                return None;
+            };
+            return Some(PublicPart::EcPoint(bits));
+        }
+        rest = after;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
