@@ -19,3 +19,7 @@ mod policy_attacks;
 mod policy_cors;
 mod policy_jwks;
 mod policy_limits;
+mod serve_harness;
+mod serve_listeners;
+mod serve_health;
+mod serve_limits;

@@ -67,6 +67,17 @@ impl ServerState {
         self.ejected_until.load(Ordering::Relaxed) > now_millis()
     }
 
+    /// The server as an operator reads it (metrics, logs): the address as
+    /// written, followed by the resolved address only when that differs —
+    /// `127.0.0.1:9101`, `orders.internal:80 (10.0.0.7:80)`.
+    pub fn label(&self) -> String {
+        match self.id.rsplit_once('@') {
+            Some((written, resolved)) if written == resolved => written.to_string(),
+            Some((written, resolved)) => format!("{written} ({resolved})"),
+            None => self.id.clone(),
+        }
+    }
+
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }

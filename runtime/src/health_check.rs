@@ -27,10 +27,17 @@ pub fn spawn(rt: &Arc<Runtime>, stop: watch::Receiver<bool>) {
 
 async fn check_loop(up: Arc<UpstreamRt>, mut stop: watch::Receiver<bool>) {
     let Some(health) = up.config.health.clone() else { return };
-    let interval = health.interval.as_duration().max(Duration::from_millis(10));
+    // A round starts every `interval` (the first at once); a round that
+    // overruns it (checks wait up to `timeout`) delays the next.
+    let mut ticks = tokio::time::interval(health.interval.as_duration().max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.changed() => return,
+        }
         let set = up.set.load_full();
-        let mut checks = Vec::new();
+        let mut checks = Vec::with_capacity(set.backends.len());
         for b in &set.backends {
             let up = up.clone();
             let state = b.state.clone();
@@ -53,16 +60,16 @@ async fn check_loop(up: Arc<UpstreamRt>, mut stop: watch::Receiver<bool>) {
                     None => false,
                 };
                 if state.record_check(passed, h.healthy, h.unhealthy) {
-                    tracing::warn!(upstream = %up.name, server = %state.id, healthy = passed, "server health changed");
+                    if passed {
+                        tracing::info!(upstream = %up.name, server = %state.label(), "server healthy again");
+                    } else {
+                        tracing::warn!(upstream = %up.name, server = %state.label(), "server unhealthy: out of rotation");
+                    }
                 }
             }));
         }
         for c in checks {
             let _ = c.await;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.changed() => return,
         }
     }
 }

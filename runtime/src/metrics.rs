@@ -47,10 +47,18 @@ pub enum Rejection {
     ConnectError,
     Timeout,
     UpstreamError,
+    /// A connection refused at accept: `max_connections` were open.
+    TooManyConnections,
+    /// A client that did not send its request head within `header_timeout`.
+    HeaderTimeout,
+    /// A request head over `max_header_size` (431).
+    HeaderTooLarge,
+    /// A TLS handshake that failed or did not finish within `header_timeout`.
+    TlsHandshake,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 11] = [
+    pub const ALL: [Rejection; 15] = [
         Rejection::NotFound,
         Rejection::MethodNotAllowed,
         Rejection::BadRequest,
@@ -62,6 +70,10 @@ impl Rejection {
         Rejection::ConnectError,
         Rejection::Timeout,
         Rejection::UpstreamError,
+        Rejection::TooManyConnections,
+        Rejection::HeaderTimeout,
+        Rejection::HeaderTooLarge,
+        Rejection::TlsHandshake,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +89,10 @@ impl Rejection {
             Rejection::ConnectError => "connect_error",
             Rejection::Timeout => "timeout",
             Rejection::UpstreamError => "upstream_error",
+            Rejection::TooManyConnections => "max_connections",
+            Rejection::HeaderTimeout => "header_timeout",
+            Rejection::HeaderTooLarge => "header_too_large",
+            Rejection::TlsHandshake => "tls_handshake",
         }
     }
 }

@@ -1,14 +1,43 @@
-//! Listeners and connections: plain HTTP/1.1 + h2c, TLS (rustls, SNI, ALPN),
-//! raw TCP (layer 4), and the admin listener; the safety bounds of `limits`;
-//! hot reload (compile elsewhere, then swap) and graceful drain.
+//! Listeners and connections: plain HTTP/1.1 + h2c (prior knowledge) on one
+//! port, TLS (rustls: SNI picks the certificate, ALPN `h2`/`http/1.1`), raw
+//! TCP (layer 4, see [`crate::tcp`]) and the admin listener; the safety
+//! bounds of `limits`; hot reload (the caller compiles, [`Gateway::reload`]
+//! swaps) and graceful drain ([`Gateway::shutdown`]).
+//!
+//! The accept path takes no lock: the running plan is read through an
+//! `ArcSwap`, the connection count is one atomic, and each connection's
+//! clocks (last byte, requests in flight) are atomics it owns.
+//!
+//! Limits, as enforced:
+//! - `header_timeout`: a connection must send its first request head within
+//!   it (TLS handshake included); on HTTP/1.1 hyper also bounds every later
+//!   head with it. Its clock starts when the connection waits for a head, so
+//!   a kept-alive HTTP/1.1 connection is closed after the shorter of
+//!   `idle_timeout` and `header_timeout` without a new request (as HAProxy's
+//!   `timeout http-keep-alive` defaults to `timeout http-request`).
+//! - `idle_timeout`: a connection with no request in flight and no byte read
+//!   or written for this long is closed (gracefully: HTTP/2 gets a GOAWAY).
+//!   It applies to TCP (layer 4) connections too.
+//! - `max_header_size`: an HTTP/1.1 head over it gets 431 (from hyper when at
+//!   least 8 KiB, hyper's smallest read buffer; checked here below that);
+//!   HTTP/2 advertises it as `SETTINGS_MAX_HEADER_LIST_SIZE` (431 beyond).
+//! - `max_connections`: one count across every listener (admin excluded);
+//!   past it a new connection is closed at once.
+//!
+//! The admin listener is bound where the plan says, as written: the docs and
+//! the checker recommend loopback; an admin address reachable from other
+//! machines is logged as a warning at start.
 
 use crate::body::{full, Body};
+use crate::error::status_response;
+use crate::health::now_millis;
 use crate::health_check;
-use crate::metrics::{self, RouteSample, ServerSample};
+use crate::metrics::{self, Metrics, Rejection, RouteSample, ServerSample};
 use crate::proxy::{self, Conn};
 use crate::secrets;
 use crate::state::{Runtime, Shared};
 use crate::tcp;
+use arc_swap::ArcSwap;
 use gw_compiler::plan::{ListenerKind, Plan};
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
@@ -18,61 +47,135 @@ use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// How the gateway is started.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Bind the admin listener here instead of where the plan says (tests).
     pub admin_override: Option<String>,
+    /// When a listener's port is taken, listen on a free port of the same
+    /// address instead of failing (`gwc serve --demo` on a busy machine).
+    pub free_port_if_busy: bool,
+}
+
+/// hyper's smallest HTTP/1.1 read buffer: heads up to it are always read.
+const HYPER_MIN_BUF: u64 = 8192;
+
+/// How long a closed listener's accept loop gets to let go of its socket.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// What a bound socket serves.
+#[derive(Clone)]
+enum Serves {
+    Http,
+    /// The TLS configuration is swapped on reload (certificates re-read).
+    Tls(Arc<ArcSwap<rustls::ServerConfig>>),
+    Tcp(String),
+    Admin,
 }
 
 /// One bound listener.
 struct Bound {
-    /// As written in the plan, the key for reload diffs.
+    /// Kind and address as written: what a reload compares.
     key: String,
+    /// The address as written in the plan.
+    address: String,
     local: SocketAddr,
+    serves: Serves,
     stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Listeners {
+    /// In plan order.
+    serving: Vec<Bound>,
+    admin: Option<Bound>,
+}
+
+/// What a plan needs that is not open yet, prepared before anything changes
+/// so that a reload that cannot bind leaves the running gateway untouched.
+struct Prepared {
+    /// Per plan listener, in order.
+    slots: Vec<Slot>,
+    admin: Option<Slot>,
+}
+
+enum Slot {
+    /// Already bound under the same key; TLS gets its certificates re-read.
+    Keep {
+        key: String,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    },
+    /// To be opened. `socket` is `None` when a listener being closed holds
+    /// the address: it is bound once that one is gone.
+    Open {
+        key: String,
+        address: String,
+        socket: Option<TcpListener>,
+        serves: Serves,
+    },
 }
 
 /// A running gateway: its bound addresses, reload and shutdown.
 pub struct Gateway {
     shared: Arc<Shared>,
-    listeners: tokio::sync::Mutex<Vec<Bound>>,
-    admin: Option<SocketAddr>,
+    options: Options,
+    listeners: tokio::sync::Mutex<Listeners>,
+    /// Bound addresses: listeners in plan order, and admin; read without
+    /// waiting on a reload.
+    addrs: ArcSwap<(Vec<SocketAddr>, Option<SocketAddr>)>,
     /// Stops the health checkers of the current runtime.
     health_stop: tokio::sync::Mutex<watch::Sender<bool>>,
     connections: Arc<ConnTracker>,
     shutdown: watch::Sender<bool>,
 }
 
-/// Counts live connections so that shutdown can wait for them.
-#[derive(Default)]
+/// Counts open client connections (one atomic, shown as
+/// `gw_open_connections`): enforces `max_connections` and lets shutdown wait
+/// for the count to reach zero.
 pub struct ConnTracker {
-    live: AtomicUsize,
+    metrics: Arc<Metrics>,
     notify: tokio::sync::Notify,
 }
 
 impl ConnTracker {
-    pub(crate) fn enter_tcp(self: &Arc<Self>) -> ConnGuard {
-        self.enter()
+    fn new(metrics: Arc<Metrics>) -> ConnTracker {
+        ConnTracker {
+            metrics,
+            notify: tokio::sync::Notify::new(),
+        }
     }
 
-    fn enter(self: &Arc<Self>) -> ConnGuard {
-        self.live.fetch_add(1, Ordering::SeqCst);
-        ConnGuard(self.clone())
+    fn live(&self) -> u64 {
+        self.metrics.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// Counts a new connection unless `max` are open already.
+    pub(crate) fn try_enter(self: &Arc<Self>, max: u64) -> Option<ConnGuard> {
+        let before = self.metrics.open_connections.fetch_add(1, Ordering::SeqCst);
+        let guard = ConnGuard(self.clone());
+        if before >= max.max(1) {
+            self.metrics.reject(Rejection::TooManyConnections);
+            return None; // the guard's drop undoes the count
+        }
+        self.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        Some(guard)
     }
 }
 
+/// One open connection; dropping it uncounts it.
 pub(crate) struct ConnGuard(Arc<ConnTracker>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if self.0.live.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.0.metrics.open_connections.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.notify.notify_waiters();
         }
     }
@@ -89,6 +192,17 @@ pub fn bind_address(address: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("cannot listen on `{address}`: not an IP address and port"))
 }
 
+fn listener_key(l: &gw_compiler::plan::Listener, plan: &Plan) -> String {
+    match &l.kind {
+        ListenerKind::Http => format!("http {}", l.address),
+        ListenerKind::Tls { .. } => format!("tls {}", l.address),
+        ListenerKind::Tcp { upstream } => {
+            let name = plan.upstreams.get(*upstream).map_or("?", |u| u.name.as_str());
+            format!("tcp {} -> {name}", l.address)
+        }
+    }
+}
+
 impl Gateway {
     /// Builds the runtime of `plan`, binds every listener and starts serving.
     pub async fn start(plan: Plan, options: Options) -> Result<Arc<Gateway>, String> {
@@ -96,160 +210,336 @@ impl Gateway {
         let runtime = Runtime::build(plan.clone(), None).await;
         let shared = Arc::new(Shared::new(runtime));
         let (shutdown, _) = watch::channel(false);
-        let connections = Arc::new(ConnTracker::default());
-        let admin_addr = options.admin_override.clone().or_else(|| plan.admin.first().cloned());
-        let admin = match admin_addr {
-            Some(a) => {
-                let listener = TcpListener::bind(bind_address(&a)?)
-                    .await
-                    .map_err(|e| format!("cannot listen on `{a}` (admin): {e}"))?;
-                let local = listener.local_addr().map_err(|e| e.to_string())?;
-                tokio::spawn(admin_loop(listener, shared.clone(), shutdown.subscribe()));
-                Some(local)
-            }
-            None => None,
-        };
         let (health_stop, health_rx) = watch::channel(false);
-        health_check::spawn(&shared.current.load_full(), health_rx);
         let gw = Arc::new(Gateway {
+            connections: Arc::new(ConnTracker::new(shared.metrics.clone())),
             shared,
-            listeners: tokio::sync::Mutex::new(Vec::new()),
-            admin,
+            options,
+            listeners: tokio::sync::Mutex::new(Listeners::default()),
+            addrs: ArcSwap::from_pointee((Vec::new(), None)),
             health_stop: tokio::sync::Mutex::new(health_stop),
-            connections,
             shutdown,
         });
-        gw.sync_listeners(&plan).await?;
+        {
+            let mut listeners = gw.listeners.lock().await;
+            let prepared = gw.prepare(&plan, &listeners).await?;
+            gw.commit(&mut listeners, prepared).await;
+        }
+        health_check::spawn(&gw.shared.current.load_full(), health_rx);
         Ok(gw)
     }
 
     /// The addresses the plan's listeners are bound to, in plan order.
     pub async fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.lock().await.iter().map(|b| b.local).collect()
+        self.addrs.load().0.clone()
     }
 
+    /// Where the admin listener is bound, if there is one.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin
+        self.addrs.load().1
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 
-    /// Opens the plan's listeners that are not open yet and closes those
-    /// the plan no longer has (reload).
-    async fn sync_listeners(&self, plan: &Plan) -> Result<(), String> {
-        let mut bound = self.listeners.lock().await;
-        let wanted: Vec<String> = plan.listeners.iter().map(listener_key).collect();
-        // Close listeners that are gone (their connections drain on their own).
-        bound.retain(|b| {
-            let keep = wanted.contains(&b.key);
-            if !keep {
-                let _ = b.stop.send(true);
-            }
-            keep
-        });
-        let mut next = Vec::new();
-        for (l, key) in plan.listeners.iter().zip(wanted) {
-            if let Some(i) = bound.iter().position(|b| b.key == key) {
-                let b = bound.remove(i);
-                // TLS certificates may have changed: the accept loop reads them
-                // from the current runtime's plan at each handshake.
-                next.push(b);
+    /// Binds what `plan` adds and builds TLS configurations (re-reading
+    /// certificate files); changes nothing that runs.
+    async fn prepare(&self, plan: &Plan, current: &Listeners) -> Result<Prepared, String> {
+        let wanted: Vec<String> = plan.listeners.iter().map(|l| listener_key(l, plan)).collect();
+        let closing: Vec<&Bound> = current.serving.iter().filter(|b| !wanted.contains(&b.key)).collect();
+        let mut slots = Vec::with_capacity(plan.listeners.len());
+        for (l, key) in plan.listeners.iter().zip(wanted.iter().cloned()) {
+            let tls = match &l.kind {
+                ListenerKind::Tls { certificates } => Some(tls_config(certificates)?),
+                _ => None,
+            };
+            if current.serving.iter().any(|b| b.key == key) {
+                slots.push(Slot::Keep { key, tls });
                 continue;
             }
-            let addr = bind_address(&l.address)?;
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on `{}`: {e}", l.address))?;
-            let local = listener.local_addr().map_err(|e| e.to_string())?;
-            let (stop, stop_rx) = watch::channel(false);
-            let shared = self.shared.clone();
-            let tracker = self.connections.clone();
-            let shutdown = self.shutdown.subscribe();
-            match &l.kind {
-                ListenerKind::Http => {
-                    tokio::spawn(accept_loop(listener, shared, tracker, None, stop_rx, shutdown));
-                }
-                ListenerKind::Tls { certificates } => {
-                    let config = tls_config(certificates)?;
-                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-                    tokio::spawn(accept_loop(
-                        listener,
-                        shared,
-                        tracker,
-                        Some(acceptor),
-                        stop_rx,
-                        shutdown,
-                    ));
-                }
-                ListenerKind::Tcp { upstream } => {
-                    tokio::spawn(tcp::accept_loop(
-                        listener, shared, *upstream, tracker, stop_rx, shutdown,
-                    ));
+            let serves = match (&l.kind, tls) {
+                (ListenerKind::Tcp { upstream }, _) => Serves::Tcp(
+                    plan.upstreams
+                        .get(*upstream)
+                        .map(|u| u.name.clone())
+                        .ok_or_else(|| format!("listener `{}`: no such upstream", l.address))?,
+                ),
+                (_, Some(config)) => Serves::Tls(Arc::new(ArcSwap::new(config))),
+                _ => Serves::Http,
+            };
+            let socket = self.bind_unless_closing(&l.address, &closing).await?;
+            slots.push(Slot::Open {
+                key,
+                address: l.address.clone(),
+                socket,
+                serves,
+            });
+        }
+        let admin_address = self
+            .options
+            .admin_override
+            .clone()
+            .or_else(|| plan.admin.first().cloned());
+        let admin = match admin_address {
+            None => None,
+            Some(address) => {
+                let key = format!("admin {address}");
+                if current.admin.as_ref().is_some_and(|b| b.key == key) {
+                    Some(Slot::Keep { key, tls: None })
+                } else {
+                    let closing: Vec<&Bound> = current.admin.iter().collect();
+                    let socket = self.bind_unless_closing(&address, &closing).await?;
+                    Some(Slot::Open {
+                        key,
+                        address,
+                        socket,
+                        serves: Serves::Admin,
+                    })
                 }
             }
-            next.push(Bound { key, local, stop });
-        }
-        for b in bound.drain(..) {
-            let _ = b.stop.send(true);
-        }
-        *bound = next;
-        Ok(())
+        };
+        Ok(Prepared { slots, admin })
     }
 
-    /// Swaps in a new plan: builds its runtime (unchanged servers keep their
-    /// health), swaps atomically, restarts health checks, and opens or closes
-    /// listeners. Requests in flight finish on the old plan.
+    /// Binds `address` now, or returns `None` when one of `closing` holds it
+    /// (it is bound after that one closes).
+    async fn bind_unless_closing(&self, address: &str, closing: &[&Bound]) -> Result<Option<TcpListener>, String> {
+        let addr = bind_address(address)?;
+        let held = closing
+            .iter()
+            .any(|b| b.address == address || (addr.port() != 0 && b.local == addr));
+        if held {
+            return Ok(None);
+        }
+        self.bind(address, addr).await.map(Some)
+    }
+
+    async fn bind(&self, address: &str, addr: SocketAddr) -> Result<TcpListener, String> {
+        match TcpListener::bind(addr).await {
+            Ok(l) => Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && self.options.free_port_if_busy => {
+                let free = SocketAddr::new(addr.ip(), 0);
+                let l = TcpListener::bind(free)
+                    .await
+                    .map_err(|e| format!("cannot listen on `{address}`: {e}"))?;
+                tracing::warn!(listen = %address, "address in use; listening on a free port instead");
+                Ok(l)
+            }
+            Err(e) => Err(format!("cannot listen on `{address}`: {e}")),
+        }
+    }
+
+    /// Makes the prepared listeners the running ones: closes those the plan
+    /// dropped (their connections drain gracefully), swaps TLS
+    /// configurations, opens the new ones.
+    async fn commit(&self, current: &mut Listeners, prepared: Prepared) {
+        let mut old: Vec<Option<Bound>> = std::mem::take(&mut current.serving).into_iter().map(Some).collect();
+        let mut next: Vec<Option<Bound>> = Vec::with_capacity(prepared.slots.len());
+        let mut to_open = Vec::new();
+        for (i, slot) in prepared.slots.into_iter().enumerate() {
+            match slot {
+                Slot::Keep { key, tls } => {
+                    let kept = old
+                        .iter_mut()
+                        .find(|b| b.as_ref().is_some_and(|b| b.key == key))
+                        .and_then(Option::take);
+                    if let (Some(b), Some(config)) = (&kept, tls) {
+                        if let Serves::Tls(swap) = &b.serves {
+                            swap.store(config);
+                        }
+                    }
+                    next.push(kept);
+                }
+                open @ Slot::Open { .. } => {
+                    next.push(None);
+                    to_open.push((i, open));
+                }
+            }
+        }
+        for b in old.into_iter().flatten() {
+            close(b).await;
+        }
+        for (i, slot) in to_open {
+            if let Some(b) = self.open(slot).await {
+                next[i] = Some(b);
+            }
+        }
+        current.serving = next.into_iter().flatten().collect();
+
+        let admin = match prepared.admin {
+            Some(Slot::Keep { .. }) => current.admin.take(),
+            Some(open @ Slot::Open { .. }) => {
+                if let Some(b) = current.admin.take() {
+                    close(b).await;
+                }
+                self.open(open).await
+            }
+            None => {
+                if let Some(b) = current.admin.take() {
+                    close(b).await;
+                }
+                None
+            }
+        };
+        current.admin = admin;
+        let addrs = current.serving.iter().map(|b| b.local).collect();
+        self.addrs
+            .store(Arc::new((addrs, current.admin.as_ref().map(|b| b.local))));
+    }
+
+    /// Binds (if not bound yet) and starts the accept loop of one slot.
+    async fn open(&self, slot: Slot) -> Option<Bound> {
+        let Slot::Open {
+            key,
+            address,
+            socket,
+            serves,
+        } = slot
+        else {
+            return None;
+        };
+        let socket = match socket {
+            Some(s) => s,
+            None => match bind_address(&address) {
+                Ok(addr) => match self.bind(&address, addr).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "listener not opened");
+                        return None;
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "listener not opened");
+                    return None;
+                }
+            },
+        };
+        let local = match socket.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(listen = %address, error = %e, "listener not opened");
+                return None;
+            }
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let shared = self.shared.clone();
+        let tracker = self.connections.clone();
+        let shutdown = self.shutdown.subscribe();
+        let task = match &serves {
+            Serves::Http => tokio::spawn(accept_loop(socket, shared, tracker, None, stop_rx, shutdown)),
+            Serves::Tls(config) => tokio::spawn(accept_loop(
+                socket,
+                shared,
+                tracker,
+                Some(config.clone()),
+                stop_rx,
+                shutdown,
+            )),
+            Serves::Tcp(upstream) => tokio::spawn(tcp::accept_loop(
+                socket,
+                shared,
+                upstream.clone(),
+                tracker,
+                stop_rx,
+                shutdown,
+            )),
+            Serves::Admin => tokio::spawn(admin_loop(socket, shared, stop_rx)),
+        };
+        match &serves {
+            Serves::Admin => {
+                tracing::info!(admin = %address, bound = %local, "admin listening (/healthz, /metrics, /plan)");
+                if !local.ip().is_loopback() {
+                    tracing::warn!(
+                        admin = %address,
+                        "the admin listener is reachable from other machines: /metrics and /plan describe \
+                         the whole configuration; bind it to a loopback address such as 127.0.0.1"
+                    );
+                }
+            }
+            Serves::Tcp(upstream) => {
+                tracing::info!(listen = %address, bound = %local, upstream = %upstream, "listening (tcp)")
+            }
+            Serves::Tls(_) => tracing::info!(listen = %address, bound = %local, "listening (tls)"),
+            Serves::Http => tracing::info!(listen = %address, bound = %local, "listening"),
+        }
+        Some(Bound {
+            key,
+            address,
+            local,
+            serves,
+            stop,
+            task,
+        })
+    }
+
+    /// Swaps in a new plan: binds what it adds (a listener that cannot be
+    /// bound refuses the reload and changes nothing), builds its runtime
+    /// (unchanged servers keep their health and pools), swaps atomically,
+    /// restarts health checks, and closes what it drops. Requests in flight
+    /// finish on the plan they started with.
     pub async fn reload(&self, plan: Plan) -> Result<(), String> {
         let plan = Arc::new(plan);
+        let mut listeners = self.listeners.lock().await;
+        let prepared = match self.prepare(&plan, &listeners).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.shared.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         let old = self.shared.current.load_full();
-        let runtime = Runtime::build(plan.clone(), Some(&old)).await;
-        // Bind new listeners first: a listener that cannot bind fails the reload.
-        self.shared.current.store(Arc::new(runtime));
-        if let Err(e) = self.sync_listeners(&plan).await {
-            self.shared.current.store(old);
-            self.shared.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
-            return Err(e);
-        }
+        let runtime = Arc::new(Runtime::build(plan.clone(), Some(&old)).await);
+        self.shared.current.store(runtime.clone());
+        self.commit(&mut listeners, prepared).await;
+        drop(listeners);
         let (stop, rx) = watch::channel(false);
         let previous = std::mem::replace(&mut *self.health_stop.lock().await, stop);
         let _ = previous.send(true);
-        health_check::spawn(&self.shared.current.load_full(), rx);
+        health_check::spawn(&runtime, rx);
         self.shared.metrics.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Stops accepting, asks every connection to finish, and waits up to
-    /// `drain` for them.
-    pub async fn shutdown(&self, drain: Duration) {
+    /// Stops accepting, asks every connection to finish (HTTP/1.1 closes
+    /// after its current response, HTTP/2 gets a GOAWAY), and waits up to
+    /// `drain` for them. Returns how many connections were still open.
+    pub async fn shutdown(&self, drain: Duration) -> u64 {
         let _ = self.shutdown.send(true);
-        for b in self.listeners.lock().await.iter() {
-            let _ = b.stop.send(true);
+        {
+            let mut listeners = self.listeners.lock().await;
+            for b in listeners.serving.drain(..) {
+                close(b).await;
+            }
+            if let Some(b) = listeners.admin.take() {
+                close(b).await;
+            }
         }
         let _ = self.health_stop.lock().await.send(true);
         let wait = async {
             loop {
                 let notified = self.connections.notify.notified();
-                if self.connections.live.load(Ordering::SeqCst) == 0 {
+                if self.connections.live() == 0 {
                     return;
                 }
                 notified.await;
             }
         };
         let _ = tokio::time::timeout(drain, wait).await;
+        self.connections.live()
     }
 }
 
-fn listener_key(l: &gw_compiler::plan::Listener) -> String {
-    match &l.kind {
-        ListenerKind::Http => format!("http {}", l.address),
-        ListenerKind::Tls { .. } => format!("tls {}", l.address),
-        ListenerKind::Tcp { upstream } => format!("tcp {} {upstream}", l.address),
-    }
+/// Stops a listener's accept loop and waits (briefly) until its socket is
+/// closed; its connections drain on their own.
+async fn close(b: Bound) {
+    let _ = b.stop.send(true);
+    let _ = tokio::time::timeout(CLOSE_WAIT, b.task).await;
+    tracing::info!(listen = %b.address, bound = %b.local, "stopped listening");
 }
 
-/// Chooses the certificate by SNI; the first without `sni` is the default.
+/// Chooses the certificate by SNI (exact name, then `*.` wildcard); the
+/// first without `sni` is the default (else the first of all).
 #[derive(Debug)]
 struct SniResolver {
     by_name: HashMap<String, Arc<rustls::sign::CertifiedKey>>,
@@ -258,9 +548,16 @@ struct SniResolver {
 
 impl rustls::server::ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        hello
-            .server_name()
-            .and_then(|n| self.by_name.get(&n.to_ascii_lowercase()))
+        let Some(name) = hello.server_name() else {
+            return self.default.clone();
+        };
+        let name = name.to_ascii_lowercase();
+        self.by_name
+            .get(&name)
+            .or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.by_name.get(&format!("*.{parent}"))
+            })
             .cloned()
             .or_else(|| self.default.clone())
     }
@@ -271,18 +568,20 @@ fn tls_config(certs: &[gw_compiler::plan::Certificate]) -> Result<Arc<rustls::Se
         by_name: HashMap::new(),
         default: None,
     };
+    let mut first = None;
     for c in certs {
         let key = secrets::certified_key(&c.cert, &c.key)?;
+        first.get_or_insert_with(|| key.clone());
         match &c.sni {
             Some(name) => {
-                resolver.by_name.insert(name.to_ascii_lowercase(), key);
+                resolver.by_name.entry(name.to_ascii_lowercase()).or_insert(key);
             }
             None if resolver.default.is_none() => resolver.default = Some(key),
             None => {}
         }
     }
     if resolver.default.is_none() {
-        resolver.default = resolver.by_name.values().next().cloned();
+        resolver.default = first;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -294,16 +593,23 @@ fn tls_config(certs: &[gw_compiler::plan::Certificate]) -> Result<Arc<rustls::Se
     Ok(Arc::new(config))
 }
 
+/// Which protocol a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    /// Plain TCP: HTTP/1.1, or h2c when the client starts with the preface.
+    Auto,
+    H1,
+    H2,
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     tracker: Arc<ConnTracker>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
     mut stop: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let max = shared.current.load().plan.limits.max_connections as usize;
-    let permits = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -312,46 +618,92 @@ async fn accept_loop(
         let (stream, client) = match accepted {
             Ok(a) => a,
             Err(e) => {
+                // Out of file descriptors and the like: back off a little.
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
-        // max_connections: past it, new connections are closed at once.
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let max = shared.current.load().plan.limits.max_connections;
+        let Some(guard) = tracker.try_enter(max) else {
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let guard = tracker.enter();
-        let tls = tls.clone();
-        let shutdown = shutdown.clone();
+        let tls = tls.as_ref().map(|t| t.load_full());
+        let (stop, shutdown) = (stop.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let _permit = permit;
             let _guard = guard;
-            shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-            shared.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
-            match tls {
-                Some(acceptor) => {
-                    let header_timeout = shared.current.load().plan.limits.header_timeout.as_duration();
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => serve_connection(s, client, true, shared.clone(), shutdown).await,
-                        _ => tracing::debug!(%client, "TLS handshake failed"),
-                    }
+            let Some(config) = tls else {
+                let conn = Conn { client, tls: false };
+                serve_connection(stream, conn, Proto::Auto, shared, stop, shutdown).await;
+                return;
+            };
+            let header_timeout = shared.current.load().plan.limits.header_timeout.as_duration();
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => {
+                    let proto = match s.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Proto::H2,
+                        _ => Proto::H1,
+                    };
+                    let conn = Conn { client, tls: true };
+                    serve_connection(s, conn, proto, shared, stop, shutdown).await;
                 }
-                None => serve_connection(stream, client, false, shared.clone(), shutdown).await,
+                Ok(Err(e)) => {
+                    shared.metrics.reject(Rejection::TlsHandshake);
+                    tracing::debug!(%client, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    shared.metrics.reject(Rejection::TlsHandshake);
+                    tracing::debug!(%client, "TLS handshake timed out");
+                }
             }
-            shared.metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// A connection's clocks, shared by its IO wrapper, its requests and its
+/// watcher: all atomics, none shared with another connection.
+#[derive(Default)]
+pub(crate) struct Clocks {
+    /// [`now_millis`] of the last byte read or written.
+    pub(crate) last: AtomicU64,
+    /// Requests whose response head has not been returned yet.
+    in_flight: AtomicU32,
+    /// Requests started on this connection.
+    requests: AtomicU64,
+}
+
+impl Clocks {
+    pub(crate) fn new() -> Arc<Clocks> {
+        let c = Clocks::default();
+        c.last.store(now_millis(), Ordering::Relaxed);
+        Arc::new(c)
+    }
+}
+
+/// Uncounts a request in flight, also when its future is dropped.
+struct InFlight(Arc<Clocks>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// An IO wrapper that notes the time of the last byte read or written, for
 /// `idle_timeout`.
-struct Activity<T> {
-    inner: T,
-    last: Arc<AtomicU64>,
+pub(crate) struct Activity<T> {
+    pub(crate) inner: T,
+    pub(crate) clocks: Arc<Clocks>,
+}
+
+impl<T> Activity<T> {
+    fn touch(&self) {
+        self.clocks.last.store(now_millis(), Ordering::Relaxed);
+    }
 }
 
 impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<T> {
@@ -363,7 +715,7 @@ impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<T> {
         let before = buf.filled().len();
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.last.store(crate::health::now_millis(), Ordering::Relaxed);
+            self.touch();
         }
         r
     }
@@ -377,7 +729,7 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
         if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(crate::health::now_millis(), Ordering::Relaxed);
+            self.touch();
         }
         r
     }
@@ -403,7 +755,7 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.last.store(crate::health::now_millis(), Ordering::Relaxed);
+            self.touch();
         }
         r
     }
@@ -413,33 +765,48 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
     }
 }
 
+/// The size of a request head as HTTP/1.1 writes it (request line and
+/// header lines with their CRLFs).
+fn head_size<B>(req: &Request<B>) -> u64 {
+    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    let headers: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    (line + headers + 2) as u64
+}
+
 async fn serve_connection<S>(
     stream: S,
-    client: SocketAddr,
-    tls: bool,
+    conn: Conn,
+    proto: Proto,
     shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = shared.current.load().plan.limits.clone();
-    let last = Arc::new(AtomicU64::new(crate::health::now_millis()));
-    let in_flight = Arc::new(AtomicU64::new(0));
+    let started = now_millis();
+    let clocks = Clocks::new();
     let io = TokioIo::new(Activity {
         inner: stream,
-        last: last.clone(),
+        clocks: clocks.clone(),
     });
-    let conn = Conn { client, tls };
+    // hyper reads heads of up to 8 KiB whatever it is told: check below that.
+    let max_head = (limits.max_header_size < HYPER_MIN_BUF).then_some(limits.max_header_size);
     let service_shared = shared.clone();
-    let service_in_flight = in_flight.clone();
+    let service_clocks = clocks.clone();
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
         let shared = service_shared.clone();
-        let in_flight = service_in_flight.clone();
-        in_flight.fetch_add(1, Ordering::Relaxed);
+        let clocks = service_clocks.clone();
+        clocks.in_flight.fetch_add(1, Ordering::Relaxed);
+        clocks.requests.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(clocks);
         async move {
-            let resp = proxy::handle(shared, conn, req).await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            Ok::<_, Infallible>(resp)
+            let _guard = guard;
+            if max_head.is_some_and(|max| head_size(&req) > max) {
+                shared.metrics.reject(Rejection::HeaderTooLarge);
+                return Ok::<_, Infallible>(status_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+            }
+            Ok::<_, Infallible>(proxy::handle(shared, conn, req).await)
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -447,27 +814,57 @@ async fn serve_connection<S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout.as_duration())
-        .max_buf_size((limits.max_header_size as usize).max(8192))
+        .max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF).min(usize::MAX as u64) as usize)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_size.min(u64::from(u32::MAX)) as u32);
+    let builder = match proto {
+        Proto::Auto => builder,
+        Proto::H1 => builder.http1_only(),
+        Proto::H2 => builder.http2_only(),
+    };
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let idle = limits.idle_timeout.as_duration();
+    let idle = limits.idle_timeout.0.max(1);
+    let header_deadline = started.saturating_add(limits.header_timeout.0);
     let mut draining = false;
     loop {
-        let idle_check = tokio::time::sleep(Duration::from_millis(250).min(idle));
+        // Wake at the first moment a bound could be crossed; re-check then.
+        let idle_at = clocks.last.load(Ordering::Relaxed).saturating_add(idle);
+        let first_request = clocks.requests.load(Ordering::Relaxed) == 0;
+        let wake_at = if first_request {
+            idle_at.min(header_deadline)
+        } else {
+            idle_at
+        };
+        let nap = Duration::from_millis(wake_at.saturating_sub(now_millis()).max(1));
         tokio::select! {
-            _ = connection.as_mut() => break,
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    note_connection_error(&shared, conn, &*e);
+                }
+                return;
+            }
+            _ = stop.changed(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
             _ = shutdown.changed(), if !draining => {
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
-            _ = idle_check => {
-                let quiet = crate::health::now_millis().saturating_sub(last.load(Ordering::Relaxed));
-                if !draining && in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle.as_millis() as u64 {
+            _ = tokio::time::sleep(nap), if !draining => {
+                let now = now_millis();
+                if clocks.requests.load(Ordering::Relaxed) == 0 && now >= header_deadline {
+                    shared.metrics.reject(Rejection::HeaderTimeout);
+                    tracing::debug!(client = %conn.client, "no request head within header_timeout; closing");
+                    return;
+                }
+                let quiet = now.saturating_sub(clocks.last.load(Ordering::Relaxed));
+                if clocks.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
+                    tracing::debug!(client = %conn.client, "idle_timeout; closing");
                     draining = true;
                     connection.as_mut().graceful_shutdown();
                 }
@@ -476,13 +873,28 @@ async fn serve_connection<S>(
     }
 }
 
+/// Counts what a connection ended with: a head over `max_header_size` (hyper
+/// answered 431) or a head not read within `header_timeout`.
+fn note_connection_error(shared: &Shared, conn: Conn, e: &(dyn std::error::Error + Send + Sync + 'static)) {
+    let Some(h) = e.downcast_ref::<hyper::Error>() else {
+        tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
+        return;
+    };
+    if h.is_parse_too_large() {
+        shared.metrics.reject(Rejection::HeaderTooLarge);
+    } else if h.is_timeout() {
+        shared.metrics.reject(Rejection::HeaderTimeout);
+    }
+    tracing::debug!(client = %conn.client, error = %h, "connection ended with an error");
+}
+
 // ------------------------------------------------------------------ admin
 
-async fn admin_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn admin_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         };
         let Ok((stream, _)) = accepted else { continue };
         let shared = shared.clone();
@@ -492,6 +904,8 @@ async fn admin_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wa
                 async move { Ok::<_, Infallible>(admin(&shared, &req)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -508,39 +922,20 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 /// `/healthz`, `/metrics` (Prometheus text), `/plan` (JSON, secrets redacted).
 fn admin<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
+    if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
+        let mut r = status_response(StatusCode::METHOD_NOT_ALLOWED);
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
     let rt = shared.current.load_full();
     match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/metrics" => {
-            let routes: Vec<_> = rt
-                .route_labels
-                .iter()
-                .zip(&rt.route_metrics)
-                .map(|(l, m)| RouteSample { route: l, metrics: m })
-                .collect();
-            let sets: Vec<_> = rt
-                .upstreams
-                .iter()
-                .map(|u| (u.name.as_str(), u.set.load_full()))
-                .collect();
-            let mut servers = Vec::new();
-            for (name, set) in &sets {
-                for b in &set.backends {
-                    servers.push(ServerSample {
-                        upstream: name,
-                        server: &b.state.id,
-                        healthy: b.state.is_healthy(),
-                        ejected: b.state.is_ejected(),
-                        in_flight: b.state.in_flight(),
-                    });
-                }
-            }
-            text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                metrics::render(&shared.metrics, &routes, &servers),
-            )
-        }
+        "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_metrics(shared, &rt),
+        ),
         "/plan" => {
             let mut value = serde_json::to_value(&*rt.plan).unwrap_or(serde_json::Value::Null);
             redact(&mut value);
@@ -550,30 +945,91 @@ fn admin<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
                 serde_json::to_string_pretty(&value).unwrap_or_default(),
             )
         }
-        _ => crate::error::status_response(StatusCode::NOT_FOUND),
+        _ => status_response(StatusCode::NOT_FOUND),
     }
 }
 
-/// Replaces every inline secret's value in the plan's JSON.
+fn render_metrics(shared: &Shared, rt: &Runtime) -> String {
+    let routes: Vec<_> = rt
+        .route_labels
+        .iter()
+        .zip(&rt.route_metrics)
+        .map(|(l, m)| RouteSample { route: l, metrics: m })
+        .collect();
+    let mut servers = Vec::new();
+    for up in &rt.upstreams {
+        for b in &up.set.load().backends {
+            servers.push((
+                up.name.as_str(),
+                b.state.label(),
+                b.state.is_healthy(),
+                b.state.is_ejected(),
+                b.state.in_flight(),
+            ));
+        }
+    }
+    let samples: Vec<_> = servers
+        .iter()
+        .map(|(upstream, server, healthy, ejected, in_flight)| ServerSample {
+            upstream,
+            server,
+            healthy: *healthy,
+            ejected: *ejected,
+            in_flight: *in_flight,
+        })
+        .collect();
+    metrics::render(&shared.metrics, &routes, &samples)
+}
+
+/// Hides secrets in the plan's JSON: every inline secret's value, and the
+/// password of any URL that carries one (`redis://user:pass@host`).
+/// References (`env("NAME")`, `file("path")`) stay: they are not secret.
 fn redact(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
             for (k, val) in map.iter_mut() {
-                if k == "inline" {
-                    *val = match val {
-                        serde_json::Value::Array(items) => {
-                            serde_json::Value::Array(items.iter().map(|_| "<redacted>".into()).collect())
-                        }
-                        _ => "<redacted>".into(),
-                    };
-                } else {
+                if k != "inline" {
                     redact(val);
+                    continue;
+                }
+                match val {
+                    serde_json::Value::Array(items) => {
+                        for item in items.iter_mut() {
+                            if item.is_string() {
+                                *item = "<redacted>".into();
+                            } else {
+                                redact(item);
+                            }
+                        }
+                    }
+                    serde_json::Value::String(_) => *val = "<redacted>".into(),
+                    other => redact(other),
                 }
             }
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
+        serde_json::Value::String(s) => {
+            if let Some(clean) = redact_url_password(s) {
+                *s = clean;
+            }
+        }
         _ => {}
     }
+}
+
+/// `scheme://user:pass@host/...` → `scheme://user:<redacted>@host/...`.
+fn redact_url_password(s: &str) -> Option<String> {
+    let (scheme, rest) = s.split_once("://")?;
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let (userinfo, host) = authority.rsplit_once('@')?;
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let hidden = if userinfo.contains(':') {
+        format!("{user}:<redacted>")
+    } else {
+        "<redacted>".to_string()
+    };
+    Some(format!("{scheme}://{hidden}@{host}{}", &rest[authority_end..]))
 }
 
 /// Dials `addr` within `timeout`.

@@ -1,19 +1,24 @@
 //! Layer 4: `listen ADDR tcp -> UPSTREAM` spreads raw TCP connections over
-//! the upstream's servers with its strategy (the client IP is the hash key)
-//! and health; a server that refuses the connection is marked by passive
-//! ejection and the next one is tried.
+//! the upstream's servers with its strategy and health (`ip_hash` hashes the
+//! client address; the other hash keys are HTTP data, so those upstreams go
+//! round robin here). A server that refuses the connection or does not
+//! accept it within `connect_timeout` counts for passive ejection and the
+//! next one is tried. Bytes are copied both ways until either side closes,
+//! or nothing moves for `idle_timeout`. Connections count towards
+//! `max_connections`.
 
-use crate::server::{connect, ConnTracker};
+use crate::server::{connect, Activity, Clocks, ConnTracker};
 use crate::state::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
-    upstream: usize,
+    upstream: String,
     tracker: Arc<ConnTracker>,
     mut stop: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -24,42 +29,86 @@ pub(crate) async fn accept_loop(
             _ = stop.changed() => return,
             _ = shutdown.changed() => return,
         };
-        let Ok((mut client, peer)) = accepted else { continue };
-        let _ = client.set_nodelay(true);
-        let rt = shared.current.load_full();
-        let Some(up) = rt.upstreams.get(upstream).cloned() else {
+        let (client, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let max = shared.current.load().plan.limits.max_connections;
+        let Some(guard) = tracker.try_enter(max) else {
             continue;
         };
-        let guard = tracker.enter_tcp();
-        let metrics = shared.metrics.clone();
+        let _ = client.set_nodelay(true);
+        let shared = shared.clone();
+        let upstream = upstream.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-            let set = up.set.load_full();
-            let key = peer.ip().to_string().into_bytes();
-            let mut tried = Vec::new();
-            let timeout = up.config.connect_timeout.as_duration();
-            loop {
-                let Some(i) = set.balancer.pick(&set.states, Some(&key), &tried) else {
-                    tracing::warn!(upstream = %up.name, "tcp: no usable server");
+            proxy_connection(client, peer, &shared, &upstream).await;
+        });
+    }
+}
+
+async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared: &Shared, upstream: &str) {
+    let rt = shared.current.load_full();
+    // By name: the plan a reload swapped in may number its upstreams anew.
+    let Some(up) = rt.upstreams.iter().find(|u| u.name == upstream).cloned() else {
+        return;
+    };
+    let idle = rt.plan.limits.idle_timeout.as_duration().max(Duration::from_millis(1));
+    drop(rt);
+    let set = up.set.load_full();
+    let key = up.ip_hash.then(|| peer.ip().to_string().into_bytes());
+    let mut tried = Vec::new();
+    let timeout = up.config.connect_timeout.as_duration();
+    let (mut server, backend) = loop {
+        let Some(i) = set.balancer.pick(&set.states, key.as_deref(), &tried) else {
+            shared.metrics.reject(crate::metrics::Rejection::NoServer);
+            tracing::debug!(upstream = %up.name, client = %peer, "tcp: no usable server");
+            return;
+        };
+        tried.push(i);
+        let backend = &set.backends[i];
+        match connect(backend.addr, timeout).await {
+            Ok(server) => {
+                backend.state.record_result(true, up.eject);
+                break (server, backend);
+            }
+            Err(e) => {
+                backend.state.record_result(false, up.eject);
+                if tried.len() > 1 {
+                    shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(upstream = %up.name, server = %backend.addr, error = %e, "tcp: connect failed");
+            }
+        }
+    };
+    let _ = server.set_nodelay(true);
+    let _in_flight = backend.state.start();
+    let clocks = Clocks::new();
+    let mut client = Activity {
+        inner: client,
+        clocks: clocks.clone(),
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+    tokio::pin!(copy);
+    loop {
+        let quiet_at = clocks
+            .last
+            .load(Ordering::Relaxed)
+            .saturating_add(idle.as_millis() as u64);
+        let nap = Duration::from_millis(quiet_at.saturating_sub(crate::health::now_millis()).max(1));
+        tokio::select! {
+            _ = copy.as_mut() => return,
+            _ = tokio::time::sleep(nap) => {
+                let quiet = crate::health::now_millis().saturating_sub(clocks.last.load(Ordering::Relaxed));
+                if quiet >= idle.as_millis() as u64 {
+                    tracing::debug!(upstream = %up.name, client = %peer, "tcp: idle_timeout; closing");
                     return;
-                };
-                tried.push(i);
-                let backend = &set.backends[i];
-                match connect(backend.addr, timeout).await {
-                    Ok(mut server) => {
-                        backend.state.record_result(true, up.eject);
-                        let _ = server.set_nodelay(true);
-                        let _in_flight = backend.state.start();
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        return;
-                    }
-                    Err(e) => {
-                        backend.state.record_result(false, up.eject);
-                        tracing::debug!(upstream = %up.name, server = %backend.addr, error = %e, "tcp: connect failed");
-                    }
                 }
             }
-        });
+        }
     }
 }

@@ -9,7 +9,9 @@ use super::plan::compile_plan;
 use super::EXIT_USAGE;
 use crate::host::RealHost;
 use crate::render::{self, Style};
+use gw_runtime::demo::Demo;
 use gw_runtime::{Gateway, Options};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -64,11 +66,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let files: Vec<PathBuf> = compilation
-        .sources
-        .files()
-        .map(|(_, f)| PathBuf::from(&f.name))
-        .collect();
+    let files = source_files(&compilation);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
         builder.worker_threads(n.max(1));
@@ -80,7 +78,18 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    runtime.block_on(serve(args, plan, files))
+    let code = runtime.block_on(serve(args, plan, files));
+    // Connections still open after the drain are cut here.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+fn source_files(compilation: &gw_compiler::Compilation) -> Vec<PathBuf> {
+    compilation
+        .sources
+        .files()
+        .map(|(_, f)| PathBuf::from(&f.name))
+        .collect()
 }
 
 fn init_logging(format: LogFormat) {
@@ -91,43 +100,116 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
 
-async fn serve(args: ServeArgs, plan: gw_compiler::plan::Plan, files: Vec<PathBuf>) -> ExitCode {
-    if args.demo {
-        let backends = gw_runtime::demo::start(&plan).await;
-        for b in &backends {
-            tracing::info!(service = %b.service, address = %b.addr, "demo backend started");
+/// The signals `gwc serve` acts on, registered before anything listens so
+/// that none arrives unhandled.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+                hup: signal(SignalKind::hangup()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// SIGTERM or SIGINT (Ctrl-C).
+    async fn stop(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.term) => {}
+                _ = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    let gateway = match Gateway::start(plan.clone(), Options::default()).await {
+}
+
+async fn serve(args: ServeArgs, mut plan: gw_compiler::plan::Plan, files: Vec<PathBuf>) -> ExitCode {
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut signals = Signals::register();
+    let mut demo = None;
+    if args.demo {
+        let mut d = Demo::new();
+        let started = d.start(&plan).await;
+        for b in &started {
+            tracing::info!(service = %b.service, address = %b.address, bound = %b.addr, "demo backend started");
+        }
+        d.apply(&mut plan);
+        demo = Some(d);
+    }
+    let options = Options {
+        admin_override: None,
+        free_port_if_busy: args.demo,
+    };
+    let gateway = match Gateway::start(plan.clone(), options).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let addrs = gateway.local_addrs().await;
-    for (l, a) in plan.listeners.iter().zip(&addrs) {
-        tracing::info!(listen = %l.address, bound = %a, "listening");
-    }
-    if let Some(a) = gateway.admin_addr() {
-        tracing::info!(bound = %a, "admin listening (/healthz, /metrics, /plan)");
-    }
     if args.demo {
-        print_tour(&plan, &addrs, gateway.admin_addr());
+        print_tour(&plan, &gateway.local_addrs().await, gateway.admin_addr());
     }
-    let reload = tokio::spawn(watch(gateway.clone(), args.file.clone(), files, args.watch_interval));
-    wait_for_shutdown().await;
-    tracing::info!(drain = ?args.drain, "shutting down: no new connections; draining");
+    #[cfg(unix)]
+    let hup = signals.hup.take();
+    #[cfg(not(unix))]
+    let hup = ();
+    let reload = tokio::spawn(watch(
+        gateway.clone(),
+        args.file.clone(),
+        files,
+        args.watch_interval,
+        hup,
+        demo,
+    ));
+    signals.stop().await;
+    tracing::info!(drain = ?args.drain, "shutting down: no new connections; draining (a second signal stops at once)");
     reload.abort();
-    gateway.shutdown(args.drain).await;
+    tokio::select! {
+        left = gateway.shutdown(args.drain) => {
+            if left > 0 {
+                tracing::warn!(connections = left, "drain time over; closing the connections still open");
+            } else {
+                tracing::info!("drained; bye");
+            }
+        }
+        _ = signals.stop() => tracing::warn!("second signal: stopping without waiting"),
+    }
     ExitCode::SUCCESS
 }
 
-/// A few requests to try against the demo.
+/// A few requests to try against the demo, on standard output.
 fn print_tour(plan: &gw_compiler::plan::Plan, addrs: &[std::net::SocketAddr], admin: Option<std::net::SocketAddr>) {
     let Some(http) = plan
         .listeners
@@ -166,41 +248,41 @@ fn print_tour(plan: &gw_compiler::plan::Plan, addrs: &[std::net::SocketAddr], ad
         lines.push(format!("  curl http://{a}/metrics"));
     }
     lines.push("Edit the .gw file and save: the gateway reloads it. Ctrl-C stops it.\n".into());
-    eprintln!("{}", lines.join("\n"));
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{}", lines.join("\n"));
+    let _ = stdout.flush();
 }
 
-async fn wait_for_shutdown() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+/// What identifies a version of a file: modification time and length.
+type Stamp = Option<(SystemTime, u64)>;
 
-fn mtimes(files: &[PathBuf]) -> Vec<Option<SystemTime>> {
+fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
     files
         .iter()
-        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
         .collect()
 }
 
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
 /// Recompiles on SIGHUP or when a configuration file changes; swaps the
 /// plan in on success, logs the diagnostics and keeps the old plan otherwise.
-async fn watch(gateway: Arc<Gateway>, root: String, mut files: Vec<PathBuf>, every: Duration) {
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut seen = mtimes(&files);
+async fn watch(
+    gateway: Arc<Gateway>,
+    root: String,
+    mut files: Vec<PathBuf>,
+    every: Duration,
+    #[cfg_attr(not(unix), allow(unused_variables, unused_mut))] mut hup: Hangup,
+    mut demo: Option<Demo>,
+) {
+    let mut seen = stamps(&files);
     loop {
         #[cfg(unix)]
         let signalled = async {
@@ -217,31 +299,41 @@ async fn watch(gateway: Arc<Gateway>, root: String, mut files: Vec<PathBuf>, eve
             _ = tokio::time::sleep(every) => false,
             _ = signalled => true,
         };
-        let now = mtimes(&files);
+        let now = stamps(&files);
         if !by_signal && now == seen {
             continue;
         }
         seen = now;
-        let compilation = match gw_compiler::compile(&RealHost, &root) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(file = %root, error = %e, "reload: cannot read the configuration; keeping the running plan");
+        if by_signal {
+            tracing::info!(file = %root, "SIGHUP: reloading");
+        }
+        let compile_root = root.clone();
+        let compiled = tokio::task::spawn_blocking(move || gw_compiler::compile(&RealHost, &compile_root)).await;
+        let compilation = match compiled {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::error!(file = %root, error = %super::plan::describe(&e), "reload: cannot read the configuration; keeping the running plan");
                 continue;
             }
+            Err(_) => continue,
         };
         // Watch the files of the new compilation (imports may have changed).
-        files = compilation
-            .sources
-            .files()
-            .map(|(_, f)| PathBuf::from(&f.name))
-            .collect();
-        seen = mtimes(&files);
+        files = source_files(&compilation);
+        seen = stamps(&files);
         let errors = compilation.errors();
         match compilation.plan {
-            Some(plan) if errors == 0 => match gateway.reload(plan).await {
-                Ok(()) => tracing::info!(file = %root, "reloaded"),
-                Err(e) => tracing::error!(file = %root, error = %e, "reload failed; keeping the running plan"),
-            },
+            Some(mut plan) if errors == 0 => {
+                if let Some(d) = demo.as_mut() {
+                    for b in d.start(&plan).await {
+                        tracing::info!(service = %b.service, address = %b.address, bound = %b.addr, "demo backend started");
+                    }
+                    d.apply(&mut plan);
+                }
+                match gateway.reload(plan).await {
+                    Ok(()) => tracing::info!(file = %root, "reloaded"),
+                    Err(e) => tracing::error!(file = %root, error = %e, "reload failed; keeping the running plan"),
+                }
+            }
             _ => {
                 gateway
                     .shared()
