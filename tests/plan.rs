@@ -418,7 +418,8 @@ fn auth_is_not_evaluated_in_tests() {
 fn coverage_lists_routes_no_test_reaches() {
     let c = compile("route GET /x -> a\nroute GET /y -> b\ntest \"t\" {\n  GET /x -> a\n}");
     let report = c.tests.expect("tests ran");
-    assert_eq!(report.unreached().collect::<Vec<_>>(), [1]);
+    let unreached: Vec<(usize, &str)> = report.unreached().map(|(i, head, _)| (i, head)).collect();
+    assert_eq!(unreached, [(1, "GET /y")]);
 }
 
 // ------------------------------------------------------------------ gwc route explanations
@@ -437,4 +438,26 @@ fn explanation_names_the_losers_and_why() {
     assert!(matches!(&reasons[1], (2, Reason::Method { .. })));
     assert!(matches!(&reasons[2], (3, Reason::LessSpecific { position: 1, .. })));
     assert!(matches!(&reasons[3], (4, Reason::Host { .. })));
+}
+
+#[test]
+fn host_matching_ignores_case_at_every_position() {
+    let name = "api-gateway.internal.example.com";
+    let p = plan(&format!("route GET /x host \"{name}\" -> a\nroute GET /x -> b"));
+    for i in 0..name.len() {
+        let mut spelled: Vec<u8> = name.bytes().collect();
+        spelled[i] = spelled[i].to_ascii_uppercase();
+        let spelled = String::from_utf8(spelled).expect("ascii");
+        for host in [spelled.clone(), format!("{spelled}:8080"), format!("{spelled}.:1")] {
+            assert_eq!(route(&p, Method::Get, &host, "/x"), "a", "{host}");
+        }
+    }
+    for other in [
+        "api-gateway.internal.example.co",
+        "api-gateway.internal.example.comm",
+        "é.example",
+        ":80",
+    ] {
+        assert_eq!(route(&p, Method::Get, other, "/x"), "b", "{other}");
+    }
 }

@@ -58,32 +58,21 @@ impl std::fmt::Display for Reason {
             Reason::Hostless => f.write_str("host: the winner names the request's host and this route names none"),
             Reason::LessSpecific { position, this, winner } => {
                 let what = |s: &str| {
-                    if s.starts_with("{*") {
-                        "a catch-all"
-                    } else if s.starts_with('{') {
-                        "a parameter"
-                    } else {
-                        "a literal"
-                    }
-                };
-                let show = |s: &str| {
                     if s.is_empty() {
-                        "(end of path)".to_string()
+                        "nothing (the path ends)".to_string()
+                    } else if s.starts_with("{*") {
+                        format!("catch-all `{s}`")
+                    } else if s.starts_with('{') {
+                        format!("parameter `{s}`")
                     } else {
-                        format!("`{s}`")
+                        format!("literal `{s}`")
                     }
                 };
                 write!(
                     f,
-                    "less specific at segment {position}: {} {} against the winner's {} {}",
+                    "less specific at segment {position}: {} where the winner has {}",
                     what(this),
-                    show(this),
-                    if winner.is_empty() { "end of" } else { what(winner) },
-                    if winner.is_empty() {
-                        "path".to_string()
-                    } else {
-                        show(winner)
-                    },
+                    what(winner)
                 )
             }
             Reason::EveryMethod => f.write_str("method: it matches every method and the winner names this one"),

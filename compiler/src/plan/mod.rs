@@ -145,6 +145,12 @@ impl Plan {
         print::render(self)
     }
 
+    /// A route's policies in the order they run, its target (with the
+    /// upstream's strategy) and its response transforms, one line each.
+    pub fn pipeline(&self, route: &Route) -> Vec<String> {
+        print::pipeline(self, route)
+    }
+
     /// A route's target in words: `orders`, `aggregate`, `respond 404`,
     /// `redirect 301`.
     pub fn target_name(&self, route: &Route) -> String {

@@ -139,9 +139,15 @@ fn rate_limit(plan: &Plan, l: &RateLimit) -> String {
         .store
         .and_then(|s| plan.stores.get(s))
         .map_or(String::new(), |s| format!(" store {}", s.name));
+    let per = match l.per.0 {
+        1_000 => "s".to_string(),
+        60_000 => "min".to_string(),
+        3_600_000 => "hour".to_string(),
+        _ => l.per.to_string(),
+    };
     format!(
-        "{} (rate {}/{} burst {} key {}{store})",
-        l.name, l.count, l.per, l.burst, l.key
+        "{} (rate {}/{per} burst {} key {}{store})",
+        l.name, l.count, l.burst, l.key
     )
 }
 

@@ -43,9 +43,7 @@ use super::Route;
 use crate::ast::Method;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 
 // ------------------------------------------------------------------ method sets
 
@@ -237,36 +235,74 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, BadPath> {
     if !path.starts_with('/') {
         return Err(BadPath::NotAbsolute);
     }
-    let path = if path.as_bytes().contains(&b'%') {
+    // One pass, eight bytes at a time: any escape, any dot?
+    let (escape, dot) = scan(path.as_bytes());
+    let dots = dot && path.contains("..");
+    let path = if escape {
         decode_unreserved(path)
     } else {
         Cow::Borrowed(path)
     };
-    if path.contains("..") && path.split('/').any(|s| s == "..") {
+    if (dots || escape) && path.split('/').any(|s| s == "..") {
         return Err(BadPath::DotDot);
     }
     Ok(path)
 }
 
+/// Whether `bytes` has a `%` and whether it has a `.` (SWAR: eight bytes
+/// per step).
+#[inline]
+fn scan(bytes: &[u8]) -> (bool, bool) {
+    let (mut pct, mut dot) = (0u64, 0u64);
+    let mut i = 0;
+    while i < bytes.len() {
+        let w = word(bytes, i);
+        pct |= bytes_eq(w, b'%');
+        dot |= bytes_eq(w, b'.');
+        i += 8;
+    }
+    (pct != 0, dot != 0)
+}
+
 /// Longest host name we look up (DNS allows 253).
 const MAX_HOST: usize = 255;
 
-/// The host without port or trailing dot, lower-cased into `buf`.
-fn normalize_host<'b>(host: &str, buf: &'b mut [u8; MAX_HOST]) -> Option<&'b str> {
-    let name = if host.starts_with('[') {
-        match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        }
+/// The host without port or trailing dot, lower-cased (into `buf` only when
+/// it has upper-case or non-ASCII bytes). Eight bytes per step.
+fn normalize_host<'h>(host: &'h str, buf: &'h mut [u8; MAX_HOST]) -> Option<&'h str> {
+    let bytes = host.as_bytes();
+    let mut end = bytes.len();
+    let mut copy = false;
+    if bytes.first() == Some(&b'[') {
+        end = bytes.iter().position(|&b| b == b']').map_or(end, |i| i + 1);
+        copy = bytes[..end].iter().any(u8::is_ascii_uppercase);
     } else {
-        match host.rfind(':') {
-            Some(colon) => &host[..colon],
-            None => host,
+        let mut i = 0;
+        while i < bytes.len() {
+            let w = word(bytes, i);
+            // Upper-case ASCII: b + 63 reaches 0x80 and b + 37 does not.
+            let mut upper = w.wrapping_add(LO * 63) & !w.wrapping_add(LO * 37) & HI;
+            let colon = bytes_eq(w, b':');
+            if colon != 0 {
+                let k = (colon.trailing_zeros() / 8) as usize;
+                upper &= (1u64 << (8 * k)).wrapping_sub(1);
+                end = i + k;
+            }
+            // Non-ASCII bytes (the additions may carry): take the slow path.
+            copy |= upper != 0 || w & HI != 0;
+            if colon != 0 {
+                break;
+            }
+            i += 8;
         }
-    };
+    }
+    let name = host.get(..end)?;
     let name = name.strip_suffix('.').unwrap_or(name);
     if name.is_empty() || name.len() > MAX_HOST {
         return None;
+    }
+    if !copy {
+        return Some(name);
     }
     let out = buf.get_mut(..name.len())?;
     out.copy_from_slice(name.as_bytes());
@@ -282,83 +318,164 @@ pub fn canonical_host(host: &str) -> String {
 
 // ------------------------------------------------------------------ the tree
 
-/// FxHash (as in rustc): fast for the short keys of a route table. Keys come
-/// from the configuration, so flooding is not a concern: requests only look up.
-#[derive(Default, Clone, Copy)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut h = self.0;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-        self.0 = h;
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<V> = HashMap<Box<str>, V, BuildHasherDefault<FxHasher>>;
-
 const NONE: u32 = u32::MAX;
-/// Up to this many literal children are scanned; more go in a hash map.
+/// Up to this many literal children are scanned; more are hashed.
 const SCAN_MAX: usize = 8;
 
-#[derive(Clone, Debug)]
-enum Literals {
-    Few(Vec<(Box<str>, u32)>),
-    Many(FxMap<u32>),
-}
-
-impl Default for Literals {
-    fn default() -> Self {
-        Literals::Few(Vec::new())
+/// Up to eight bytes of `b` from `at`, zero-padded, as one little-endian
+/// word (without a call to `memcpy`).
+#[inline]
+fn word(b: &[u8], at: usize) -> u64 {
+    let Some(s) = b.get(at..) else { return 0 };
+    if let Some(&w) = s.first_chunk::<8>() {
+        return u64::from_le_bytes(w);
     }
+    let (mut w, mut i) = (0u64, 0usize);
+    if let Some(&c) = s.first_chunk::<4>() {
+        w = u64::from(u32::from_le_bytes(c));
+        i = 4;
+    }
+    if let Some(&c) = s.get(i..).and_then(|r| r.first_chunk::<2>()) {
+        w |= u64::from(u16::from_le_bytes(c)) << (8 * i);
+        i += 2;
+    }
+    if let Some(&c) = s.get(i) {
+        w |= u64::from(c) << (8 * i);
+    }
+    w
 }
 
-impl Literals {
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// High bit set in each byte of `w` equal to `b` (exact up to the first
+/// match, which is all the callers use).
+#[inline]
+fn bytes_eq(w: u64, b: u8) -> u64 {
+    let x = w ^ (LO * u64::from(b));
+    x.wrapping_sub(LO) & !x & HI
+}
+
+/// A key's length, first and last eight bytes: compared before the bytes
+/// themselves, and hashed (an FxHash-style mix). Keys come from the
+/// configuration and requests only look up, so flooding is not a concern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sig {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl Sig {
     #[inline]
-    fn get(&self, seg: &str) -> Option<u32> {
-        match self {
-            Literals::Few(v) => v.iter().find(|(k, _)| &**k == seg).map(|(_, n)| *n),
-            Literals::Many(m) => m.get(seg).copied(),
+    fn of(key: &str) -> Sig {
+        let b = key.as_bytes();
+        Sig {
+            len: b.len(),
+            head: word(b, 0),
+            tail: word(b, b.len().saturating_sub(8)),
         }
     }
 
+    /// Well mixed in the high bits (callers index with `hash >> shift`).
+    #[inline]
+    fn hash(self) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let h = (self.head ^ self.len as u64).wrapping_mul(K);
+        (h ^ (h >> 32) ^ self.tail).wrapping_mul(K)
+    }
+}
+
+/// A key (a literal segment or a host name) and its node.
+#[derive(Clone, Debug)]
+struct Edge {
+    sig: Sig,
+    key: Box<str>,
+    node: u32,
+}
+
+impl Edge {
+    #[inline]
+    fn is(&self, sig: Sig, key: &str) -> bool {
+        // Keys of up to 16 bytes are wholly covered by the signature.
+        self.sig == sig && (sig.len <= 16 || *self.key == *key)
+    }
+}
+
+/// Keys to nodes: scanned when few, else an open-addressing hash table.
+#[derive(Clone, Debug, Default)]
+struct Edges {
+    edges: Vec<Edge>,
+    /// Indices into `edges` (`NONE`: empty); empty while scanning.
+    slots: Vec<u32>,
+    /// `64 - log2(slots.len())`: a hash's top bits pick its first slot.
+    shift: u32,
+}
+
+impl Edges {
+    #[inline]
+    fn get(&self, key: &str) -> Option<u32> {
+        let sig = Sig::of(key);
+        if self.slots.is_empty() {
+            return self.edges.iter().find(|e| e.is(sig, key)).map(|e| e.node);
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = (sig.hash() >> self.shift) as usize;
+        loop {
+            let slot = *self.slots.get(i)?;
+            let e = self.edges.get(slot as usize)?;
+            if e.is(sig, key) {
+                return Some(e.node);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+
+    /// The keys and their nodes, sorted by key.
     fn iter(&self) -> Vec<(&str, u32)> {
-        let mut v: Vec<(&str, u32)> = match self {
-            Literals::Few(v) => v.iter().map(|(k, n)| (&**k, *n)).collect(),
-            Literals::Many(m) => m.iter().map(|(k, n)| (&**k, *n)).collect(),
-        };
+        let mut v: Vec<(&str, u32)> = self.edges.iter().map(|e| (&*e.key, e.node)).collect();
         v.sort_unstable();
         v
     }
 
-    fn insert(&mut self, seg: &str, node: u32) {
-        match self {
-            Literals::Few(v) if v.len() < SCAN_MAX => v.push((seg.into(), node)),
-            Literals::Few(v) => {
-                let mut m: FxMap<u32> = v.drain(..).collect();
-                m.insert(seg.into(), node);
-                *self = Literals::Many(m);
+    fn insert(&mut self, key: &str, node: u32) {
+        self.edges.push(Edge {
+            sig: Sig::of(key),
+            key: key.into(),
+            node,
+        });
+        if self.edges.len() > SCAN_MAX {
+            self.rehash();
+        }
+    }
+
+    /// Rebuilds the table at most half full (slots are never `NONE`-free,
+    /// so a probe always ends).
+    fn rehash(&mut self) {
+        let want = (self.edges.len() * 2).next_power_of_two();
+        if self.slots.len() >= want && self.slots.len() >= self.edges.len() * 2 {
+            let mask = self.slots.len() - 1;
+            let last = self.edges.len() - 1;
+            let mut i = (self.edges[last].sig.hash() >> self.shift) as usize;
+            while self.slots[i] != NONE {
+                i = (i + 1) & mask;
             }
-            Literals::Many(m) => {
-                m.insert(seg.into(), node);
+            self.slots[i] = last as u32;
+            return;
+        }
+        self.slots = vec![NONE; want.max(16)];
+        self.shift = 64 - self.slots.len().trailing_zeros();
+        let mask = self.slots.len() - 1;
+        for (n, e) in self.edges.iter().enumerate() {
+            let mut i = (e.sig.hash() >> self.shift) as usize;
+            while self.slots[i] != NONE {
+                i = (i + 1) & mask;
             }
+            self.slots[i] = n as u32;
         }
     }
 }
@@ -387,7 +504,7 @@ impl Default for Table {
 
 #[derive(Clone, Debug, Default)]
 struct Node {
-    literals: Literals,
+    literals: Edges,
     param: u32,
     catch_all: u32,
     table: Option<Box<Table>>,
@@ -398,7 +515,7 @@ struct Node {
 impl Node {
     fn new(label: &str) -> Node {
         Node {
-            literals: Literals::default(),
+            literals: Edges::default(),
             param: NONE,
             catch_all: NONE,
             table: None,
@@ -414,7 +531,7 @@ pub type Visit<'v> = dyn FnMut(usize, &str, Vec<(Option<MethodSet>, usize)>) + '
 /// The compiled route table of a [`Plan`](super::Plan).
 #[derive(Clone, Debug, Default)]
 pub struct Router {
-    hosts: FxMap<u32>,
+    hosts: Edges,
     /// Root of the hostless tree, if any route is hostless.
     hostless: u32,
     nodes: Vec<Node>,
@@ -445,7 +562,7 @@ impl Router {
     /// Compiles the routes (in file order; indices are route numbers).
     pub fn build(routes: &[Route]) -> Result<Router, Vec<BuildError>> {
         let mut r = Router {
-            hosts: FxMap::default(),
+            hosts: Edges::default(),
             hostless: NONE,
             nodes: Vec::new(),
         };
@@ -491,11 +608,11 @@ impl Router {
         match host {
             Some(h) => {
                 let h = canonical_host(h);
-                if let Some(&n) = self.hosts.get(h.as_str()) {
+                if let Some(n) = self.hosts.get(&h) {
                     return n;
                 }
                 let n = self.push("");
-                self.hosts.insert(h.into(), n);
+                self.hosts.insert(&h, n);
                 n
             }
             None => {
@@ -553,16 +670,14 @@ impl Router {
 
     /// The hosts that have routes of their own, sorted.
     pub fn hosts(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.hosts.keys().map(|k| &**k).collect();
-        v.sort_unstable();
-        v
+        self.hosts.iter().into_iter().map(|(h, _)| h).collect()
     }
 
     /// Walks the tree of `host` (`None`: the hostless tree) depth-first in
     /// precedence order: `visit(depth, label, routes ending here by method)`.
     pub fn walk(&self, host: Option<&str>, visit: &mut Visit<'_>) {
         let root = match host {
-            Some(h) => self.hosts.get(h).copied().unwrap_or(NONE),
+            Some(h) => self.hosts.get(h).unwrap_or(NONE),
             None => self.hostless,
         };
         if root != NONE {
@@ -632,32 +747,73 @@ impl Lookup<'_> {
     }
 }
 
+/// Captured ranges kept inline up to this many parameters (no allocation).
+const INLINE_CAPS: usize = 6;
+
+/// Byte ranges of captured parameters: inline first, then spilled.
+#[derive(Debug, Clone, Default)]
+struct Caps {
+    inline: [(u32, u32); INLINE_CAPS],
+    len: usize,
+    spill: Vec<(u32, u32)>,
+}
+
+impl Caps {
+    #[inline]
+    fn push(&mut self, c: (u32, u32)) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => *slot = c,
+            None => self.spill.push(c),
+        }
+        self.len += 1;
+    }
+
+    #[inline]
+    fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.len = len;
+            self.spill.truncate(len.saturating_sub(INLINE_CAPS));
+        }
+    }
+
+    #[inline]
+    fn get(&self, i: usize) -> Option<(u32, u32)> {
+        if i >= self.len {
+            return None;
+        }
+        match self.inline.get(i) {
+            Some(c) => Some(*c),
+            None => self.spill.get(i - INLINE_CAPS).copied(),
+        }
+    }
+}
+
 /// Captured path parameters: ranges into the (normalised) path, in the order
 /// of the route's parameter names.
 #[derive(Debug, Clone)]
 pub struct Params<'a> {
     path: Cow<'a, str>,
     names: &'a [String],
-    ranges: Vec<(u32, u32)>,
+    ranges: Caps,
 }
 
 impl<'a> Params<'a> {
     /// The value of parameter `name` (a catch-all without its leading slash).
     pub fn get(&self, name: &str) -> Option<&str> {
         let i = self.names.iter().position(|n| n == name)?;
-        let (s, e) = *self.ranges.get(i)?;
+        let (s, e) = self.ranges.get(i)?;
         self.path.get(s as usize..e as usize)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.names
-            .iter()
-            .zip(&self.ranges)
-            .map(|(n, &(s, e))| (n.as_str(), self.path.get(s as usize..e as usize).unwrap_or("")))
+        self.names.iter().enumerate().filter_map(|(i, n)| {
+            let (s, e) = self.ranges.get(i)?;
+            Some((n.as_str(), self.path.get(s as usize..e as usize).unwrap_or("")))
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.ranges.len().min(self.names.len())
+        self.ranges.len.min(self.names.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -694,7 +850,7 @@ pub fn lookup_in<'a>(
         router,
         path: &path,
         method: method.map(|m| m as usize),
-        caps: Vec::new(),
+        caps: Caps::default(),
         allow: MethodSet::EMPTY,
         path_matched: false,
     };
@@ -702,13 +858,13 @@ pub fn lookup_in<'a>(
     if !router.hosts.is_empty() && !host.is_empty() {
         let mut buf = [0u8; MAX_HOST];
         if let Some(h) = normalize_host(host, &mut buf) {
-            if let Some(&root) = router.hosts.get(h) {
+            if let Some(root) = router.hosts.get(h) {
                 found = search.node(root, Some(1));
             }
         }
     }
     if found.is_none() && router.hostless != NONE {
-        search.caps.clear();
+        search.caps.truncate(0);
         found = search.node(router.hostless, Some(1));
     }
     match found {
@@ -729,7 +885,7 @@ struct Search<'r, 'p> {
     router: &'r Router,
     path: &'p str,
     method: Option<usize>,
-    caps: Vec<(u32, u32)>,
+    caps: Caps,
     allow: MethodSet,
     path_matched: bool,
 }
@@ -769,17 +925,18 @@ impl Search<'_, '_> {
                 }
             }
             if n.catch_all != NONE {
+                let mark = self.caps.len;
                 self.caps.push((len as u32, len as u32));
                 if let Some(r) = self.pick(n.catch_all) {
                     return Some(r);
                 }
-                self.caps.pop();
+                self.caps.truncate(mark);
             }
             return None;
         };
         let rest = self.path.get(start..)?;
-        let (seg, next) = match rest.find('/') {
-            Some(i) => (&rest[..i], Some(start + i + 1)),
+        let (seg, next) = match rest.as_bytes().iter().position(|&b| b == b'/') {
+            Some(i) => (rest.get(..i)?, Some(start + i + 1)),
             None => (rest, None),
         };
         if let Some(child) = n.literals.get(seg) {
@@ -788,7 +945,7 @@ impl Search<'_, '_> {
             }
         }
         if n.param != NONE && !seg.is_empty() {
-            let mark = self.caps.len();
+            let mark = self.caps.len;
             self.caps.push((start as u32, (start + seg.len()) as u32));
             if let Some(r) = self.node(n.param, next) {
                 return Some(r);
@@ -796,11 +953,12 @@ impl Search<'_, '_> {
             self.caps.truncate(mark);
         }
         if n.catch_all != NONE {
+            let mark = self.caps.len;
             self.caps.push((start as u32, len as u32));
             if let Some(r) = self.pick(n.catch_all) {
                 return Some(r);
             }
-            self.caps.pop();
+            self.caps.truncate(mark);
         }
         None
     }

@@ -7,7 +7,7 @@
 //! reached. Header expectations are carried but do not affect routing.
 
 use super::router::{lookup, Lookup};
-use super::{Plan, Target};
+use super::{Origin, Plan, Target};
 use crate::ast::{Config, Expectation, Expected};
 use crate::codes::Code;
 use crate::diagnostic::{did_you_mean, Diagnostic};
@@ -21,6 +21,9 @@ pub struct TestReport {
     pub failures: Vec<Diagnostic>,
     /// Per route (plan order): whether some expectation's request reached it.
     pub reached: Vec<bool>,
+    /// Per route (plan order): its head as written and where, for coverage
+    /// reports (the plan itself is dropped when a test fails).
+    pub routes: Vec<(String, Origin)>,
 }
 
 impl TestReport {
@@ -28,9 +31,14 @@ impl TestReport {
         self.expectations - self.failures.len()
     }
 
-    /// Routes that no test reaches, in file order.
-    pub fn unreached(&self) -> impl Iterator<Item = usize> + '_ {
-        self.reached.iter().enumerate().filter(|(_, r)| !**r).map(|(i, _)| i)
+    /// Routes that no test reaches (index, head, origin), in file order.
+    pub fn unreached(&self) -> impl Iterator<Item = (usize, &str, &Origin)> + '_ {
+        self.reached
+            .iter()
+            .zip(&self.routes)
+            .enumerate()
+            .filter(|(_, (r, _))| !**r)
+            .map(|(i, (_, (head, origin)))| (i, head.as_str(), origin))
     }
 }
 
@@ -39,6 +47,7 @@ impl TestReport {
 pub fn run(config: &Config, plan: &Plan) -> TestReport {
     let mut report = TestReport {
         reached: vec![false; plan.routes.len()],
+        routes: plan.routes.iter().map(|r| (r.head(), r.origin.clone())).collect(),
         ..TestReport::default()
     };
     for test in &config.tests {

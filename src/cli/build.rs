@@ -1,0 +1,51 @@
+//! `gwc build FILE [-o OUT]`: compile a configuration and write its plan as
+//! JSON (with `format_version`; secrets stay references, resolved when the
+//! plan is loaded). `-o -` writes to stdout; without `-o`, `app.gw` becomes
+//! `app.plan.json` beside it.
+
+use super::plan::compile_plan;
+use super::EXIT_USAGE;
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+/// Compile a configuration into a plan file (JSON).
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The `.gw` file (compiled with the files it imports).
+    #[arg(value_name = "FILE")]
+    file: String,
+    /// Where to write the plan (`-` for stdout). Default: FILE with
+    /// `.plan.json` instead of `.gw`.
+    #[arg(short, long, value_name = "OUT")]
+    output: Option<String>,
+}
+
+pub fn run(args: BuildArgs) -> ExitCode {
+    let (plan, _) = match compile_plan(&args.file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut json = plan.to_json();
+    json.push('\n');
+    let out = args.output.unwrap_or_else(|| {
+        let stem = args.file.strip_suffix(".gw").unwrap_or(&args.file);
+        format!("{stem}.plan.json")
+    });
+    if out == "-" {
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.write_all(json.as_bytes());
+        let _ = stdout.flush();
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = std::fs::write(&out, json) {
+        eprintln!("error: cannot write `{out}`: {}", super::plan::describe(&e));
+        return ExitCode::from(EXIT_USAGE);
+    }
+    println!(
+        "wrote {out}: plan format version {}, {} routes, {} upstreams",
+        plan.format_version,
+        plan.routes.len(),
+        plan.upstreams.len()
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,72 @@
+//! `gwc plan FILE`: compile a configuration and print its routing plan as a
+//! tree a person reads at a glance (host → path tree → methods → route →
+//! policies in order → target and strategy). Secrets appear as `env("NAME")`
+//! or `file("path")`, never as values. Also holds the compile step shared by
+//! `gwc plan`, `gwc build` and `gwc route`.
+
+use super::{EXIT_PROBLEMS, EXIT_USAGE};
+use crate::host::RealHost;
+use crate::render::{self, Style};
+use gw_compiler::plan::Plan;
+use gw_compiler::Compilation;
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+/// Print the compiled routing plan as a tree.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// The `.gw` file (compiled with the files it imports).
+    #[arg(value_name = "FILE")]
+    file: String,
+}
+
+pub fn run(args: PlanArgs) -> ExitCode {
+    match compile_plan(&args.file) {
+        Ok((plan, _)) => {
+            let mut stdout = io::stdout().lock();
+            let _ = stdout.write_all(plan.render().as_bytes());
+            let _ = stdout.flush();
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+/// Compiles `file` into a plan. Diagnostics (warnings too) go to stderr;
+/// `Err` carries the exit status: 2 when the file cannot be read, 1 when the
+/// configuration has errors.
+pub fn compile_plan(file: &str) -> Result<(Plan, Compilation), ExitCode> {
+    let mut compilation = match gw_compiler::compile(&RealHost, file) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot read `{file}`: {}", describe(&e));
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let style = Style::detect();
+    let mut stderr = io::stderr().lock();
+    for d in &compilation.diagnostics {
+        let _ = write!(stderr, "{}", render::render(d, &compilation.sources, style));
+    }
+    match compilation.plan.take() {
+        Some(plan) if compilation.errors() == 0 => Ok((plan, compilation)),
+        _ => {
+            let _ = writeln!(
+                stderr,
+                "{file}: {}; no plan",
+                render::summary(compilation.errors(), compilation.warnings())
+            );
+            Err(ExitCode::from(EXIT_PROBLEMS))
+        }
+    }
+}
+
+/// An I/O error in a few lower-case words.
+pub fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => "no such file".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        io::ErrorKind::IsADirectory => "it is a directory".to_string(),
+        _ => e.to_string(),
+    }
+}

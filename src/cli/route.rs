@@ -1,0 +1,102 @@
+//! `gwc route FILE METHOD PATH [host NAME]`: which route a request takes and
+//! why — the winner (with file:line) and its captured parameters, the
+//! policies it passes in order, the upstream and its strategy, and every
+//! other route whose path matched with the reason it lost (another host, a
+//! method it does not take, a less specific segment at position N, every
+//! method against a named one). The answer comes from the same lookup the
+//! runtime uses.
+
+use super::plan::compile_plan;
+use super::EXIT_USAGE;
+use gw_compiler::ast::Method;
+use gw_compiler::plan::explain::{explain, Outcome};
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+/// Show the route a request takes, its policies, and the routes that lost.
+#[derive(Debug, clap::Args)]
+pub struct RouteArgs {
+    /// The `.gw` file (compiled with the files it imports).
+    #[arg(value_name = "FILE")]
+    file: String,
+    /// The request method: GET, POST, ...
+    #[arg(value_name = "METHOD")]
+    method: String,
+    /// The request path (a query string is ignored).
+    #[arg(value_name = "PATH")]
+    path: String,
+    /// `host NAME`: the request's host.
+    #[arg(value_name = "host NAME", num_args = 0..=2)]
+    rest: Vec<String>,
+    /// The request's host (same as `host NAME`).
+    #[arg(long, value_name = "NAME")]
+    host: Option<String>,
+}
+
+pub fn run(args: RouteArgs) -> ExitCode {
+    let Some(method) = Method::parse(&args.method.to_ascii_uppercase()) else {
+        eprintln!(
+            "error: `{}` is not a method: use GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT or TRACE",
+            args.method
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let host = match (args.rest.as_slice(), args.host) {
+        ([], h) => h.unwrap_or_default(),
+        ([kw, name], None) if kw == "host" => name.clone(),
+        _ => {
+            eprintln!("error: after the path, write `host NAME` (or use `--host NAME`)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let (plan, _) = match compile_plan(&args.file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let e = explain(&plan, method, &host, &args.path);
+    let mut out = String::new();
+    let request = if host.is_empty() {
+        format!("{} {}", method.as_str(), args.path)
+    } else {
+        format!("{} {} host {host}", method.as_str(), args.path)
+    };
+    match &e.outcome {
+        Outcome::Matched { route, params } => {
+            let r = &plan.routes[*route];
+            out.push_str(&format!("{request}\n  -> route `{}` ({})\n", r.head(), r.origin));
+            if !params.is_empty() {
+                let list: Vec<String> = params.iter().map(|(n, v)| format!("param.{n} = {v:?}")).collect();
+                out.push_str(&format!("  params: {}\n", list.join(", ")));
+            }
+            out.push_str("  in order:\n");
+            for (i, line) in plan.pipeline(r).iter().enumerate() {
+                out.push_str(&format!("    {}. {line}\n", i + 1));
+            }
+        }
+        Outcome::NotFound => out.push_str(&format!("{request}\n  -> 404: no route matches\n")),
+        Outcome::MethodNotAllowed { allow } => out.push_str(&format!(
+            "{request}\n  -> 405: the routes whose path matched allow only {allow} (Allow: {allow})\n"
+        )),
+        Outcome::BadRequest(why) => out.push_str(&format!("{request}\n  -> 400: {why}\n")),
+    }
+    if e.candidates.is_empty() {
+        if matches!(e.outcome, Outcome::Matched { .. }) {
+            out.push_str("no other route matches this path\n");
+        }
+    } else {
+        let what = if matches!(e.outcome, Outcome::Matched { .. }) {
+            "other routes whose path matched, and why they lost:"
+        } else {
+            "routes whose path matched, and why they do not take it:"
+        };
+        out.push_str(&format!("{what}\n"));
+        for c in &e.candidates {
+            let r = &plan.routes[c.route];
+            out.push_str(&format!("  route `{}` ({})\n    {}\n", r.head(), r.origin, c.reason));
+        }
+    }
+    let mut stdout = io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+    ExitCode::SUCCESS
+}
