@@ -151,7 +151,13 @@ fn run_one(config: &Config, plan: &Plan, e: &Expectation, reached: &mut [bool]) 
         Code::GW0601,
         format!("expected {wanted}, but `{} {target}` {what}", method.as_str()),
     )
-    .primary(e.span, format!("expected {wanted}"));
+    .primary(
+        e.span,
+        match &actual {
+            Actual::Routed { name, .. } => format!("goes to `{name}`, not {wanted}"),
+            Actual::Status { status, .. } => format!("gets `{status}`, not {wanted}"),
+        },
+    );
     if let Some(r) = route.and_then(|r| config.routes.get(r)) {
         d = d.secondary(r.head_span, "this route takes the request");
     }
