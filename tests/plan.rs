@@ -461,3 +461,174 @@ fn host_matching_ignores_case_at_every_position() {
         assert_eq!(route(&p, Method::Get, other, "/x"), "b", "{other}");
     }
 }
+
+// ------------------------------------------------------------------ the gwc commands
+
+mod cli {
+    use crate::support::Gwc;
+
+    const APP: &str = r#"listen 127.0.0.1:8080
+upstream orders { server 127.0.0.1:9001 }
+upstream payment { balance least_conn server 127.0.0.1:9002 server 127.0.0.1:9003 weight 2 }
+auth users jwt {
+  issuer "https://auth.example.com"
+  audience "api"
+  algorithms HS256
+  secret env("JWT_SECRET")
+}
+route GET /orders/{id} -> orders { auth users set request header x-user "{claim.sub}" }
+route /payments/{*rest} -> payment { auth users strip_prefix /payments }
+route GET /orders/{id} host "admin.example.com" -> orders
+route /{*rest} { respond 404 }
+test "routes" {
+  GET /orders/42 -> orders
+  GET /orders/42 host "admin.example.com" -> orders
+  POST /payments/charge -> payment
+}
+"#;
+
+    const SECRET: &str = "value-of-the-secret-never-printed";
+
+    fn gwc() -> Gwc {
+        Gwc::new().env("JWT_SECRET", SECRET).file("app.gw", APP)
+    }
+
+    #[test]
+    fn plan_prints_the_tree_with_secrets_as_references() {
+        let out = gwc()
+            .args(["plan", "app.gw"])
+            .status(0)
+            .stdout_has("host admin.example.com")
+            .stdout_has("/{id}")
+            .stdout_has("auth users (jwt)")
+            .stdout_has("-> payment (least_conn over 127.0.0.1:9002, 127.0.0.1:9003 weight 2)")
+            .stdout_has("secret env(\"JWT_SECRET\")")
+            .run();
+        assert!(!out.stdout.contains(SECRET) && !out.stderr.contains(SECRET));
+    }
+
+    #[test]
+    fn plan_of_a_broken_configuration_exits_one_with_diagnostics() {
+        Gwc::new()
+            .file("app.gw", "route GET /x -> nowhere")
+            .args(["plan", "app.gw"])
+            .status(1)
+            .stderr_has("GW0101")
+            .run();
+    }
+
+    #[test]
+    fn build_writes_json_that_loads_back() {
+        let out = gwc()
+            .args(["build", "app.gw", "-o", "-"])
+            .status(0)
+            .stdout_has("\"format_version\": 1")
+            .run();
+        assert!(!out.stdout.contains(SECRET), "secrets stay references");
+        let plan = gw_compiler::plan::Plan::from_json(&out.stdout).expect("the built plan loads");
+        assert_eq!(plan.routes.len(), 4);
+    }
+
+    #[test]
+    fn build_defaults_to_a_plan_json_beside_the_file() {
+        gwc()
+            .args(["build", "app.gw"])
+            .status(0)
+            .stdout_has("wrote app.plan.json: plan format version 1, 4 routes, 2 upstreams")
+            .run();
+    }
+
+    #[test]
+    fn test_passes_and_reports_coverage() {
+        gwc()
+            .args(["test", "--coverage", "app.gw"])
+            .status(0)
+            .stdout_has("coverage: 1 routes no test reaches:")
+            .stdout_has("/{*rest}  (app.gw:13)")
+            .stdout_has("app.gw: 3 expectations: 3 passed, 0 failed")
+            .run();
+    }
+
+    #[test]
+    fn test_failure_exits_one_with_gw0601_at_the_expectation() {
+        let failing = APP.replace("POST /payments/charge -> payment", "POST /payments/charge -> orders");
+        let out = Gwc::new()
+            .env("JWT_SECRET", SECRET)
+            .file("app.gw", failing)
+            .args(["test", "--format", "json", "--coverage", "app.gw"])
+            .status(1)
+            .run();
+        let json = out.json();
+        assert_eq!(json["tests"]["failed"], 1);
+        assert_eq!(json["tests"]["passed"], 2);
+        let d = &json["diagnostics"][0];
+        assert_eq!(d["code"], "GW0601");
+        assert_eq!(d["line"], 17);
+        assert!(d["message"].as_str().is_some_and(|m| m.contains("routed to `payment`")));
+        assert_eq!(json["unreached"][0]["route"], "/{*rest}");
+    }
+
+    #[test]
+    fn check_runs_the_embedded_tests_too() {
+        let failing = APP.replace("GET /orders/42 -> orders", "GET /orders/42 -> payment");
+        Gwc::new()
+            .env("JWT_SECRET", SECRET)
+            .file("app.gw", failing)
+            .args(["check", "app.gw"])
+            .status(1)
+            .stdout_has("GW0601")
+            .run();
+    }
+
+    #[test]
+    fn route_shows_the_winner_policies_and_losers() {
+        gwc()
+            .args(["route", "app.gw", "GET", "/orders/42"])
+            .status(0)
+            .stdout_has("-> route `GET /orders/{id}` (app.gw:10)")
+            .stdout_has("param.id = \"42\"")
+            .stdout_has("1. auth users (jwt)")
+            .stdout_has("2. set request header x-user \"{claim.sub}\"")
+            .stdout_has("3. -> orders (round_robin over 127.0.0.1:9001)")
+            .stdout_has("route `GET /orders/{id} host \"admin.example.com\"` (app.gw:12)\n    host: it answers only host `admin.example.com`")
+            .stdout_has("route `/{*rest}` (app.gw:13)\n    less specific at segment 1: catch-all `{*rest}` where the winner has literal `orders`")
+            .run();
+    }
+
+    #[test]
+    fn route_takes_a_host() {
+        gwc()
+            .args(["route", "app.gw", "GET", "/orders/1", "host", "ADMIN.example.com:443"])
+            .status(0)
+            .stdout_has("-> route `GET /orders/{id} host \"admin.example.com\"` (app.gw:12)")
+            .stdout_has("host: the winner names the request's host and this route names none")
+            .run();
+    }
+
+    #[test]
+    fn route_explains_405_and_400() {
+        let app = "upstream a { server 127.0.0.1:9001 }\nroute GET /x -> a\nroute POST /x -> a\n";
+        Gwc::new()
+            .file("app.gw", app)
+            .args(["route", "app.gw", "DELETE", "/x"])
+            .status(0)
+            .stdout_has("-> 405: the routes whose path matched allow only GET, HEAD, POST")
+            .stdout_has("method: it accepts only POST")
+            .run();
+        Gwc::new()
+            .file("app.gw", app)
+            .args(["route", "app.gw", "GET", "/x/../y"])
+            .status(0)
+            .stdout_has("-> 400: the path has a `..` segment")
+            .run();
+    }
+
+    #[test]
+    fn route_with_an_unknown_method_is_a_usage_error() {
+        gwc()
+            .args(["route", "app.gw", "FETCH", "/x"])
+            .status(2)
+            .stderr_has("`FETCH` is not a method")
+            .run();
+    }
+}
