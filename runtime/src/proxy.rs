@@ -180,7 +180,7 @@ async fn route_request(shared: &Shared, rt: &Arc<Runtime>, conn: Conn, mut req: 
             Target::Redirect { status, location } => {
                 let mut r = Response::new(empty());
                 *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND);
-                if let Ok(v) = HeaderValue::from_str(&ctx.render(location)) {
+                if let Ok(v) = HeaderValue::from_str(&ctx.render_path(location)) {
                     r.headers_mut().insert(header::LOCATION, v);
                 }
                 Some(r)
@@ -309,13 +309,13 @@ fn apply_ops(headers: &mut hyper::HeaderMap, ops: Vec<RenderedOp>) {
 }
 
 /// The path (and query) sent upstream: `rewrite` if given, else the request
-/// path with `strip_prefix` removed; the query string is kept unless the
-/// rewrite gives its own. The request's own path is shared, not copied,
-/// when neither applies.
+/// path with `strip_prefix` removed; the request's query string is kept
+/// (after the rewrite's own, if it has one). The request's own path is
+/// shared, not copied, when neither applies.
 fn upstream_path(route: &Route, ctx: &RequestCtx<'_>, uri: &Uri) -> PathAndQuery {
     let path = uri.path();
     let mut out = match (&route.rewrite, &route.strip_prefix) {
-        (Some(t), _) => ctx.render(t),
+        (Some(t), _) => ctx.render_path(t),
         (None, Some(prefix)) => match path.strip_prefix(prefix.trim_end_matches('/')) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
             _ => path.to_string(),
@@ -330,11 +330,9 @@ fn upstream_path(route: &Route, ctx: &RequestCtx<'_>, uri: &Uri) -> PathAndQuery
     if !out.starts_with('/') {
         out.insert(0, '/');
     }
-    if let Some(q) = uri.query() {
-        if !out.contains('?') {
-            out.push('?');
-            out.push_str(q);
-        }
+    if let Some(q) = uri.query().filter(|q| !q.is_empty()) {
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(q);
     }
     PathAndQuery::from_maybe_shared(Bytes::from(out)).unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }

@@ -63,6 +63,56 @@ impl<'a> RequestCtx<'a> {
         }
         out
     }
+
+    /// Renders a path or URL template (`rewrite`, `redirect`): literals as
+    /// written, and in each value every byte that may not stand in a path
+    /// percent-encoded — `/` stays, so `{param.rest}` keeps its segments,
+    /// while `?`, `#` and spaces cannot change the URL's shape (nor `&`,
+    /// `=` and `+` a query's, after the template's `?`).
+    pub fn render_path(&self, t: &Template) -> String {
+        let mut out = String::new();
+        let mut in_query = false;
+        for p in &t.pieces {
+            match p {
+                Piece::Literal(l) => {
+                    in_query |= l.contains('?');
+                    out.push_str(l);
+                }
+                Piece::Ref(r) => {
+                    if let Some(v) = self.value(r) {
+                        encode_url_value(&v, in_query, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Appends `value` with every byte outside RFC 3986 `pchar` (and `/`)
+/// percent-encoded; in a query also `&`, `=` and `+`. A `%` is kept when it
+/// already starts an escape.
+fn encode_url_value(value: &str, in_query: bool, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = value.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'\'' | b'(' | b')' | b'*' | b',' | b';' | b':' | b'@' | b'/'
+            )
+            || (!in_query && matches!(b, b'&' | b'=' | b'+'))
+            || (b == b'%'
+                && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
+        if keep {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
 }
 
 /// The first value of `name` in a query string, percent-decoded.

@@ -1,0 +1,433 @@
+//! Failures through a live gateway: refused connects (502), upstream
+//! `timeout` and `connect_timeout` (504), no usable server (503), each
+//! quickly and without naming internal addresses; retries (another server,
+//! idempotent methods unless the route opts in, never after the answer
+//! started, within the budget, replaying only buffered bodies); passive
+//! ejection with doubling.
+
+use crate::live::{get, Got, Live, Upstream};
+use crate::proxy_support::{chan_body, dead_port, exchange, pattern, stream_client, within, Unanswered};
+use bytes::Bytes;
+use gw_runtime::body::{full, Body};
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame};
+use hyper::{Request, Response, StatusCode};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// The error body names no address, host or port of the gateway's insides.
+fn assert_opaque(got: &Got, hidden: &[String]) {
+    for h in hidden {
+        assert!(
+            !got.body.contains(h.as_str()),
+            "the error body names `{h}`: {}",
+            got.body
+        );
+    }
+    assert!(!got.body.contains("127.0.0.1"), "{}", got.body);
+}
+
+async fn status_of(url: &str) -> u16 {
+    get(url).await.status
+}
+
+/// An upstream that answers `status` with body `name`.
+async fn answering(name: &'static str, status: u16) -> Upstream {
+    Upstream::start(move |_req| async move {
+        let mut r = Response::new(full(name));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r
+    })
+    .await
+}
+
+/// An upstream that never answers (within a minute).
+async fn silent() -> Upstream {
+    Upstream::start(|_req| async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Response::new(full("late"))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_502_at_once() {
+    let port = dead_port();
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream gone {{ server 127.0.0.1:{port} }}
+         route /{{*rest}} -> gone"
+    ))
+    .await;
+    let start = Instant::now();
+    let got = get(&live.url("/")).await;
+    assert_eq!(got.status, 502);
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert_opaque(&got, &[port.to_string()]);
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_504_after_the_timeout() {
+    let up = silent().await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream slow {{ server {} timeout 300ms }}
+         route GET /fast -> slow {{ timeout 100ms }}
+         route /{{*rest}} -> slow",
+        up.addr
+    ))
+    .await;
+    let start = Instant::now();
+    let got = get(&live.url("/")).await;
+    let took = start.elapsed();
+    assert_eq!(got.status, 504);
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_opaque(&got, &[up.addr.port().to_string()]);
+    // The route's timeout overrides the upstream's.
+    let start = Instant::now();
+    assert_eq!(status_of(&live.url("/fast")).await, 504);
+    assert!(start.elapsed() < Duration::from_millis(280), "{:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn an_unanswered_connect_is_504_after_connect_timeout() {
+    let hole = Unanswered::start().await;
+    assert!(
+        hole.hangs(Duration::from_millis(300)).await,
+        "this machine answers connects to a full accept queue; the test cannot simulate an unanswered connect"
+    );
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream far {{ server {} connect_timeout 300ms timeout 10s }}
+         route /{{*rest}} -> far",
+        hole.addr
+    ))
+    .await;
+    let start = Instant::now();
+    let got = get(&live.url("/")).await;
+    let took = start.elapsed();
+    assert_eq!(got.status, 504);
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_opaque(&got, &[hole.addr.port().to_string()]);
+}
+
+#[tokio::test]
+async fn no_usable_server_is_503_at_once_without_contacting_it() {
+    let up = answering("broken", 500).await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream one {{ server {} eject {{ errors 1 for 30s }} }}
+         route /{{*rest}} -> one",
+        up.addr
+    ))
+    .await;
+    assert_eq!(
+        status_of(&live.url("/")).await,
+        500,
+        "the upstream's own answer passes through"
+    );
+    let start = Instant::now();
+    let got = get(&live.url("/")).await;
+    assert_eq!(got.status, 503);
+    assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+    assert_eq!(up.count(), 1, "the ejected server was not contacted");
+    assert_opaque(&got, &[up.addr.port().to_string()]);
+}
+
+#[tokio::test]
+async fn a_retry_goes_to_another_server_and_never_to_the_same_one() {
+    let bad = answering("bad", 503).await;
+    let good = answering("good", 200).await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream pair {{ server {} server {} retry 1 on 503 }}
+         upstream alone {{ server {} retry 3 on 503 }}
+         route /pair -> pair
+         route /alone -> alone",
+        bad.addr, good.addr, bad.addr
+    ))
+    .await;
+    for _ in 0..6 {
+        let got = get(&live.url("/pair")).await;
+        assert_eq!((got.status, got.body.as_str()), (200, "good"));
+    }
+    assert_eq!(good.count(), 6);
+    let bad_before = bad.count();
+    // With one server there is no other to retry on: its own answer stands.
+    let got = get(&live.url("/alone")).await;
+    assert_eq!((got.status, got.body.as_str()), (503, "bad"));
+    assert_eq!(bad.count() - bad_before, 1, "retried on the server that failed");
+}
+
+#[tokio::test]
+async fn only_idempotent_methods_retry_unless_the_route_has_its_own_retry() {
+    let bad = answering("bad", 503).await;
+    let good = answering("good", 200).await;
+    // One upstream per route, so that each request's first pick is `bad`.
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream a {{ server {bad} server {good} retry 1 on 503 }}
+         upstream b {{ server {bad} server {good} retry 1 on 503 }}
+         upstream c {{ server {bad} server {good} }}
+         route /upstream-retry -> a
+         route /idempotent -> b
+         route /route-retry -> c {{ retry 1 on 503 }}",
+        bad = bad.addr,
+        good = good.addr
+    ))
+    .await;
+    let client = stream_client();
+    let got = exchange(
+        &client,
+        Request::post(live.url("/upstream-retry")).body(full("order")).unwrap(),
+    )
+    .await;
+    assert_eq!((got.status, got.body.as_str()), (503, "bad"), "POST is not retried");
+    assert_eq!((bad.count(), good.count()), (1, 0));
+    let got = exchange(&client, Request::put(live.url("/idempotent")).body(full("x")).unwrap()).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "good"), "PUT is idempotent");
+    assert_eq!((bad.count(), good.count()), (2, 1));
+    let got = exchange(
+        &client,
+        Request::post(live.url("/route-retry")).body(full("order")).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (200, "good"),
+        "the route's retry opts POST in"
+    );
+    assert_eq!((bad.count(), good.count()), (3, 2));
+}
+
+/// A body fed with results: it fails when an error comes through.
+struct Results(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl HttpBody for Results {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.0.poll_recv(cx).map(|r| r.map(|r| r.map(Frame::data)))
+    }
+}
+
+#[tokio::test]
+async fn no_retry_once_the_answer_has_started() {
+    // Sends its head and a first chunk, then breaks the connection.
+    let breaks = Upstream::start(|_req| async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(Bytes::from_static(b"partial"))).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = tx.send(Err(std::io::Error::other("upstream broke"))).await;
+        });
+        Response::new(gw_runtime::body::boxed(Results(rx)))
+    })
+    .await;
+    let good = answering("good", 200).await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream pair {{ server {} server {} retry 1 on connect_error, timeout, 502, 503 }}
+         route /{{*rest}} -> pair",
+        breaks.addr, good.addr
+    ))
+    .await;
+    let resp = within(
+        Duration::from_secs(5),
+        "the head",
+        stream_client().request(Request::get(live.url("/")).body(gw_runtime::body::empty()).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = within(Duration::from_secs(5), "the first chunk", body.frame()).await;
+    assert_eq!(
+        first.and_then(|f| f.ok()).and_then(|f| f.into_data().ok()),
+        Some(Bytes::from_static(b"partial"))
+    );
+    let rest = within(Duration::from_secs(5), "the end", body.collect()).await;
+    assert!(rest.is_err(), "the broken answer reaches the client as broken");
+    assert_eq!(good.count(), 0, "no retry after the answer started");
+}
+
+#[tokio::test]
+async fn retries_stay_within_the_budget() {
+    const N: usize = 30;
+    for (budget, max_retries) in [(20, 6), (100, usize::MAX)] {
+        let bad = answering("bad", 503).await;
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let a = arrived.clone();
+        // The good server holds every request 600 ms, so all retries overlap.
+        let good = Upstream::start(move |_req| {
+            a.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                Response::new(full("good"))
+            }
+        })
+        .await;
+        let live = Live::start(&format!(
+            "listen 127.0.0.1:0
+             upstream pair {{ server {} server {} retry 1 on 503 budget {budget}% }}
+             route /{{*rest}} -> pair",
+            bad.addr, good.addr
+        ))
+        .await;
+        let tasks: Vec<_> = (0..N)
+            .map(|_| {
+                let url = live.url("/");
+                tokio::spawn(async move { get(&url).await.status })
+            })
+            .collect();
+        let mut refused = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                200 => {}
+                503 => refused += 1,
+                s => panic!("unexpected status {s}"),
+            }
+        }
+        let first_on_bad = bad.count();
+        let retries = arrived.load(Ordering::SeqCst) - (N - first_on_bad);
+        assert_eq!(retries + refused, first_on_bad);
+        assert!(
+            first_on_bad >= 8,
+            "round robin sent {first_on_bad} of {N} to the failing server"
+        );
+        if max_retries == usize::MAX {
+            assert_eq!(refused, 0, "a 100% budget retries every failure");
+        } else {
+            // 20% of at most 30 in flight: 6 retries at a time (at least 3).
+            assert!(
+                (3..=max_retries).contains(&retries),
+                "{retries} retries with a {budget}% budget"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_buffered_bodies_are_replayed() {
+    let dead = dead_port();
+    let received = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+    let r = received.clone();
+    let live_up = Upstream::start(move |req| {
+        let r = r.clone();
+        async move {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            r.lock().unwrap().push(body.len());
+            Response::new(full(body))
+        }
+    })
+    .await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         limits {{ max_body_size 8MiB }}
+         upstream pair {{ server 127.0.0.1:{dead} server {} }}
+         route /{{*rest}} -> pair {{ retry 1 on connect_error }}",
+        live_up.addr
+    ))
+    .await;
+    let client = stream_client();
+    // Each request starts at the dead server (round robin over two, and a
+    // retry takes the other turn).
+    let small = "s".repeat(1024);
+    let got = exchange(
+        &client,
+        Request::post(live.url("/a")).body(full(small.clone())).unwrap(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "a small body is replayed on the next server");
+    assert_eq!(got.body, small);
+
+    // A small chunked body (no length) is buffered and replayed too.
+    let (tx, body): (_, Body) = chan_body(4);
+    let req = Request::post(live.url("/b")).body(body).unwrap();
+    let c = client.clone();
+    let pending = tokio::spawn(async move { exchange(&c, req).await });
+    tx.send(Bytes::from("a".repeat(3000))).await.unwrap();
+    tx.send(Bytes::from("b".repeat(3000))).await.unwrap();
+    drop(tx);
+    let got = pending.await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, "a".repeat(3000) + &"b".repeat(3000));
+
+    // 1 MiB is more than the gateway holds for a replay: no retry.
+    let big = pattern(0, 1024 * 1024);
+    let got = exchange(&client, Request::post(live.url("/c")).body(full(big)).unwrap()).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(
+        *received.lock().unwrap(),
+        vec![1024, 6000],
+        "the big body never reached the live server"
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_is_retried_on_another_server_when_the_upstream_says_so() {
+    let slow = silent().await;
+    let good = answering("good", 200).await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream pair {{ server {} server {} timeout 200ms retry 1 on timeout }}
+         route /{{*rest}} -> pair",
+        slow.addr, good.addr
+    ))
+    .await;
+    let got = get(&live.url("/")).await;
+    assert_eq!((got.status, got.body.as_str()), (200, "good"));
+}
+
+#[tokio::test]
+async fn passive_ejection_keeps_a_failing_server_out_and_doubles_on_repeat() {
+    let bad = answering("bad", 500).await;
+    let good = answering("good", 200).await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream pair {{ server {} server {} eject {{ errors 2 for 500ms }} }}
+         route /{{*rest}} -> pair",
+        bad.addr, good.addr
+    ))
+    .await;
+    let round = |n: usize| {
+        let url = live.url("/");
+        async move {
+            for _ in 0..n {
+                get(&url).await;
+            }
+        }
+    };
+    round(4).await;
+    assert_eq!(bad.count(), 2, "two consecutive errors eject");
+    round(10).await;
+    assert_eq!(bad.count(), 2, "no traffic while ejected");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    round(4).await;
+    assert_eq!(bad.count(), 4, "back after 500 ms, and ejected again after two errors");
+    // The second ejection lasts 1 s.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    round(4).await;
+    assert_eq!(bad.count(), 4, "still ejected 600 ms into the second, doubled ejection");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    round(4).await;
+    assert!(bad.count() > 4, "back after the doubled ejection");
+}
