@@ -632,3 +632,69 @@ test "routes" {
             .run();
     }
 }
+
+// ------------------------------------------------------------------ allocation
+
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    /// Counts the allocations of the current thread (delegating to `System`).
+    struct Counting;
+
+    thread_local! {
+        static COUNT: Cell<usize> = const { Cell::new(0) };
+    }
+
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on as is.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: `ptr` was allocated by `System` with `layout` (see `alloc`).
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    /// Allocations made on this thread while running `f`.
+    pub fn during(f: impl FnOnce()) -> usize {
+        let before = COUNT.with(Cell::get);
+        f();
+        COUNT.with(Cell::get) - before
+    }
+}
+
+#[test]
+fn lookup_allocates_nothing_for_ordinary_requests() {
+    let p = plan(
+        "route GET /users/{id}/files/{*path} -> a\nroute GET /users/search -> b\n\
+         route GET /x host \"h.example\" -> c\nroute POST /x -> d",
+    );
+    let requests = [
+        (Method::Get, "api.example.com", "/users/7/files/a/b.txt"),
+        (Method::Get, "API.Example.com:443", "/users/search"),
+        (Method::Get, "h.example", "/x"),
+        (Method::Get, "H.EXAMPLE:8080", "/x"),
+        (Method::Put, "", "/x"),
+        (Method::Get, "", "/nothing/here"),
+        (Method::Get, "", "/a/../b"),
+    ];
+    let allocations = alloc_count::during(|| {
+        for (method, host, path) in requests {
+            let found = lookup(&p, Some(method), host, path);
+            if let Lookup::Matched { params, .. } = &found {
+                std::hint::black_box(params.get("path"));
+            }
+            std::hint::black_box(found);
+        }
+    });
+    assert_eq!(allocations, 0);
+    // A path with escapes of unreserved characters is decoded into a copy.
+    assert!(alloc_count::during(|| drop(lookup(&p, Some(Method::Get), "", "/users/%7Ejo/files/x"))) > 0);
+}

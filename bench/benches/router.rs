@@ -77,7 +77,11 @@ fn compilation(c: &mut Criterion) {
         b.iter(|| gw_compiler::plan::lower(black_box(&cfg), &compiled.sources).map(|p| p.routes.len()))
     });
     group.bench_function("text_to_plan_10k_routes", |b| {
-        b.iter(|| gw_compiler::compile_text(&host, "bench.gw", black_box(&text)).plan.is_some())
+        b.iter(|| {
+            gw_compiler::compile_text(&host, "bench.gw", black_box(&text))
+                .plan
+                .is_some()
+        })
     });
     group.finish();
 }
