@@ -80,7 +80,7 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
         Some((resp, route)) => (resp, Some(route), None),
         None => {
             let origin = policy::cors::origin(&req);
-            let (resp, route, server) = route_request(&shared, &rt, conn, req).await;
+            let (resp, route, server) = route_request(&shared, &rt, conn, &uri, req).await;
             (policy::cors::decorate(&rt, route, origin, resp), route, server)
         }
     };
@@ -111,18 +111,24 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
 type Outcome = (Response<Body>, Option<usize>, Option<Arc<str>>);
 
 /// What an upstream target needs once the request has been taken apart.
-struct Prepared {
-    up: Arc<UpstreamRt>,
+struct Prepared<'a> {
+    up: &'a UpstreamRt,
     request_ops: Vec<RenderedOp>,
     path: PathAndQuery,
     hash: Option<u64>,
 }
 
-async fn route_request(shared: &Shared, rt: &Arc<Runtime>, conn: Conn, mut req: Request<Incoming>) -> Outcome {
+/// `uri` is the request's URI (a shared copy kept for the access log).
+async fn route_request(
+    shared: &Shared,
+    rt: &Arc<Runtime>,
+    conn: Conn,
+    uri: &Uri,
+    mut req: Request<Incoming>,
+) -> Outcome {
     let plan = &rt.plan;
     let host = host_of(&req);
     let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-    let uri = req.uri().clone();
     let (route_index, params) = match lookup(plan, method_of(req.method()), host_str, uri.path()) {
         Lookup::Matched { route, params } => (route, params),
         Lookup::NotFound => {
@@ -189,9 +195,9 @@ async fn route_request(shared: &Shared, rt: &Arc<Runtime>, conn: Conn, mut req: 
             Target::Upstream { upstream } => match rt.upstreams.get(*upstream) {
                 Some(up) => {
                     prepared = Some(Prepared {
-                        up: up.clone(),
+                        up,
                         request_ops: render_ops(&route.request_headers, &ctx),
-                        path: upstream_path(route, &ctx, &uri),
+                        path: upstream_path(route, &ctx, uri),
                         hash: up.hash_of(&ctx),
                     });
                     None
@@ -215,6 +221,9 @@ async fn route_request(shared: &Shared, rt: &Arc<Runtime>, conn: Conn, mut req: 
     {
         let headers = &mut head.headers;
         strip_hop_by_hop(headers, upgrade);
+        // The gateway answered `Expect: 100-continue` itself when it began
+        // reading the body; the upstream is not asked again.
+        headers.remove(header::EXPECT);
         if let (false, Some(h)) = (headers.contains_key(header::HOST), &host) {
             headers.insert(header::HOST, h.clone());
         }
@@ -224,7 +233,7 @@ async fn route_request(shared: &Shared, rt: &Arc<Runtime>, conn: Conn, mut req: 
     let target = Forward {
         shared,
         route,
-        up: &prepared.up,
+        up: prepared.up,
         path: prepared.path,
         hash: prepared.hash,
         host: host.as_ref(),
@@ -373,7 +382,7 @@ type Failure = (ErrorKind, Option<Arc<str>>);
 struct Forward<'a> {
     shared: &'a Shared,
     route: &'a Route,
-    up: &'a Arc<UpstreamRt>,
+    up: &'a UpstreamRt,
     path: PathAndQuery,
     hash: Option<u64>,
     /// The client's host, the `:authority` of an `http2` upstream request.
@@ -393,7 +402,7 @@ impl Forward<'_> {
         incoming: Incoming,
         declared: Option<u64>,
     ) -> Result<Answer, Failure> {
-        let up = &**self.up;
+        let up = self.up;
         let route = self.route;
         // Which retries this request may make: a route's own retry opts
         // every method in; the upstream's covers idempotent methods only.
