@@ -154,3 +154,31 @@ async fn parts_are_fetched_concurrently() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn parts_follow_their_upstreams_balancing() {
+    let a = json_server(json!({ "server": "a" })).await;
+    let b = json_server(json!({ "server": "b" })).await;
+    let orders = json_server(json!({})).await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream login {{ server {} server {} }}
+         upstream orders {{ server {} }}
+         route GET /summary {{
+           aggregate {{
+             profile login GET \"/profile\"
+             orders orders GET \"/orders\" optional
+           }}
+         }}",
+        a.addr, b.addr, orders.addr
+    ))
+    .await;
+    for _ in 0..4 {
+        assert_eq!(get(&live.url("/summary")).await.status, 200);
+    }
+    assert_eq!(
+        (a.count(), b.count(), orders.count()),
+        (2, 2, 4),
+        "round robin over login's servers"
+    );
+}

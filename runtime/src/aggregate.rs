@@ -1,10 +1,11 @@
 //! `aggregate`: fan a request out to several upstreams concurrently (each
-//! through its upstream's normal balancing and health) and merge their JSON
+//! through its upstream's normal balancing — the same hash key as a proxied
+//! request — health and per-server connection pool) and merge their JSON
 //! bodies into one object keyed by part name. An `optional` part that fails
 //! becomes `null`; a required part's failure makes the whole answer a 502
-//! whose body names no internals. Each part is bounded by the aggregate's
-//! `timeout` (else its upstream's), so a slow optional part cannot hold the
-//! response past it.
+//! whose body names no internals, and the parts still running are
+//! cancelled. Each part is bounded by the aggregate's `timeout` (else its
+//! upstream's), so a slow optional part cannot hold the response past it.
 
 use crate::body::{empty, full, Body};
 use crate::error::status_response;
@@ -18,12 +19,23 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 /// A part's JSON body may be at most this large.
 const PART_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
+/// Aborts the part's task when the answer no longer needs it.
+struct Part(JoinHandle<Option<serde_json::Value>>);
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 pub async fn run(rt: &Runtime, agg: &plan::Aggregate, ctx: &RequestCtx<'_>, conn: Conn) -> Response<Body> {
     let mut tasks = Vec::with_capacity(agg.parts.len());
+    let client = conn.client.ip().to_string();
     for part in &agg.parts {
         let Some(up) = rt.upstreams.get(part.upstream).cloned() else {
             return status_response(StatusCode::BAD_GATEWAY);
@@ -34,26 +46,17 @@ pub async fn run(rt: &Runtime, agg: &plan::Aggregate, ctx: &RequestCtx<'_>, conn
         } else {
             format!("/{path}")
         };
-        let key = up
-            .key
-            .as_ref()
-            .and_then(|k| ctx.value(k))
-            .map(|v| v.into_owned().into_bytes());
-        let key = if up.ip_hash {
-            Some(conn.client.ip().to_string().into_bytes())
-        } else {
-            key
-        };
+        let hash = up.hash_of(ctx);
         let timeout = agg.timeout.unwrap_or(up.config.timeout).as_duration();
         let method = hyper::Method::from_bytes(part.method.as_str().as_bytes()).unwrap_or(hyper::Method::GET);
-        let client = conn.client.ip().to_string();
-        tasks.push(tokio::spawn(async move {
-            fetch(up, method, path, key, timeout, client).await
-        }));
+        let client = client.clone();
+        tasks.push(Part(tokio::spawn(async move {
+            fetch(up, method, path, hash, timeout, client).await
+        })));
     }
     let mut merged = serde_json::Map::new();
-    for (part, task) in agg.parts.iter().zip(tasks) {
-        let value = task.await.ok().flatten();
+    for (part, mut task) in agg.parts.iter().zip(tasks) {
+        let value = (&mut task.0).await.ok().flatten();
         match value {
             Some(v) => {
                 merged.insert(part.name.clone(), v);
@@ -79,12 +82,12 @@ async fn fetch(
     up: Arc<UpstreamRt>,
     method: hyper::Method,
     path: String,
-    key: Option<Vec<u8>>,
+    hash: Option<u64>,
     timeout: Duration,
     client: String,
 ) -> Option<serde_json::Value> {
     let set = up.set.load_full();
-    let i = set.balancer.pick(&set.states, key.as_deref(), &[])?;
+    let i = set.balancer.pick_hashed(&set.states, hash, &[])?;
     let backend = set.backends.get(i)?;
     let uri = Uri::builder()
         .scheme("http")
@@ -93,6 +96,9 @@ async fn fetch(
         .build()
         .ok()?;
     let mut req = Request::builder().method(method).uri(uri).body(empty()).ok()?;
+    if up.config.http2 {
+        *req.version_mut() = hyper::Version::HTTP_2;
+    }
     req.headers_mut()
         .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
     if let Ok(v) = HeaderValue::from_str(&client) {
@@ -100,7 +106,10 @@ async fn fetch(
     }
     let _in_flight = backend.state.start();
     let work = async {
-        let resp = up.client.request(req).await.ok()?;
+        let Ok(resp) = backend.client.request(req).await else {
+            backend.state.record_result(false, up.eject);
+            return None;
+        };
         let ok = resp.status().is_success();
         backend.state.record_result(resp.status().as_u16() < 500, up.eject);
         let bytes = Limited::new(resp.into_body(), PART_BODY_LIMIT)
