@@ -26,3 +26,6 @@ mod serve_harness;
 mod serve_listeners;
 mod serve_health;
 mod serve_limits;
+mod serve_admin;
+mod serve_reload;
+mod serve_process;

@@ -9,6 +9,7 @@ use super::plan::compile_plan;
 use super::EXIT_USAGE;
 use crate::host::RealHost;
 use crate::render::{self, Style};
+use gw_compiler::plan::{AuthKind, JwtKey, ListenerKind, Plan, Secret};
 use gw_runtime::demo::Demo;
 use gw_runtime::{Gateway, Options};
 use std::io::Write as _;
@@ -154,7 +155,7 @@ impl Signals {
     }
 }
 
-async fn serve(args: ServeArgs, mut plan: gw_compiler::plan::Plan, files: Vec<PathBuf>) -> ExitCode {
+async fn serve(args: ServeArgs, mut plan: Plan, files: Vec<PathBuf>) -> ExitCode {
     #[cfg_attr(not(unix), allow(unused_mut))]
     let mut signals = Signals::register();
     let mut demo = None;
@@ -209,40 +210,44 @@ async fn serve(args: ServeArgs, mut plan: gw_compiler::plan::Plan, files: Vec<Pa
     ExitCode::SUCCESS
 }
 
-/// A few requests to try against the demo, on standard output.
-fn print_tour(plan: &gw_compiler::plan::Plan, addrs: &[std::net::SocketAddr], admin: Option<std::net::SocketAddr>) {
+/// A few requests to try against the demo, on standard output: public
+/// routes first, then signed-in ones with a demo token when the plan's
+/// RS256 key file has the demo private key (`demo-private.pem`) beside it.
+fn print_tour(plan: &Plan, addrs: &[std::net::SocketAddr], admin: Option<std::net::SocketAddr>) {
     let Some(http) = plan
         .listeners
         .iter()
         .zip(addrs)
-        .find(|(l, _)| matches!(l.kind, gw_compiler::plan::ListenerKind::Http))
+        .find(|(l, _)| matches!(l.kind, ListenerKind::Http))
         .map(|(_, a)| *a)
     else {
         return;
     };
+    let gets = |r: &&gw_compiler::plan::Route| {
+        r.host.is_none() && r.methods.is_none_or(|m| m.contains(gw_compiler::ast::Method::Get))
+    };
     let mut lines = vec![String::from("\nThe demo gateway is up. Try:")];
-    let mut shown = 0;
-    for r in &plan.routes {
-        if shown == 5 {
-            break;
+    for r in plan.routes.iter().filter(gets).filter(|r| r.auth.is_none()).take(5) {
+        lines.push(format!("  curl -i http://{http}{}", example_path(&r.path)));
+    }
+    if let Some(token) = demo_token(plan) {
+        let signed_in: Vec<_> = plan
+            .routes
+            .iter()
+            .filter(gets)
+            .filter(|r| r.auth.is_some())
+            .take(4)
+            .collect();
+        if !signed_in.is_empty() {
+            lines.push("Signed in, with a demo token (valid 24h, signed by the public demo key):".into());
+            lines.push(format!("  TOKEN={token}"));
+            for r in signed_in {
+                lines.push(format!(
+                    "  curl -i -H \"authorization: Bearer $TOKEN\" http://{http}{}",
+                    example_path(&r.path)
+                ));
+            }
         }
-        let public = r.auth.is_none() && r.host.is_none();
-        let gets = r.methods.is_none_or(|m| m.contains(gw_compiler::ast::Method::Get));
-        if !public || !gets {
-            continue;
-        }
-        let path: String = r
-            .path
-            .split('/')
-            .map(|s| match s {
-                s if s.starts_with("{*") => "demo",
-                s if s.starts_with('{') => "42",
-                s => s,
-            })
-            .collect::<Vec<_>>()
-            .join("/");
-        lines.push(format!("  curl -i http://{http}{path}"));
-        shown += 1;
     }
     if let Some(a) = admin {
         lines.push(format!("  curl http://{a}/metrics"));
@@ -251,6 +256,34 @@ fn print_tour(plan: &gw_compiler::plan::Plan, addrs: &[std::net::SocketAddr], ad
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{}", lines.join("\n"));
     let _ = stdout.flush();
+}
+
+/// A request path for a route pattern: `{id}` → `42`, `{*rest}` → `demo`.
+fn example_path(pattern: &str) -> String {
+    pattern
+        .split('/')
+        .map(|s| match s {
+            s if s.starts_with("{*") => "demo",
+            s if s.starts_with('{') => "42",
+            s => s,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A token for the plan's first RS256 `jwt` auth, signed with the
+/// `demo-private.pem` that sits beside its key file (the examples' public
+/// demo key); `None` when there is no such file.
+fn demo_token(plan: &Plan) -> Option<String> {
+    let key_file = plan.auths.iter().find_map(|a| match &a.kind {
+        AuthKind::Jwt(j) if j.algorithms.contains(&gw_compiler::ast::Algorithm::RS256) => match &j.key {
+            JwtKey::JwksFile(Secret::File(p)) | JwtKey::PublicKey(Secret::File(p)) => Some(p),
+            _ => None,
+        },
+        _ => None,
+    })?;
+    let pem = std::fs::read(std::path::Path::new(key_file).with_file_name("demo-private.pem")).ok()?;
+    gw_runtime::policy::demo_token::demo_token(plan, &pem, Duration::from_secs(24 * 3600)).ok()
 }
 
 /// What identifies a version of a file: modification time and length.
