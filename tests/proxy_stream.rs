@@ -10,6 +10,7 @@ use crate::proxy_support::{
 use bytes::Bytes;
 use gw_runtime::body::full;
 use http_body_util::BodyExt;
+use hyper::body::Frame;
 use hyper::{Request, Response};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -387,4 +388,56 @@ async fn a_request_body_from_an_h2_client_without_length_is_forwarded() {
     drop(tx);
     let got = pending.await.unwrap();
     assert_eq!((got.status, got.body.as_str()), (200, "hello h2"));
+}
+
+/// A body of one data frame and then trailers.
+struct WithTrailers(Option<Frame<Bytes>>, Option<Frame<Bytes>>);
+
+impl hyper::body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let next = self.0.take().or_else(|| self.1.take());
+        std::task::Poll::Ready(next.map(Ok))
+    }
+}
+
+#[tokio::test]
+async fn trailers_pass_from_an_h2_upstream_to_an_h2_client() {
+    // gRPC's shape: h2 both ways, `te: trailers`, the status in trailers.
+    let up = Upstream::start(|req| async move {
+        let te = req.headers().get("te").cloned();
+        let mut trailers = hyper::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        if let Some(te) = te {
+            trailers.insert("x-seen-te", te);
+        }
+        let body = WithTrailers(
+            Some(Frame::data(Bytes::from_static(b"message"))),
+            Some(Frame::trailers(trailers)),
+        );
+        Response::new(gw_runtime::body::boxed(body))
+    })
+    .await;
+    let live = Live::start(&gateway(up.addr, "http2")).await;
+    let req = Request::post(live.url("/pkg.Service/Method"))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(full("request"))
+        .unwrap();
+    let resp = within(Duration::from_secs(5), "the head", h2_client().request(req))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = within(Duration::from_secs(5), "the body", resp.into_body().collect())
+        .await
+        .unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrived");
+    assert_eq!(collected.to_bytes(), Bytes::from_static(b"message"));
+    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+    assert_eq!(trailers.get("x-seen-te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
 }

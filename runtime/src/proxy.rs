@@ -57,15 +57,14 @@ fn method_of(m: &hyper::Method) -> Option<Method> {
     })
 }
 
-/// The request's host: `Host`, or the URI authority (HTTP/2, absolute form).
-/// A shared copy of the header value, not a new string.
+/// The request's host: the URI authority (HTTP/2 `:authority`, an absolute
+/// form, which RFC 9112 ranks above `Host`), else `Host` — a shared copy of
+/// the header value, not a new string.
 fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if let Some(h) = req.headers().get(header::HOST) {
-        return Some(h.clone());
+    match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
     }
-    req.uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
 }
 
 /// Serves one request. Never fails: every error becomes a response.
