@@ -165,3 +165,30 @@ async fn connections_past_max_connections_are_closed_while_the_others_are_open()
     let metrics = gw_runtime::metrics::Rejection::TooManyConnections as usize;
     assert!(live.gateway.shared().metrics.rejections[metrics].load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_at_idle_timeout() {
+    let (live, up) = gateway("idle_timeout 500ms header_timeout 10s").await;
+    let s = TcpStream::connect(live.addrs[0]).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(s))
+            .await
+            .expect("h2 handshake");
+    let ended = tokio::spawn(async move {
+        let start = std::time::Instant::now();
+        let _ = conn.await;
+        start.elapsed()
+    });
+    let req = hyper::Request::get(format!("http://{}/h2", live.addrs[0]))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let resp = send.send_request(req).await.expect("an answer");
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let took = tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the gateway ends the idle h2 connection")
+        .expect("join");
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    assert_eq!(up.count(), 1);
+}

@@ -256,3 +256,61 @@ async fn the_gateway_reports_the_port_it_bound_for_port_zero() {
     assert_ne!(live.addrs[0].port(), 0);
     assert_eq!(get(&live.url("/")).await.status, 200);
 }
+
+#[tokio::test]
+async fn an_upgraded_connection_stays_counted_until_its_tunnel_closes() {
+    // Answers 101 and echoes on the upgraded connection.
+    let up = Upstream::start(|mut req| async move {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(io) = on.await {
+                let mut io = TokioIo::new(io);
+                let (mut r, mut w) = tokio::io::split(&mut io);
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut resp = hyper::Response::new(gw_runtime::body::empty());
+        *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+        resp.headers_mut()
+            .insert("connection", hyper::header::HeaderValue::from_static("upgrade"));
+        resp.headers_mut()
+            .insert("upgrade", hyper::header::HeaderValue::from_static("echo"));
+        resp
+    })
+    .await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream a {{ server {} }}
+         route /{{*rest}} -> a",
+        up.addr
+    ))
+    .await;
+    let open = || {
+        live.gateway
+            .shared()
+            .metrics
+            .open_connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let mut s = TcpStream::connect(live.addrs[0]).await.expect("connect");
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: gw.test\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut s, &mut b))
+            .await
+            .expect("a head within 5 s")
+            .expect("read");
+        assert_eq!(n, 1, "closed before the head: {}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    s.write_all(b"ping\n").await.expect("write");
+    assert_eq!(read_line(&mut s).await, "ping", "bytes flow through the tunnel");
+    assert_eq!(open(), 1, "the tunnel is an open connection");
+    drop(s);
+    let closed = crate::live::eventually(Duration::from_secs(5), || open() == 0).await;
+    assert!(closed, "uncounted once the tunnel closes");
+}

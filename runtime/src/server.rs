@@ -634,10 +634,16 @@ async fn accept_loop(
         let tls = tls.as_ref().map(|t| t.load_full());
         let (stop, shutdown) = (stop.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let _guard = guard;
+            let accepted_at = now_millis();
             let Some(config) = tls else {
                 let conn = Conn { client, tls: false };
-                serve_connection(stream, conn, Proto::Auto, shared, stop, shutdown).await;
+                let accepted = Accepted {
+                    conn,
+                    proto: Proto::Auto,
+                    at: accepted_at,
+                    guard,
+                };
+                serve_connection(stream, accepted, shared, stop, shutdown).await;
                 return;
             };
             let header_timeout = shared.current.load().plan.limits.header_timeout.as_duration();
@@ -648,8 +654,13 @@ async fn accept_loop(
                         Some(b"h2") => Proto::H2,
                         _ => Proto::H1,
                     };
-                    let conn = Conn { client, tls: true };
-                    serve_connection(s, conn, proto, shared, stop, shutdown).await;
+                    let accepted = Accepted {
+                        conn: Conn { client, tls: true },
+                        proto,
+                        at: accepted_at,
+                        guard,
+                    };
+                    serve_connection(s, accepted, shared, stop, shutdown).await;
                 }
                 Ok(Err(e)) => {
                     shared.metrics.reject(Rejection::TlsHandshake);
@@ -694,10 +705,13 @@ impl Drop for InFlight {
 }
 
 /// An IO wrapper that notes the time of the last byte read or written, for
-/// `idle_timeout`.
+/// `idle_timeout`. It holds the connection's place in the count, so that a
+/// connection upgraded to a tunnel (WebSocket) still counts, and drains,
+/// until the tunnel drops it.
 pub(crate) struct Activity<T> {
     pub(crate) inner: T,
     pub(crate) clocks: Arc<Clocks>,
+    pub(crate) _guard: Option<ConnGuard>,
 }
 
 impl<T> Activity<T> {
@@ -773,22 +787,37 @@ fn head_size<B>(req: &Request<B>) -> u64 {
     (line + headers + 2) as u64
 }
 
-async fn serve_connection<S>(
-    stream: S,
+/// A connection as accepted: who, which protocol, when (the clock of
+/// `header_timeout` starts here, TLS handshake included), and its place in
+/// the connection count.
+struct Accepted {
     conn: Conn,
     proto: Proto,
+    at: u64,
+    guard: ConnGuard,
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    accepted: Accepted,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Accepted {
+        conn,
+        proto,
+        at: started,
+        guard,
+    } = accepted;
     let limits = shared.current.load().plan.limits.clone();
-    let started = now_millis();
     let clocks = Clocks::new();
     let io = TokioIo::new(Activity {
         inner: stream,
         clocks: clocks.clone(),
+        _guard: Some(guard),
     });
     // hyper reads heads of up to 8 KiB whatever it is told: check below that.
     let max_head = (limits.max_header_size < HYPER_MIN_BUF).then_some(limits.max_header_size);
@@ -841,6 +870,7 @@ async fn serve_connection<S>(
         };
         let nap = Duration::from_millis(wake_at.saturating_sub(now_millis()).max(1));
         tokio::select! {
+            biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
                     note_connection_error(&shared, conn, &*e);

@@ -70,7 +70,9 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
             return;
         };
         tried.push(i);
-        let backend = &set.backends[i];
+        let Some(backend) = set.backends.get(i) else {
+            return;
+        };
         match connect(backend.addr, timeout).await {
             Ok(server) => {
                 backend.state.record_result(true, up.eject);
@@ -91,6 +93,7 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
     let mut client = Activity {
         inner: client,
         clocks: clocks.clone(),
+        _guard: None,
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
     tokio::pin!(copy);

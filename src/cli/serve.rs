@@ -1,9 +1,18 @@
 //! `gwc serve FILE`: compile the configuration into a plan and run the
-//! gateway. Hot reload: when the file or one of its imports changes, or on
-//! SIGHUP, recompile; a plan with errors is logged and the old one keeps
-//! serving. SIGTERM/SIGINT stop accepting and drain in-flight requests
-//! (`--drain`). `--demo` starts demo backends on the plan's free loopback
-//! server addresses first.
+//! gateway. The log goes to stderr (text, or one JSON object per line with
+//! `--log-format json`): the addresses bound (`listening ... bound=ADDR`,
+//! port 0 included), one `gw::access` line per request, reloads.
+//!
+//! Hot reload: when the file or one of its imports changes (polled every
+//! `--watch-interval`), or on SIGHUP (certificate files are re-read then too),
+//! recompile; a plan with errors is logged with its diagnostics and the old
+//! one keeps serving. SIGTERM/SIGINT stop accepting and drain in-flight
+//! requests for up to `--drain`, then exit 0; a second signal stops at once.
+//!
+//! `--demo` starts demo backends on the plan's loopback server addresses
+//! (moved to a free port when another program holds one, see
+//! [`gw_runtime::demo`]), listens on a free port if the plan's is taken, and
+//! prints curl commands to try (with a demo token for signed-in routes).
 
 use super::plan::compile_plan;
 use super::EXIT_USAGE;
