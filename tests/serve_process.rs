@@ -379,3 +379,36 @@ async fn demo_moves_a_backend_whose_port_another_program_holds() {
     assert_eq!(got.json()["service"], "menu");
     assert_eq!(got.json()["instance"], taken.to_string(), "named as the plan writes it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_listens_on_a_free_port_when_the_plans_is_taken_and_without_demo_fails() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = holder.local_addr().expect("addr");
+    let up = Upstream::named("a").await;
+    let text = format!(
+        "listen {taken}
+         upstream a {{ server {} }}
+         route GET /a -> a\n",
+        up.addr
+    );
+    let served = Served::start(&[("app.gw", &text)], &["app.gw", "--demo"]);
+    let addr = served.bound(1).await[0];
+    assert_ne!(addr, taken);
+    assert_eq!(get(&format!("http://{addr}/a")).await.status, 200);
+    assert!(
+        served
+            .stdout_lines()
+            .iter()
+            .any(|l| l.contains(&format!("http://{addr}/a"))),
+        "the tour names the port really bound\n{}",
+        served.output()
+    );
+
+    let strict = Served::start(&[("app.gw", &text)], &["app.gw"]);
+    assert_eq!(strict.wait_exit(WAIT).await, Some(2), "{}", strict.output());
+    assert!(
+        strict.stderr_lines().join("\n").contains("cannot listen"),
+        "{}",
+        strict.output()
+    );
+}

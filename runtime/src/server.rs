@@ -475,7 +475,7 @@ impl Gateway {
 
     /// Swaps in a new plan: binds what it adds (a listener that cannot be
     /// bound refuses the reload and changes nothing), builds its runtime
-    /// (unchanged servers keep their health and pools), swaps atomically,
+    /// (unchanged servers keep their health), swaps atomically,
     /// restarts health checks, and closes what it drops. Requests in flight
     /// finish on the plan they started with.
     pub async fn reload(&self, plan: Plan) -> Result<(), String> {
