@@ -308,6 +308,22 @@ fn plan_json_round_trips() {
 }
 
 #[test]
+fn plan_read_through_serde_directly_still_routes() {
+    let json = plan(FULL).to_json();
+    let back: Plan = serde_json::from_str(&json).expect("serde reads a plan");
+    assert_eq!(route(&back, Method::Post, "", "/payments/x"), "a");
+    let other = json.replacen(
+        &format!("\"format_version\": {FORMAT_VERSION}"),
+        "\"format_version\": 2",
+        1,
+    );
+    assert!(
+        serde_json::from_str::<Plan>(&other).is_err(),
+        "serde refuses another version too"
+    );
+}
+
+#[test]
 fn plan_json_of_other_version_is_refused() {
     let json = plan(FULL).to_json().replacen(
         &format!("\"format_version\": {FORMAT_VERSION}"),

@@ -34,8 +34,10 @@ pub use router::{lookup, Lookup, MethodSet, Params};
 /// of the plan changes; a plan of another version is refused when loaded.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// The compiled configuration.
+/// The compiled configuration. Deserialising one (through [`Plan::from_json`]
+/// or serde directly) checks its indices and rebuilds its router.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(try_from = "PlanFile")]
 pub struct Plan {
     pub format_version: u32,
     /// Every HTTP listener serves the same routes; a TCP listener forwards to
@@ -52,6 +54,58 @@ pub struct Plan {
     /// Derived from `routes`; rebuilt when a plan is loaded from JSON.
     #[serde(skip)]
     pub router: router::Router,
+}
+
+/// A plan as written in JSON, before its indices are checked and its router
+/// is built.
+#[derive(Deserialize)]
+struct PlanFile {
+    format_version: u32,
+    listeners: Vec<Listener>,
+    admin: Vec<String>,
+    limits: ServerLimits,
+    upstreams: Vec<Upstream>,
+    auths: Vec<Auth>,
+    rate_limits: Vec<RateLimit>,
+    stores: Vec<Store>,
+    routes: Vec<Route>,
+}
+
+impl TryFrom<PlanFile> for Plan {
+    type Error = LoadError;
+
+    fn try_from(f: PlanFile) -> Result<Plan, LoadError> {
+        if f.format_version != FORMAT_VERSION {
+            return Err(version_error(&f.format_version.to_string()));
+        }
+        let mut plan = Plan {
+            format_version: f.format_version,
+            listeners: f.listeners,
+            admin: f.admin,
+            limits: f.limits,
+            upstreams: f.upstreams,
+            auths: f.auths,
+            rate_limits: f.rate_limits,
+            stores: f.stores,
+            routes: f.routes,
+            router: router::Router::default(),
+        };
+        plan.validate()?;
+        plan.router = router::Router::build(&plan.routes).map_err(|errors| {
+            LoadError(match errors.first() {
+                Some(e) => format!("invalid plan: {e}"),
+                None => "invalid plan: the routes cannot be compiled".into(),
+            })
+        })?;
+        Ok(plan)
+    }
+}
+
+fn version_error(version: &str) -> LoadError {
+    LoadError(format!(
+        "plan format version {version} is not supported: this gwc reads version {FORMAT_VERSION}; \
+         rebuild the plan with `gwc build` from the same release"
+    ))
 }
 
 /// Why a plan read from JSON was refused.
@@ -80,25 +134,10 @@ impl Plan {
         let version = value
             .get("format_version")
             .ok_or_else(|| LoadError("not a gw plan: it has no `format_version`".into()))?;
-        match version.as_u64() {
-            Some(v) if v == u64::from(FORMAT_VERSION) => {}
-            _ => {
-                return Err(LoadError(format!(
-                    "plan format version {version} is not supported: this gwc reads version {FORMAT_VERSION}; \
-                     rebuild the plan with `gwc build` from the same release"
-                )))
-            }
+        if version.as_u64() != Some(u64::from(FORMAT_VERSION)) {
+            return Err(version_error(&version.to_string()));
         }
-        let mut plan: Plan = serde_json::from_value(value)
-            .map_err(|e| LoadError(format!("not a gw plan of version {FORMAT_VERSION}: {e}")))?;
-        plan.validate()?;
-        plan.router = router::Router::build(&plan.routes).map_err(|errors| {
-            LoadError(match errors.first() {
-                Some(e) => e.to_string(),
-                None => "the routes cannot be compiled".into(),
-            })
-        })?;
-        Ok(plan)
+        serde_json::from_value(value).map_err(|e| LoadError(format!("not a gw plan of version {FORMAT_VERSION}: {e}")))
     }
 
     /// Every index points into its table.
