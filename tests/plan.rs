@@ -640,6 +640,26 @@ test "routes" {
     }
 
     #[test]
+    fn route_still_explains_when_embedded_tests_fail() {
+        let failing = APP.replace("POST /payments/charge -> payment", "POST /payments/charge -> orders");
+        Gwc::new()
+            .env("JWT_SECRET", SECRET)
+            .file("app.gw", failing)
+            .args(["route", "app.gw", "POST", "/payments/charge"])
+            .status(0)
+            .stdout_has("-> route `/payments/{*rest}` (app.gw:11)")
+            .stderr_has("GW0601")
+            .run();
+        let failing = APP.replace("POST /payments/charge -> payment", "POST /payments/charge -> orders");
+        Gwc::new()
+            .env("JWT_SECRET", SECRET)
+            .file("app.gw", failing)
+            .args(["plan", "app.gw"])
+            .status(1)
+            .run();
+    }
+
+    #[test]
     fn route_with_an_unknown_method_is_a_usage_error() {
         gwc()
             .args(["route", "app.gw", "FETCH", "/x"])

@@ -87,11 +87,18 @@ fn plan_and_test(
     }
     match plan::lower(config, sources) {
         Ok(plan) => {
-            let report = plan::testing::run(config, &plan);
+            let mut report = plan::testing::run(config, &plan);
             for d in &report.failures {
                 diagnostics.push(d.clone());
             }
-            (Some(plan), Some(report))
+            if report.failures.is_empty() {
+                (Some(plan), Some(report))
+            } else {
+                // Failing tests are errors, so there is no plan to run; the
+                // report keeps it for `gwc route` to explain the failures.
+                report.plan = Some(plan);
+                (None, Some(report))
+            }
         }
         Err(errors) => {
             for d in errors {

@@ -36,6 +36,16 @@ pub fn run(args: PlanArgs) -> ExitCode {
 /// `Err` carries the exit status: 2 when the file cannot be read, 1 when the
 /// configuration has errors.
 pub fn compile_plan(file: &str) -> Result<(Plan, Compilation), ExitCode> {
+    compile(file, false)
+}
+
+/// Like [`compile_plan`], but when the only errors are failing embedded
+/// tests (GW0601), the plan they ran against (for `gwc route`).
+pub fn compile_plan_despite_failing_tests(file: &str) -> Result<(Plan, Compilation), ExitCode> {
+    compile(file, true)
+}
+
+fn compile(file: &str, failing_tests_ok: bool) -> Result<(Plan, Compilation), ExitCode> {
     let mut compilation = match gw_compiler::compile(&RealHost, file) {
         Ok(c) => c,
         Err(e) => {
@@ -48,8 +58,16 @@ pub fn compile_plan(file: &str) -> Result<(Plan, Compilation), ExitCode> {
     for d in &compilation.diagnostics {
         let _ = write!(stderr, "{}", render::render(d, &compilation.sources, style));
     }
-    match compilation.plan.take() {
-        Some(plan) if compilation.errors() == 0 => Ok((plan, compilation)),
+    let tested = compilation.tests.as_mut().and_then(|t| t.plan.take());
+    match (compilation.plan.take(), tested) {
+        (Some(plan), _) if compilation.errors() == 0 => Ok((plan, compilation)),
+        (None, Some(plan)) if failing_tests_ok => {
+            let _ = writeln!(
+                stderr,
+                "{file}: embedded tests fail; explaining with the plan they ran against"
+            );
+            Ok((plan, compilation))
+        }
         _ => {
             let _ = writeln!(
                 stderr,

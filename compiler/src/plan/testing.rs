@@ -24,6 +24,10 @@ pub struct TestReport {
     /// Per route (plan order): its head as written and where, for coverage
     /// reports (the plan itself is dropped when a test fails).
     pub routes: Vec<(String, Origin)>,
+    /// The plan the tests ran against, kept here only when some failed (the
+    /// compilation then has no plan to run, but `gwc route` can still
+    /// explain where the failing requests go).
+    pub plan: Option<Plan>,
 }
 
 impl TestReport {
