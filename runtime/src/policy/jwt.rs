@@ -202,7 +202,6 @@ impl JwtAuth {
         };
         let kid = header.kid.as_deref();
         let mut tried = false;
-        let mut why = "bad signature";
         for key in set.candidates(*alg, kid) {
             tried = true;
             match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, validation) {
@@ -224,12 +223,11 @@ impl JwtAuth {
                     }
                 }
             }
-            why = "bad signature";
         }
         match (tried, kid) {
             (false, Some(k)) => Verdict::UnknownKid(k.to_string()),
             (false, None) => Verdict::Invalid("no key for the algorithm"),
-            (true, _) => Verdict::Invalid(why),
+            (true, _) => Verdict::Invalid("bad signature"),
         }
     }
 }
