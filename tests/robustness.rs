@@ -91,10 +91,13 @@ fn assert_well_formed(c: &Compilation) {
 }
 
 #[test]
-fn seed_configuration_is_valid_apart_from_unset_env() {
+fn seed_configuration_is_valid_apart_from_files_and_env_it_lacks() {
+    // The seed names a certificate and an env var this host does not have:
+    // only those may be reported, so mutations start from a valid shape.
     let c = compile_bytes(SEED.as_bytes().to_vec());
     let codes: Vec<_> = c.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.code.as_str()).collect();
-    assert!(codes.iter().all(|c| *c == "GW0404"), "{codes:?}");
+    assert!(codes.iter().all(|c| *c == "GW0404" || *c == "GW0403"), "{codes:?}");
+    assert!(codes.contains(&"GW0404") && codes.contains(&"GW0403"), "{codes:?}");
 }
 
 #[derive(Clone, Debug)]
