@@ -413,7 +413,7 @@ struct Edges {
 }
 
 impl Edges {
-    #[inline]
+    #[inline(always)]
     fn get(&self, key: &str) -> Option<u32> {
         let sig = Sig::of(key);
         if self.slots.is_empty() {
@@ -748,7 +748,7 @@ impl Lookup<'_> {
 }
 
 /// Captured ranges kept inline up to this many parameters (no allocation).
-const INLINE_CAPS: usize = 6;
+const INLINE_CAPS: usize = 4;
 
 /// Byte ranges of captured parameters: inline first, then spilled.
 #[derive(Debug, Clone, Default)]
