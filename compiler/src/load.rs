@@ -98,7 +98,7 @@ impl Loader<'_> {
             let message = if path == from {
                 format!("import cycle: `{path}` imports itself")
             } else {
-                format!("import cycle: `{from}` imports `{path}`, which is still being loaded")
+                format!("import cycle: `{from}` imports `{path}` back")
             };
             self.loaded.diagnostics.push(
                 Diagnostic::new(Code::GW0004, message)
