@@ -660,6 +660,37 @@ test "routes" {
     }
 
     #[test]
+    fn route_json_has_the_winner_pipeline_and_losers() {
+        let out = gwc()
+            .args([
+                "route",
+                "--format",
+                "json",
+                "app.gw",
+                "GET",
+                "/orders/42",
+                "host",
+                "www.example.com",
+            ])
+            .status(0)
+            .run();
+        let json = out.json();
+        assert_eq!(json["request"]["host"], "www.example.com");
+        assert_eq!(json["status"], serde_json::Value::Null, "routed upstream");
+        assert_eq!(json["route"]["route"], "GET /orders/{id}");
+        assert_eq!(json["route"]["line"], 10);
+        assert_eq!(json["params"]["id"], "42");
+        assert_eq!(json["pipeline"][0], "auth users (jwt)");
+        assert_eq!(json["candidates"].as_array().map(Vec::len), Some(2));
+        let missing = gwc()
+            .args(["route", "--format", "json", "app.gw", "DELETE", "/orders/42"])
+            .run()
+            .json();
+        assert_eq!(missing["status"], 404, "the catch-all answers 404 itself");
+        assert_eq!(missing["route"]["route"], "/{*rest}");
+    }
+
+    #[test]
     fn route_with_an_unknown_method_is_a_usage_error() {
         gwc()
             .args(["route", "app.gw", "FETCH", "/x"])

@@ -9,7 +9,8 @@
 use super::plan::compile_plan_despite_failing_tests;
 use super::EXIT_USAGE;
 use gw_compiler::ast::Method;
-use gw_compiler::plan::explain::{explain, Outcome};
+use gw_compiler::plan::explain::{explain, Explanation, Outcome};
+use gw_compiler::plan::{Plan, Target};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -31,6 +32,18 @@ pub struct RouteArgs {
     /// The request's host (same as `host NAME`).
     #[arg(long, value_name = "NAME")]
     host: Option<String>,
+    /// How to print the answer.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// The winner, its policies in order, and the routes that lost.
+    Text,
+    /// `{"request","status","route","params","allow","pipeline","candidates"}`;
+    /// `status` is the gateway's own answer, `null` when the request goes upstream.
+    Json,
 }
 
 pub fn run(args: RouteArgs) -> ExitCode {
@@ -54,6 +67,11 @@ pub fn run(args: RouteArgs) -> ExitCode {
         Err(code) => return code,
     };
     let e = explain(&plan, method, &host, &args.path);
+    if args.format == Format::Json {
+        let doc = json(&plan, &e, method, &host, &args.path);
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
     let mut out = String::new();
     let request = if host.is_empty() {
         format!("{} {}", method.as_str(), args.path)
@@ -99,4 +117,62 @@ pub fn run(args: RouteArgs) -> ExitCode {
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
     ExitCode::SUCCESS
+}
+
+/// The explanation as one JSON object, for tools.
+fn json(plan: &Plan, e: &Explanation, method: Method, host: &str, path: &str) -> serde_json::Value {
+    let route_json = |i: usize| {
+        plan.routes.get(i).map(|r| {
+            serde_json::json!({
+                "route": r.head(),
+                "target": plan.target_name(r),
+                "file": r.origin.file,
+                "line": r.origin.line,
+            })
+        })
+    };
+    let (status, route, params, allow, pipeline) = match &e.outcome {
+        Outcome::Matched { route, params } => {
+            // The gateway's own answer; `null` when the request goes upstream.
+            let status = match plan.routes.get(*route).map(|r| &r.target) {
+                Some(Target::Respond { status, .. }) | Some(Target::Redirect { status, .. }) => Some(*status),
+                _ => None,
+            };
+            let params: serde_json::Map<String, serde_json::Value> = params
+                .iter()
+                .map(|(n, v)| (n.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            let pipeline = plan.routes.get(*route).map(|r| plan.pipeline(r)).unwrap_or_default();
+            (status, route_json(*route), Some(params), None, pipeline)
+        }
+        Outcome::NotFound => (Some(404), None, None, None, Vec::new()),
+        Outcome::MethodNotAllowed { allow } => (
+            Some(405),
+            None,
+            None,
+            Some(allow.iter().map(Method::as_str).collect::<Vec<_>>()),
+            Vec::new(),
+        ),
+        Outcome::BadRequest(_) => (Some(400), None, None, None, Vec::new()),
+    };
+    let candidates: Vec<serde_json::Value> = e
+        .candidates
+        .iter()
+        .map(|c| {
+            let mut v = route_json(c.route).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("reason".into(), serde_json::Value::String(c.reason.to_string()));
+            }
+            v
+        })
+        .collect();
+    serde_json::json!({
+        "request": { "method": method.as_str(), "host": host, "path": path },
+        "status": status,
+        "route": route,
+        "params": params,
+        "allow": allow,
+        "pipeline": pipeline,
+        "candidates": candidates,
+    })
 }
