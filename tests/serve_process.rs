@@ -412,3 +412,32 @@ async fn demo_listens_on_a_free_port_when_the_plans_is_taken_and_without_demo_fa
         strict.output()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_built_by_gwc_build_is_served_and_reloaded() {
+    let up = Upstream::named("a").await;
+    let plan = |extra: &str| crate::live::plan_of(&app(up.addr, extra), &[]).to_json();
+    let served = Served::start(
+        &[("app.plan.json", &plan(""))],
+        &["app.plan.json", "--watch-interval", "50ms"],
+    );
+    let addr = served.bound(1).await[0];
+    let got = get(&format!("http://{addr}/a/1")).await;
+    assert_eq!((got.status, got.json()["upstream"].as_str()), (200, Some("a")));
+    served.write("app.plan.json", &plan("route GET /b { respond 204 }"));
+    until_status(&format!("http://{addr}/b"), 204, &served).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_of_another_format_version_is_refused() {
+    let up = Upstream::named("a").await;
+    let mut json: serde_json::Value =
+        serde_json::from_str(&crate::live::plan_of(&app(up.addr, ""), &[]).to_json()).expect("plan JSON");
+    json["format_version"] = 999.into();
+    let served = Served::start(&[("old.plan.json", &json.to_string())], &["old.plan.json"]);
+    assert_eq!(served.wait_exit(WAIT).await, Some(1), "{}", served.output());
+    // The message may reach the pipe reader a moment after the exit.
+    let said = crate::live::eventually(WAIT, || served.output().contains("format version 999")).await;
+    let out = served.output();
+    assert!(said && out.contains("gwc build"), "{out}");
+}

@@ -72,11 +72,21 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn run(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
-    let (plan, compilation) = match compile_plan(&args.file) {
-        Ok(p) => p,
-        Err(code) => return code,
+    let (plan, files) = if is_built_plan(&args.file) {
+        // A plan written by `gwc build`: its secrets are resolved now.
+        match read_built_plan(&args.file) {
+            Ok(plan) => (plan, vec![PathBuf::from(&args.file)]),
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(super::EXIT_PROBLEMS);
+            }
+        }
+    } else {
+        match compile_plan(&args.file) {
+            Ok((plan, compilation)) => (plan, source_files(&compilation)),
+            Err(code) => return code,
+        }
     };
-    let files = source_files(&compilation);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.threads {
         builder.worker_threads(n.max(1));
@@ -92,6 +102,47 @@ pub fn run(args: ServeArgs) -> ExitCode {
     // Connections still open after the drain are cut here.
     runtime.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+/// `gwc serve app.plan.json` runs a plan written by `gwc build`.
+fn is_built_plan(file: &str) -> bool {
+    file.ends_with(".json")
+}
+
+/// Reads a built plan; refuses one of another format version.
+fn read_built_plan(file: &str) -> Result<gw_compiler::plan::Plan, String> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read `{file}`: {}", super::plan::describe(&e)))?;
+    gw_compiler::plan::Plan::from_json(&text).map_err(|e| format!("`{file}`: {e}"))
+}
+
+/// The plan to reload and the files to watch, or the reason (rendered
+/// diagnostics) the running plan stays.
+fn load_for_reload(root: &str) -> Result<(gw_compiler::plan::Plan, Vec<PathBuf>), (String, Option<Vec<PathBuf>>)> {
+    if is_built_plan(root) {
+        return read_built_plan(root)
+            .map(|p| (p, vec![PathBuf::from(root)]))
+            .map_err(|e| (e, None));
+    }
+    let compilation = gw_compiler::compile(&RealHost, root)
+        .map_err(|e| (format!("cannot read `{root}`: {}", super::plan::describe(&e)), None))?;
+    let files = source_files(&compilation);
+    let errors = compilation.errors();
+    match compilation.plan {
+        Some(plan) if errors == 0 => Ok((plan, files)),
+        _ => {
+            let style = Style {
+                color: false,
+                width: render::FIXED_WIDTH,
+            };
+            let mut text = String::new();
+            for d in &compilation.diagnostics {
+                text.push_str(&render::render(d, &compilation.sources, style));
+            }
+            let summary = render::summary(errors, compilation.warnings());
+            Err((format!("{summary}\n{text}"), Some(files)))
+        }
+    }
 }
 
 fn source_files(compilation: &gw_compiler::Compilation) -> Vec<PathBuf> {
@@ -349,22 +400,16 @@ async fn watch(
         if by_signal {
             tracing::info!(file = %root, "SIGHUP: reloading");
         }
-        let compile_root = root.clone();
-        let compiled = tokio::task::spawn_blocking(move || gw_compiler::compile(&RealHost, &compile_root)).await;
-        let compilation = match compiled {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::error!(file = %root, error = %super::plan::describe(&e), "reload: cannot read the configuration; keeping the running plan");
-                continue;
-            }
+        let reload_root = root.clone();
+        let loaded = match tokio::task::spawn_blocking(move || load_for_reload(&reload_root)).await {
+            Ok(l) => l,
             Err(_) => continue,
         };
-        // Watch the files of the new compilation (imports may have changed).
-        files = source_files(&compilation);
-        seen = stamps(&files);
-        let errors = compilation.errors();
-        match compilation.plan {
-            Some(mut plan) if errors == 0 => {
+        match loaded {
+            Ok((mut plan, new_files)) => {
+                // Watch the files of the new compilation (imports may have changed).
+                files = new_files;
+                seen = stamps(&files);
                 if let Some(d) = demo.as_mut() {
                     for b in d.start(&plan).await {
                         tracing::info!(service = %b.service, address = %b.address, bound = %b.addr, "demo backend started");
@@ -376,28 +421,17 @@ async fn watch(
                     Err(e) => tracing::error!(file = %root, error = %e, "reload failed; keeping the running plan"),
                 }
             }
-            _ => {
+            Err((why, new_files)) => {
+                if let Some(f) = new_files {
+                    files = f;
+                    seen = stamps(&files);
+                }
                 gateway
                     .shared()
                     .metrics
                     .reload_failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let mut text = String::new();
-                for d in &compilation.diagnostics {
-                    text.push_str(&render::render(
-                        d,
-                        &compilation.sources,
-                        Style {
-                            color: false,
-                            width: render::FIXED_WIDTH,
-                        },
-                    ));
-                }
-                tracing::error!(
-                    file = %root,
-                    "reload refused ({}); keeping the running plan\n{text}",
-                    render::summary(errors, compilation.warnings())
-                );
+                tracing::error!(file = %root, "reload refused, keeping the running plan: {why}");
             }
         }
     }
