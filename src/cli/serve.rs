@@ -116,9 +116,14 @@ fn read_built_plan(file: &str) -> Result<gw_compiler::plan::Plan, String> {
     gw_compiler::plan::Plan::from_json(&text).map_err(|e| format!("`{file}`: {e}"))
 }
 
-/// The plan to reload and the files to watch, or the reason (rendered
-/// diagnostics) the running plan stays.
-fn load_for_reload(root: &str) -> Result<(gw_compiler::plan::Plan, Vec<PathBuf>), (String, Option<Vec<PathBuf>>)> {
+/// A plan to swap in and the files to watch for the next change.
+type Reloadable = (gw_compiler::plan::Plan, Vec<PathBuf>);
+/// Why the running plan stays (rendered diagnostics), and the files to
+/// watch when they are known.
+type Refused = (String, Option<Vec<PathBuf>>);
+
+/// The plan to reload and the files to watch, or why the running plan stays.
+fn load_for_reload(root: &str) -> Result<Reloadable, Refused> {
     if is_built_plan(root) {
         return read_built_plan(root)
             .map(|p| (p, vec![PathBuf::from(root)]))
