@@ -57,7 +57,13 @@ fn backup_used_only_when_primaries_down() {
 #[test]
 fn tried_servers_are_not_picked_again() {
     let s = servers(&[(1, false), (1, false)]);
-    for strategy in [Strategy::RoundRobin, Strategy::LeastConn, Strategy::Random, Strategy::P2c, Strategy::Hash] {
+    for strategy in [
+        Strategy::RoundRobin,
+        Strategy::LeastConn,
+        Strategy::Random,
+        Strategy::P2c,
+        Strategy::Hash,
+    ] {
         let b = Balancer::new(strategy, &s);
         for _ in 0..50 {
             assert_eq!(b.pick(&s, Some(b"key"), &[0]), Some(1), "{strategy:?}");
@@ -137,15 +143,23 @@ fn removing_one_of_n_servers_moves_about_one_nth_of_keys() {
         }
     }
     let share = moved as f64 / keys as f64;
-    assert!((0.06..0.14).contains(&share), "moved {share} of keys, expected about 1/{n}");
-    assert!(per_server.values().all(|c| *c > keys / n / 2), "ring balance: {per_server:?}");
+    assert!(
+        (0.06..0.14).contains(&share),
+        "moved {share} of keys, expected about 1/{n}"
+    );
+    assert!(
+        per_server.values().all(|c| *c > keys / n / 2),
+        "ring balance: {per_server:?}"
+    );
 }
 
 #[test]
 fn hashing_moves_keys_of_an_unhealthy_server_only() {
     let s = servers(&[(1, false), (1, false), (1, false), (1, false)]);
     let b = Balancer::new(Strategy::Hash, &s);
-    let owners: Vec<_> = (0..1000).map(|k| b.pick(&s, Some(format!("k{k}").as_bytes()), &[]).unwrap()).collect();
+    let owners: Vec<_> = (0..1000)
+        .map(|k| b.pick(&s, Some(format!("k{k}").as_bytes()), &[]).unwrap())
+        .collect();
     s[2].set_healthy(false);
     for (k, owner) in owners.iter().enumerate() {
         let now = b.pick(&s, Some(format!("k{k}").as_bytes()), &[]).unwrap();
@@ -174,7 +188,10 @@ fn active_checks_flip_after_thresholds() {
 #[test]
 fn passive_ejection_doubles_on_repeat() {
     let s = ServerState::new("a", 1, false);
-    let policy = Some(EjectPolicy { errors: 3, base: Duration::from_millis(40) });
+    let policy = Some(EjectPolicy {
+        errors: 3,
+        base: Duration::from_millis(40),
+    });
     assert!(!s.record_result(false, policy));
     assert!(!s.record_result(true, policy), "a success resets the count");
     assert!(!s.record_result(false, policy));
@@ -195,5 +212,8 @@ fn passive_ejection_doubles_on_repeat() {
     }
     let second = start.elapsed();
     assert!(first < Duration::from_millis(70), "{first:?}");
-    assert!(second >= Duration::from_millis(75), "second ejection lasts twice as long: {second:?}");
+    assert!(
+        second >= Duration::from_millis(75),
+        "second ejection lasts twice as long: {second:?}"
+    );
 }

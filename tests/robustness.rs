@@ -62,7 +62,9 @@ fn compile_bytes(bytes: Vec<u8>) -> Compilation {
     let handle = std::thread::Builder::new()
         .stack_size(8 << 20)
         .spawn(move || {
-            let host = MemoryHost::new().file("fuzz.gw", bytes).file("common.gw", "upstream extra { server 10.0.0.1:80 }");
+            let host = MemoryHost::new()
+                .file("fuzz.gw", bytes)
+                .file("common.gw", "upstream extra { server 10.0.0.1:80 }");
             let result = compile(&host, "fuzz.gw").map_err(|e| e.to_string());
             let _ = tx.send(result);
         })
@@ -84,7 +86,11 @@ fn assert_well_formed(c: &Compilation) {
     for d in &c.diagnostics {
         let span = d.span().unwrap_or_else(|| panic!("{} has no span", d.code));
         let len = c.sources.get(span.file).text.len() as u32;
-        assert!(span.start <= span.end && span.end <= len, "{} span {span:?} outside file of {len} bytes", d.code);
+        assert!(
+            span.start <= span.end && span.end <= len,
+            "{} span {span:?} outside file of {len} bytes",
+            d.code
+        );
         assert!(!d.message.is_empty());
     }
     assert_eq!(c.config.is_some(), c.errors() == 0);
@@ -95,7 +101,12 @@ fn seed_configuration_is_valid_apart_from_files_and_env_it_lacks() {
     // The seed names a certificate and an env var this host does not have:
     // only those may be reported, so mutations start from a valid shape.
     let c = compile_bytes(SEED.as_bytes().to_vec());
-    let codes: Vec<_> = c.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.code.as_str()).collect();
+    let codes: Vec<_> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.code.as_str())
+        .collect();
     assert!(codes.iter().all(|c| *c == "GW0404" || *c == "GW0403"), "{codes:?}");
     assert!(codes.contains(&"GW0404") && codes.contains(&"GW0403"), "{codes:?}");
 }
@@ -192,7 +203,11 @@ proptest! {
 #[test]
 fn deep_nesting_is_an_error_not_a_stack_overflow() {
     for (open, close) in [("{", "}"), ("[", "]"), ("(", ")")] {
-        let src = format!("route /x {{ require claim.a in {}{} }}", open.repeat(100_000), close.repeat(100_000));
+        let src = format!(
+            "route /x {{ require claim.a in {}{} }}",
+            open.repeat(100_000),
+            close.repeat(100_000)
+        );
         let c = compile_bytes(src.into_bytes());
         assert_well_formed(&c);
         assert!(c.diagnostics.iter().any(|d| d.code.as_str() == "GW0001"), "{open}");
@@ -201,7 +216,12 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
 
 #[test]
 fn unbalanced_braces_are_reported() {
-    for src in ["upstream a { server 1.2.3.4:5", "upstream a { server 1.2.3.4:5 } }", "}}}}", "{{{{"] {
+    for src in [
+        "upstream a { server 1.2.3.4:5",
+        "upstream a { server 1.2.3.4:5 } }",
+        "}}}}",
+        "{{{{",
+    ] {
         let c = compile_bytes(src.as_bytes().to_vec());
         assert_well_formed(&c);
         let code = c.diagnostics.first().map(|d| d.code.as_str());
@@ -229,7 +249,11 @@ fn invalid_utf8_is_a_diagnostic() {
     bytes.extend_from_slice(&[0xff, 0xfe, b'\n']);
     let c = compile_bytes(bytes);
     assert_well_formed(&c);
-    let d = c.diagnostics.iter().find(|d| d.message.contains("UTF-8")).expect("a UTF-8 diagnostic");
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("UTF-8"))
+        .expect("a UTF-8 diagnostic");
     assert_eq!(c.sources.line_col(d.span().unwrap()), (2, 20));
 }
 
@@ -238,7 +262,11 @@ pub fn generated_config(n: usize, upstreams: usize) -> String {
     let mut s = String::with_capacity(n * 60);
     s.push_str("listen 127.0.0.1:8080\n");
     for u in 0..upstreams {
-        s.push_str(&format!("upstream svc{u} {{ server 127.0.0.1:{} server 127.0.0.1:{} }}\n", 10000 + u, 20000 + u));
+        s.push_str(&format!(
+            "upstream svc{u} {{ server 127.0.0.1:{} server 127.0.0.1:{} }}\n",
+            10000 + u,
+            20000 + u
+        ));
     }
     for r in 0..n {
         let u = r % upstreams;
@@ -246,7 +274,10 @@ pub fn generated_config(n: usize, upstreams: usize) -> String {
             0 => s.push_str(&format!("route GET /api/v{}/items{r} -> svc{u}\n", r % 7)),
             1 => s.push_str(&format!("route GET,POST /users{r}/{{id}}/orders -> svc{u}\n")),
             2 => s.push_str(&format!("route /static{r}/{{*file}} -> svc{u}\n")),
-            _ => s.push_str(&format!("route GET /t{r}/{{id}} host \"h{}.example.com\" -> svc{u}\n", r % 50)),
+            _ => s.push_str(&format!(
+                "route GET /t{r}/{{id}} host \"h{}.example.com\" -> svc{u}\n",
+                r % 50
+            )),
         }
     }
     s

@@ -27,9 +27,14 @@ pub fn generate(routes: usize, upstreams: usize) -> String {
         let u = r % upstreams;
         match r % 4 {
             0 => s.push_str(&format!("route GET /api/v{}/items{r} -> svc{u}\n", r % 7)),
-            1 => s.push_str(&format!("route GET,POST /users{r}/{{id}}/orders -> svc{u} {{ timeout 5s }}\n")),
+            1 => s.push_str(&format!(
+                "route GET,POST /users{r}/{{id}}/orders -> svc{u} {{ timeout 5s }}\n"
+            )),
             2 => s.push_str(&format!("route /static{r}/{{*file}} -> svc{u}\n")),
-            _ => s.push_str(&format!("route GET /t{r}/{{id}} host \"h{}.example.com\" -> svc{u}\n", r % 50)),
+            _ => s.push_str(&format!(
+                "route GET /t{r}/{{id}} host \"h{}.example.com\" -> svc{u}\n",
+                r % 50
+            )),
         }
     }
     s
@@ -45,13 +50,15 @@ fn gwc() -> PathBuf {
     root.join("target").join("release").join("gwc")
 }
 
-
 fn main() {
     let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
     let gwc = gwc();
     let have_binary = gwc.exists();
     if !have_binary {
-        eprintln!("note: {} not found; run `cargo build --release` for the command timings", gwc.display());
+        eprintln!(
+            "note: {} not found; run `cargo build --release` for the command timings",
+            gwc.display()
+        );
     }
     let dir = std::env::temp_dir().join(format!("gw-check-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
@@ -77,12 +84,20 @@ fn main() {
         if have_binary {
             for _ in 0..runs {
                 let start = Instant::now();
-                let status = Command::new(&gwc).arg("check").arg(&path).output().map(|o| o.status.success());
+                let status = Command::new(&gwc)
+                    .arg("check")
+                    .arg(&path)
+                    .output()
+                    .map(|o| o.status.success());
                 command.push(start.elapsed());
                 assert_eq!(status.ok(), Some(true), "gwc check failed on {}", path.display());
             }
         }
-        let cmd = if command.is_empty() { None } else { Some(median(command)) };
+        let cmd = if command.is_empty() {
+            None
+        } else {
+            Some(median(command))
+        };
         let comp = median(compile);
         println!(
             "| {routes} | 1000 | {:.1} MiB | {} | {:.1} ms |",

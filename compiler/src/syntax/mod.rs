@@ -1281,9 +1281,7 @@ impl<'a> Lowerer<'a> {
         let s = self.expect().string(v, "a host name such as `\"api.example.com\"`")?;
         let valid = !s.node.is_empty()
             && s.node.split('.').all(|l| {
-                !l.is_empty()
-                    && !l.starts_with('-')
-                    && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                !l.is_empty() && !l.starts_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
         if !valid {
             self.diags.push(
