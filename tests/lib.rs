@@ -1,23 +1,16 @@
-mod robustness;
-mod examples;
+//! The one integration-test binary (as casey/just does): every test of the
+//! `gwc` binary, the compiler and a live gateway builds into it once.
+//! `support` runs the real binary in a temp dir; `live` starts a gateway
+//! in-process with upstreams on 127.0.0.1:0; `serve_harness` runs `gwc serve`.
+
 mod balance;
 mod checks;
-mod plan;
 mod cli;
+mod contract;
+mod examples;
 mod explain;
-mod snapshots;
-mod support;
-mod router_differential;
 mod live;
-mod proxy;
-mod proxy_support;
-mod proxy_stream;
-mod proxy_headers;
-mod proxy_balance;
-mod proxy_failures;
-mod serve_harness;
-mod serve_listeners;
-mod serve_health;
+mod plan;
 mod policy;
 mod policy_access;
 mod policy_aggregate;
@@ -25,8 +18,20 @@ mod policy_attacks;
 mod policy_cors;
 mod policy_jwks;
 mod policy_limits;
-mod serve_limits;
+mod proxy;
+mod proxy_balance;
+mod proxy_failures;
+mod proxy_headers;
+mod proxy_stream;
+mod proxy_support;
+mod robustness;
+mod router_differential;
 mod serve_admin;
-mod serve_reload;
+mod serve_harness;
+mod serve_health;
+mod serve_limits;
+mod serve_listeners;
 mod serve_process;
-mod contract;
+mod serve_reload;
+mod snapshots;
+mod support;
