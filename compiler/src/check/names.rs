@@ -128,6 +128,7 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
         used_stores: vec![false; config.stores.len()],
         help_cache: HashMap::new(),
         searches: 0,
+        suggested: Vec::new(),
     };
 
     for route in &config.routes {
@@ -182,7 +183,10 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
         for (i, (name, span)) in definitions(config, space).into_iter().enumerate() {
             // Only the first definition counts; a duplicate is already GW0102.
             let first = ctx.names.of(space).get(name) == Some(&i);
-            if !first || used.get(i).copied().unwrap_or(true) || mentioned_elsewhere(name) {
+            // A name offered as "did you mean" for a typo is the one meant:
+            // calling it unused as well would only repeat the error.
+            let suggested = r.suggested.iter().any(|(sp, n)| *sp == space && *n == name);
+            if !first || used.get(i).copied().unwrap_or(true) || mentioned_elsewhere(name) || suggested {
                 continue;
             }
             let help = match space {
@@ -210,6 +214,8 @@ struct Resolver<'c, 'a> {
     /// many routes costs one search).
     help_cache: HashMap<(Space, String), String>,
     searches: usize,
+    /// Names offered as "did you mean" for an unknown name.
+    suggested: Vec<(Space, &'a str)>,
 }
 
 /// How many unknown names get a "did you mean" search.
@@ -244,7 +250,10 @@ impl<'a> Resolver<'_, 'a> {
         }
         let defined = self.ctx.names.of(space).len();
         let help = match self.search(name, space, None) {
-            Some(s) => format!("did you mean `{s}`?"),
+            Some(s) => {
+                self.suggested.push((space, s));
+                format!("did you mean `{s}`?")
+            }
             None if (1..=6).contains(&defined) => {
                 let list: Vec<String> = self.candidates(space).iter().map(|c| format!("`{c}`")).collect();
                 format!("the {} defined are {}", space.plural(), list.join(", "))
