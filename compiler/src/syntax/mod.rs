@@ -242,7 +242,20 @@ impl<'a> Lowerer<'a> {
             .and_then(|v| self.expect().source(&v, "a key file", name, true));
         let sni = values
             .next()
-            .and_then(|v| self.expect().string(&v, "a server name such as `\"api.example.com\"`"));
+            .and_then(|v| self.expect().string(&v, "a server name such as `\"api.example.com\"`"))
+            .and_then(|s| {
+                // A DNS name, optionally a `*.` wildcard (TLS matches those).
+                let name = s.node.strip_prefix("*.").unwrap_or(&s.node);
+                if is_host_name(name) {
+                    return Some(s);
+                }
+                self.diags.push(
+                    Diagnostic::new(Code::GW0003, format!("invalid server name `{}`", s.node))
+                        .primary(s.span, "not a DNS name")
+                        .help("write the name without scheme, port or path, such as `\"api.example.com\"` or `\"*.example.com\"`"),
+                );
+                None
+            });
         Some(Certificate {
             cert: cert?,
             key: key?,
@@ -1279,10 +1292,7 @@ impl<'a> Lowerer<'a> {
 
     fn host_name(&mut self, v: &SVal) -> Option<Spanned<String>> {
         let s = self.expect().string(v, "a host name such as `\"api.example.com\"`")?;
-        let valid = !s.node.is_empty()
-            && s.node.split('.').all(|l| {
-                !l.is_empty() && !l.starts_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
+        let valid = is_host_name(&s.node);
         if !valid {
             self.diags.push(
                 Diagnostic::new(Code::GW0003, format!("invalid host name `{}`", s.node))
@@ -1812,4 +1822,12 @@ impl<'a> Lowerer<'a> {
             span,
         })
     }
+}
+
+/// Labels of letters, digits and `-` separated by dots (no wildcard).
+fn is_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && !l.starts_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
 }
