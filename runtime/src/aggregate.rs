@@ -40,7 +40,8 @@ pub async fn run(rt: &Runtime, agg: &plan::Aggregate, ctx: &RequestCtx<'_>, conn
         let Some(up) = rt.upstreams.get(part.upstream).cloned() else {
             return status_response(StatusCode::BAD_GATEWAY);
         };
-        let path = ctx.render(&part.path);
+        // Values are percent-encoded: a claim cannot add query parameters.
+        let path = ctx.render_path(&part.path);
         let path = if path.starts_with('/') {
             path
         } else {
