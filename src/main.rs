@@ -1,5 +1,5 @@
-//! `gwc`: check, explain and (later) run `.gw` configurations. The commands
-//! live in [`cli`], one file each.
+//! `gwc`: check, explain, test, plan, build, route and serve `.gw`
+//! configurations. The commands live in [`cli`], one file each.
 
 mod cli;
 mod host;

@@ -78,7 +78,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Ok(plan) => (plan, vec![PathBuf::from(&args.file)]),
             Err(message) => {
                 eprintln!("error: {message}");
-                return ExitCode::from(super::EXIT_PROBLEMS);
+                // An unreadable file on the command line is a usage error (2);
+                // a plan that is refused is a problem with the plan (1).
+                let unreadable = std::fs::metadata(&args.file).is_err();
+                return ExitCode::from(if unreadable { EXIT_USAGE } else { super::EXIT_PROBLEMS });
             }
         }
     } else {
