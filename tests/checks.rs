@@ -629,3 +629,23 @@ fn truncated_or_corrupted_key_files_are_diagnostics_not_panics() {
         assert!(c.diagnostics.iter().all(|d| d.span().is_some()));
     }
 }
+
+#[test]
+fn an_sni_name_must_be_a_dns_name_or_a_wildcard() {
+    let tls = |sni: &str| {
+        format!("listen :8443 tls {{ cert \"a.crt\" key \"a.key\" cert \"b.crt\" key \"b.key\" sni \"{sni}\" }}")
+    };
+    let bad = compile(&tls("https://Bad Name/"));
+    assert!(bad
+        .diagnostics
+        .iter()
+        .any(|d| d.code == Code::GW0003 && d.message.contains("server name")));
+    for good in ["api.example.com", "*.example.com"] {
+        let c = compile(&tls(good));
+        assert!(
+            !c.diagnostics.iter().any(|d| d.code == Code::GW0003),
+            "{good}: {:?}",
+            codes(&tls(good))
+        );
+    }
+}

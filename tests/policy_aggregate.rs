@@ -182,3 +182,25 @@ async fn parts_follow_their_upstreams_balancing() {
         "round robin over login's servers"
     );
 }
+
+#[tokio::test]
+async fn part_paths_percent_encode_request_values() {
+    let profile = json_server(json!({ "name": "Alice" })).await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream login {{ server {} }}
+         route GET /lookup {{
+           aggregate {{ profile login GET \"/users?name={{header.x-name}}\" }}
+         }}",
+        profile.addr
+    ))
+    .await;
+    let req = hyper::Request::get(live.url("/lookup"))
+        .header("x-name", "a&admin=1 b")
+        .body(Default::default())
+        .unwrap();
+    let got = crate::live::send(req).await;
+    assert_eq!(got.status, 200, "{}", got.body);
+    // The value stays one query parameter: `&`, `=` and the space are encoded.
+    assert_eq!(got.json()["profile"]["path"], "/users?name=a%26admin%3D1%20b");
+}

@@ -441,3 +441,9 @@ async fn a_plan_of_another_format_version_is_refused() {
     let out = served.output();
     assert!(said && out.contains("gwc build"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_plan_file_is_a_usage_error() {
+    let served = Served::start(&[], &["missing.plan.json"]);
+    assert_eq!(served.wait_exit(WAIT).await, Some(2), "{}", served.output());
+}
