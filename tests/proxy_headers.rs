@@ -274,3 +274,23 @@ async fn header_transforms_render_templates_both_ways() {
     let got = get(&live.url("/t/8")).await;
     assert_eq!(got.json()["headers"]["x-who"], ":8:");
 }
+
+#[tokio::test]
+async fn a_set_header_whose_value_cannot_be_a_header_removes_the_clients() {
+    let up = Upstream::named("up").await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream up {{ server {} }}
+         route GET /t -> up {{ set request header x-who \"{{query.name}}\" }}",
+        up.addr
+    ))
+    .await;
+    // `%0A` decodes to a newline, which no header value may hold.
+    let req = Request::get(live.url("/t?name=%0Aevil"))
+        .header("x-who", "forged")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let got = send(req).await;
+    assert_eq!(got.status, 200);
+    assert!(got.json()["headers"].get("x-who").is_none(), "{}", got.body);
+}

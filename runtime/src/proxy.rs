@@ -296,8 +296,10 @@ fn render_ops(ops: &[HeaderOp], ctx: &RequestCtx<'_>) -> Vec<RenderedOp> {
             HeaderOp::Remove { name } => header::HeaderName::from_bytes(name.as_bytes()).ok().map(|n| (n, None)),
             HeaderOp::Set { name, value } => {
                 let n = header::HeaderName::from_bytes(name.as_bytes()).ok()?;
-                let v = HeaderValue::from_str(&ctx.render(value)).ok()?;
-                Some((n, Some(v)))
+                // A value that cannot be a header (a control character from a
+                // claim, say) removes the header rather than letting one the
+                // client sent under that name through.
+                Some((n, HeaderValue::from_str(&ctx.render(value)).ok()))
             }
         })
         .collect()
