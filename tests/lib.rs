@@ -18,6 +18,7 @@ mod policy_attacks;
 mod policy_cors;
 mod policy_jwks;
 mod policy_limits;
+mod policy_redis;
 mod proxy;
 mod proxy_balance;
 mod proxy_failures;

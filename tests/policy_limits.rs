@@ -139,24 +139,6 @@ async fn limits_key_by_header_api_key_and_nothing() {
 }
 
 #[tokio::test]
-async fn a_redis_store_limit_is_enforced_locally() {
-    let (live, _up) = gateway(
-        "listen 127.0.0.1:0
-         upstream app { server {up} }
-         store shared redis \"redis://127.0.0.1:1\" { on_error allow }
-         limit per_ip { rate 1/min burst 1 key client_ip store shared }
-         route /{*rest} -> app { limit per_ip }",
-    )
-    .await;
-    assert_eq!(get(&live, "/", &[]).await.status, 200);
-    assert_eq!(
-        get(&live, "/", &[]).await.status,
-        429,
-        "not shared yet, but still a limit"
-    );
-}
-
-#[tokio::test]
 async fn limit_budgets_survive_a_reload_of_an_unchanged_limit() {
     let (live, up) = gateway(
         "listen 127.0.0.1:0

@@ -12,9 +12,16 @@
 //! pruned every [`PRUNE_EVERY`], and the map shrinks, so rotating keys
 //! cannot grow memory without bound.
 //!
-//! A limit that names a `store` (Redis) is not shared between gateways yet:
-//! it is enforced in this gateway's memory, and a warning says so at load.
+//! A limit that names a `store` keeps its budgets in Redis instead
+//! ([`super::redis`]), shared by every gateway: [`Limit::check_shared`].
+//! Its keys there are `gw:limit:NAME:` and `all` (`key none`), `ip:ADDR`
+//! (`client_ip`), `absent` (no key), or `h:` and 32 hex digits of the
+//! key's SHA-256 (every other key: the client's strings are not stored).
+//! When Redis does not answer within the store's `timeout`, `on_error allow`
+//! lets the request through and `on_error deny` refuses it like an
+//! exhausted budget (429, `Retry-After: 1`).
 
+use super::redis::RedisStore;
 use super::Rejected;
 use crate::metrics::Rejection;
 use crate::request::RequestCtx;
@@ -22,8 +29,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
-use gw_compiler::plan::{LimitKey, RateLimit};
+use gw_compiler::plan::{LimitKey, RateLimit, Store};
 use hyper::header::HeaderValue;
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Weak};
@@ -96,10 +105,15 @@ pub struct Limit {
     definition: RateLimit,
     pub limiter: KeyedLimiter,
     policy: HeaderValue,
+    /// The store keeping this limit's budgets, when it names one.
+    pub shared: Option<Arc<RedisStore>>,
+    /// The emission interval in µs (what the Redis script counts in).
+    interval_us: u64,
 }
 
 impl Limit {
-    pub fn new(l: &RateLimit) -> Limit {
+    /// The limit `l`, its budgets in `shared` when it names a store.
+    pub fn new(l: &RateLimit, shared: Option<Arc<RedisStore>>) -> Limit {
         let per = l.per.as_duration();
         let window = retry_after_secs(per);
         let policy = HeaderValue::from_str(&format!("\"{}\";q={};w={window}", l.name, l.count))
@@ -109,13 +123,21 @@ impl Limit {
             definition: l.clone(),
             limiter: KeyedLimiter::new(l.count, per, l.burst, DefaultClock::default()),
             policy,
+            shared,
+            interval_us: (per.as_micros() / u128::from(l.count.max(1))).clamp(1, u128::from(u64::MAX)) as u64,
         }
     }
 
-    /// Whether `l` is this limit unchanged (its budgets carry over a reload).
-    pub fn same_as(&self, l: &RateLimit) -> bool {
+    /// Whether `l`, kept in `store`, is this limit unchanged (its budgets
+    /// carry over a reload).
+    pub fn same_as(&self, l: &RateLimit, store: Option<&Store>) -> bool {
         let d = &self.definition;
-        d.name == l.name && d.count == l.count && d.per == l.per && d.burst == l.burst && d.key == l.key
+        let same_store = match (&self.shared, store) {
+            (None, None) => true,
+            (Some(mine), Some(theirs)) => mine.same_as(theirs),
+            _ => false,
+        };
+        same_store && d.name == l.name && d.count == l.count && d.per == l.per && d.burst == l.burst && d.key == l.key
     }
 
     /// Takes one cell for the request, or refuses it.
@@ -126,16 +148,57 @@ impl Limit {
             LimitKey::ApiKey => self.limiter.check(ctx.api_key),
             LimitKey::Ref(r) => self.limiter.check(ctx.value(r).as_deref()),
         };
-        result.map_err(|wait| {
-            let secs = retry_after_secs(wait);
-            let state = HeaderValue::from_str(&format!("\"{}\";r=0;t={secs}", self.name))
-                .unwrap_or_else(|_| HeaderValue::from_static("r=0"));
-            Rejected {
-                reason: Rejection::RateLimited,
-                retry_after: Some(secs),
-                rate_limit: Some((self.policy.clone(), state)),
+        result.map_err(|wait| self.rejected(wait))
+    }
+
+    /// The 429 for a request that may be retried after `wait`.
+    fn rejected(&self, wait: Duration) -> Rejected {
+        let secs = retry_after_secs(wait);
+        let state = HeaderValue::from_str(&format!("\"{}\";r=0;t={secs}", self.name))
+            .unwrap_or_else(|_| HeaderValue::from_static("r=0"));
+        Rejected {
+            reason: Rejection::RateLimited,
+            retry_after: Some(secs),
+            rate_limit: Some((self.policy.clone(), state)),
+        }
+    }
+
+    /// The Redis key of the request's budget (see the module's doc).
+    pub fn shared_key(&self, ctx: &RequestCtx<'_>) -> String {
+        let mut key = String::with_capacity(self.name.len() + 48);
+        key.push_str("gw:limit:");
+        key.push_str(&self.name);
+        key.push(':');
+        let hashed = |key: &mut String, value: Option<&str>| match value {
+            None => key.push_str("absent"),
+            Some(v) => {
+                key.push_str("h:");
+                for b in &Sha256::digest(v.as_bytes())[..16] {
+                    let _ = write!(key, "{b:02x}");
+                }
             }
-        })
+        };
+        match &self.definition.key {
+            LimitKey::None => key.push_str("all"),
+            LimitKey::ClientIp => {
+                let _ = write!(key, "ip:{}", ctx.client_ip);
+            }
+            LimitKey::ApiKey => hashed(&mut key, ctx.api_key),
+            LimitKey::Ref(r) => hashed(&mut key, ctx.value(r).as_deref()),
+        }
+        key
+    }
+
+    /// Takes one cell of the budget at `key` (from [`Limit::shared_key`]) in
+    /// `store`, or refuses the request; `on_error` decides when Redis gives
+    /// no answer in time.
+    pub async fn check_shared(&self, store: &RedisStore, key: &str) -> Result<(), Rejected> {
+        match store.take(key, self.interval_us, self.definition.burst).await {
+            Ok(None) => Ok(()),
+            Ok(Some(wait)) => Err(self.rejected(wait)),
+            Err(_) if store.on_error_allow() => Ok(()),
+            Err(_) => Err(self.rejected(Duration::from_secs(1))),
+        }
     }
 }
 

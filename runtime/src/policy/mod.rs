@@ -11,7 +11,8 @@
 //!
 //! Submodules: [`jwt`] (JWT verification and the verified-token cache),
 //! [`jwks`] (key sets from PEM, JWKS files and URLs, with refresh), [`api_key`],
-//! [`limit`] (keyed GCRA over governor), [`cors`], [`demo_token`].
+//! [`limit`] (keyed GCRA over governor), [`redis`] (the budgets of limits
+//! with a `store`, shared through Redis), [`cors`], [`demo_token`].
 
 pub mod api_key;
 pub mod cors;
@@ -19,6 +20,7 @@ pub mod demo_token;
 pub mod jwks;
 pub mod jwt;
 pub mod limit;
+pub mod redis;
 
 use crate::body::Body;
 use crate::error::status_response;
@@ -136,21 +138,41 @@ impl Policies {
             };
             auths.push(built);
         }
+        // The stores some limit uses; an unchanged one keeps its connections.
+        let mut stores: Vec<Option<Arc<redis::RedisStore>>> = vec![None; plan.stores.len()];
+        for i in plan.rate_limits.iter().filter_map(|l| l.store) {
+            let (Some(slot), Some(def)) = (stores.get_mut(i), plan.stores.get(i)) else {
+                continue;
+            };
+            if slot.is_none() {
+                let kept = previous.and_then(|p| {
+                    p.limits
+                        .iter()
+                        .filter_map(|l| l.shared.as_ref())
+                        .find(|s| s.same_as(def))
+                        .cloned()
+                });
+                *slot = Some(kept.unwrap_or_else(|| {
+                    let store = Arc::new(redis::RedisStore::new(def));
+                    let warming = store.clone();
+                    tokio::spawn(async move { warming.warm().await });
+                    store
+                }));
+            }
+        }
         let limits: Vec<Arc<limit::Limit>> = plan
             .rate_limits
             .iter()
             .map(|l| {
-                let kept = previous.and_then(|p| p.limits.iter().find(|old| old.same_as(l)).cloned());
+                let def = l.store.and_then(|s| plan.stores.get(s));
+                let kept = previous.and_then(|p| p.limits.iter().find(|old| old.same_as(l, def)).cloned());
                 kept.unwrap_or_else(|| {
-                    if let Some(store) = l.store.and_then(|s| plan.stores.get(s)) {
-                        tracing::warn!(
-                            limit = %l.name,
-                            store = %store.name,
-                            "shared limits in Redis are not implemented yet: this gateway enforces the limit in its own memory"
-                        );
+                    let shared = l.store.and_then(|s| stores.get(s).cloned().flatten());
+                    let local = shared.is_none();
+                    let limit = Arc::new(limit::Limit::new(l, shared));
+                    if local {
+                        limit::spawn_pruning(&limit);
                     }
-                    let limit = Arc::new(limit::Limit::new(l));
-                    limit::spawn_pruning(&limit);
                     limit
                 })
             })
@@ -216,7 +238,10 @@ pub async fn check_parts(
     }
     for &l in &route.limits {
         if let Some(limit) = rt.policies.limits.get(l) {
-            limit.check(&ctx)?;
+            match &limit.shared {
+                Some(store) => limit.check_shared(store, &limit.shared_key(&ctx)).await?,
+                None => limit.check(&ctx)?,
+            }
         }
     }
     Ok(identity)

@@ -1,0 +1,539 @@
+//! `store NAME redis` through live gateways and a real `redis-server` started
+//! per test on a free loopback port (killed when the test ends): gateways
+//! sharing one Redis share one budget, the budget refills at the rate, keys
+//! expire when idle, `on_error allow|deny` answer at once when Redis is down
+//! or silent, a restarted Redis is used again, AUTH and SELECT come from
+//! the URL, and `rediss://` is refused. Without `redis-server` these tests
+//! fail saying to install it, unless `GW_SKIP_REDIS_TESTS=1`.
+
+use crate::live::{get as get_url, Live, Upstream};
+use crate::policy::get;
+use gw_runtime::policy::redis::{parse, parse_url, Reply, Target};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A `redis-server` of this test, killed when dropped.
+struct RedisServer {
+    port: u16,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+fn installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("addr").port()
+}
+
+impl RedisServer {
+    /// A fresh server, or `None` when the tests are skipped.
+    async fn start(extra: &[&str]) -> Option<RedisServer> {
+        if !installed() {
+            if std::env::var("GW_SKIP_REDIS_TESTS").as_deref() == Ok("1") {
+                eprintln!("redis-server is not installed: skipped (GW_SKIP_REDIS_TESTS=1)");
+                return None;
+            }
+            panic!(
+                "redis-server is not installed: these tests need it (`apt-get install -y redis-server`), \
+                 or set GW_SKIP_REDIS_TESTS=1 to skip them"
+            );
+        }
+        let mut server = RedisServer {
+            port: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn().await {
+                return Some(server);
+            }
+        }
+        panic!("redis-server did not start on a free port after 5 tries");
+    }
+
+    /// Starts redis-server on `self.port`; false if it exited (port taken)
+    /// or did not answer PING within 5 s.
+    async fn spawn(&mut self) -> bool {
+        let port = self.port.to_string();
+        let dir = std::env::temp_dir();
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            // A server with a password answers NOAUTH, which is an answer.
+            if let Ok(reply) = self.raw(&["PING"]).await {
+                if matches!(reply, Reply::Simple(_) | Reply::Error(_)) {
+                    self.child = Some(child);
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port (empty), retrying for a while.
+    async fn restart(&mut self) {
+        self.stop();
+        for _ in 0..50 {
+            if self.spawn().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command on a new connection (within 2 s).
+    async fn raw(&self, args: &[&str]) -> Result<Reply, String> {
+        let port = self.port;
+        let fut = async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            gw_runtime::policy::redis::encode(&bytes, &mut out);
+            s.write_all(&out).await.map_err(|e| e.to_string())?;
+            let mut buf = Vec::new();
+            loop {
+                if let Some((reply, _)) = parse(&buf).map_err(|e| e.to_string())? {
+                    return Ok(reply);
+                }
+                if s.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+                    return Err("closed".to_string());
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), fut)
+            .await
+            .map_err(|_| "no answer".to_string())?
+    }
+
+    /// The keys under `gw:limit:` in database `db`.
+    async fn limit_keys(&self, db: u32) -> Vec<String> {
+        let port = self.port;
+        let fut = async move {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+            let mut out = Vec::new();
+            let db = db.to_string();
+            gw_runtime::policy::redis::encode(&[b"SELECT", db.as_bytes()], &mut out);
+            gw_runtime::policy::redis::encode(&[b"KEYS", b"gw:limit:*"], &mut out);
+            s.write_all(&out).await.expect("write");
+            let mut buf = Vec::new();
+            loop {
+                if let Some((first, used)) = parse(&buf).expect("resp") {
+                    assert_eq!(first, Reply::Simple("OK".into()));
+                    if let Some((Reply::Array(Some(items)), _)) = parse(&buf[used..]).expect("resp") {
+                        let mut keys: Vec<String> = items
+                            .into_iter()
+                            .map(|i| match i {
+                                Reply::Bulk(Some(b)) => String::from_utf8(b).expect("utf-8"),
+                                other => panic!("not a key: {other:?}"),
+                            })
+                            .collect();
+                        keys.sort();
+                        return keys;
+                    }
+                }
+                assert!(s.read_buf(&mut buf).await.expect("read") > 0, "closed");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), fut).await.expect("answer")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A gateway with an echo upstream, `{redis}` replaced by `url`.
+async fn gateway_with(text: &str, url: &str) -> (Live, Upstream) {
+    crate::policy::gateway(&text.replace("{redis}", url)).await
+}
+
+/// A port where nothing listens.
+fn closed_url() -> String {
+    format!("redis://127.0.0.1:{}", free_port())
+}
+
+/// A server that accepts connections and never answers.
+async fn silent_url() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    format!("redis://{addr}")
+}
+
+const PER_TENANT: &str = "listen 127.0.0.1:0
+     upstream app { server {up} }
+     store shared redis \"{redis}\" { timeout 500ms on_error allow }
+     limit per_tenant { rate 1/min burst 5 key header.x-tenant store shared }
+     route /{*rest} -> app { limit per_tenant }";
+
+#[tokio::test]
+async fn two_gateways_sharing_one_redis_share_one_budget() {
+    let Some(redis) = RedisServer::start(&[]).await else {
+        return;
+    };
+    let up = Upstream::named("app").await;
+    let text = PER_TENANT
+        .replace("{up}", &up.addr.to_string())
+        .replace("{redis}", &redis.url());
+    let (a, b) = (Live::start(&text).await, Live::start(&text).await);
+    let mut passed = 0;
+    let mut refused = None;
+    for i in 0..20 {
+        let live = if i % 2 == 0 { &a } else { &b };
+        let got = get(live, "/", &[("x-tenant", "acme")]).await;
+        match got.status {
+            200 => passed += 1,
+            429 => refused = Some(got),
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!(passed, 5, "burst 5 across both gateways, not 5 each");
+    assert_eq!(up.count(), 5);
+    // The refusal reads like a local limit's: one cell per 60 s.
+    let got = refused.expect("a refusal");
+    assert_eq!(got.header("retry-after"), Some("60"));
+    assert_eq!(got.header("ratelimit-policy"), Some("\"per_tenant\";q=1;w=60"));
+    assert_eq!(got.header("ratelimit"), Some("\"per_tenant\";r=0;t=60"));
+    assert_eq!(got.body, "{\"error\":\"too many requests\",\"status\":429}\n");
+    // Another tenant, and no tenant at all, have budgets of their own.
+    assert_eq!(get(&b, "/", &[("x-tenant", "other")]).await.status, 200);
+    assert_eq!(get(&a, "/", &[]).await.status, 200);
+    // The client's strings are not stored: the header value is hashed.
+    let keys = redis.limit_keys(0).await;
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(keys.contains(&"gw:limit:per_tenant:absent".to_string()), "{keys:?}");
+    let mut ttls = Vec::new();
+    for k in keys.iter().filter(|k| !k.ends_with(":absent")) {
+        let hash = k
+            .strip_prefix("gw:limit:per_tenant:h:")
+            .unwrap_or_else(|| panic!("key {k}"));
+        assert_eq!(hash.len(), 32, "{k}");
+        assert!(!k.contains("acme"), "{k}");
+        match redis.raw(&["PTTL", k]).await {
+            Ok(Reply::Int(ms)) => ttls.push(ms),
+            other => panic!("PTTL {k}: {other:?}"),
+        }
+    }
+    // Each key lives until its budget is full again: 5 cells of 60 s for
+    // acme, one for the other tenant.
+    ttls.sort();
+    assert!(ttls[0] > 50_000 && ttls[0] <= 60_001, "{ttls:?}");
+    assert!(ttls[1] > 290_000 && ttls[1] <= 300_001, "{ttls:?}");
+}
+
+#[tokio::test]
+async fn the_shared_budget_refills_at_the_rate_and_idle_keys_expire() {
+    let Some(redis) = RedisServer::start(&[]).await else {
+        return;
+    };
+    let (live, _up) = gateway_with(
+        "listen 127.0.0.1:0
+         upstream app { server {up} }
+         store shared redis \"{redis}\" { timeout 500ms on_error deny }
+         limit everyone { rate 10/s burst 2 key none store shared }
+         route /{*rest} -> app { limit everyone }",
+        &redis.url(),
+    )
+    .await;
+    let statuses = |n| {
+        let live = &live;
+        async move {
+            let mut s = Vec::new();
+            for _ in 0..n {
+                s.push(get(live, "/", &[]).await.status);
+            }
+            s
+        }
+    };
+    let first = statuses(10).await;
+    assert_eq!(&first[..2], &[200, 200], "{first:?}");
+    assert!(first.contains(&429), "the burst is spent: {first:?}");
+    // Drive requests for one second: about 10 more pass (allow slack).
+    let start = Instant::now();
+    let mut passed = 0;
+    while start.elapsed() < Duration::from_secs(1) {
+        if get(&live, "/", &[]).await.status == 200 {
+            passed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!((5..=13).contains(&passed), "{passed} passed in 1 s at 10/s");
+    // The key expires once its budget would be full again (≤ 200 ms here).
+    let gone = {
+        let start = Instant::now();
+        loop {
+            if redis.limit_keys(0).await.is_empty() {
+                break true;
+            }
+            if start.elapsed() > Duration::from_secs(3) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(gone, "the idle key expired");
+    // A full budget again: the burst passes at once.
+    assert_eq!(&statuses(2).await, &[200, 200]);
+}
+
+/// Sends `n` requests and checks each answers `status` well within the
+/// store's timeout twice over.
+async fn each_answers_quickly(live: &Live, n: usize, status: u16, timeout: Duration) {
+    for i in 0..n {
+        let start = Instant::now();
+        let got = get(live, "/", &[]).await;
+        let took = start.elapsed();
+        assert_eq!(got.status, status, "request {i}");
+        assert!(took < timeout * 2, "request {i} took {took:?} (timeout {timeout:?})");
+        if status == 429 {
+            assert_eq!(got.header("retry-after"), Some("1"));
+            assert_eq!(got.header("ratelimit"), Some("\"l\";r=0;t=1"));
+        }
+    }
+}
+
+const ON_ERROR: &str = "listen 127.0.0.1:0
+     upstream app { server {up} }
+     store shared redis \"{redis}\" { timeout 300ms on_error ACTION }
+     limit l { rate 1/min burst 1 key none store shared }
+     route /{*rest} -> app { limit l }";
+
+#[tokio::test]
+async fn redis_down_with_on_error_allow_lets_requests_through_quickly() {
+    let timeout = Duration::from_millis(300);
+    let text = ON_ERROR.replace("ACTION", "allow");
+    // Nothing listening: refused at once.
+    let (live, up) = gateway_with(&text, &closed_url()).await;
+    each_answers_quickly(&live, 10, 200, timeout).await;
+    assert_eq!(up.count(), 10);
+    // A server that never answers: bounded by the timeout, then backing off.
+    let (live, _up) = gateway_with(&text, &silent_url().await).await;
+    let start = Instant::now();
+    each_answers_quickly(&live, 10, 200, timeout).await;
+    assert!(
+        start.elapsed() < timeout * 6,
+        "backing off: not every request waits the timeout ({:?})",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn redis_down_with_on_error_deny_refuses_quickly() {
+    let timeout = Duration::from_millis(300);
+    let text = ON_ERROR.replace("ACTION", "deny");
+    let (live, up) = gateway_with(&text, &closed_url()).await;
+    each_answers_quickly(&live, 10, 429, timeout).await;
+    let (live2, up2) = gateway_with(&text, &silent_url().await).await;
+    each_answers_quickly(&live2, 10, 429, timeout).await;
+    assert_eq!(up.count() + up2.count(), 0);
+}
+
+#[tokio::test]
+async fn a_restarted_redis_is_used_again() {
+    let Some(mut redis) = RedisServer::start(&[]).await else {
+        return;
+    };
+    let (live, _up) = gateway_with(
+        "listen 127.0.0.1:0
+         upstream app { server {up} }
+         store shared redis \"{redis}\" { timeout 300ms on_error allow }
+         limit l { rate 1/min burst 2 key client_ip store shared }
+         route /{*rest} -> app { limit l }",
+        &redis.url(),
+    )
+    .await;
+    assert_eq!(get(&live, "/", &[]).await.status, 200);
+    assert_eq!(get(&live, "/", &[]).await.status, 200);
+    assert_eq!(get(&live, "/", &[]).await.status, 429);
+    assert_eq!(
+        redis.limit_keys(0).await,
+        vec!["gw:limit:l:ip:127.0.0.1".to_string()],
+        "a client_ip key is readable"
+    );
+    // Down: on_error allow lets requests through at once.
+    redis.stop();
+    for _ in 0..5 {
+        let start = Instant::now();
+        assert_eq!(get(&live, "/", &[]).await.status, 200);
+        assert!(start.elapsed() < Duration::from_millis(600));
+    }
+    // Back (empty, the script unknown to it): a 429 can only come from
+    // Redis, so the limit works again once one is seen.
+    redis.restart().await;
+    let start = Instant::now();
+    let mut statuses = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) {
+        let s = get(&live, "/", &[]).await.status;
+        statuses.push(s);
+        if s == 429 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(statuses.last(), Some(&429), "the limit works again: {statuses:?}");
+    assert_eq!(redis.limit_keys(0).await, vec!["gw:limit:l:ip:127.0.0.1".to_string()]);
+}
+
+#[tokio::test]
+async fn a_password_and_a_database_come_from_the_url() {
+    let Some(redis) = RedisServer::start(&["--requirepass", "s3cr%t"]).await else {
+        return;
+    };
+    let text = "listen 127.0.0.1:0
+         upstream app { server {up} }
+         store shared redis \"{redis}\" { timeout 500ms on_error allow }
+         limit l { rate 1/min burst 1 key none store shared }
+         route /{*rest} -> app { limit l }";
+    let url = format!("redis://:s3cr%25t@127.0.0.1:{}/3", redis.port);
+    let (live, _up) = gateway_with(text, &url).await;
+    assert_eq!(get(&live, "/", &[]).await.status, 200);
+    assert_eq!(get(&live, "/", &[]).await.status, 429, "counted in Redis");
+    // A wrong password is an error answer: on_error allow lets requests by.
+    let wrong = format!("redis://:nope@127.0.0.1:{}/3", redis.port);
+    let (live, _up) = gateway_with(text, &wrong).await;
+    for _ in 0..3 {
+        assert_eq!(get(&live, "/", &[]).await.status, 200);
+    }
+    // The budget is in database 3 (checked with AUTH on a raw connection).
+    let port = redis.port;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let mut out = Vec::new();
+    gw_runtime::policy::redis::encode(&[b"AUTH", b"s3cr%t"], &mut out);
+    gw_runtime::policy::redis::encode(&[b"SELECT", b"3"], &mut out);
+    gw_runtime::policy::redis::encode(&[b"EXISTS", b"gw:limit:l:all"], &mut out);
+    s.write_all(&out).await.expect("write");
+    let mut buf = Vec::new();
+    let replies = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            s.read_buf(&mut buf).await.expect("read");
+            let mut at = 0;
+            let mut replies = Vec::new();
+            while let Some((r, used)) = parse(&buf[at..]).expect("resp") {
+                replies.push(r);
+                at += used;
+            }
+            if replies.len() == 3 {
+                return replies;
+            }
+        }
+    })
+    .await
+    .expect("answers");
+    assert_eq!(replies[2], Reply::Int(1), "{replies:?}");
+}
+
+#[tokio::test]
+async fn a_tls_store_is_refused_and_follows_on_error() {
+    let text = ON_ERROR.replace("ACTION", "deny");
+    let (live, _up) = gateway_with(&text, "rediss://127.0.0.1:6380").await;
+    let got = get_url(&live.url("/")).await;
+    assert_eq!(got.status, 429);
+}
+
+#[test]
+fn redis_urls_parse_host_port_database_and_credentials() {
+    let t = |host: &str, port, db, user: Option<&str>, pass: Option<&str>| Target {
+        host: host.into(),
+        port,
+        db,
+        username: user.map(Into::into),
+        password: pass.map(Into::into),
+    };
+    assert_eq!(
+        parse_url("redis://127.0.0.1:6379"),
+        Ok(t("127.0.0.1", 6379, 0, None, None))
+    );
+    assert_eq!(parse_url("redis://cache"), Ok(t("cache", 6379, 0, None, None)));
+    assert_eq!(parse_url("redis://cache:7000/2"), Ok(t("cache", 7000, 2, None, None)));
+    assert_eq!(
+        parse_url("redis://:pw@cache/"),
+        Ok(t("cache", 6379, 0, None, Some("pw")))
+    );
+    assert_eq!(
+        parse_url("redis://gw:p%40ss@[::1]:6380/1"),
+        Ok(t("::1", 6380, 1, Some("gw"), Some("p@ss")))
+    );
+    assert!(parse_url("rediss://cache:6380").unwrap_err().contains("TLS"));
+    assert!(parse_url("redis://cache:0").is_err());
+    assert!(parse_url("redis://cache/x").is_err());
+    assert!(parse_url("redis://user@cache").is_err());
+    assert!(parse_url("redis://").is_err());
+}
+
+#[test]
+fn resp_replies_parse_only_when_complete() {
+    let whole = b"*2\r\n:0\r\n:99\r\n";
+    assert_eq!(
+        parse(whole).ok().flatten(),
+        Some((Reply::Array(Some(vec![Reply::Int(0), Reply::Int(99)])), whole.len()))
+    );
+    for cut in 0..whole.len() {
+        assert!(matches!(parse(&whole[..cut]), Ok(None)), "cut at {cut}");
+    }
+    assert_eq!(
+        parse(b"$3\r\nabc\r\n+OK\r\n").ok().flatten(),
+        Some((Reply::Bulk(Some(b"abc".to_vec())), 9))
+    );
+    assert_eq!(parse(b"$-1\r\n").ok().flatten(), Some((Reply::Bulk(None), 5)));
+    assert_eq!(
+        parse(b"-NOSCRIPT No matching script\r\n").ok().flatten().map(|r| r.0),
+        Some(Reply::Error("NOSCRIPT No matching script".into()))
+    );
+    assert!(parse(b"?what\r\n").is_err());
+    assert!(parse(b"$99999999\r\n").is_err());
+}
