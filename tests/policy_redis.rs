@@ -276,6 +276,61 @@ async fn two_gateways_sharing_one_redis_share_one_budget() {
     assert!(ttls[1] > 290_000 && ttls[1] <= 300_001, "{ttls:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_through_two_gateways_never_overspend() {
+    let Some(redis) = RedisServer::start(&[]).await else {
+        return;
+    };
+    let up = Upstream::named("app").await;
+    let text = "listen 127.0.0.1:0
+         upstream app { server {up} }
+         store shared redis \"{redis}\" { timeout 5s on_error deny }
+         limit l { rate 1/min burst 20 key none store shared }
+         route /{*rest} -> app { limit l }"
+        .replace("{up}", &up.addr.to_string())
+        .replace("{redis}", &redis.url());
+    let (a, b) = (Live::start(&text).await, Live::start(&text).await);
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let url = if i % 2 == 0 { a.url("/") } else { b.url("/") };
+        tasks.push(tokio::spawn(async move { get_url(&url).await.status }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.expect("request task"));
+    }
+    assert_eq!(statuses.iter().filter(|&&s| s == 200).count(), 20, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|&&s| s == 429).count(), 40, "{statuses:?}");
+    assert_eq!(up.count(), 20);
+}
+
+#[tokio::test]
+async fn a_reload_that_gives_a_limit_a_store_moves_its_budget_to_redis() {
+    let Some(redis) = RedisServer::start(&[]).await else {
+        return;
+    };
+    let local = "listen 127.0.0.1:0
+         upstream app { server {up} }
+         store shared redis \"{redis}\" { timeout 500ms on_error deny }
+         limit l { rate 1/min burst 1 key none }
+         route /{*rest} -> app { limit l }";
+    let (live, up) = gateway_with(local, &redis.url()).await;
+    assert_eq!(get(&live, "/", &[]).await.status, 200);
+    assert_eq!(get(&live, "/", &[]).await.status, 429);
+    assert!(redis.limit_keys(0).await.is_empty(), "a local limit stays out of Redis");
+    let shared = local
+        .replace("key none }", "key none store shared }")
+        .replace("{up}", &up.addr.to_string())
+        .replace("{redis}", &redis.url());
+    live.gateway
+        .reload(crate::live::plan_of(&shared, &[]))
+        .await
+        .expect("reload");
+    assert_eq!(get(&live, "/", &[]).await.status, 200, "a fresh budget in Redis");
+    assert_eq!(get(&live, "/", &[]).await.status, 429);
+    assert_eq!(redis.limit_keys(0).await, vec!["gw:limit:l:all".to_string()]);
+}
+
 #[tokio::test]
 async fn the_shared_budget_refills_at_the_rate_and_idle_keys_expire() {
     let Some(redis) = RedisServer::start(&[]).await else {

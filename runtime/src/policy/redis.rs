@@ -71,6 +71,8 @@ pub enum Error {
     Down,
     /// No answer within the store's `timeout`.
     Timeout,
+    /// Every connection was busy until the `timeout`.
+    Busy,
     Io(io::Error),
     /// The connection closed before the answer.
     Closed,
@@ -86,6 +88,7 @@ impl fmt::Display for Error {
             Error::Unusable => f.write_str("the store's URL cannot be used"),
             Error::Down => f.write_str("backing off after a failure"),
             Error::Timeout => f.write_str("no answer within the timeout"),
+            Error::Busy => f.write_str("every connection busy until the timeout"),
             Error::Io(e) => write!(f, "{e}"),
             Error::Closed => f.write_str("connection closed by redis"),
             Error::Server(e) => write!(f, "redis error: {e}"),
@@ -350,7 +353,9 @@ struct Health {
     retry_at: Option<Instant>,
 }
 
-/// One `store` of the plan: its connections and its health.
+/// One `store` of the plan: its connections and its health. A call holds
+/// one of [`MAX_CONNECTIONS`] permits while it runs, which bounds the
+/// connections open at once.
 pub struct RedisStore {
     definition: Store,
     target: Result<Target, String>,
@@ -419,7 +424,13 @@ impl RedisStore {
         if self.backing_off() {
             return Err(Error::Down);
         }
-        let result = match tokio::time::timeout(self.timeout, self.call(key, interval_us, burst)).await {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        // Waiting for a free connection is this gateway being busy, not
+        // Redis failing: it runs out the clock without backing off.
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, self.permits.acquire()).await else {
+            return Err(Error::Busy);
+        };
+        let result = match tokio::time::timeout_at(deadline, self.call(key, interval_us, burst)).await {
             Ok(r) => r,
             Err(_) => Err(Error::Timeout),
         };
@@ -436,7 +447,6 @@ impl RedisStore {
         let Ok(target) = &self.target else {
             return Err(Error::Unusable);
         };
-        let _permit = self.permits.acquire().await.map_err(|_| Error::Closed)?;
         let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let interval = interval_us.max(1).to_string();
         let burst = burst.max(1).to_string();
