@@ -15,6 +15,7 @@ pub mod demo;
 pub mod error;
 pub mod health;
 pub mod health_check;
+pub mod logbuf;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -18,7 +18,7 @@ use crate::metrics::Rejection;
 use crate::policy;
 use crate::request::{add_forwarded, is_upgrade, strip_hop_by_hop, RequestCtx};
 use crate::state::{Runtime, Shared};
-use crate::upstream::UpstreamRt;
+use crate::upstream::{Lease, SendError, UpstreamRt};
 use bytes::Bytes;
 use gw_compiler::ast::Method;
 use gw_compiler::plan::router::{lookup, Lookup};
@@ -249,7 +249,7 @@ async fn route_request(
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers, switching);
             apply_ops(&mut parts.headers, response_ops);
-            let body = boxed(Stall::new(body, target.timeout(), answer.in_flight));
+            let body = boxed(Stall::new(body, target.timeout(), (answer.in_flight, answer.lease)));
             (
                 Response::from_parts(parts, body),
                 Some(route_index),
@@ -370,11 +370,13 @@ impl ReqBody {
 }
 
 /// The upstream's answer, the server that gave it, and that server's
-/// in-flight count, held until the response body is done.
+/// in-flight count and pooled connection, held until the response body is
+/// done.
 struct Answer {
     response: Response<Incoming>,
     server: Arc<str>,
     in_flight: InFlight,
+    lease: Option<Lease>,
 }
 
 type Failure = (ErrorKind, Option<Arc<str>>);
@@ -466,21 +468,25 @@ impl Forward<'_> {
                 break;
             };
             held = None;
-            let authority = h2_authority.clone().unwrap_or_else(|| backend.authority.clone());
             let mut uri = hyper::http::uri::Parts::default();
-            uri.scheme = Some(Scheme::HTTP);
-            uri.authority = Some(authority);
             uri.path_and_query = Some(self.path.clone());
+            if up.config.http2 {
+                // The client's host as `:authority`, else the server's.
+                uri.scheme = Some(Scheme::HTTP);
+                uri.authority = Some(h2_authority.clone().unwrap_or_else(|| backend.authority.clone()));
+                parts.version = hyper::Version::HTTP_2;
+                parts.headers.remove(header::HOST);
+            } else {
+                // Origin form; a request that came without a host names the server.
+                parts.version = hyper::Version::HTTP_11;
+                if !parts.headers.contains_key(header::HOST) {
+                    parts.headers.insert(header::HOST, backend.host.clone());
+                }
+            }
             let Ok(uri) = Uri::from_parts(uri) else {
                 return Err((ErrorKind::Upstream, Some(server)));
             };
             parts.uri = uri;
-            if up.config.http2 {
-                parts.version = hyper::Version::HTTP_2;
-                parts.headers.remove(header::HOST);
-            } else {
-                parts.version = hyper::Version::HTTP_11;
-            }
             let out = Request::from_parts(parts, this_body);
             let in_flight = backend.state.start();
             let retry_guard = (attempt > 0).then(|| {
@@ -488,10 +494,10 @@ impl Forward<'_> {
                 up.retries_active.fetch_add(1, Ordering::Relaxed);
                 RetryGuard(up)
             });
-            let result = tokio::time::timeout(timeout, backend.client.request(out)).await;
+            let result = tokio::time::timeout(timeout, backend.send(out, up.config.http2)).await;
             drop(retry_guard);
             let kind = match result {
-                Ok(Ok(response)) => {
+                Ok(Ok((response, lease))) => {
                     let status = response.status().as_u16();
                     // 5xx answers count towards passive ejection (501 is a
                     // statement about the request, not the server's health).
@@ -500,6 +506,7 @@ impl Forward<'_> {
                         response,
                         server,
                         in_flight,
+                        lease,
                     };
                     let retry_status = retry.is_some_and(|r| r.on.contains(&RetryOn::Status(status)));
                     if retry_status && !last_attempt {
@@ -549,16 +556,17 @@ impl Drop for RetryGuard<'_> {
     }
 }
 
-/// Maps a client error to its kind: the client's own body (too large, or
-/// failed), connect failures (timeout or refusal), or anything else from
-/// the upstream.
-fn classify(e: &hyper_util::client::legacy::Error) -> ErrorKind {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    let mut timed_out = false;
+/// Maps a failed exchange to its kind: connect failures (timeout or
+/// refusal), the client's own body (too large, or failed), or anything else
+/// from the upstream.
+fn classify(e: &SendError) -> ErrorKind {
+    let e = match e {
+        SendError::Connect { timed_out: true } => return ErrorKind::ConnectTimeout,
+        SendError::Connect { timed_out: false } => return ErrorKind::Connect,
+        SendError::Exchange(e) => e,
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
     while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-        }
         match s.downcast_ref::<ClientBodyError>() {
             Some(ClientBodyError::TooLarge) => return ErrorKind::BodyTooLarge,
             Some(ClientBodyError::Failed(_)) => return ErrorKind::ClientBody,
@@ -566,15 +574,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> ErrorKind {
         }
         source = s.source();
     }
-    if e.is_connect() {
-        if timed_out {
-            ErrorKind::ConnectTimeout
-        } else {
-            ErrorKind::Connect
-        }
-    } else {
-        ErrorKind::Upstream
-    }
+    ErrorKind::Upstream
 }
 
 /// Copies bytes both ways between an upgraded client and upstream.

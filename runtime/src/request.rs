@@ -182,6 +182,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// `TE: trailers` stays too: it is the one `TE` an HTTP/2 request may carry,
 /// and gRPC servers require it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // The usual message has none of them: one pass over its names (standard
+    // names compare as small integers) instead of a lookup per name.
+    if !keep_upgrade && !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         // Shared copies of the values (no bytes copied), so that the map can
         // be changed while their names are read.
@@ -237,16 +242,21 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// one); sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&HeaderValue>) {
     use std::fmt::Write as _;
-    let mut xff = String::new();
-    for prev in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
-        let prev = prev.trim();
-        if !prev.is_empty() {
-            xff.push_str(prev);
-            xff.push_str(", ");
+    let xff = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut xff = String::new();
+        for prev in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
+            let prev = prev.trim();
+            if !prev.is_empty() {
+                xff.push_str(prev);
+                xff.push_str(", ");
+            }
         }
-    }
-    let _ = write!(xff, "{client}");
-    if let Ok(v) = HeaderValue::try_from(xff) {
+        let _ = write!(xff, "{client}");
+        HeaderValue::try_from(xff).ok()
+    } else {
+        Some(client_value(client))
+    };
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(
@@ -256,4 +266,26 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: O
     if let Some(h) = host {
         headers.insert(X_FORWARDED_HOST.clone(), h.clone());
     }
+}
+
+/// `client` as a header value. The last one made on this thread is kept: a
+/// client's requests come in a row on its connection, and a shared copy is
+/// cheaper than formatting the address again.
+fn client_value(client: IpAddr) -> HeaderValue {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((ip, v)) = last.as_ref() {
+            if *ip == client {
+                return v.clone();
+            }
+        }
+        let v = HeaderValue::from_maybe_shared(bytes::Bytes::from(client.to_string()))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        *last = Some((client, v.clone()));
+        v
+    })
 }

@@ -4,27 +4,35 @@
 //! replaces it without a lock on the request path; servers that survive a
 //! re-resolution or a reload keep their health.
 //!
-//! Each server has its own client (and so its own connection pool of
-//! `pool { max_idle }` idle connections): its connector always dials that
-//! server, whatever the request's URI says, so an `http2` request can carry
-//! the client's host as `:authority` and still reach the server chosen.
+//! Each server has its own connections. HTTP/1.1 requests go through
+//! [`H1Pool`], the gateway's own pool of hyper connections: idle ones on a
+//! stack (most recently used first, at most `pool { max_idle }`, none older
+//! than `idle_timeout`), taken and given back with one short lock and no
+//! hashing, lent to one exchange and returned when its response body is
+//! done. `http2` servers use a hyper-util client per server (one multiplexed
+//! connection): its connector always dials that server, whatever the
+//! request's URI says, so an `http2` request can carry the client's host as
+//! `:authority` and still reach the server chosen.
 
 use crate::balance::{Balancer, Strategy};
 use crate::body::Body;
+use crate::health::now_millis;
 use crate::health::{EjectPolicy, ServerState};
 use crate::request::RequestCtx;
 use arc_swap::ArcSwap;
 use gw_compiler::ast::Reference;
 use gw_compiler::plan;
-use hyper::Uri;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -103,6 +111,178 @@ fn http_client(config: &plan::Upstream, to: Option<SocketAddr>) -> HttpClient {
     builder.build(Connector::new(to, config.connect_timeout.as_duration()))
 }
 
+/// Why an exchange with a server failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection: refused, unreachable, or not within `connect_timeout`
+    /// (`timed_out`).
+    Connect { timed_out: bool },
+    /// Connected, but the exchange failed (the cause may be the client's own
+    /// request body: see `proxy::classify`).
+    Exchange(crate::body::BoxError),
+}
+
+/// An idle HTTP/1.1 connection and when it became idle ([`now_millis`]).
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: u64,
+}
+
+/// One server's HTTP/1.1 connections (see the module docs).
+pub struct H1Pool {
+    addr: SocketAddr,
+    connect_timeout: Duration,
+    max_idle: usize,
+    idle_timeout: u64,
+    idle: Mutex<Vec<Idle>>,
+    /// A task closes connections idle past `idle_timeout` (started with the
+    /// first idle connection, ends with the pool).
+    reaping: AtomicBool,
+}
+
+impl std::fmt::Debug for H1Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Pool")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pooled connection lent to one exchange; dropping it (when the response
+/// body is done, or dropped) gives the connection back unless it closed.
+pub struct Lease {
+    pool: Arc<H1Pool>,
+    sender: Option<http1::SendRequest<Body>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.put(sender);
+        }
+    }
+}
+
+impl H1Pool {
+    fn new(config: &plan::Upstream, addr: SocketAddr) -> H1Pool {
+        H1Pool {
+            addr,
+            connect_timeout: config.connect_timeout.as_duration(),
+            max_idle: config.pool.max_idle as usize,
+            idle_timeout: config.pool.idle_timeout.0.max(1),
+            idle: Mutex::new(Vec::new()),
+            reaping: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently used idle connection that is still fresh.
+    fn take(&self) -> Option<http1::SendRequest<Body>> {
+        let now = now_millis();
+        let mut idle = self.lock();
+        while let Some(c) = idle.pop() {
+            if now.saturating_sub(c.since) < self.idle_timeout && !c.sender.is_closed() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    fn put(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        {
+            let mut idle = self.lock();
+            if idle.len() >= self.max_idle {
+                return; // dropped: the connection closes
+            }
+            idle.push(Idle {
+                sender,
+                since: now_millis(),
+            });
+        }
+        if !self.reaping.swap(true, Ordering::Relaxed) {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(reap(Arc::downgrade(self), self.idle_timeout));
+            }
+        }
+    }
+
+    /// Dials the server and starts the connection's task.
+    async fn connect(&self) -> Result<http1::SendRequest<Body>, SendError> {
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(_)) => return Err(SendError::Connect { timed_out: false }),
+            Err(_) => return Err(SendError::Connect { timed_out: true }),
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| SendError::Exchange(e.into()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a
+    /// new one. A request that a reused connection could not take (it
+    /// closed meanwhile) goes on another; nothing is sent twice.
+    pub async fn send(self: &Arc<Self>, mut req: Request<Body>) -> Result<(Response<Incoming>, Lease), SendError> {
+        loop {
+            let (mut sender, reused) = match self.take() {
+                Some(s) => (s, true),
+                None => (self.connect().await?, false),
+            };
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Exchange(e.into()));
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let lease = Lease {
+                        pool: self.clone(),
+                        sender: Some(sender),
+                    };
+                    return Ok((resp, lease));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(r) if reused => req = r,
+                    _ => return Err(SendError::Exchange(e.into_error().into())),
+                },
+            }
+        }
+    }
+}
+
+/// Closes the connections of `pool` idle for longer than `timeout` ms.
+async fn reap(pool: Weak<H1Pool>, timeout: u64) {
+    let every = Duration::from_millis((timeout / 2).clamp(50, 30_000));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let now = now_millis();
+        let stale: Vec<Idle> = {
+            let mut idle = pool.lock();
+            let (keep, stale) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|c| now.saturating_sub(c.since) < timeout && !c.sender.is_closed());
+            *idle = keep;
+            stale
+        };
+        drop(stale);
+    }
+}
+
 /// One server address of an upstream (a DNS name may give several).
 #[derive(Debug)]
 pub struct Backend {
@@ -110,10 +290,44 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// `ADDR` as a URI authority, built once.
     pub authority: hyper::http::uri::Authority,
+    /// `ADDR` as a `Host` value, for a request that came without one.
+    pub host: hyper::header::HeaderValue,
     /// `ADDR` as text, for logs (shared, not copied per request).
     pub label: Arc<str>,
-    /// This server's client and connection pool.
+    /// This server's client (`http2` upstreams, aggregate parts).
     pub client: HttpClient,
+    /// This server's HTTP/1.1 connections (proxied requests).
+    pub h1: Arc<H1Pool>,
+}
+
+impl Backend {
+    /// Sends a proxied request to this server: origin-form over its
+    /// HTTP/1.1 pool, or through its `http2` client (`:authority` from the
+    /// URI). The lease, if any, must live until the response body is done.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        http2: bool,
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+        if !http2 {
+            return self.h1.send(req).await.map(|(r, lease)| (r, Some(lease)));
+        }
+        match self.client.request(req).await {
+            Ok(r) => Ok((r, None)),
+            Err(e) if e.is_connect() => {
+                let mut timed_out = false;
+                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+                while let Some(s) = source {
+                    if let Some(io) = s.downcast_ref::<std::io::Error>() {
+                        timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
+                    }
+                    source = s.source();
+                }
+                Err(SendError::Connect { timed_out })
+            }
+            Err(e) => Err(SendError::Exchange(Box::new(e))),
+        }
+    }
 }
 
 /// The servers of an upstream at one moment, and the balancer over them.
@@ -310,8 +524,10 @@ impl Backend {
             state: self.state.clone(),
             addr: self.addr,
             authority: self.authority.clone(),
+            host: self.host.clone(),
             label: self.label.clone(),
             client: self.client.clone(),
+            h1: self.h1.clone(),
         }
     }
 }
@@ -337,11 +553,15 @@ fn backend(
     let authority = label
         .parse()
         .unwrap_or_else(|_| hyper::http::uri::Authority::from_static("invalid"));
+    let host = hyper::header::HeaderValue::from_str(&label)
+        .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("invalid"));
     Backend {
         state,
         addr,
         authority,
+        host,
         label,
         client: http_client(config, Some(addr)),
+        h1: Arc::new(H1Pool::new(config, addr)),
     }
 }

@@ -90,10 +90,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Err(code) => return code,
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.threads {
-        builder.worker_threads(n.max(1));
-    }
+    // One thread: a current-thread runtime (no work stealing, no wakeups
+    // across threads); more: a multi-thread runtime.
+    let mut builder = match args.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -104,6 +111,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let code = runtime.block_on(serve(args, plan, files));
     // Connections still open after the drain are cut here.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    gw_runtime::logbuf::flush();
     code
 }
 
@@ -164,7 +172,7 @@ fn source_files(compilation: &gw_compiler::Compilation) -> Vec<PathBuf> {
 fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::stderr);
+        .with_writer(LogWriter);
     let _ = match format {
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -441,6 +449,27 @@ async fn watch(
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(file = %root, "reload refused, keeping the running plan: {why}");
             }
+        }
+    }
+}
+
+/// Access lines (`gw::access`) go through a buffer written out in batches
+/// (at most 50 ms later, see [`gw_runtime::logbuf`]); every other line is
+/// written at once, after the buffered ones.
+struct LogWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = gw_runtime::logbuf::Writer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        gw_runtime::logbuf::Writer::Direct
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        if meta.target() == "gw::access" {
+            gw_runtime::logbuf::Writer::Buffered
+        } else {
+            gw_runtime::logbuf::Writer::Direct
         }
     }
 }
