@@ -9,10 +9,18 @@
 //! that is not an access line should be written with [`write_through`],
 //! which first flushes what is buffered, so the order of lines is kept and
 //! warnings and errors appear at once.
+//!
+//! [`access`] formats an access line itself, byte for byte as tracing's
+//! text or JSON formatter would (see [`set_access_format`]), without
+//! tracing's machinery: a timestamp whose date and time of day are made
+//! once a second, and no formatting traits for the plain fields.
 
+use std::cell::RefCell;
 use std::io::Write;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, Once};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The buffer is written out once it holds this many bytes.
 pub const FLUSH_AT: usize = 32 * 1024;
@@ -96,5 +104,229 @@ impl Write for Writer {
     fn flush(&mut self) -> std::io::Result<()> {
         flush();
         Ok(())
+    }
+}
+
+/// How [`access`] writes access lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessFormat {
+    /// Not at all: the caller logs through `tracing` (the default).
+    Tracing = 0,
+    /// `2026-01-02T03:04:05.123456Z  INFO gw::access: client=... status=200 micros=243`
+    Text = 1,
+    /// `{"timestamp":...,"level":"INFO","client":...,"target":"gw::access"}`
+    Json = 2,
+}
+
+static ACCESS_FORMAT: AtomicU8 = AtomicU8::new(AccessFormat::Tracing as u8);
+
+/// Makes [`access`] write lines itself (into the buffer) in `format`.
+pub fn set_access_format(format: AccessFormat) {
+    ACCESS_FORMAT.store(format as u8, Ordering::Relaxed);
+}
+
+/// One request, as the access log records it.
+pub struct AccessLine<'a> {
+    pub client: IpAddr,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub route: &'a str,
+    pub upstream: &'a str,
+    pub status: u16,
+    pub micros: u64,
+}
+
+/// Writes the access line when a format is set; false when the caller
+/// should log it through `tracing` instead.
+pub fn access(line: &AccessLine<'_>) -> bool {
+    let json = match ACCESS_FORMAT.load(Ordering::Relaxed) {
+        1 => false,
+        2 => true,
+        _ => return false,
+    };
+    thread_local! {
+        static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
+    }
+    LINE.with(|buf| {
+        let Ok(mut out) = buf.try_borrow_mut() else {
+            return false;
+        };
+        out.clear();
+        format_access(&mut out, line, json, SystemTime::now());
+        append(&out);
+        true
+    })
+}
+
+fn format_access(out: &mut Vec<u8>, l: &AccessLine<'_>, json: bool, now: SystemTime) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    if json {
+        out.extend_from_slice(br#"{"timestamp":""#);
+        timestamp(out, since);
+        out.extend_from_slice(br#"","level":"INFO","client":""#);
+        let _ = write!(out, "{}", l.client);
+        out.extend_from_slice(br#"","method":"#);
+        json_str(out, l.method);
+        out.extend_from_slice(br#","path":"#);
+        json_str(out, l.path);
+        out.extend_from_slice(br#","route":"#);
+        json_str(out, l.route);
+        out.extend_from_slice(br#","upstream":"#);
+        json_str(out, l.upstream);
+        out.extend_from_slice(br#","status":"#);
+        number(out, u64::from(l.status));
+        out.extend_from_slice(br#","micros":"#);
+        number(out, l.micros);
+        out.extend_from_slice(b",\"target\":\"gw::access\"}\n");
+    } else {
+        timestamp(out, since);
+        out.extend_from_slice(b"  INFO gw::access: client=");
+        let _ = write!(out, "{}", l.client);
+        out.extend_from_slice(b" method=");
+        out.extend_from_slice(l.method.as_bytes());
+        out.extend_from_slice(b" path=");
+        debug_str(out, l.path);
+        out.extend_from_slice(b" route=");
+        debug_str(out, l.route);
+        out.extend_from_slice(b" upstream=");
+        debug_str(out, l.upstream);
+        out.extend_from_slice(b" status=");
+        number(out, u64::from(l.status));
+        out.extend_from_slice(b" micros=");
+        number(out, l.micros);
+        out.push(b'\n');
+    }
+}
+
+/// `2026-01-02T03:04:05.123456Z` (UTC, microseconds); the part up to the
+/// seconds is made once a second per thread.
+fn timestamp(out: &mut Vec<u8>, since: Duration) {
+    thread_local! {
+        static SECOND: RefCell<(u64, [u8; 19])> = const { RefCell::new((u64::MAX, [0; 19])) };
+    }
+    let secs = since.as_secs();
+    SECOND.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let mut text = Vec::with_capacity(19);
+            let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+            let t = secs % 86_400;
+            let _ = write!(
+                text,
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+                t / 3600,
+                t / 60 % 60,
+                t % 60
+            );
+            if let Ok(bytes) = <[u8; 19]>::try_from(text.as_slice()) {
+                *c = (secs, bytes);
+            }
+        }
+        out.extend_from_slice(&c.1);
+    });
+    let mut digits = [b'0'; 6];
+    let mut v = since.subsec_micros();
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.push(b'.');
+    out.extend_from_slice(&digits);
+    out.push(b'Z');
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn number(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Printable ASCII other than `"` and `\` needs no escape, in Rust's
+/// `Debug` of a string or in JSON.
+fn plain(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// `s` as Rust's `{:?}` writes it (tracing's text format of a string field).
+fn debug_str(out: &mut Vec<u8>, s: &str) {
+    if plain(s) {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = write!(out, "{s:?}");
+    }
+}
+
+/// `s` as a JSON string.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    if !plain(s) {
+        let _ = serde_json::to_writer(&mut *out, s);
+        return;
+    }
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(json: bool, path: &str) -> String {
+        let l = AccessLine {
+            client: IpAddr::from([127, 0, 0, 1]),
+            method: "GET",
+            path,
+            route: "GET /a/{id}",
+            upstream: "127.0.0.1:9001",
+            status: 200,
+            micros: 243,
+        };
+        let mut out = Vec::new();
+        format_access(
+            &mut out,
+            &l,
+            json,
+            UNIX_EPOCH + Duration::new(1_795_941_233, 210_973_000),
+        );
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn access_lines_read_as_tracings_text_and_json_formatters_write_them() {
+        assert_eq!(
+            line(false, r#"/a"b\c"#),
+            r#"2026-11-29T08:33:53.210973Z  INFO gw::access: client=127.0.0.1 method=GET path="/a\"b\\c" route="GET /a/{id}" upstream="127.0.0.1:9001" status=200 micros=243"#.to_string() + "\n"
+        );
+        assert_eq!(
+            line(true, r#"/a"b\c"#),
+            r#"{"timestamp":"2026-11-29T08:33:53.210973Z","level":"INFO","client":"127.0.0.1","method":"GET","path":"/a\"b\\c","route":"GET /a/{id}","upstream":"127.0.0.1:9001","status":200,"micros":243,"target":"gw::access"}"#.to_string() + "\n"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&line(true, "/\u{1}x")).unwrap_or_default();
+        assert_eq!(parsed["path"], "/\u{1}x");
     }
 }

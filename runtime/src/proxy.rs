@@ -93,16 +93,31 @@ pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> 
         }
         None => shared.metrics.unmatched.record(status, micros),
     }
-    tracing::info!(
-        target: "gw::access",
-        client = %conn.client.ip(),
-        method = %method,
-        path = uri.path(),
-        route = route.and_then(|i| rt.route_labels.get(i)).map_or("-", String::as_str),
-        upstream = upstream_server.as_deref().unwrap_or("-"),
+    let route = route.and_then(|i| rt.route_labels.get(i)).map_or("-", String::as_str);
+    let upstream = upstream_server.as_deref().unwrap_or("-");
+    let line = crate::logbuf::AccessLine {
+        client: conn.client.ip(),
+        method: method.as_str(),
+        path: uri.path(),
+        route,
+        upstream,
         status,
         micros,
-    );
+    };
+    // `gwc serve` has the line written directly (the same text, cheaper);
+    // anywhere else it is a tracing event.
+    if !crate::logbuf::access(&line) {
+        tracing::info!(
+            target: "gw::access",
+            client = %conn.client.ip(),
+            method = %method,
+            path = uri.path(),
+            route,
+            upstream,
+            status,
+            micros,
+        );
+    }
     resp
 }
 
@@ -159,7 +174,14 @@ async fn route_request(
     }
 
     // The pipeline: auth → require → limit (see policy.rs).
-    let identity = match policy::check(rt, route, &req, conn).await {
+    // A route without policies skips the pipeline; one with them runs it
+    // boxed, so that its (large) state is not part of every request's future.
+    let checked = if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
+        Ok(policy::Identity::default())
+    } else {
+        Box::pin(policy::check(rt, route, &req, conn)).await
+    };
+    let identity = match checked {
         Ok(identity) => identity,
         Err(rejection) => {
             shared.metrics.reject(rejection.reason);
@@ -190,7 +212,7 @@ async fn route_request(
                 }
                 Some(r)
             }
-            Target::Aggregate(agg) => Some(crate::aggregate::run(rt, agg, &ctx, conn).await),
+            Target::Aggregate(agg) => Some(Box::pin(crate::aggregate::run(rt, agg, &ctx, conn)).await),
             Target::Upstream { upstream } => match rt.upstreams.get(*upstream) {
                 Some(up) => {
                     prepared = Some(Prepared {
@@ -422,7 +444,7 @@ impl Forward<'_> {
         } else {
             let client_body = ClientBody::new(incoming, self.max_body);
             if attempts > 1 && declared.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
-                match buffer(client_body, REPLAY_LIMIT).await {
+                match Box::pin(buffer(client_body, REPLAY_LIMIT)).await {
                     Ok(Buffered::Whole(b)) => ReqBody::Replayable(b),
                     Ok(Buffered::Partial(b)) => ReqBody::Stream(Some(boxed(b))),
                     Err(ClientBodyError::TooLarge) => return Err((ErrorKind::BodyTooLarge, None)),

@@ -184,7 +184,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // The usual message has none of them: one pass over its names (standard
     // names compare as small integers) instead of a lookup per name.
-    if !keep_upgrade && !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
@@ -215,6 +215,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// One of [`HOP_BY_HOP`], decided by length first (a standard name's text
+/// is a static string: no hashing, no comparison of most names).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    let s = name.as_str();
+    match s.len() {
+        2 => s == "te",
+        7 => s == "trailer" || s == "upgrade",
+        10 => s == "connection" || s == "keep-alive",
+        16 => s == "proxy-connection",
+        17 => s == "transfer-encoding",
+        _ => false,
     }
 }
 

@@ -835,7 +835,10 @@ async fn serve_connection<S>(
                 shared.metrics.reject(Rejection::HeaderTooLarge);
                 return Ok::<_, Infallible>(status_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
             }
-            Ok::<_, Infallible>(proxy::handle(shared, conn, req).await)
+            // Boxed: hyper keeps the service's future in a box of its own
+            // size for the connection's whole life; the proxy's state (a few
+            // KiB) then lives only while a request is in flight.
+            Ok::<_, Infallible>(Box::pin(proxy::handle(shared, conn, req)).await)
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -239,7 +239,9 @@ impl H1Pool {
         loop {
             let (mut sender, reused) = match self.take() {
                 Some(s) => (s, true),
-                None => (self.connect().await?, false),
+                // Boxed: connecting is rare, and its state would otherwise
+                // be part of every request's future.
+                None => (Box::pin(self.connect()).await?, false),
             };
             if let Err(e) = sender.ready().await {
                 if reused {

@@ -173,10 +173,16 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
         .with_writer(LogWriter);
+    // Access lines are written by the runtime itself, as these formatters
+    // would (a terminal keeps tracing's colours).
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    gw_runtime::logbuf::set_access_format(match format {
+        LogFormat::Text if terminal => gw_runtime::logbuf::AccessFormat::Tracing,
+        LogFormat::Text => gw_runtime::logbuf::AccessFormat::Text,
+        LogFormat::Json => gw_runtime::logbuf::AccessFormat::Json,
+    });
     let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
+        LogFormat::Text => builder.with_ansi(terminal).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
