@@ -89,7 +89,8 @@ struct Bound {
     local: SocketAddr,
     serves: Serves,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// The accept loops (one per worker runtime for HTTP and TLS).
+    tasks: Vec<JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -127,6 +128,10 @@ enum Slot {
 pub struct Gateway {
     shared: Arc<Shared>,
     options: Options,
+    /// More runtimes (one thread each) that accept on the HTTP and TLS
+    /// listeners beside the runtime the gateway started on, each serving
+    /// the connections it accepted (see [`Gateway::start_with_workers`]).
+    workers: Vec<tokio::runtime::Handle>,
     listeners: tokio::sync::Mutex<Listeners>,
     /// Bound addresses: listeners in plan order, and admin; read without
     /// waiting on a reload.
@@ -206,6 +211,19 @@ fn listener_key(l: &gw_compiler::plan::Listener, plan: &Plan) -> String {
 impl Gateway {
     /// Builds the runtime of `plan`, binds every listener and starts serving.
     pub async fn start(plan: Plan, options: Options) -> Result<Arc<Gateway>, String> {
+        Gateway::start_with_workers(plan, options, Vec::new()).await
+    }
+
+    /// [`Gateway::start`] with more runtimes serving HTTP and TLS: one
+    /// thread per core without work stealing (`gwc serve`). Each worker
+    /// accepts on its own copy of every HTTP and TLS socket and serves the
+    /// connections it accepted; layer-4 and admin listeners, health checks
+    /// and reloads stay on the runtime this is called on.
+    pub async fn start_with_workers(
+        plan: Plan,
+        options: Options,
+        workers: Vec<tokio::runtime::Handle>,
+    ) -> Result<Arc<Gateway>, String> {
         let plan = Arc::new(plan);
         let runtime = Runtime::build(plan.clone(), None).await;
         let shared = Arc::new(Shared::new(runtime));
@@ -215,6 +233,7 @@ impl Gateway {
             connections: Arc::new(ConnTracker::new(shared.metrics.clone())),
             shared,
             options,
+            workers,
             listeners: tokio::sync::Mutex::new(Listeners::default()),
             addrs: ArcSwap::from_pointee((Vec::new(), None)),
             health_stop: tokio::sync::Mutex::new(health_stop),
@@ -426,25 +445,23 @@ impl Gateway {
         let shared = self.shared.clone();
         let tracker = self.connections.clone();
         let shutdown = self.shutdown.subscribe();
-        let task = match &serves {
-            Serves::Http => tokio::spawn(accept_loop(socket, shared, tracker, None, stop_rx, shutdown)),
-            Serves::Tls(config) => tokio::spawn(accept_loop(
-                socket,
-                shared,
-                tracker,
-                Some(config.clone()),
-                stop_rx,
-                shutdown,
-            )),
-            Serves::Tcp(upstream) => tokio::spawn(tcp::accept_loop(
+        let tasks = match &serves {
+            Serves::Http | Serves::Tls(_) => {
+                let tls = match &serves {
+                    Serves::Tls(config) => Some(config.clone()),
+                    _ => None,
+                };
+                self.spawn_accept_loops(socket, &address, tls, stop_rx, shutdown)
+            }
+            Serves::Tcp(upstream) => vec![tokio::spawn(tcp::accept_loop(
                 socket,
                 shared,
                 upstream.clone(),
                 tracker,
                 stop_rx,
                 shutdown,
-            )),
-            Serves::Admin => tokio::spawn(admin_loop(socket, shared, stop_rx)),
+            ))],
+            Serves::Admin => vec![tokio::spawn(admin_loop(socket, shared, stop_rx))],
         };
         match &serves {
             Serves::Admin => {
@@ -469,8 +486,54 @@ impl Gateway {
             local,
             serves,
             stop,
-            task,
+            tasks,
         })
+    }
+
+    /// Starts an HTTP (or TLS) listener's accept loop on this runtime and
+    /// on every worker runtime, each on its own copy of the socket.
+    fn spawn_accept_loops(
+        &self,
+        socket: TcpListener,
+        address: &str,
+        tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+        stop: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        let (shared, tracker) = (self.shared.clone(), self.connections.clone());
+        if self.workers.is_empty() {
+            return vec![tokio::spawn(accept_loop(socket, shared, tracker, tls, stop, shutdown))];
+        }
+        let std_socket = match socket.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(listen = %address, error = %e, "listener not opened");
+                return Vec::new();
+            }
+        };
+        let mut tasks = Vec::with_capacity(self.workers.len() + 1);
+        for worker in &self.workers {
+            let copy = match std_socket.try_clone() {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(listen = %address, error = %e, "a worker thread does not accept on this listener");
+                    continue;
+                }
+            };
+            let (shared, tracker, tls) = (shared.clone(), tracker.clone(), tls.clone());
+            let (stop, shutdown, address) = (stop.clone(), shutdown.clone(), address.to_string());
+            tasks.push(worker.spawn(async move {
+                match TcpListener::from_std(copy) {
+                    Ok(l) => accept_loop(l, shared, tracker, tls, stop, shutdown).await,
+                    Err(e) => tracing::warn!(listen = %address, error = %e, "a worker thread does not accept on this listener"),
+                }
+            }));
+        }
+        match TcpListener::from_std(std_socket) {
+            Ok(l) => tasks.push(tokio::spawn(accept_loop(l, shared, tracker, tls, stop, shutdown))),
+            Err(e) => tracing::warn!(listen = %address, error = %e, "the main thread does not accept on this listener"),
+        }
+        tasks
     }
 
     /// Swaps in a new plan: binds what it adds (a listener that cannot be
@@ -530,11 +593,18 @@ impl Gateway {
     }
 }
 
+/// Waits for every task.
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 /// Stops a listener's accept loop and waits (briefly) until its socket is
 /// closed; its connections drain on their own.
 async fn close(b: Bound) {
     let _ = b.stop.send(true);
-    let _ = tokio::time::timeout(CLOSE_WAIT, b.task).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, futures_join(b.tasks)).await;
     tracing::info!(listen = %b.address, bound = %b.local, "stopped listening");
 }
 

@@ -9,7 +9,10 @@
 //! stack (most recently used first, at most `pool { max_idle }`, none older
 //! than `idle_timeout`), taken and given back with one short lock and no
 //! hashing, lent to one exchange and returned when its response body is
-//! done. `http2` servers use a hyper-util client per server (one multiplexed
+//! done. With several worker threads ([`set_workers`]) each thread has its
+//! own stack (and `max_idle` counts per thread): a connection's task runs on
+//! the thread that opened it, and only that thread's requests use it, so
+//! no request wakes another thread. `http2` servers use a hyper-util client per server (one multiplexed
 //! connection): its connector always dials that server, whatever the
 //! request's URI says, so an `http2` request can carry the client's host as
 //! `:authority` and still reach the server chosen.
@@ -27,11 +30,12 @@ use hyper::client::conn::http1;
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -128,13 +132,32 @@ struct Idle {
     since: u64,
 }
 
+static WORKERS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many worker threads serve requests (each gets its own idle stacks
+/// in pools built from now on). The default is 1.
+pub fn set_workers(n: usize) {
+    WORKERS.store(n.max(1), Ordering::Relaxed);
+}
+
+/// Marks the calling thread as worker `i` (0, the default, is the thread
+/// the gateway was started on).
+pub fn set_worker_index(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
 /// One server's HTTP/1.1 connections (see the module docs).
 pub struct H1Pool {
     addr: SocketAddr,
     connect_timeout: Duration,
     max_idle: usize,
     idle_timeout: u64,
-    idle: Mutex<Vec<Idle>>,
+    /// One stack per worker thread.
+    idle: Vec<Mutex<Vec<Idle>>>,
     /// A task closes connections idle past `idle_timeout` (started with the
     /// first idle connection, ends with the pool).
     reaping: AtomicBool,
@@ -170,13 +193,17 @@ impl H1Pool {
             connect_timeout: config.connect_timeout.as_duration(),
             max_idle: config.pool.max_idle as usize,
             idle_timeout: config.pool.idle_timeout.0.max(1),
-            idle: Mutex::new(Vec::new()),
+            idle: (0..WORKERS.load(Ordering::Relaxed))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             reaping: AtomicBool::new(false),
         }
     }
 
+    /// The calling thread's stack.
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        let i = WORKER.with(Cell::get) % self.idle.len().max(1);
+        lock_stack(&self.idle[i])
     }
 
     /// The most recently used idle connection that is still fresh.
@@ -273,16 +300,22 @@ async fn reap(pool: Weak<H1Pool>, timeout: u64) {
         tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
         let now = now_millis();
-        let stale: Vec<Idle> = {
-            let mut idle = pool.lock();
-            let (keep, stale) = std::mem::take(&mut *idle)
-                .into_iter()
-                .partition(|c| now.saturating_sub(c.since) < timeout && !c.sender.is_closed());
-            *idle = keep;
-            stale
-        };
-        drop(stale);
+        for stack in &pool.idle {
+            let stale: Vec<Idle> = {
+                let mut idle = lock_stack(stack);
+                let (keep, stale) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|c| now.saturating_sub(c.since) < timeout && !c.sender.is_closed());
+                *idle = keep;
+                stale
+            };
+            drop(stale);
+        }
     }
+}
+
+fn lock_stack(stack: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    stack.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// One server address of an upstream (a DNS name may give several).

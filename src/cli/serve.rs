@@ -37,7 +37,7 @@ pub struct ServeArgs {
     /// where nothing listens yet.
     #[arg(long)]
     demo: bool,
-    /// Worker threads (default: one per core).
+    /// Threads serving requests, one runtime each (default: one per core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// How long to let in-flight requests finish on shutdown, e.g. `30s`.
@@ -90,29 +90,64 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Err(code) => return code,
         }
     };
-    // One thread: a current-thread runtime (no work stealing, no wakeups
-    // across threads); more: a multi-thread runtime.
-    let mut builder = match args.threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n.max(1));
-            b
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
-    };
-    let runtime = match builder.enable_all().build() {
+    // One thread per core, nothing shared between them but the plan and the
+    // counters: this thread and `threads - 1` workers each run a
+    // current-thread runtime (no work stealing, no wakeups across threads)
+    // and serve the connections they accept.
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    gw_runtime::upstream::set_workers(threads);
+    let started = current_thread_runtime().and_then(|main| Ok((main, start_workers(threads - 1)?)));
+    let (runtime, workers) = match started {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let code = runtime.block_on(serve(args, plan, files));
+    let handles = workers.iter().map(|w| w.handle.clone()).collect();
+    let code = runtime.block_on(serve(args, plan, files, handles));
     // Connections still open after the drain are cut here.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    for w in workers {
+        drop(w.stop);
+        let _ = w.thread.join();
+    }
     gw_runtime::logbuf::flush();
     code
+}
+
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// A worker thread: its runtime's handle, and what stops it.
+struct Worker {
+    handle: tokio::runtime::Handle,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn start_workers(n: usize) -> std::io::Result<Vec<Worker>> {
+    let mut workers = Vec::with_capacity(n);
+    for i in 1..=n {
+        let runtime = current_thread_runtime()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(format!("gw-worker-{i}"))
+            .spawn(move || {
+                gw_runtime::upstream::set_worker_index(i);
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })?;
+        workers.push(Worker { handle, stop, thread });
+    }
+    Ok(workers)
 }
 
 /// `gwc serve app.plan.json` runs a plan written by `gwc build`.
@@ -237,7 +272,7 @@ impl Signals {
     }
 }
 
-async fn serve(args: ServeArgs, mut plan: Plan, files: Vec<PathBuf>) -> ExitCode {
+async fn serve(args: ServeArgs, mut plan: Plan, files: Vec<PathBuf>, workers: Vec<tokio::runtime::Handle>) -> ExitCode {
     #[cfg_attr(not(unix), allow(unused_mut))]
     let mut signals = Signals::register();
     let mut demo = None;
@@ -254,7 +289,7 @@ async fn serve(args: ServeArgs, mut plan: Plan, files: Vec<PathBuf>) -> ExitCode
         admin_override: None,
         free_port_if_busy: args.demo,
     };
-    let gateway = match Gateway::start(plan.clone(), options).await {
+    let gateway = match Gateway::start_with_workers(plan.clone(), options, workers).await {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");
