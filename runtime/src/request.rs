@@ -187,22 +187,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
-        // Shared copies of the values (no bytes copied), so that the map can
-        // be changed while their names are read.
-        let lines: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
-        for line in &lines {
-            let Ok(line) = line.to_str() else { continue };
-            for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-                if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
-                    continue;
+    // Names listed in `Connection` that the message has (usually none: the
+    // list names hop-by-hop headers or none at all, as `keep-alive`).
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for line in headers.get_all(header::CONNECTION) {
+        let Ok(line) = line.to_str() else { continue };
+        for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
+                continue;
+            }
+            if name.eq_ignore_ascii_case("te") && te_is_trailers(headers) {
+                continue;
+            }
+            if headers.contains_key(name) {
+                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                    listed.push(n);
                 }
-                if name.eq_ignore_ascii_case("te") && te_is_trailers(headers) {
-                    continue;
-                }
-                headers.remove(name);
             }
         }
+    }
+    for name in listed {
+        headers.remove(name);
     }
     for h in &HOP_BY_HOP {
         if keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE) {
