@@ -45,7 +45,7 @@ def main():
     held, failed = [], 0
     for _ in range(n):
         try:
-            s = socket.create_connection((host, port), timeout=10)
+            s = socket.create_connection((host, port), timeout=3)
             s.sendall(request)
             if read_response(s):
                 held.append(s)
