@@ -95,6 +95,9 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
   (cd "$ROOT" && cargo build --release --bin gwc) >"$LOG/cargo-build.log" 2>&1 || die "build failed (see $LOG/cargo-build.log)"
 fi
 [ -x "$GWC" ] || die "$GWC missing (build it, or unset NO_BUILD)"
+# What was measured: the commit, and whether the runtime or the CLI differed from it when the
+# run started (gwc is built from the working tree).
+GW_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- runtime src Cargo.toml 2>/dev/null || echo '+uncommitted')"
 
 # ---------------------------------------------------------------- process bookkeeping
 declare -a STARTED=()            # pids we started (each is a session/process-group leader)
@@ -467,7 +470,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 {
   echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo));" \
        "$("$NGINX" -v 2>&1 | sed 's/.*: //'), haproxy $("$HAPROXY" -v | awk 'NR==1{print $3}'), $("$WRK" -v 2>&1 | awk 'NR==1{print $1" "$2}')," \
-       "gw $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet -- runtime src 2>/dev/null || echo '+changes') (GW_LOG=$GW_LOG)"
+       "gw $GW_REV (GW_LOG=$GW_LOG)"
   echo "wrk -t$WRK_THREADS -c{${CS[*]}} -d${DURATION}s --latency, $ROUNDS interleaved rounds (order rotated per round)," \
        "WRK_CPUS=${WRK_CPUS:-any} SERVER_CPUS=${SERVER_CPUS:-any}; loadavg before: $LOAD_START, after: $LOAD_END;" \
        "$retried run(s) re-measured because other-CPU > ${NOISE_MAX}% (rows kept in discarded.tsv)"

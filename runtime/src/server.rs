@@ -43,7 +43,6 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -663,13 +662,56 @@ fn tls_config(certs: &[gw_compiler::plan::Certificate]) -> Result<Arc<rustls::Se
     Ok(Arc::new(config))
 }
 
-/// Which protocol a connection speaks.
+/// Which protocol a connection speaks: by ALPN on TLS; on plain TCP,
+/// HTTP/2 when the client opens with the HTTP/2 preface (h2c with prior
+/// knowledge, see [`sniff`]), else HTTP/1.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Proto {
-    /// Plain TCP: HTTP/1.1, or h2c when the client starts with the preface.
-    Auto,
     H1,
     H2,
+}
+
+/// The connection preface of HTTP/2 (RFC 9113 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Tells HTTP/1.1 from h2c by peeking at the first bytes, without reading
+/// them: the first byte that differs from the HTTP/2 preface decides
+/// HTTP/1.1 (for every request but `PRI` that is the first byte). `None`
+/// when the client closed, or sent nothing within `header_timeout` (as
+/// the connection's watcher would count it).
+async fn sniff(stream: &TcpStream, shared: &Shared, client: SocketAddr) -> Option<Proto> {
+    let limits = &shared.current.load().plan.limits;
+    let wait = limits.header_timeout.0.min(limits.idle_timeout.0.max(1));
+    let looking = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            let seen = buf.get(..n)?;
+            if n == 0 {
+                return None;
+            }
+            if !H2_PREFACE.starts_with(seen) {
+                return Some(Proto::H1);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(Proto::H2);
+            }
+            // A part of the preface so far: wait for the rest.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    match tokio::time::timeout(Duration::from_millis(wait), looking).await {
+        Ok(found) => found,
+        Err(_) => {
+            if limits.header_timeout.0 <= wait {
+                shared.metrics.reject(Rejection::HeaderTimeout);
+                tracing::debug!(%client, "no request head within header_timeout; closing");
+            } else {
+                tracing::debug!(%client, "idle_timeout; closing");
+            }
+            None
+        }
+    }
 }
 
 async fn accept_loop(
@@ -706,10 +748,13 @@ async fn accept_loop(
         tokio::spawn(async move {
             let accepted_at = now_millis();
             let Some(config) = tls else {
+                let Some(proto) = sniff(&stream, &shared, client).await else {
+                    return;
+                };
                 let conn = Conn { client, tls: false };
                 let accepted = Accepted {
                     conn,
-                    proto: Proto::Auto,
+                    proto,
                     at: accepted_at,
                     guard,
                 };
@@ -911,67 +956,80 @@ async fn serve_connection<S>(
             Ok::<_, Infallible>(Box::pin(proxy::handle(shared, conn, req)).await)
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout.as_duration())
-        .max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF).min(usize::MAX as u64) as usize)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_size.min(u64::from(u32::MAX)) as u32);
-    let builder = match proto {
-        Proto::Auto => builder,
-        Proto::H1 => builder.http1_only(),
-        Proto::H2 => builder.http2_only(),
-    };
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
     let idle = limits.idle_timeout.0.max(1);
     let header_deadline = started.saturating_add(limits.header_timeout.0);
-    let mut draining = false;
-    loop {
-        // Wake at the first moment a bound could be crossed; re-check then.
-        let idle_at = clocks.last.load(Ordering::Relaxed).saturating_add(idle);
-        let first_request = clocks.requests.load(Ordering::Relaxed) == 0;
-        let wake_at = if first_request {
-            idle_at.min(header_deadline)
-        } else {
-            idle_at
-        };
-        let nap = Duration::from_millis(wake_at.saturating_sub(now_millis()).max(1));
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    note_connection_error(&shared, conn, &*e);
+    // Serves `$connection` (an HTTP/1.1 or an HTTP/2 connection of hyper)
+    // until it ends, closing it gracefully on stop, shutdown or
+    // `idle_timeout`, and at once when the first head is late.
+    macro_rules! watch {
+        ($connection:expr) => {{
+            let connection = $connection;
+            tokio::pin!(connection);
+            let mut draining = false;
+            loop {
+                // Wake at the first moment a bound could be crossed; re-check then.
+                let idle_at = clocks.last.load(Ordering::Relaxed).saturating_add(idle);
+                let first_request = clocks.requests.load(Ordering::Relaxed) == 0;
+                let wake_at = if first_request {
+                    idle_at.min(header_deadline)
+                } else {
+                    idle_at
+                };
+                let nap = Duration::from_millis(wake_at.saturating_sub(now_millis()).max(1));
+                tokio::select! {
+                    biased;
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            note_connection_error(&shared, conn, &e);
+                        }
+                        return;
+                    }
+                    _ = stop.changed(), if !draining => {
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ = shutdown.changed(), if !draining => {
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ = tokio::time::sleep(nap), if !draining => {
+                        let now = now_millis();
+                        if clocks.requests.load(Ordering::Relaxed) == 0 && now >= header_deadline {
+                            shared.metrics.reject(Rejection::HeaderTimeout);
+                            tracing::debug!(client = %conn.client, "no request head within header_timeout; closing");
+                            return;
+                        }
+                        let quiet = now.saturating_sub(clocks.last.load(Ordering::Relaxed));
+                        if clocks.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
+                            tracing::debug!(client = %conn.client, "idle_timeout; closing");
+                            draining = true;
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
                 }
-                return;
             }
-            _ = stop.changed(), if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = shutdown.changed(), if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = tokio::time::sleep(nap), if !draining => {
-                let now = now_millis();
-                if clocks.requests.load(Ordering::Relaxed) == 0 && now >= header_deadline {
-                    shared.metrics.reject(Rejection::HeaderTimeout);
-                    tracing::debug!(client = %conn.client, "no request head within header_timeout; closing");
-                    return;
-                }
-                let quiet = now.saturating_sub(clocks.last.load(Ordering::Relaxed));
-                if clocks.in_flight.load(Ordering::Relaxed) == 0 && quiet >= idle {
-                    tracing::debug!(client = %conn.client, "idle_timeout; closing");
-                    draining = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-            }
+        }};
+    }
+    match proto {
+        Proto::H1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout.as_duration())
+                .max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF).min(usize::MAX as u64) as usize)
+                .keep_alive(true);
+            watch!(builder.serve_connection(io, service).with_upgrades())
+        }
+        // Boxed: an HTTP/1.1 connection does not carry HTTP/2's state.
+        Proto::H2 => {
+            Box::pin(async move {
+                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                builder
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(limits.max_header_size.min(u64::from(u32::MAX)) as u32);
+                watch!(builder.serve_connection(io, service))
+            })
+            .await
         }
     }
 }
