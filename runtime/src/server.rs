@@ -680,8 +680,11 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// when the client closed, or sent nothing within `header_timeout` (as
 /// the connection's watcher would count it).
 async fn sniff(stream: &TcpStream, shared: &Shared, client: SocketAddr) -> Option<Proto> {
-    let limits = &shared.current.load().plan.limits;
-    let wait = limits.header_timeout.0.min(limits.idle_timeout.0.max(1));
+    let (header_timeout, idle_timeout) = {
+        let rt = shared.current.load();
+        (rt.plan.limits.header_timeout.0, rt.plan.limits.idle_timeout.0)
+    };
+    let wait = header_timeout.min(idle_timeout.max(1));
     let looking = async {
         let mut buf = [0u8; 24];
         loop {
@@ -703,7 +706,7 @@ async fn sniff(stream: &TcpStream, shared: &Shared, client: SocketAddr) -> Optio
     match tokio::time::timeout(Duration::from_millis(wait), looking).await {
         Ok(found) => found,
         Err(_) => {
-            if limits.header_timeout.0 <= wait {
+            if header_timeout <= wait {
                 shared.metrics.reject(Rejection::HeaderTimeout);
                 tracing::debug!(%client, "no request head within header_timeout; closing");
             } else {
