@@ -23,6 +23,7 @@ mod proxy;
 mod proxy_balance;
 mod proxy_failures;
 mod proxy_headers;
+mod proxy_pool;
 mod proxy_stream;
 mod proxy_support;
 mod robustness;
