@@ -10,9 +10,9 @@
 //! than `idle_timeout`), taken and given back with one short lock and no
 //! hashing, lent to one exchange and returned when its response body is
 //! done. With several worker threads ([`set_workers`]) each thread has its
-//! own stack (and `max_idle` counts per thread): a connection's task runs on
-//! the thread that opened it, and only that thread's requests use it, so
-//! no request wakes another thread. `http2` servers use a hyper-util client per server (one multiplexed
+//! own stack, holding its share of `max_idle` (rounded up): a connection's
+//! task runs on the thread that opened it, and only that thread's requests
+//! use it, so no request wakes another thread. `http2` servers use a hyper-util client per server (one multiplexed
 //! connection): its connector always dials that server, whatever the
 //! request's URI says, so an `http2` request can carry the client's host as
 //! `:authority` and still reach the server chosen.
@@ -191,7 +191,8 @@ impl H1Pool {
         H1Pool {
             addr,
             connect_timeout: config.connect_timeout.as_duration(),
-            max_idle: config.pool.max_idle as usize,
+            // `max_idle` counts per server: each thread keeps its share.
+            max_idle: (config.pool.max_idle as usize).div_ceil(WORKERS.load(Ordering::Relaxed).max(1)),
             idle_timeout: config.pool.idle_timeout.0.max(1),
             idle: (0..WORKERS.load(Ordering::Relaxed))
                 .map(|_| Mutex::new(Vec::new()))
