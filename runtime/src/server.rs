@@ -717,6 +717,29 @@ async fn sniff(stream: &TcpStream, shared: &Shared, client: SocketAddr) -> Optio
     }
 }
 
+/// Accepts one connection and admits it under `max_connections` (with
+/// TCP_NODELAY set), or `None` when accepting failed or the limit refused it
+/// (the caller accepts the next). Shared by the HTTP/TLS and TCP listeners.
+pub(crate) async fn admit(
+    listener: &TcpListener,
+    shared: &Shared,
+    tracker: &Arc<ConnTracker>,
+) -> Option<(TcpStream, SocketAddr, ConnGuard)> {
+    let (stream, client) = match listener.accept().await {
+        Ok(a) => a,
+        Err(e) => {
+            // Out of file descriptors and the like: back off a little.
+            tracing::warn!(error = %e, "accept failed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return None;
+        }
+    };
+    let max = shared.current.load().plan.limits.max_connections;
+    let guard = tracker.try_enter(max)?;
+    let _ = stream.set_nodelay(true);
+    Some((stream, client, guard))
+}
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -726,25 +749,13 @@ async fn accept_loop(
     shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let admitted = tokio::select! {
+            a = admit(&listener, &shared, &tracker) => a,
             _ = stop.changed() => return,
         };
-        let (stream, client) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off a little.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let max = shared.current.load().plan.limits.max_connections;
-        let Some(guard) = tracker.try_enter(max) else {
-            drop(stream);
+        let Some((stream, client, guard)) = admitted else {
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let tls = tls.as_ref().map(|t| t.load_full());
         let (stop, shutdown) = (stop.clone(), shutdown.clone());

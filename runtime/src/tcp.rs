@@ -7,7 +7,7 @@
 //! or nothing moves for `idle_timeout`. Connections count towards
 //! `max_connections`.
 
-use crate::server::{connect, Activity, Clocks, ConnTracker};
+use crate::server::{admit, connect, Activity, Clocks, ConnTracker};
 use crate::state::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,24 +24,14 @@ pub(crate) async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
+        let admitted = tokio::select! {
+            a = admit(&listener, &shared, &tracker) => a,
             _ = stop.changed() => return,
             _ = shutdown.changed() => return,
         };
-        let (client, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let max = shared.current.load().plan.limits.max_connections;
-        let Some(guard) = tracker.try_enter(max) else {
+        let Some((client, peer, guard)) = admitted else {
             continue;
         };
-        let _ = client.set_nodelay(true);
         let shared = shared.clone();
         let upstream = upstream.clone();
         tokio::spawn(async move {
