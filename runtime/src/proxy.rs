@@ -23,7 +23,7 @@ use bytes::Bytes;
 use gw_compiler::ast::Method;
 use gw_compiler::plan::router::{lookup, Lookup};
 use gw_compiler::plan::{self, HeaderOp, RetryOn, Route, Target};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
@@ -31,6 +31,17 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// A client's request body as the proxy takes it.
+pub trait ClientStream:
+    hyper::body::Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> ClientStream for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Send + Unpin + 'static
+{
+}
 
 /// Bodies up to this size are buffered so that a retry can replay them.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
@@ -68,7 +79,13 @@ fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
 }
 
 /// Serves one request. Never fails: every error becomes a response.
-pub async fn handle(shared: Arc<Shared>, conn: Conn, req: Request<Incoming>) -> Response<Body> {
+///
+/// `B` is the client's body: hyper's `Incoming`, or the gateway's own
+/// HTTP/1.1 server's.
+pub async fn handle<B>(shared: Arc<Shared>, conn: Conn, req: Request<B>) -> Response<Body>
+where
+    B: ClientStream,
+{
     let started = Instant::now();
     let rt = shared.current.load_full();
     let method = req.method().clone();
@@ -133,12 +150,12 @@ struct Prepared<'a> {
 }
 
 /// `uri` is the request's URI (a shared copy kept for the access log).
-async fn route_request(
+async fn route_request<B: ClientStream>(
     shared: &Shared,
     rt: &Arc<Runtime>,
     conn: Conn,
     uri: &Uri,
-    mut req: Request<Incoming>,
+    mut req: Request<B>,
 ) -> Outcome {
     let plan = &rt.plan;
     let host = host_of(&req);
@@ -421,10 +438,10 @@ impl Forward<'_> {
         self.route.timeout.unwrap_or(self.up.config.timeout).as_duration()
     }
 
-    async fn run(
+    async fn run<B: ClientStream>(
         &self,
         head: hyper::http::request::Parts,
-        incoming: Incoming,
+        incoming: B,
         declared: Option<u64>,
     ) -> Result<Answer, Failure> {
         let up = self.up;
