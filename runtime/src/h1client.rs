@@ -28,6 +28,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
+use std::borrow::BorrowMut;
 use std::fmt;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
@@ -84,6 +85,18 @@ impl std::error::Error for H1Error {
     }
 }
 
+/// A request body that did not match the length it announced.
+#[derive(Debug)]
+pub struct LengthMismatch;
+
+impl fmt::Display for LengthMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("request body length differs from its declared length")
+    }
+}
+
+impl std::error::Error for LengthMismatch {}
+
 /// How an exchange ended without a response.
 pub enum Failed {
     /// A reused connection failed before any byte of an answer, and the
@@ -116,6 +129,8 @@ struct Writer {
     out: [Bytes; 4],
     body: Option<Body>,
     chunked: bool,
+    /// The bytes still due under the `Content-Length` sent, if one was.
+    declared: Option<u64>,
     /// Has the body been polled yet? (Its first frame goes out with the head.)
     primed: bool,
     /// The whole request when it went in the first write (for a replay).
@@ -197,6 +212,16 @@ impl Writer {
             Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
         };
         let ended = self.body.as_ref().is_none_or(HttpBody::is_end_stream);
+        if let Some(left) = self.declared.as_mut() {
+            // A body must match the length announced for it, or the
+            // upstream would misread the connection.
+            let n = data.len() as u64;
+            if n > *left || ended && n < *left {
+                self.body = None;
+                return Poll::Ready(Err(WriteError::Body(Box::new(LengthMismatch))));
+            }
+            *left -= n;
+        }
         if self.chunked {
             if !data.is_empty() {
                 self.out[1] = Bytes::from(format!("{:x}\r\n", data.len()));
@@ -219,8 +244,6 @@ impl Writer {
 struct Wire {
     stream: TcpStream,
     rbuf: BytesMut,
-    /// The request, while it is still being sent.
-    writer: Option<Writer>,
     /// The request was not sent whole (a write failed, or the answer came
     /// first and the body was abandoned): the connection cannot be reused.
     broken: bool,
@@ -228,8 +251,6 @@ struct Wire {
     write_failed: bool,
     /// Some byte of an answer came.
     answered: bool,
-    /// The whole request, when it went in the first write (for a replay).
-    replay: Option<[Bytes; 4]>,
 }
 
 impl Wire {
@@ -246,38 +267,45 @@ impl Wire {
         read.poll(cx)
     }
 
-    /// Drives the request's remaining body, if any. A failing body is an
-    /// error; a failing write only stops sending (the answer may be there).
-    fn poll_send(&mut self, cx: &mut Context<'_>) -> Result<(), BoxError> {
-        let Some(writer) = self.writer.as_mut() else {
+    /// Drives the request (`writer`, emptied once it is all sent), and
+    /// keeps the whole request in `replay` when it went in one write. A
+    /// failing body is an error; a failing write only stops sending (the
+    /// answer may be there already).
+    fn poll_send<W: BorrowMut<Writer>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut Option<W>,
+        replay: Option<&mut Option<[Bytes; 4]>>,
+    ) -> Result<(), BoxError> {
+        let Some(w) = writer.as_mut() else {
             return Ok(());
         };
-        let result = writer.poll_write(cx, &mut self.stream);
-        if let Some(r) = writer.replay.take() {
-            self.replay = Some(r);
+        let w = w.borrow_mut();
+        let result = w.poll_write(cx, &mut self.stream);
+        if let (Some(slot), Some(r)) = (replay, w.replay.take()) {
+            *slot = Some(r);
         }
         match result {
             Poll::Pending => Ok(()),
             Poll::Ready(Ok(())) => {
-                self.writer = None;
+                *writer = None;
                 Ok(())
             }
             Poll::Ready(Err(WriteError::Io(e))) => {
                 tracing::debug!(error = %e, "writing to the upstream failed");
-                self.writer = None;
+                *writer = None;
                 self.broken = true;
                 self.write_failed = true;
                 Ok(())
             }
             Poll::Ready(Err(WriteError::Body(e))) => {
-                self.writer = None;
+                *writer = None;
                 self.broken = true;
                 Err(e)
             }
         }
     }
 }
-
 
 /// Sends `req` on `stream` and reads the answer's head. `reused`: the
 /// connection came from the pool (a failure before any answer may then be
@@ -308,6 +336,7 @@ pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Re
         out: replay.bytes,
         body: None,
         chunked: false,
+        declared: None,
         primed: true,
         replay: None,
     };
@@ -324,19 +353,19 @@ async fn run(
     let mut wire = Wire {
         stream,
         rbuf: BytesMut::new(),
-        writer: Some(writer),
         broken: false,
         write_failed: false,
         answered: false,
-        replay: None,
     };
-    let head = poll_fn(|cx| poll_head(cx, &mut wire, meta)).await;
+    let mut writer = Some(writer);
+    let mut replay = None;
+    let head = poll_fn(|cx| poll_head(cx, &mut wire, &mut writer, &mut replay, meta)).await;
     match head {
-        Ok(head) => Ok(respond(pool, wire, head, meta)),
+        Ok(head) => Ok(respond(pool, wire, writer, head, meta)),
         Err(HeadError::Body(e)) => Err(Failed::Error(e)),
         Err(HeadError::Upstream(e, answered)) => {
             let safe = meta.idempotent || wire.write_failed;
-            match wire.replay.take() {
+            match replay {
                 Some(bytes) if reused && !answered && safe => Err(Failed::Replay(Replay { bytes, meta })),
                 _ => Err(Failed::Error(Box::new(e))),
             }
@@ -359,9 +388,15 @@ enum HeadError {
     Upstream(H1Error, bool),
 }
 
-fn poll_head(cx: &mut Context<'_>, wire: &mut Wire, meta: ReqMeta) -> Poll<Result<Head, HeadError>> {
+fn poll_head(
+    cx: &mut Context<'_>,
+    wire: &mut Wire,
+    writer: &mut Option<Writer>,
+    replay: &mut Option<[Bytes; 4]>,
+    meta: ReqMeta,
+) -> Poll<Result<Head, HeadError>> {
     loop {
-        wire.poll_send(cx).map_err(HeadError::Body)?;
+        wire.poll_send(cx, writer, Some(replay)).map_err(HeadError::Body)?;
         if !wire.rbuf.is_empty() {
             match parse_head(&mut wire.rbuf, meta) {
                 Ok(Some(head)) => return Poll::Ready(Ok(head)),
@@ -502,10 +537,11 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 
 /// Does the `Connection` header list `token`?
 fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())))
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 /// The request head with its framing, and the body to follow.
@@ -549,23 +585,33 @@ fn request_writer(parts: &hyper::http::request::Parts, body: Body) -> Writer {
         out: [Bytes::from(head), Bytes::new(), Bytes::new(), Bytes::new()],
         body: (!end).then_some(body),
         chunked,
+        declared: exact.filter(|_| !end),
         primed: false,
         replay: None,
     }
 }
 
 /// The response with its body reading from `wire`.
-fn respond(pool: &Arc<H1Pool>, mut wire: Wire, head: Head, meta: ReqMeta) -> Response<ResponseBody> {
-    wire.replay = None;
+/// `writer` is the request when its body is still being sent (an early or
+/// full-duplex answer): the body goes on sending it (boxed: that is rare,
+/// and the body stays small).
+fn respond(
+    pool: &Arc<H1Pool>,
+    wire: Wire,
+    writer: Option<Writer>,
+    head: Head,
+    meta: ReqMeta,
+) -> Response<ResponseBody> {
     let mut body = ResponseBody {
         wire: None,
+        sending: writer.map(Box::new),
         framing: head.framing,
         reuse: head.keep_alive && !meta.close,
         pool: Some(pool.clone()),
     };
     if matches!(body.framing, Framing::Upgrade) {
         body.reuse = false;
-        wire.writer = None;
+        body.sending = None;
         body.wire = Some(wire);
     } else if matches!(body.framing, Framing::Length(0)) {
         // Nothing to read: the connection is free now (or closes).
@@ -702,6 +748,8 @@ fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
 pub struct ResponseBody {
     /// `None` once the body is done (the connection parked or closed).
     wire: Option<Wire>,
+    /// The rest of a request whose answer came before it was all sent.
+    sending: Option<Box<Writer>>,
     framing: Framing,
     /// May the connection be reused once the body is done?
     reuse: bool,
@@ -730,7 +778,7 @@ impl ResponseBody {
     fn finish(&mut self) {
         self.framing = Framing::Done;
         let Some(wire) = self.wire.take() else { return };
-        let whole = wire.writer.is_none() && !wire.broken && wire.rbuf.is_empty();
+        let whole = self.sending.take().is_none() && !wire.broken && wire.rbuf.is_empty();
         if let (true, true, Some(pool)) = (self.reuse, whole, self.pool.take()) {
             pool.park(wire.stream);
         }
@@ -740,6 +788,7 @@ impl ResponseBody {
     fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.framing = Framing::Done;
         self.wire = None;
+        self.sending = None;
         Poll::Ready(Some(Err(e)))
     }
 }
@@ -754,7 +803,7 @@ impl HttpBody for ResponseBody {
             return Poll::Ready(None);
         };
         // A streamed request body goes on while the answer comes.
-        if let Err(e) = wire.poll_send(cx) {
+        if let Err(e) = wire.poll_send(cx, &mut this.sending, None) {
             return this.fail(e);
         }
         loop {
@@ -798,6 +847,7 @@ impl HttpBody for ResponseBody {
                 Ok(0) if matches!(this.framing, Framing::Close) => {
                     this.framing = Framing::Done;
                     this.wire = None;
+                    this.sending = None;
                     return Poll::Ready(None);
                 }
                 Ok(0) => return this.fail(Box::new(H1Error::Closed)),
@@ -835,4 +885,3 @@ pub fn usable(stream: &TcpStream) -> bool {
         }
     }
 }
-

@@ -21,13 +21,13 @@
 
 use crate::balance::{Balancer, Strategy};
 use crate::body::Body;
+use crate::h1client::{self, Failed, ResponseBody};
 use crate::health::now_millis;
 use crate::health::{EjectPolicy, ServerState};
 use crate::request::RequestCtx;
 use arc_swap::ArcSwap;
 use gw_compiler::ast::Reference;
 use gw_compiler::plan;
-use crate::h1client::{self, Failed, ResponseBody};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
@@ -261,10 +261,12 @@ impl H1Pool {
         };
         tracing::debug!(server = %self.addr, "a pooled connection had closed; sending again on a new one");
         let stream = Box::pin(self.connect()).await?;
-        Box::pin(h1client::replay(self, stream, replay)).await.map_err(|e| match e {
-            Failed::Error(e) => SendError::Exchange(e),
-            Failed::Replay(_) => SendError::Exchange(Box::new(h1client::H1Error::Closed)),
-        })
+        Box::pin(h1client::replay(self, stream, replay))
+            .await
+            .map_err(|e| match e {
+                Failed::Error(e) => SendError::Exchange(e),
+                Failed::Replay(_) => SendError::Exchange(Box::new(h1client::H1Error::Closed)),
+            })
     }
 }
 
