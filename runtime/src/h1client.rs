@@ -133,6 +133,9 @@ struct Writer {
     declared: Option<u64>,
     /// Has the body been polled yet? (Its first frame goes out with the head.)
     primed: bool,
+    /// Keep a copy of the request if it goes whole in the first write? (Only
+    /// on a reused connection, which may turn out to have closed.)
+    keep_replay: bool,
     /// The whole request when it went in the first write (for a replay).
     replay: Option<[Bytes; 4]>,
 }
@@ -160,7 +163,7 @@ impl Writer {
                 if let Poll::Ready(Err(e)) = self.poll_body(cx) {
                     return Poll::Ready(Err(e));
                 }
-                if self.body.is_none() {
+                if self.keep_replay && self.body.is_none() {
                     self.replay = Some(self.out.clone());
                 }
                 continue;
@@ -216,7 +219,7 @@ impl Writer {
             // A body must match the length announced for it, or the
             // upstream would misread the connection.
             let n = data.len() as u64;
-            if n > *left || ended && n < *left {
+            if n > *left || ended && n != *left {
                 self.body = None;
                 return Poll::Ready(Err(WriteError::Body(Box::new(LengthMismatch))));
             }
@@ -326,7 +329,7 @@ pub async fn exchange(
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
         ),
     };
-    let writer = request_writer(&parts, body);
+    let writer = request_writer(&parts, body, reused);
     run(pool, stream, reused, writer, meta).await
 }
 
@@ -338,6 +341,7 @@ pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Re
         chunked: false,
         declared: None,
         primed: true,
+        keep_replay: false,
         replay: None,
     };
     run(pool, stream, false, writer, replay.meta).await
@@ -545,7 +549,7 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// The request head with its framing, and the body to follow.
-fn request_writer(parts: &hyper::http::request::Parts, body: Body) -> Writer {
+fn request_writer(parts: &hyper::http::request::Parts, body: Body, reused: bool) -> Writer {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let method = parts.method.as_str();
     let mut size = method.len() + path.len() + 48;
@@ -561,8 +565,8 @@ fn request_writer(parts: &hyper::http::request::Parts, body: Body) -> Writer {
     let exact = body.size_hint().exact();
     for (name, value) in &parts.headers {
         // The framing is the gateway's to decide; an empty body keeps the
-        // client's own `Content-Length: 0`.
-        if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !end) {
+        // client's own `Content-Length: 0` (and only that one).
+        if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !(end && value == "0")) {
             continue;
         }
         head.extend_from_slice(name.as_str().as_bytes());
@@ -587,6 +591,7 @@ fn request_writer(parts: &hyper::http::request::Parts, body: Body) -> Writer {
         chunked,
         declared: exact.filter(|_| !end),
         primed: false,
+        keep_replay: reused,
         replay: None,
     }
 }
@@ -883,5 +888,104 @@ pub fn usable(stream: &TcpStream) -> bool {
             let mut probe = [0u8; 1];
             matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GET: ReqMeta = ReqMeta {
+        head: false,
+        upgrade: false,
+        close: false,
+        idempotent: true,
+    };
+
+    fn head_of(text: &[u8]) -> Result<Option<Head>, H1Error> {
+        parse_head(&mut BytesMut::from(text), GET)
+    }
+
+    #[test]
+    fn chunk_sizes_are_strict_hex_without_overflow() {
+        assert_eq!(chunk_size(b"1a\r").ok(), Some(26));
+        assert_eq!(chunk_size(b"A ; name=value\r").ok(), Some(10));
+        assert_eq!(chunk_size(b"ffffffffffffffff\r").ok(), Some(u64::MAX));
+        for bad in [
+            &b"fffffffffffffffff\r"[..],
+            b"\r",
+            b"-1\r",
+            b"0x10\r",
+            b"10",
+            b"1 2\r",
+            b"g\r",
+        ] {
+            assert!(chunk_size(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn the_chunked_decoder_takes_bytes_in_any_split() {
+        let wire = b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\ntrailer: t\r\n\r\n";
+        for split in 1..wire.len() {
+            let (mut chunk, mut trailers, mut buf, mut out) = (Chunk::Size, 0, BytesMut::new(), Vec::new());
+            let mut ended = false;
+            for part in [&wire[..split], &wire[split..]] {
+                buf.extend_from_slice(part);
+                loop {
+                    match decode(&mut chunk, &mut trailers, &mut buf) {
+                        Ok(Step::Data(d)) => out.extend_from_slice(&d),
+                        Ok(Step::More) => break,
+                        Ok(Step::End) => {
+                            ended = true;
+                            break;
+                        }
+                        Err(e) => panic!("split {split}: {e}"),
+                    }
+                }
+            }
+            assert!(ended && out == b"hello, world" && buf.is_empty(), "split {split}");
+        }
+        let mut buf = BytesMut::from(&b"5\r\nhelloXX"[..]);
+        let (mut chunk, mut trailers) = (Chunk::Size, 0);
+        assert!(matches!(decode(&mut chunk, &mut trailers, &mut buf), Ok(Step::Data(_))));
+        assert!(
+            decode(&mut chunk, &mut trailers, &mut buf).is_err(),
+            "a chunk must end in CRLF"
+        );
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\ncontent-length: 5\r\n\r\n")
+            .ok()
+            .flatten();
+        assert!(h.is_some_and(|h| matches!(h.framing, Framing::Length(5)) && h.keep_alive));
+        assert!(head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n").is_err());
+        assert!(head_of(b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n").is_err());
+        let h = head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\n\r\n")
+            .ok()
+            .flatten();
+        assert!(h.is_some_and(|h| matches!(h.framing, Framing::Chunked(..)) && !h.keep_alive));
+        let h = head_of(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n").ok().flatten();
+        assert!(
+            h.is_some_and(|h| !h.keep_alive),
+            "HTTP/1.0 closes unless asked to keep alive"
+        );
+        let h = head_of(b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n")
+            .ok()
+            .flatten();
+        assert!(h.is_some_and(|h| h.keep_alive));
+        let h = head_of(b"HTTP/1.1 200 OK\r\n\r\n").ok().flatten();
+        assert!(h.is_some_and(|h| matches!(h.framing, Framing::Close) && !h.keep_alive));
+        let h = head_of(b"HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n")
+            .ok()
+            .flatten();
+        assert!(h.is_some_and(|h| matches!(h.framing, Framing::Length(0))));
+        assert!(matches!(head_of(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2"), Ok(None)));
+        assert!(
+            head_of(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err(),
+            "101 to a plain request"
+        );
     }
 }
