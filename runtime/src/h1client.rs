@@ -133,11 +133,11 @@ struct Writer {
     declared: Option<u64>,
     /// Has the body been polled yet? (Its first frame goes out with the head.)
     primed: bool,
-    /// Keep a copy of the request if it goes whole in the first write? (Only
-    /// on a reused connection, which may turn out to have closed.)
-    keep_replay: bool,
-    /// The whole request when it went in the first write (for a replay).
-    replay: Option<[Bytes; 4]>,
+    /// Bytes of `out` already written (`out` is kept whole, so that a
+    /// request that fitted in it can be written again).
+    sent: usize,
+    /// The whole request is in `out` (its body ended with its first frame).
+    whole: bool,
 }
 
 /// Why the writer stopped.
@@ -150,7 +150,12 @@ enum WriteError {
 
 impl Writer {
     fn pending(&self) -> bool {
-        self.out.iter().any(|b| !b.is_empty())
+        self.sent < self.out.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// The whole request, when it went in one write (for a replay).
+    fn take_whole(&mut self) -> Option<[Bytes; 4]> {
+        self.whole.then(|| std::mem::take(&mut self.out))
     }
 
     /// Sends what it can; `Ready(Ok)` once the whole request is written.
@@ -163,35 +168,35 @@ impl Writer {
                 if let Poll::Ready(Err(e)) = self.poll_body(cx) {
                     return Poll::Ready(Err(e));
                 }
-                if self.keep_replay && self.body.is_none() {
-                    self.replay = Some(self.out.clone());
-                }
+                self.whole = self.body.is_none();
                 continue;
             }
             if self.pending() {
-                let slices = [
-                    IoSlice::new(&self.out[0]),
-                    IoSlice::new(&self.out[1]),
-                    IoSlice::new(&self.out[2]),
-                    IoSlice::new(&self.out[3]),
-                ];
-                let n = match Pin::new(&mut *stream).poll_write_vectored(cx, &slices) {
+                let mut slices = [IoSlice::new(&[]); 4];
+                let (mut count, mut skip) = (0, self.sent);
+                for b in &self.out {
+                    if skip >= b.len() {
+                        skip -= b.len();
+                        continue;
+                    }
+                    slices[count] = IoSlice::new(&b[skip..]);
+                    skip = 0;
+                    count += 1;
+                }
+                match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..count]) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(WriteError::Io(e))),
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into()))),
-                    Poll::Ready(Ok(n)) => n,
-                };
-                let mut left = n;
-                for b in &mut self.out {
-                    let k = left.min(b.len());
-                    b.advance(k);
-                    left -= k;
+                    Poll::Ready(Ok(n)) => self.sent += n,
                 }
                 continue;
             }
             if self.body.is_none() {
                 return Poll::Ready(Ok(()));
             }
+            // Everything so far is out: the next frame starts afresh.
+            self.out = Default::default();
+            self.sent = 0;
             ready!(self.poll_body(cx))?;
         }
     }
@@ -270,8 +275,8 @@ impl Wire {
         read.poll(cx)
     }
 
-    /// Drives the request (`writer`, emptied once it is all sent), and
-    /// keeps the whole request in `replay` when it went in one write. A
+    /// Drives the request (`writer`, emptied once it is all sent or failed),
+    /// and then keeps the whole request in `replay` if it went in one write. A
     /// failing body is an error; a failing write only stops sending (the
     /// answer may be there already).
     fn poll_send<W: BorrowMut<Writer>>(
@@ -285,8 +290,8 @@ impl Wire {
         };
         let w = w.borrow_mut();
         let result = w.poll_write(cx, &mut self.stream);
-        if let (Some(slot), Some(r)) = (replay, w.replay.take()) {
-            *slot = Some(r);
+        if let (Some(slot), true) = (replay, result.is_ready()) {
+            *slot = w.take_whole();
         }
         match result {
             Poll::Pending => Ok(()),
@@ -329,7 +334,7 @@ pub async fn exchange(
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
         ),
     };
-    let writer = request_writer(&parts, body, reused);
+    let writer = request_writer(&parts, body);
     run(pool, stream, reused, writer, meta).await
 }
 
@@ -341,8 +346,8 @@ pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Re
         chunked: false,
         declared: None,
         primed: true,
-        keep_replay: false,
-        replay: None,
+        sent: 0,
+        whole: true,
     };
     run(pool, stream, false, writer, replay.meta).await
 }
@@ -549,7 +554,7 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// The request head with its framing, and the body to follow.
-fn request_writer(parts: &hyper::http::request::Parts, body: Body, reused: bool) -> Writer {
+fn request_writer(parts: &hyper::http::request::Parts, body: Body) -> Writer {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let method = parts.method.as_str();
     let mut size = method.len() + path.len() + 48;
@@ -591,8 +596,8 @@ fn request_writer(parts: &hyper::http::request::Parts, body: Body, reused: bool)
         chunked,
         declared: exact.filter(|_| !end),
         primed: false,
-        keep_replay: reused,
-        replay: None,
+        sent: 0,
+        whole: false,
     }
 }
 
