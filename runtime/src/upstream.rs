@@ -10,7 +10,11 @@
 //! a stack (most recently used first, at most `pool { max_idle }`, none older
 //! than `idle_timeout`), taken and given back with one short lock and no
 //! hashing. A request drives its exchange itself; the connection comes back
-//! when the response body has been read to its end. With several worker
+//! when the response body has been read to its end. A connection the server
+//! closed while idle is noticed when it is taken (from the socket's
+//! readiness, with at most one non-blocking read); one that fails before
+//! any byte of an answer gets a request that went whole in one write once
+//! more on a fresh connection, when that is safe (see [`H1Pool::send`]). With several worker
 //! threads ([`set_workers`]) each thread has its own stack, holding its share
 //! of `max_idle` (rounded up), so a connection is reused by the thread whose
 //! request finished with it and no request wakes another thread. `http2`
