@@ -37,3 +37,4 @@ mod serve_process;
 mod serve_reload;
 mod snapshots;
 mod support;
+mod upstream_h1;

@@ -13,6 +13,7 @@ pub mod balance;
 pub mod body;
 pub mod demo;
 pub mod error;
+pub mod h1client;
 pub mod health;
 pub mod health_check;
 pub mod logbuf;

@@ -18,12 +18,11 @@ use crate::metrics::Rejection;
 use crate::policy;
 use crate::request::{add_forwarded, is_upgrade, strip_hop_by_hop, RequestCtx};
 use crate::state::{Runtime, Shared};
-use crate::upstream::{Lease, SendError, UpstreamRt};
+use crate::upstream::{SendError, UpstreamBody, UpstreamRt};
 use bytes::Bytes;
 use gw_compiler::ast::Method;
 use gw_compiler::plan::router::{lookup, Lookup};
 use gw_compiler::plan::{self, HeaderOp, RetryOn, Route, Target};
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
@@ -279,16 +278,21 @@ async fn route_request<B: ClientStream>(
     };
     match target.run(head, incoming, declared).await {
         Ok(answer) => {
-            let mut response = answer.response;
-            let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-            if let (Some(on_client), true) = (client_upgrade, switching) {
-                let on_upstream = hyper::upgrade::on(&mut response);
-                tokio::spawn(tunnel(on_client, on_upstream));
-            }
-            let (mut parts, body) = response.into_parts();
+            let switching = answer.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let (mut parts, body) = answer.response.into_parts();
+            let body = match (client_upgrade, switching) {
+                // The upstream switched: its socket is tunnelled to the
+                // client's once the client's side has switched too.
+                (Some(on_client), true) => {
+                    if let Some(upstream) = body.into_upgraded() {
+                        tokio::spawn(tunnel(on_client, upstream));
+                    }
+                    empty()
+                }
+                _ => boxed(Stall::new(body, target.timeout(), answer.in_flight)),
+            };
             strip_hop_by_hop(&mut parts.headers, switching);
             apply_ops(&mut parts.headers, response_ops);
-            let body = boxed(Stall::new(body, target.timeout(), (answer.in_flight, answer.lease)));
             (
                 Response::from_parts(parts, body),
                 Some(route_index),
@@ -409,13 +413,12 @@ impl ReqBody {
 }
 
 /// The upstream's answer, the server that gave it, and that server's
-/// in-flight count and pooled connection, held until the response body is
-/// done.
+/// in-flight count, held until the response body is done (the body itself
+/// holds its connection).
 struct Answer {
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     server: Arc<str>,
     in_flight: InFlight,
-    lease: Option<Lease>,
 }
 
 type Failure = (ErrorKind, Option<Arc<str>>);
@@ -536,7 +539,7 @@ impl Forward<'_> {
             let result = tokio::time::timeout(timeout, backend.send(out, up.config.http2)).await;
             drop(retry_guard);
             let kind = match result {
-                Ok(Ok((response, lease))) => {
+                Ok(Ok(response)) => {
                     let status = response.status().as_u16();
                     // 5xx answers count towards passive ejection (501 is a
                     // statement about the request, not the server's health).
@@ -545,7 +548,6 @@ impl Forward<'_> {
                         response,
                         server,
                         in_flight,
-                        lease,
                     };
                     let retry_status = retry.is_some_and(|r| r.on.contains(&RetryOn::Status(status)));
                     if retry_status && !last_attempt {
@@ -616,12 +618,17 @@ fn classify(e: &SendError) -> ErrorKind {
     ErrorKind::Upstream
 }
 
-/// Copies bytes both ways between an upgraded client and upstream.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (Ok(c), Ok(u)) = (client.await, upstream.await) else {
+/// Copies bytes both ways between an upgraded client and the upstream's
+/// socket (`early`: what the upstream sent right after its `101` head).
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: (tokio::net::TcpStream, Bytes)) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(c) = client.await else {
         return;
     };
+    let (mut u, early) = upstream;
     let mut c = hyper_util::rt::TokioIo::new(c);
-    let mut u = hyper_util::rt::TokioIo::new(u);
+    if !early.is_empty() && c.write_all(&early).await.is_err() {
+        return;
+    }
     let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
 }

@@ -5,28 +5,34 @@
 //! re-resolution or a reload keep their health.
 //!
 //! Each server has its own connections. HTTP/1.1 requests go through
-//! [`H1Pool`], the gateway's own pool of hyper connections: idle ones on a
-//! stack (most recently used first, at most `pool { max_idle }`, none older
+//! [`H1Pool`] and the gateway's own client ([`crate::h1client`]): an idle
+//! connection is just its socket and a timestamp (no task, no buffers), on
+//! a stack (most recently used first, at most `pool { max_idle }`, none older
 //! than `idle_timeout`), taken and given back with one short lock and no
-//! hashing, lent to one exchange and returned when its response body is
-//! done. With several worker threads ([`set_workers`]) each thread has its
-//! own stack, holding its share of `max_idle` (rounded up): a connection's
-//! task runs on the thread that opened it, and only that thread's requests
-//! use it, so no request wakes another thread. `http2` servers use a hyper-util client per server (one multiplexed
-//! connection): its connector always dials that server, whatever the
-//! request's URI says, so an `http2` request can carry the client's host as
-//! `:authority` and still reach the server chosen.
+//! hashing. A request drives its exchange itself; the connection comes back
+//! when the response body has been read to its end. A connection the server
+//! closed while idle is noticed when it is taken (from the socket's
+//! readiness, with at most one non-blocking read); one that fails before
+//! any byte of an answer gets a request that went whole in one write once
+//! more on a fresh connection, when that is safe (see [`H1Pool::send`]). With several worker
+//! threads ([`set_workers`]) each thread has its own stack, holding its share
+//! of `max_idle` (rounded up), so a connection is reused by the thread whose
+//! request finished with it and no request wakes another thread. `http2`
+//! servers use a hyper-util client per server (one multiplexed connection):
+//! its connector always dials that server, whatever the request's URI says,
+//! so an `http2` request can carry the client's host as `:authority` and
+//! still reach the server chosen.
 
 use crate::balance::{Balancer, Strategy};
 use crate::body::Body;
+use crate::h1client::{self, Failed, ResponseBody};
 use crate::health::now_millis;
 use crate::health::{EjectPolicy, ServerState};
 use crate::request::RequestCtx;
 use arc_swap::ArcSwap;
 use gw_compiler::ast::Reference;
 use gw_compiler::plan;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -128,7 +134,7 @@ pub enum SendError {
 
 /// An idle HTTP/1.1 connection and when it became idle ([`now_millis`]).
 struct Idle {
-    sender: http1::SendRequest<Body>,
+    stream: TcpStream,
     since: u64,
 }
 
@@ -171,21 +177,6 @@ impl std::fmt::Debug for H1Pool {
     }
 }
 
-/// A pooled connection lent to one exchange; dropping it (when the response
-/// body is done, or dropped) gives the connection back unless it closed.
-pub struct Lease {
-    pool: Arc<H1Pool>,
-    sender: Option<http1::SendRequest<Body>>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.put(sender);
-        }
-    }
-}
-
 impl H1Pool {
     fn new(config: &plan::Upstream, addr: SocketAddr) -> H1Pool {
         H1Pool {
@@ -207,20 +198,23 @@ impl H1Pool {
         lock_stack(&self.idle[i])
     }
 
-    /// The most recently used idle connection that is still fresh.
-    fn take(&self) -> Option<http1::SendRequest<Body>> {
+    /// The most recently used idle connection that is still fresh and
+    /// open (see [`h1client::usable`]).
+    fn take(&self) -> Option<TcpStream> {
         let now = now_millis();
         let mut idle = self.lock();
         while let Some(c) = idle.pop() {
-            if now.saturating_sub(c.since) < self.idle_timeout && !c.sender.is_closed() {
-                return Some(c.sender);
+            if now.saturating_sub(c.since) < self.idle_timeout && h1client::usable(&c.stream) {
+                return Some(c.stream);
             }
         }
         None
     }
 
-    fn put(self: &Arc<Self>, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() || self.max_idle == 0 {
+    /// Parks a connection whose exchange ended cleanly (its body read to the
+    /// end, both sides willing to keep it), unless the stack is full.
+    pub(crate) fn park(self: Arc<Self>, stream: TcpStream) {
+        if self.max_idle == 0 {
             return;
         }
         {
@@ -229,68 +223,54 @@ impl H1Pool {
                 return; // dropped: the connection closes
             }
             idle.push(Idle {
-                sender,
+                stream,
                 since: now_millis(),
             });
         }
         if !self.reaping.swap(true, Ordering::Relaxed) {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(reap(Arc::downgrade(self), self.idle_timeout));
+                rt.spawn(reap(Arc::downgrade(&self), self.idle_timeout));
             }
         }
     }
 
-    /// Dials the server and starts the connection's task.
-    async fn connect(&self) -> Result<http1::SendRequest<Body>, SendError> {
+    /// Dials the server.
+    async fn connect(&self) -> Result<TcpStream, SendError> {
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(_)) => return Err(SendError::Connect { timed_out: false }),
             Err(_) => return Err(SendError::Connect { timed_out: true }),
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| SendError::Exchange(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(stream)
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) on an idle connection or a
-    /// new one. A request that a reused connection could not take (it
-    /// closed meanwhile) goes on another; nothing is sent twice.
-    pub async fn send(self: &Arc<Self>, mut req: Request<Body>) -> Result<(Response<Incoming>, Lease), SendError> {
-        loop {
-            let (mut sender, reused) = match self.take() {
-                Some(s) => (s, true),
-                // Boxed: connecting is rare, and its state would otherwise
-                // be part of every request's future.
-                None => (Box::pin(self.connect()).await?, false),
-            };
-            if let Err(e) = sender.ready().await {
-                if reused {
-                    continue;
-                }
-                return Err(SendError::Exchange(e.into()));
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let lease = Lease {
-                        pool: self.clone(),
-                        sender: Some(sender),
-                    };
-                    return Ok((resp, lease));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(r) if reused => req = r,
-                    _ => return Err(SendError::Exchange(e.into_error().into())),
-                },
-            }
-        }
+    /// Sends `req` (origin-form URI, `Host` set, hop-by-hop headers gone)
+    /// on an idle connection or a new one, and returns once the response
+    /// head is in. A reused connection that fails before any byte of an
+    /// answer, with the whole request still in hand (and either an
+    /// idempotent method or a request the upstream never took whole), gets
+    /// the request once more on a fresh connection.
+    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
+        let (stream, reused) = match self.take() {
+            Some(s) => (s, true),
+            // Boxed: connecting is rare, and its state would otherwise
+            // be part of every request's future.
+            None => (Box::pin(self.connect()).await?, false),
+        };
+        let replay = match h1client::exchange(self, stream, reused, req).await {
+            Ok(resp) => return Ok(resp),
+            Err(Failed::Error(e)) => return Err(SendError::Exchange(e)),
+            Err(Failed::Replay(replay)) => replay,
+        };
+        tracing::debug!(server = %self.addr, "a pooled connection had closed; sending again on a new one");
+        let stream = Box::pin(self.connect()).await?;
+        Box::pin(h1client::replay(self, stream, replay))
+            .await
+            .map_err(|e| match e {
+                Failed::Error(e) => SendError::Exchange(e),
+                Failed::Replay(_) => SendError::Exchange(Box::new(h1client::H1Error::Closed)),
+            })
     }
 }
 
@@ -306,7 +286,7 @@ async fn reap(pool: Weak<H1Pool>, timeout: u64) {
                 let mut idle = lock_stack(stack);
                 let (keep, stale) = std::mem::take(&mut *idle)
                     .into_iter()
-                    .partition(|c| now.saturating_sub(c.since) < timeout && !c.sender.is_closed());
+                    .partition(|c| now.saturating_sub(c.since) < timeout && h1client::usable(&c.stream));
                 *idle = keep;
                 stale
             };
@@ -339,17 +319,13 @@ pub struct Backend {
 impl Backend {
     /// Sends a proxied request to this server: origin-form over its
     /// HTTP/1.1 pool, or through its `http2` client (`:authority` from the
-    /// URI). The lease, if any, must live until the response body is done.
-    pub async fn send(
-        &self,
-        req: Request<Body>,
-        http2: bool,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    /// URI). The response body holds the connection until it is done.
+    pub async fn send(&self, req: Request<Body>, http2: bool) -> Result<Response<UpstreamBody>, SendError> {
         if !http2 {
-            return self.h1.send(req).await.map(|(r, lease)| (r, Some(lease)));
+            return self.h1.send(req).await.map(|r| r.map(UpstreamBody::H1));
         }
         match self.client.request(req).await {
-            Ok(r) => Ok((r, None)),
+            Ok(r) => Ok(r.map(UpstreamBody::H2)),
             Err(e) if e.is_connect() => {
                 let mut timed_out = false;
                 let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
@@ -362,6 +338,55 @@ impl Backend {
                 Err(SendError::Connect { timed_out })
             }
             Err(e) => Err(SendError::Exchange(Box::new(e))),
+        }
+    }
+}
+
+/// An upstream's response body: the gateway's own HTTP/1.1 client's, or
+/// hyper's (`http2` upstreams). One type, not boxed, so that the proxy
+/// wraps it once.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    H1(ResponseBody),
+    H2(Incoming),
+}
+
+impl UpstreamBody {
+    /// The upstream socket of a `101 Switching Protocols` answer (HTTP/1.1)
+    /// and the bytes that came after its head.
+    pub fn into_upgraded(self) -> Option<(TcpStream, bytes::Bytes)> {
+        match self {
+            UpstreamBody::H1(b) => b.into_upgraded(),
+            UpstreamBody::H2(_) => None,
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, crate::body::BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::H1(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
         }
     }
 }
