@@ -13,6 +13,7 @@ pub mod balance;
 pub mod body;
 pub mod demo;
 pub mod error;
+mod h1server;
 pub mod health;
 pub mod health_check;
 pub mod logbuf;
