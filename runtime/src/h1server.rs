@@ -167,15 +167,29 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
             buf = BytesMut::new();
             let deadline = first.then_some(head_deadline);
             let waited = match io.inner.tcp() {
-                Some(tcp) => bounded(
-                    tcp.readable(),
-                    clocks,
-                    bounds.idle,
-                    deadline,
-                    Some((&mut *stop, &mut *shutdown)),
-                )
-                .await
-                .map(|r| r.map(|()| 1)),
+                Some(tcp) => loop {
+                    let ready = bounded(
+                        tcp.readable(),
+                        clocks,
+                        bounds.idle,
+                        deadline,
+                        Some((&mut *stop, &mut *shutdown)),
+                    )
+                    .await;
+                    if !matches!(ready, Ok(Ok(()))) {
+                        break ready.map(|r| r.map(|()| 0));
+                    }
+                    // Readiness can be stale: a buffer only for bytes that came.
+                    buf.reserve(READ_CHUNK);
+                    match tcp.try_read_buf(&mut buf) {
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf = BytesMut::new(),
+                        Ok(n) => {
+                            clocks.last.store(now_millis(), Ordering::Relaxed);
+                            break Ok(Ok(n));
+                        }
+                        Err(e) => break Ok(Err(e)),
+                    }
+                },
                 None => {
                     buf.reserve(READ_CHUNK);
                     bounded(
