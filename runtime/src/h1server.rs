@@ -173,7 +173,8 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
                         clocks,
                         bounds.idle,
                         deadline,
-                        Some((&mut *stop, &mut *shutdown)),
+                        &mut *stop,
+                        &mut *shutdown,
                     )
                     .await;
                     if !matches!(ready, Ok(Ok(()))) {
@@ -197,7 +198,8 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
                         clocks,
                         bounds.idle,
                         deadline,
-                        Some((&mut *stop, &mut *shutdown)),
+                        &mut *stop,
+                        &mut *shutdown,
                     )
                     .await
                 }
@@ -244,7 +246,8 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
                 clocks,
                 bounds.idle,
                 Some(head_deadline),
-                Some((&mut *stop, &mut *shutdown)),
+                &mut *stop,
+                &mut *shutdown,
             )
             .await;
             match read {
@@ -272,7 +275,7 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
                 buf.reserve(length - buf.len());
             }
             while buf.len() < length {
-                match bounded(io.read_buf(&mut buf), clocks, bounds.idle, None, None).await {
+                match idle_bounded(io.read_buf(&mut buf), clocks, bounds.idle).await {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => {
                         tracing::debug!(client = %conn.client, "request body incomplete; closing");
@@ -293,7 +296,7 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
         let close = !keep_alive || stopping(stop) || stopping(shutdown);
         let kept = respond(&mut io, resp, is_head, version, close, clocks, bounds.idle).await;
         if !kept {
-            let _ = bounded(io.shutdown(), clocks, bounds.idle, None, None).await;
+            let _ = idle_bounded(io.shutdown(), clocks, bounds.idle).await;
             return Served::Closed;
         }
     }
@@ -316,25 +319,44 @@ fn stopping(rx: &watch::Receiver<bool>) -> bool {
     *rx.borrow() || rx.has_changed().is_err()
 }
 
-/// Polls `fut` once, then waits for it while `idle_timeout` (no byte moved)
-/// and `deadline` hold and, with `watch`, until stop or shutdown.
+/// Polls `fut` once (most waits end at once: no timer for them), then
+/// waits for it while bytes keep moving (`idle_timeout`).
+async fn idle_bounded<F: Future>(fut: F, clocks: &Clocks, idle: u64) -> Result<F::Output, Cut> {
+    let mut fut = pin!(fut);
+    if let Poll::Ready(v) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
+        return Ok(v);
+    }
+    loop {
+        let now = now_millis();
+        let idle_at = clocks.last.load(Ordering::Relaxed).saturating_add(idle);
+        if now >= idle_at {
+            return Err(Cut::Idle);
+        }
+        tokio::select! {
+            biased;
+            v = fut.as_mut() => return Ok(v),
+            _ = tokio::time::sleep(Duration::from_millis(idle_at - now)) => {}
+        }
+    }
+}
+
+/// [`idle_bounded`], also ending at `deadline` (`header_timeout`) and on
+/// stop or shutdown: the waits of a connection with no request in flight.
 async fn bounded<F: Future>(
     fut: F,
     clocks: &Clocks,
     idle: u64,
     deadline: Option<u64>,
-    mut watch: Option<(&mut watch::Receiver<bool>, &mut watch::Receiver<bool>)>,
+    stop: &mut watch::Receiver<bool>,
+    shutdown: &mut watch::Receiver<bool>,
 ) -> Result<F::Output, Cut> {
     let mut fut = pin!(fut);
-    // Most waits end at once: no timer for them.
     if let Poll::Ready(v) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
         return Ok(v);
     }
     loop {
-        if let Some((stop, shutdown)) = &watch {
-            if stopping(stop) || stopping(shutdown) {
-                return Err(Cut::Stop);
-            }
+        if stopping(stop) || stopping(shutdown) {
+            return Err(Cut::Stop);
         }
         let now = now_millis();
         if deadline.is_some_and(|d| now >= d) {
@@ -345,24 +367,12 @@ async fn bounded<F: Future>(
             return Err(Cut::Idle);
         }
         let wake = deadline.map_or(idle_at, |d| d.min(idle_at));
-        let nap = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).max(1)));
-        match &mut watch {
-            Some((stop, shutdown)) => {
-                tokio::select! {
-                    biased;
-                    v = fut.as_mut() => return Ok(v),
-                    _ = stop.changed() => return Err(Cut::Stop),
-                    _ = shutdown.changed() => return Err(Cut::Stop),
-                    _ = nap => {}
-                }
-            }
-            None => {
-                tokio::select! {
-                    biased;
-                    v = fut.as_mut() => return Ok(v),
-                    _ = nap => {}
-                }
-            }
+        tokio::select! {
+            biased;
+            v = fut.as_mut() => return Ok(v),
+            _ = stop.changed() => return Err(Cut::Stop),
+            _ = shutdown.changed() => return Err(Cut::Stop),
+            _ = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).max(1))) => {}
         }
     }
 }
@@ -490,7 +500,7 @@ async fn refuse<S: Transport>(mut io: Activity<S>, status: StatusCode, clocks: &
     let resp = status_response(status);
     // With `close`, the connection is never kept.
     respond(&mut io, resp, false, Version::HTTP_11, true, clocks, idle).await;
-    let _ = bounded(io.shutdown(), clocks, idle, None, None).await;
+    let _ = idle_bounded(io.shutdown(), clocks, idle).await;
     // Boxed: the connection's future does not carry the drain buffer.
     Box::pin(linger(io)).await;
 }
@@ -576,80 +586,49 @@ async fn respond<S: Transport>(
     };
     let mut head = encode_head(&parts, version, framing, head_extra, close);
     drop(parts);
-    let writing = async move {
-        let mut sent = 0u64;
-        let small = first.as_ref().is_some_and(|d| d.len() <= COALESCE);
-        match (&first, small) {
-            (Some(data), true) => {
-                sent += data.len() as u64;
-                if !fits(framing, sent) {
-                    return false;
-                }
-                let tail: &[u8] = if framing == Framing::Chunked {
-                    put_chunk_size(&mut head, data.len());
-                    if ended {
-                        b"\r\n0\r\n\r\n"
-                    } else {
-                        b"\r\n"
-                    }
-                } else {
-                    b""
-                };
-                if write_parts(io, &[&head, data, tail]).await.is_err() {
-                    return false;
-                }
-            }
-            _ => {
-                let end: &[u8] = if ended && framing == Framing::Chunked {
-                    b"0\r\n\r\n"
-                } else {
-                    b""
-                };
-                if write_parts(io, &[&head, end]).await.is_err() {
-                    return false;
-                }
-                if let Some(data) = &first {
-                    sent += data.len() as u64;
-                    if !fits(framing, sent) || write_data(io, framing, data).await.is_err() {
-                        return false;
-                    }
-                }
-            }
+    let sent = first.as_ref().map_or(0, |d| d.len() as u64);
+    if !fits(framing, sent) {
+        return false;
+    }
+    // The first write: the head, with the first frame when it is small (and
+    // the end of a chunked body when that came too).
+    let small = first.as_ref().is_some_and(|d| d.len() <= COALESCE);
+    let done = ended && (first.is_none() || small);
+    let chunked = framing == Framing::Chunked;
+    let (data, tail): (&[u8], &[u8]) = match &first {
+        Some(d) if small && chunked => {
+            put_chunk_size(&mut head, d.len());
+            (d, if ended { b"\r\n0\r\n\r\n" } else { b"\r\n" })
         }
-        drop(head);
-        if !ended {
-            loop {
-                match body.frame().await {
-                    None => break,
-                    Some(Ok(frame)) => {
-                        let Ok(data) = frame.into_data() else { continue }; // trailers are dropped
-                        if data.is_empty() {
-                            continue;
-                        }
-                        sent += data.len() as u64;
-                        if !fits(framing, sent) || write_data(io, framing, &data).await.is_err() {
-                            return false;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "response body failed; closing");
-                        return false;
-                    }
-                }
-            }
-            if framing == Framing::Chunked && write_parts(io, &[b"0\r\n\r\n"]).await.is_err() {
-                return false;
-            }
-        }
-        if let Framing::Length(n) = framing {
-            if sent != n {
-                tracing::debug!(declared = n, sent, "response body shorter than its length; closing");
-                return false;
-            }
-        }
-        io.flush().await.is_ok()
+        Some(d) if small => (d, b""),
+        None if ended && chunked => (b"", b"0\r\n\r\n"),
+        _ => (b"", b""),
     };
-    match bounded(writing, clocks, idle, None, None).await {
+    let first_write = async {
+        write_parts(io, &[&head, data, tail]).await?;
+        if done {
+            io.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    if !matches!(idle_bounded(first_write, clocks, idle).await, Ok(Ok(()))) {
+        return false;
+    }
+    drop(head);
+    if done {
+        return match framing {
+            Framing::Length(n) if sent != n => {
+                tracing::debug!(declared = n, sent, "response body shorter than its length; closing");
+                false
+            }
+            _ => !close,
+        };
+    }
+    // The rest streams as it comes. Boxed: the connection's future does not
+    // carry a streaming body's state.
+    let pending = if small { None } else { first };
+    let rest = stream_rest(io, body, pending, framing, sent, ended);
+    match Box::pin(idle_bounded(rest, clocks, idle)).await {
         Ok(true) => !close,
         Ok(false) => false,
         Err(_) => {
@@ -657,6 +636,56 @@ async fn respond<S: Transport>(
             false
         }
     }
+}
+
+/// Writes `pending` (a first frame too large to go with the head) and the
+/// rest of `body`, then the end of a chunked body; `false` when the
+/// connection cannot be kept (a write or the body failed, or the body did
+/// not match its declared length).
+async fn stream_rest<S: Transport>(
+    io: &mut Activity<S>,
+    mut body: Body,
+    pending: Option<Bytes>,
+    framing: Framing,
+    mut sent: u64,
+    ended: bool,
+) -> bool {
+    if let Some(data) = pending {
+        if write_data(io, framing, &data).await.is_err() {
+            return false;
+        }
+    }
+    if !ended {
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue }; // trailers are dropped
+                    if data.is_empty() {
+                        continue;
+                    }
+                    sent += data.len() as u64;
+                    if !fits(framing, sent) || write_data(io, framing, &data).await.is_err() {
+                        return false;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "response body failed; closing");
+                    return false;
+                }
+            }
+        }
+    }
+    if framing == Framing::Chunked && write_parts(io, &[b"0\r\n\r\n"]).await.is_err() {
+        return false;
+    }
+    if let Framing::Length(n) = framing {
+        if sent != n {
+            tracing::debug!(declared = n, sent, "response body shorter than its length; closing");
+            return false;
+        }
+    }
+    io.flush().await.is_ok()
 }
 
 /// The body so far is within its declared length.
