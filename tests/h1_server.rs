@@ -5,6 +5,7 @@
 //! framing (length, chunked, HEAD) and drain. Every wait is bounded.
 
 use crate::live::{Live, Upstream};
+use crate::serve_harness::{tls_connector, tls_fixture};
 use bytes::Bytes;
 use gw_runtime::body::{boxed, full};
 use gw_runtime::metrics::Rejection;
@@ -74,9 +75,10 @@ async fn gateway(limits: &str) -> (Live, Upstream) {
     (live, up)
 }
 
-/// A raw client keeping the bytes read past the current response.
-struct Client {
-    s: TcpStream,
+/// A raw client (TCP or TLS) keeping the bytes read past the current
+/// response.
+struct Client<S = TcpStream> {
+    s: S,
     buf: Vec<u8>,
 }
 
@@ -111,7 +113,9 @@ impl Client {
             .expect("connect");
         Client { s, buf: Vec::new() }
     }
+}
 
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
     async fn send(&mut self, bytes: &[u8]) {
         tokio::time::timeout(Duration::from_secs(5), self.s.write_all(bytes))
             .await
@@ -542,4 +546,65 @@ async fn drain_closes_idle_connections_at_once_and_finishes_the_one_in_flight() 
         .expect("drain ends")
         .expect("join");
     assert_eq!(left, 0, "no connection left open");
+}
+
+#[tokio::test]
+async fn tls_http_1_1_connections_get_the_same_loop() {
+    let up = echo().await;
+    let text = format!(
+        "listen 127.0.0.1:0 tls {{ cert \"{}\" key \"{}\" }}
+         limits {{ idle_timeout 700ms }}
+         upstream a {{ server {} }}
+         route /{{*rest}} -> a",
+        tls_fixture("a.crt"),
+        tls_fixture("a.key"),
+        up.addr
+    );
+    let files: Vec<(String, Vec<u8>)> = ["a.crt", "a.key"]
+        .iter()
+        .map(|n| {
+            (
+                tls_fixture(n),
+                std::fs::read(tls_fixture(n)).expect("read a TLS fixture"),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (p.as_str(), b.as_slice())).collect();
+    let live = Live::start_with(&text, &refs).await;
+    let tcp = TcpStream::connect(live.addrs[0]).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("a.gw.test").expect("name");
+    let tls = tokio::time::timeout(Duration::from_secs(5), tls_connector(&[b"http/1.1"]).connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    let mut c = Client {
+        s: tls,
+        buf: Vec::new(),
+    };
+    let mut both = get("/one");
+    both.extend_from_slice(b"POST /two HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc");
+    c.send(&both).await;
+    assert_eq!(
+        c.response(false).await.map(|r| r.text()).as_deref(),
+        Some("GET /one 0:")
+    );
+    assert_eq!(
+        c.response(false).await.map(|r| r.text()).as_deref(),
+        Some("POST /two 3:abc")
+    );
+    c.send(&get("/stream")).await;
+    let got = c.response(false).await.expect("a chunked answer");
+    assert_eq!(
+        (got.header("transfer-encoding"), got.body.len()),
+        (Some("chunked"), 20_008)
+    );
+    // A chunked request hands the connection to hyper, still over TLS.
+    c.send(b"POST /chunked HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n")
+        .await;
+    assert_eq!(
+        c.response(false).await.map(|r| r.text()).as_deref(),
+        Some("POST /chunked 3:xyz")
+    );
+    let took = c.closed_within(Duration::from_secs(5)).await.expect("closed when idle");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
 }

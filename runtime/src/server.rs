@@ -17,17 +17,17 @@
 //!   It applies to TCP (layer 4) connections too.
 //! - `max_header_size`: an HTTP/1.1 head over it gets 431; HTTP/2 advertises
 //!   it as `SETTINGS_MAX_HEADER_LIST_SIZE` (431 beyond).
+//! - `max_connections`: one count across every listener (admin excluded);
+//!   past it a new connection is closed at once.
 //!
 //! HTTP/1.1 connections (plain and TLS) are served by the gateway's own loop
-//! ([`crate::h1server`]); a request it does not handle (chunked or large
+//! (`h1server`); a request it does not handle (chunked or large
 //! bodies, `Expect`, upgrades such as WebSocket, `CONNECT`) hands the rest
 //! of the connection to hyper's HTTP/1.1 server, with the bytes already read.
 //! On that fallback hyper enforces the limits as before (its header clock
 //! starts when a kept-alive connection waits for its next head; heads up to
 //! 8 KiB, its smallest buffer, are read before `max_header_size` is checked
 //! here). HTTP/2 is hyper's.
-//! - `max_connections`: one count across every listener (admin excluded);
-//!   past it a new connection is closed at once.
 //!
 //! The admin listener is bound where the plan says, as written: the docs and
 //! the checker recommend loopback; an admin address reachable from other
