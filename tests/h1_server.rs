@@ -536,7 +536,10 @@ async fn drain_closes_idle_connections_at_once_and_finishes_the_one_in_flight() 
         .closed_within(Duration::from_secs(2))
         .await
         .expect("the idle connection closes");
-    assert!(took < Duration::from_millis(300), "{took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "closed promptly, not at idle_timeout (60 s): {took:?}"
+    );
     let got = busy.response(false).await.expect("the request in flight is answered");
     assert_eq!((got.status, got.header("connection")), (200, Some("close")));
     assert_eq!(got.text(), "GET /slow 0:");

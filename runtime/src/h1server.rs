@@ -549,7 +549,10 @@ async fn respond<S: Transport>(
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::None
-    } else if let Some(n) = body.size_hint().exact() {
+    } else if let Some(n) = body.size_hint().exact().or_else(|| declared(&parts.headers)) {
+        // A body whose size is not known in advance keeps the length its
+        // headers declare (as hyper does); one that does not match it closes
+        // the connection.
         Framing::Length(n)
     } else if version == Version::HTTP_11 {
         Framing::Chunked
@@ -686,6 +689,16 @@ async fn stream_rest<S: Transport>(
         }
     }
     io.flush().await.is_ok()
+}
+
+/// The one `Content-Length` of `headers`, if valid.
+fn declared(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    parse_length(first.as_bytes())
 }
 
 /// The body so far is within its declared length.
