@@ -409,7 +409,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     // Offsets into the buffer, so that the frozen head can be sliced.
     let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let offset = |s: &[u8]| ((s.as_ptr() as usize).wrapping_sub(base), s.len());
     let path_at = offset(path.as_bytes());
     let mut lines = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
     let count = req.headers.len();
@@ -455,18 +455,18 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         return Parsed::Fallback;
     }
     let head = buf.split_to(len).freeze();
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(path_at.0..path_at.0 + path_at.1)) else {
+    let Some(Ok(uri)) = within(&head, path_at.0, path_at.1).map(Uri::from_maybe_shared) else {
         return Parsed::Refuse(StatusCode::BAD_REQUEST);
     };
     let mut map = HeaderMap::with_capacity(count);
     for &(n_at, n_len, v_at, v_len) in lines.iter().take(count) {
-        let Some(name_bytes) = head.get(n_at..n_at + n_len) else {
+        let Some(name_bytes) = head.get(n_at..n_at.saturating_add(n_len)) else {
             return Parsed::Refuse(StatusCode::BAD_REQUEST);
         };
         let Ok(name) = HeaderName::from_bytes(name_bytes) else {
             return Parsed::Refuse(StatusCode::BAD_REQUEST);
         };
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(v_at..v_at + v_len)) else {
+        let Some(Ok(value)) = within(&head, v_at, v_len).map(HeaderValue::from_maybe_shared) else {
             return Parsed::Refuse(StatusCode::BAD_REQUEST);
         };
         map.append(name, value);
@@ -481,6 +481,13 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         length,
         keep_alive: keep_alive && !close,
     })
+}
+
+/// `head[at..at + len]` sharing `head`, if in range (it always is: the
+/// offsets come from parsing these bytes).
+fn within(head: &Bytes, at: usize, len: usize) -> Option<Bytes> {
+    let end = at.checked_add(len)?;
+    (end <= head.len()).then(|| head.slice(at..end))
 }
 
 /// A `Content-Length` value: digits only.
