@@ -1,10 +1,12 @@
 //! The gw runtime: executes a compiled routing plan. It never sees `.gw`
 //! text, only a [`gw_compiler::plan::Plan`].
 //!
-//! A request's life: [`server`] accepts (limits, TLS/SNI) → hyper parses →
+//! A request's life: [`server`] accepts (limits, TLS/SNI) → the gateway's
+//! own HTTP/1.1 loop (`h1server`) or hyper (HTTP/2, and the HTTP/1.1
+//! requests the loop hands over) parses →
 //! [`proxy`] looks the route up (`plan::router`) → [`policy`] (auth,
 //! require, limit) → target: [`balance`] picks a server using [`health`]
-//! state → [`upstream`] client (pooled) streams both ways, retrying another
+//! state → [`upstream`] client (the own HTTP/1.1 `h1client`, hyper for `http2`; pooled) streams both ways, retrying another
 //! server on a retryable failure | [`aggregate`] | respond | redirect →
 //! response transforms → access log and [`metrics`].
 
@@ -14,6 +16,7 @@ pub mod body;
 pub mod demo;
 pub mod error;
 pub mod h1client;
+mod h1server;
 pub mod health;
 pub mod health_check;
 pub mod logbuf;

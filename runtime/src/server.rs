@@ -10,19 +10,24 @@
 //!
 //! Limits, as enforced:
 //! - `header_timeout`: a connection must send its first request head within
-//!   it (TLS handshake included); on HTTP/1.1 hyper also bounds every later
-//!   head with it. Its clock starts when the connection waits for a head, so
-//!   a kept-alive HTTP/1.1 connection is closed after the shorter of
-//!   `idle_timeout` and `header_timeout` without a new request (as HAProxy's
-//!   `timeout http-keep-alive` defaults to `timeout http-request`).
+//!   it (TLS handshake included); on HTTP/1.1 every later head must complete
+//!   within it from its first byte.
 //! - `idle_timeout`: a connection with no request in flight and no byte read
 //!   or written for this long is closed (gracefully: HTTP/2 gets a GOAWAY).
 //!   It applies to TCP (layer 4) connections too.
-//! - `max_header_size`: an HTTP/1.1 head over it gets 431 (from hyper when at
-//!   least 8 KiB, hyper's smallest read buffer; checked here below that);
-//!   HTTP/2 advertises it as `SETTINGS_MAX_HEADER_LIST_SIZE` (431 beyond).
+//! - `max_header_size`: an HTTP/1.1 head over it gets 431; HTTP/2 advertises
+//!   it as `SETTINGS_MAX_HEADER_LIST_SIZE` (431 beyond).
 //! - `max_connections`: one count across every listener (admin excluded);
 //!   past it a new connection is closed at once.
+//!
+//! HTTP/1.1 connections (plain and TLS) are served by the gateway's own loop
+//! (`h1server`); a request it does not handle (chunked or large
+//! bodies, `Expect`, upgrades such as WebSocket, `CONNECT`) hands the rest
+//! of the connection to hyper's HTTP/1.1 server, with the bytes already read.
+//! On that fallback hyper enforces the limits as before (its header clock
+//! starts when a kept-alive connection waits for its next head; heads up to
+//! 8 KiB, its smallest buffer, are read before `max_header_size` is checked
+//! here). HTTP/2 is hyper's.
 //!
 //! The admin listener is bound where the plan says, as written: the docs and
 //! the checker recommend loopback; an admin address reachable from other
@@ -30,6 +35,7 @@
 
 use crate::body::{full, Body};
 use crate::error::status_response;
+use crate::h1server::{self, Served, Transport};
 use crate::health::now_millis;
 use crate::health_check;
 use crate::metrics::{self, Metrics, Rejection, RouteSample, ServerSample};
@@ -775,32 +781,59 @@ async fn accept_loop(
                 serve_connection(stream, accepted, shared, stop, shutdown).await;
                 return;
             };
-            let header_timeout = shared.current.load().plan.limits.header_timeout.as_duration();
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => {
-                    let proto = match s.get_ref().1.alpn_protocol() {
-                        Some(b"h2") => Proto::H2,
-                        _ => Proto::H1,
-                    };
-                    let accepted = Accepted {
-                        conn: Conn { client, tls: true },
-                        proto,
-                        at: accepted_at,
-                        guard,
-                    };
-                    serve_connection(s, accepted, shared, stop, shutdown).await;
-                }
-                Ok(Err(e)) => {
-                    shared.metrics.reject(Rejection::TlsHandshake);
-                    tracing::debug!(%client, error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    shared.metrics.reject(Rejection::TlsHandshake);
-                    tracing::debug!(%client, "TLS handshake timed out");
-                }
-            }
+            // Boxed: a plain connection's task does not carry TLS's state.
+            Box::pin(serve_tls(
+                stream,
+                client,
+                config,
+                accepted_at,
+                guard,
+                shared,
+                stop,
+                shutdown,
+            ))
+            .await;
         });
+    }
+}
+
+/// Completes the TLS handshake (within `header_timeout`) and serves the
+/// connection with the protocol ALPN chose.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
+    stream: TcpStream,
+    client: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+    accepted_at: u64,
+    guard: ConnGuard,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let header_timeout = shared.current.load().plan.limits.header_timeout.as_duration();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => {
+            let proto = match s.get_ref().1.alpn_protocol() {
+                Some(b"h2") => Proto::H2,
+                _ => Proto::H1,
+            };
+            let accepted = Accepted {
+                conn: Conn { client, tls: true },
+                proto,
+                at: accepted_at,
+                guard,
+            };
+            serve_connection(s, accepted, shared, stop, shutdown).await;
+        }
+        Ok(Err(e)) => {
+            shared.metrics.reject(Rejection::TlsHandshake);
+            tracing::debug!(%client, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            shared.metrics.reject(Rejection::TlsHandshake);
+            tracing::debug!(%client, "TLS handshake timed out");
+        }
     }
 }
 
@@ -813,7 +846,7 @@ pub(crate) struct Clocks {
     /// Requests whose response head has not been returned yet.
     in_flight: AtomicU32,
     /// Requests started on this connection.
-    requests: AtomicU64,
+    pub(crate) requests: AtomicU64,
 }
 
 impl Clocks {
@@ -933,7 +966,7 @@ async fn serve_connection<S>(
     mut stop: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: Transport,
 {
     let Accepted {
         conn,
@@ -943,11 +976,11 @@ async fn serve_connection<S>(
     } = accepted;
     let limits = shared.current.load().plan.limits.clone();
     let clocks = Clocks::new();
-    let io = TokioIo::new(Activity {
+    let io = Activity {
         inner: stream,
         clocks: clocks.clone(),
         _guard: Some(guard),
-    });
+    };
     // hyper reads heads of up to 8 KiB whatever it is told: check below that.
     let max_head = (limits.max_header_size < HYPER_MIN_BUF).then_some(limits.max_header_size);
     let service_shared = shared.clone();
@@ -1026,13 +1059,29 @@ async fn serve_connection<S>(
     }
     match proto {
         Proto::H1 => {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout.as_duration())
-                .max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF).min(usize::MAX as u64) as usize)
-                .keep_alive(true);
-            watch!(builder.serve_connection(io, service).with_upgrades())
+            let ctx = h1server::Ctx {
+                shared: &shared,
+                conn,
+                clocks: &clocks,
+                started,
+                stop: &mut stop,
+                shutdown: &mut shutdown,
+            };
+            let io = match h1server::serve(io, ctx).await {
+                Served::Closed => return,
+                Served::Fallback(io) => io,
+            };
+            // Boxed: a connection on the fast path does not carry hyper's state.
+            Box::pin(async move {
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout.as_duration())
+                    .max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF).min(usize::MAX as u64) as usize)
+                    .keep_alive(true);
+                watch!(builder.serve_connection(TokioIo::new(io), service).with_upgrades())
+            })
+            .await
         }
         // Boxed: an HTTP/1.1 connection does not carry HTTP/2's state.
         Proto::H2 => {
@@ -1041,7 +1090,7 @@ async fn serve_connection<S>(
                 builder
                     .timer(TokioTimer::new())
                     .max_header_list_size(limits.max_header_size.min(u64::from(u32::MAX)) as u32);
-                watch!(builder.serve_connection(io, service))
+                watch!(builder.serve_connection(TokioIo::new(io), service))
             })
             .await
         }
