@@ -63,18 +63,29 @@ const COALESCE: usize = 16 * 1024;
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The TCP stream to wait on for readability, when reads can wait
     /// without a buffer.
-    fn tcp(&self) -> Option<&TcpStream> {
+    fn tcp(&mut self) -> Option<&mut TcpStream> {
         None
     }
 }
 
 impl Transport for TcpStream {
-    fn tcp(&self) -> Option<&TcpStream> {
+    fn tcp(&mut self) -> Option<&mut TcpStream> {
         Some(self)
     }
 }
 
 impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
+
+/// Reads what is there into `buf` with one poll of `read_buf`: `None` when
+/// nothing was (the readiness was stale, and is now cleared).
+async fn read_now(tcp: &mut TcpStream, buf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+    let mut read = std::pin::pin!(tcp.read_buf(buf));
+    std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
+        Poll::Ready(r) => Poll::Ready(Some(r)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
 
 /// How a connection left the fast path.
 pub(crate) enum Served<T> {
@@ -181,14 +192,17 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
                         break ready.map(|r| r.map(|()| 0));
                     }
                     // Readiness can be stale: a buffer only for bytes that came.
+                    // One poll of `read_buf` rather than `try_read`: a short
+                    // read through `poll_read` also clears the readiness, so
+                    // the next wait costs no read that finds nothing.
                     buf.reserve(READ_CHUNK);
-                    match tcp.try_read_buf(&mut buf) {
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => buf = BytesMut::new(),
-                        Ok(n) => {
+                    match read_now(tcp, &mut buf).await {
+                        None => buf = BytesMut::new(),
+                        Some(Ok(n)) => {
                             clocks.last.store(now_millis(), Ordering::Relaxed);
                             break Ok(Ok(n));
                         }
-                        Err(e) => break Ok(Err(e)),
+                        Some(Err(e)) => break Ok(Err(e)),
                     }
                 },
                 None => {
