@@ -472,7 +472,8 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let Some(Ok(uri)) = within(&head, path_at.0, path_at.1).map(Uri::from_maybe_shared) else {
         return Parsed::Refuse(StatusCode::BAD_REQUEST);
     };
-    let mut map = HeaderMap::with_capacity(count);
+    // Room for what the proxy adds (`X-Forwarded-*`, `Host`) without growing.
+    let mut map = HeaderMap::with_capacity(count + 4);
     for &(n_at, n_len, v_at, v_len) in lines.iter().take(count) {
         let Some(name_bytes) = head.get(n_at..n_at.saturating_add(n_len)) else {
             return Parsed::Refuse(StatusCode::BAD_REQUEST);

@@ -164,7 +164,7 @@ fn format_access(out: &mut Vec<u8>, l: &AccessLine<'_>, json: bool, now: SystemT
         out.extend_from_slice(br#"{"timestamp":""#);
         timestamp(out, since);
         out.extend_from_slice(br#"","level":"INFO","client":""#);
-        let _ = write!(out, "{}", l.client);
+        client_ip(out, l.client);
         out.extend_from_slice(br#"","method":"#);
         json_str(out, l.method);
         out.extend_from_slice(br#","path":"#);
@@ -181,7 +181,7 @@ fn format_access(out: &mut Vec<u8>, l: &AccessLine<'_>, json: bool, now: SystemT
     } else {
         timestamp(out, since);
         out.extend_from_slice(b"  INFO gw::access: client=");
-        let _ = write!(out, "{}", l.client);
+        client_ip(out, l.client);
         out.extend_from_slice(b" method=");
         out.extend_from_slice(l.method.as_bytes());
         out.extend_from_slice(b" path=");
@@ -195,6 +195,30 @@ fn format_access(out: &mut Vec<u8>, l: &AccessLine<'_>, json: bool, now: SystemT
         out.extend_from_slice(b" micros=");
         number(out, l.micros);
         out.push(b'\n');
+    }
+}
+
+/// The client's address as `Display` writes it; IPv4 without the
+/// formatting machinery (it is on every line).
+fn client_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        std::net::IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
     }
 }
 
@@ -328,5 +352,21 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&line(true, "/\u{1}x")).unwrap_or_default();
         assert_eq!(parsed["path"], "/\u{1}x");
+    }
+
+    #[test]
+    fn client_addresses_read_as_display_writes_them() {
+        let addrs: Vec<IpAddr> = vec![
+            IpAddr::from([0, 0, 0, 0]),
+            IpAddr::from([9, 10, 99, 100]),
+            IpAddr::from([255, 200, 109, 1]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            IpAddr::from([0x2001u16, 0xdb8, 0, 0, 0, 0xff00, 0x42, 0x8329]),
+        ];
+        for ip in addrs {
+            let mut out = Vec::new();
+            client_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap_or_default(), ip.to_string());
+        }
     }
 }

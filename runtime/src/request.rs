@@ -182,26 +182,33 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// `TE: trailers` stays too: it is the one `TE` an HTTP/2 request may carry,
 /// and gRPC servers require it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // The usual message has none of them: one pass over its names (standard
-    // names compare as small integers) instead of a lookup per name.
-    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names finds which hop-by-hop headers are there
+    // (standard names compare by length and a static string: no hashing);
+    // the usual message has none, or only `Connection: keep-alive`.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = hop_index(name) {
+            present |= 1 << i;
+        }
+    }
+    if !keep_upgrade && present == 0 {
         return;
     }
-    // Names listed in `Connection` that the message has (usually none: the
-    // list names hop-by-hop headers or none at all, as `keep-alive`).
+    // Other names listed in `Connection` that the message has (usually none:
+    // the list names hop-by-hop headers, removed below, or `close`). Listed
+    // hop-by-hop names need no lookup: the pass above found them.
     let mut listed: Vec<HeaderName> = Vec::new();
-    for line in headers.get_all(header::CONNECTION) {
-        let Ok(line) = line.to_str() else { continue };
-        for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
-                continue;
-            }
-            if name.eq_ignore_ascii_case("te") && te_is_trailers(headers) {
-                continue;
-            }
-            if headers.contains_key(name) {
-                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                    listed.push(n);
+    if present & 1 != 0 {
+        for line in headers.get_all(header::CONNECTION) {
+            let Ok(line) = line.to_str() else { continue };
+            for name in line.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if hop_index_str(name).is_some() {
+                    continue;
+                }
+                if headers.contains_key(name) {
+                    if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+                        listed.push(n);
+                    }
                 }
             }
         }
@@ -209,7 +216,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in listed {
         headers.remove(name);
     }
-    for h in &HOP_BY_HOP {
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) == 0 {
+            continue;
+        }
         if keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE) {
             continue;
         }
@@ -223,17 +233,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// One of [`HOP_BY_HOP`], decided by length first (a standard name's text
-/// is a static string: no hashing, no comparison of most names).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    let s = name.as_str();
+/// The index in [`HOP_BY_HOP`] of a hop-by-hop name, decided by length
+/// first (a standard name's text is a static string: no hashing, no
+/// comparison of most names).
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    hop_index_str(name.as_str())
+}
+
+/// [`hop_index`] of a lower-case name; a name listed in `Connection` may
+/// come in any case.
+fn hop_index_str(s: &str) -> Option<usize> {
+    let is = |n: &str| s.eq_ignore_ascii_case(n);
     match s.len() {
-        2 => s == "te",
-        7 => s == "trailer" || s == "upgrade",
-        10 => s == "connection" || s == "keep-alive",
-        16 => s == "proxy-connection",
-        17 => s == "transfer-encoding",
-        _ => false,
+        2 if is("te") => Some(3),
+        7 if is("trailer") => Some(4),
+        7 if is("upgrade") => Some(6),
+        10 if is("connection") => Some(0),
+        10 if is("keep-alive") => Some(1),
+        16 if is("proxy-connection") => Some(2),
+        17 if is("transfer-encoding") => Some(5),
+        _ => None,
     }
 }
 
