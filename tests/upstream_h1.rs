@@ -434,28 +434,29 @@ async fn an_early_413_reaches_the_client_while_the_body_is_still_going() {
     feeder.abort();
 }
 
+/// Connection 0 answers its first request, then takes the second one and
+/// closes without an answer (as a server closing an idle connection in the
+/// same instant). Every other connection answers every request.
+async fn first_dies_on_its_second_request(mut s: TcpStream, n: usize) {
+    let mut buf = Vec::new();
+    let mut served = 0;
+    while read_request(&mut s, &mut buf).await.is_some() {
+        if n == 0 && served == 1 {
+            return;
+        }
+        served += 1;
+        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_pooled_connection_that_died_is_replaced_and_a_get_replayed() {
-    // Connection 0 answers its first request, then takes the second one and
-    // closes without an answer (as a server closing an idle connection in
-    // the same instant). Every other connection answers normally.
-    let (addr, accepted) = raw_upstream(|mut s, n| async move {
-        let mut buf = Vec::new();
-        let mut served = 0;
-        while read_request(&mut s, &mut buf).await.is_some() {
-            if n == 0 && served == 1 {
-                return;
-            }
-            served += 1;
-            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    })
-    .await;
+    let (addr, accepted) = raw_upstream(first_dies_on_its_second_request).await;
     let live = Live::start(&gateway(addr)).await;
     for i in 0..2 {
         let got = get(&live.url("/x")).await;
@@ -470,23 +471,7 @@ async fn a_pooled_connection_that_died_is_replaced_and_a_get_replayed() {
 
 #[tokio::test]
 async fn a_post_is_not_replayed_after_the_upstream_may_have_taken_it() {
-    let (addr, accepted) = raw_upstream(|mut s, n| async move {
-        let mut buf = Vec::new();
-        let mut served = 0;
-        while read_request(&mut s, &mut buf).await.is_some() {
-            if n == 0 && served == 1 {
-                return;
-            }
-            served += 1;
-            if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    })
-    .await;
+    let (addr, accepted) = raw_upstream(first_dies_on_its_second_request).await;
     let live = Live::start(&gateway(addr)).await;
     let post = || {
         send(
