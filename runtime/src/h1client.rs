@@ -432,7 +432,8 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
             return Ok(None);
         }
         // Offsets of each header's name and value in the head.
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        // `u32`: half the stack to clear per head (heads are far smaller).
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
         let (len, code, minor, count) = {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut resp = httparse::Response::new(&mut headers);
@@ -442,15 +443,20 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
                 Err(httparse::Error::TooManyHeaders) => return Err(H1Error::HeadTooLarge),
                 Err(_) => return Err(H1Error::Invalid("malformed head")),
             };
+            if len > MAX_HEAD {
+                return Err(H1Error::HeadTooLarge);
+            }
             let base = rbuf.as_ptr() as usize;
             let count = resp.headers.len();
+            // Every offset and length is below `len` (at most MAX_HEAD).
+            let at = |p: *const u8| (p as usize - base) as u32;
             for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
                 let name = h.name.as_bytes();
                 *span = (
-                    name.as_ptr() as usize - base,
-                    name.len(),
-                    h.value.as_ptr() as usize - base,
-                    h.value.len(),
+                    at(name.as_ptr()),
+                    name.len() as u32,
+                    at(h.value.as_ptr()),
+                    h.value.len() as u32,
                 );
             }
             (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1), count)
@@ -468,6 +474,7 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
         let mut chunked = None;
         let mut length: Option<u64> = None;
         for &(ns, nl, vs, vl) in &spans[..count] {
+            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
             let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| H1Error::Invalid("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
                 .map_err(|_| H1Error::Invalid("header value"))?;

@@ -408,7 +408,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         Err(httparse::Error::TooManyHeaders) => return Parsed::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
         Err(_) => return Parsed::Refuse(StatusCode::BAD_REQUEST),
     };
-    if len > max_head {
+    if len > max_head || u32::try_from(len).is_err() {
         return Parsed::Refuse(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
@@ -423,9 +423,11 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let version = if minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
     // Offsets into the buffer, so that the frozen head can be sliced.
     let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| ((s.as_ptr() as usize).wrapping_sub(base), s.len());
+    // Offsets and lengths are below `len`, which fits in a `u32`.
+    let offset = |s: &[u8]| ((s.as_ptr() as usize).wrapping_sub(base) as u32, s.len() as u32);
     let path_at = offset(path.as_bytes());
-    let mut lines = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    // `u32`: half the stack to clear per head (a head over 4 GiB is refused above).
+    let mut lines = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let count = req.headers.len();
     let mut keep_alive = version == Version::HTTP_11;
     let mut close = false;
@@ -475,7 +477,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     // Room for what the proxy adds (`X-Forwarded-*`, `Host`) without growing.
     let mut map = HeaderMap::with_capacity(count + 4);
     for &(n_at, n_len, v_at, v_len) in lines.iter().take(count) {
-        let Some(name_bytes) = head.get(n_at..n_at.saturating_add(n_len)) else {
+        let Some(name_bytes) = head.get(n_at as usize..(n_at as usize).saturating_add(n_len as usize)) else {
             return Parsed::Refuse(StatusCode::BAD_REQUEST);
         };
         let Ok(name) = HeaderName::from_bytes(name_bytes) else {
@@ -500,7 +502,8 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
 
 /// `head[at..at + len]` sharing `head`, if in range (it always is: the
 /// offsets come from parsing these bytes).
-fn within(head: &Bytes, at: usize, len: usize) -> Option<Bytes> {
+fn within(head: &Bytes, at: u32, len: u32) -> Option<Bytes> {
+    let (at, len) = (at as usize, len as usize);
     let end = at.checked_add(len)?;
     (end <= head.len()).then(|| head.slice(at..end))
 }
