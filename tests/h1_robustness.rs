@@ -1612,3 +1612,32 @@ async fn endless_trailers_from_an_upstream_are_cut() {
 async fn endless_informational_answers_are_cut() {
     assert_upstream_cut(b"", b"HTTP/1.1 100 Continue\r\n\r\n").await;
 }
+
+/// Leading zeros never overflow a chunk size, and hyper's decoder takes any
+/// number of them (in constant memory): what bounds this body is the
+/// upstream's `timeout` (2 s here), answered 504, as for any body that
+/// stops making progress.
+#[tokio::test]
+async fn endless_leading_zeros_of_a_chunk_size_from_a_client_are_cut() {
+    assert_client_cut(
+        b"POST / HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\n\r\n0",
+        b"0",
+        &[400, 413, 504],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn endless_leading_zeros_of_a_chunk_size_from_an_upstream_are_cut() {
+    assert_upstream_cut(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0", b"0").await;
+}
+
+#[tokio::test]
+async fn endless_trailers_from_a_client_are_cut() {
+    assert_client_cut(
+        b"POST / HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n",
+        b"x-trailer: t\r\n",
+        &[400, 413, 431],
+    )
+    .await;
+}
