@@ -1061,7 +1061,6 @@ fn smuggling_probes_reach_the_upstream_as_rfc_9112_says_or_not_at_all() {
 /// request; a request handed to hyper's fallback is dropped unanswered,
 /// never reaching the upstream, since hyper's `half_close` is off by default.
 #[test]
-#[ignore = "bug: a complete chunked (or upgrade) request followed by the client's half-close is dropped unanswered by hyper's fallback (half_close off), while the fast path answers the same for a Content-Length request"]
 fn a_complete_request_from_a_half_closed_client_is_answered_on_the_fallback_too() {
     let rt = runtime();
     rt.block_on(async {
@@ -1375,7 +1374,6 @@ fn every_valid_response_seed_arrives_intact_whole_split_and_trickled() {
 /// coding wins, and an intermediary forwarding the message must drop the
 /// length first.
 #[test]
-#[ignore = "bug: h1server frames a chunked upstream body by the upstream's Content-Length, which h1client keeps in the headers; a client gets a complete-looking truncated body"]
 fn a_response_with_both_length_and_chunked_reaches_the_client_dechunked_or_not_at_all() {
     let rt = runtime();
     rt.block_on(async {

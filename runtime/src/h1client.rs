@@ -510,9 +510,12 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
             Framing::Length(0)
         } else if let Some(chunked) = chunked {
             // Transfer-Encoding wins over Content-Length; a message with
-            // both is suspect, so its connection is not reused.
+            // both is suspect, so its connection is not reused, and the
+            // length is not passed on (RFC 9112 6.3: an intermediary removes
+            // it), or the client would frame the body by it.
             if length.is_some() {
                 keep_alive = false;
+                headers.remove(header::CONTENT_LENGTH);
             }
             if chunked {
                 Framing::Chunked(Chunk::Size, 0)

@@ -1078,7 +1078,10 @@ async fn serve_connection<S>(
                     .timer(TokioTimer::new())
                     .header_read_timeout(limits.header_timeout.as_duration())
                     .max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF).min(usize::MAX as u64) as usize)
-                    .keep_alive(true);
+                    .keep_alive(true)
+                    // A client that sent its whole request and shut its
+                    // side still gets the answer, as on the fast path.
+                    .half_close(true);
                 watch!(builder.serve_connection(TokioIo::new(io), service).with_upgrades())
             })
             .await
