@@ -655,7 +655,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a runtime")
 }
 
+/// A runner of `cases` cases, or of `GW_FUZZ_CASES` when set (a longer
+/// search than CI's, e.g. `GW_FUZZ_CASES=5000 cargo test --test integration
+/// h1_robustness`).
 fn runner(cases: u32) -> TestRunner {
+    let cases = std::env::var("GW_FUZZ_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cases);
     TestRunner::new(Config {
         cases,
         failure_persistence: None,

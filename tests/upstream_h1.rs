@@ -287,6 +287,11 @@ async fn a_garbage_or_oversized_head_from_the_upstream_is_502() {
     let live = Live::start(&gateway(bad_length)).await;
     assert_eq!(get(&live.url("/x")).await.status, 502);
 
+    // Status codes are 100 to 599 (RFC 9110 15); `http` would take 600.
+    let (bad_status, _) = answering(b"HTTP/1.1 600 OK\r\ncontent-length: 5\r\n\r\nhello").await;
+    let live = Live::start(&gateway(bad_status)).await;
+    assert_eq!(get(&live.url("/x")).await.status, 502);
+
     // A head that never ends: 70 KiB of headers, still going.
     let (huge, _) = raw_upstream(|mut s, _| async move {
         let mut buf = Vec::new();

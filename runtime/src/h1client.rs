@@ -465,6 +465,11 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
             return Err(H1Error::HeadTooLarge);
         }
         let head = rbuf.split_to(len).freeze();
+        // RFC 9110 15: a status code is 100 to 599; anything else is not an
+        // answer to pass on (`http` would take up to 999).
+        if !(100..=599).contains(&code) {
+            return Err(H1Error::Invalid("status"));
+        }
         let status = StatusCode::from_u16(code).map_err(|_| H1Error::Invalid("status"))?;
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue; // 100 Continue, 103 Early Hints: the final answer follows
