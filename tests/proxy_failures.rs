@@ -3,7 +3,7 @@
 //! quickly and without naming internal addresses; retries (another server,
 //! idempotent methods unless the route opts in, never after the answer
 //! started, within the budget, replaying only buffered bodies); passive
-//! ejection with doubling.
+//! ejection with doubling; a stalled client body (408, the server not blamed).
 
 use crate::live::{get, Got, Live, Upstream};
 use crate::proxy_support::{chan_body, dead_port, exchange, pattern, stream_client, within, Unanswered};
@@ -430,4 +430,59 @@ async fn passive_ejection_keeps_a_failing_server_out_and_doubles_on_repeat() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     round(4).await;
     assert!(bad.count() > 4, "back after the doubled ejection");
+}
+
+/// A client whose body stops coming is the slow side: when the route's
+/// timeout runs out it gets `408`, and the server, which was waiting for
+/// the body, is not blamed (with `errors 1`, a blamed timeout would eject
+/// it and the next request would be `503`). With a retry, the body is
+/// buffered for a replay, and a stalled one is cut the same way before any
+/// server sees it.
+#[tokio::test]
+async fn a_stalled_client_body_is_408_and_the_server_is_not_blamed() {
+    let up = Upstream::start(|req| async move {
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Response::new(full(format!("got {}", body.len())))
+    })
+    .await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream one {{ server {} eject {{ errors 1 for 30s }} }}
+         route /stream/{{*rest}} -> one {{ timeout 300ms }}
+         route /buffered/{{*rest}} -> one {{ timeout 300ms retry 1 on timeout }}",
+        up.addr
+    ))
+    .await;
+    let client = stream_client();
+    for path in ["/stream/a", "/buffered/a"] {
+        let (tx, body): (_, Body) = chan_body(4);
+        let req = Request::post(live.url(path)).body(body).unwrap();
+        let c = client.clone();
+        let pending = tokio::spawn(async move { exchange(&c, req).await });
+        tx.send(Bytes::from_static(b"first part")).await.unwrap();
+        // ... and nothing more, the sender kept open.
+        let started = Instant::now();
+        let got = within(Duration::from_secs(5), "the answer to a stalled body", pending)
+            .await
+            .unwrap();
+        assert_eq!(got.status, 408, "{path}: {}", got.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+        drop(tx);
+        // The server was not ejected: the next request reaches it.
+        let got = exchange(
+            &client,
+            Request::post(live.url("/stream/b")).body(full("whole")).unwrap(),
+        )
+        .await;
+        assert_eq!((got.status, got.body.as_str()), (200, "got 5"), "after {path}");
+    }
 }

@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -68,6 +70,8 @@ pub struct ClientBody<B> {
     prefix: VecDeque<Frame<Bytes>>,
     inner: B,
     remaining: u64,
+    /// Set once the client's last byte has been read.
+    finished: Arc<AtomicBool>,
 }
 
 impl<B> ClientBody<B> {
@@ -77,7 +81,15 @@ impl<B> ClientBody<B> {
             prefix: VecDeque::new(),
             inner,
             remaining: limit,
+            finished: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// A flag that turns true once the whole body has come from the client
+    /// (it outlives the body, which the exchange consumes): a timeout while
+    /// it is false is the client's, not the server's.
+    pub fn finished(&self) -> Arc<AtomicBool> {
+        self.finished.clone()
     }
 }
 
@@ -96,7 +108,10 @@ where
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.finished.store(true, Ordering::Relaxed);
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError::Failed(e.into())))),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -106,6 +121,9 @@ where
                         return Poll::Ready(Some(Err(ClientBodyError::TooLarge)));
                     }
                     this.remaining -= n;
+                }
+                if this.inner.is_end_stream() {
+                    this.finished.store(true, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

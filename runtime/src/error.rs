@@ -22,6 +22,9 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The client's body failed while being read (400).
     ClientBody,
+    /// The client's body had not all come when the route's timeout ran out
+    /// (408): the client is the slow side, not the server.
+    ClientTimeout,
 }
 
 impl ErrorKind {
@@ -32,6 +35,7 @@ impl ErrorKind {
             ErrorKind::ConnectTimeout | ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
+            ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -51,6 +55,7 @@ impl ErrorKind {
             ErrorKind::Upstream => "upstream_error",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::ClientBody => "client_body",
+            ErrorKind::ClientTimeout => "client_timeout",
         }
     }
 }

@@ -27,7 +27,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -303,7 +303,7 @@ async fn route_request<B: ClientStream>(
             shared.metrics.reject(match kind {
                 ErrorKind::NoServer => Rejection::NoServer,
                 ErrorKind::Connect => Rejection::ConnectError,
-                ErrorKind::ConnectTimeout | ErrorKind::Timeout => Rejection::Timeout,
+                ErrorKind::ConnectTimeout | ErrorKind::Timeout | ErrorKind::ClientTimeout => Rejection::Timeout,
                 ErrorKind::BodyTooLarge => Rejection::BodyTooLarge,
                 ErrorKind::ClientBody => Rejection::BadRequest,
                 ErrorKind::Upstream => Rejection::UpstreamError,
@@ -459,18 +459,30 @@ impl Forward<'_> {
         } else {
             1
         };
+        // Set once a streamed body has all come from the client: an exchange
+        // that times out before that waited on the client (408), and the
+        // server is not blamed for it.
+        let mut client_done: Option<Arc<AtomicBool>> = None;
         let mut body = if incoming.is_end_stream() {
             ReqBody::Empty
         } else {
             let client_body = ClientBody::new(incoming, self.max_body);
             if attempts > 1 && declared.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
-                match Box::pin(buffer(client_body, REPLAY_LIMIT)).await {
-                    Ok(Buffered::Whole(b)) => ReqBody::Replayable(b),
-                    Ok(Buffered::Partial(b)) => ReqBody::Stream(Some(boxed(b))),
-                    Err(ClientBodyError::TooLarge) => return Err((ErrorKind::BodyTooLarge, None)),
-                    Err(ClientBodyError::Failed(_)) => return Err((ErrorKind::ClientBody, None)),
+                // Buffered for a replay: a client that stops sending is cut
+                // at the route's timeout, before any server is involved.
+                let buffering = tokio::time::timeout(self.timeout(), buffer(client_body, REPLAY_LIMIT));
+                match Box::pin(buffering).await {
+                    Ok(Ok(Buffered::Whole(b))) => ReqBody::Replayable(b),
+                    Ok(Ok(Buffered::Partial(b))) => {
+                        client_done = Some(b.finished());
+                        ReqBody::Stream(Some(boxed(b)))
+                    }
+                    Ok(Err(ClientBodyError::TooLarge)) => return Err((ErrorKind::BodyTooLarge, None)),
+                    Ok(Err(ClientBodyError::Failed(_))) => return Err((ErrorKind::ClientBody, None)),
+                    Err(_) => return Err((ErrorKind::ClientTimeout, None)),
                 }
             } else {
+                client_done = Some(client_body.finished());
                 ReqBody::Stream(Some(boxed(client_body)))
             }
         };
@@ -558,9 +570,13 @@ impl Forward<'_> {
                     return Ok(answer);
                 }
                 Ok(Err(e)) => classify(&e),
+                Err(_) if client_done.as_ref().is_some_and(|d| !d.load(Ordering::Relaxed)) => ErrorKind::ClientTimeout,
                 Err(_) => ErrorKind::Timeout,
             };
-            if matches!(kind, ErrorKind::BodyTooLarge | ErrorKind::ClientBody) {
+            if matches!(
+                kind,
+                ErrorKind::BodyTooLarge | ErrorKind::ClientBody | ErrorKind::ClientTimeout
+            ) {
                 return Err((kind, Some(server)));
             }
             backend.state.record_result(false, up.eject);
