@@ -480,9 +480,17 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
         let mut length: Option<u64> = None;
         for &(ns, nl, vs, vl) in &spans[..count] {
             let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
-            let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| H1Error::Invalid("header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl))
-                .map_err(|_| H1Error::Invalid("header value"))?;
+            // The offsets come from parsing these very bytes; `get` keeps
+            // even a mistake from panicking.
+            let name = head
+                .get(ns..ns + nl)
+                .and_then(|n| HeaderName::from_bytes(n).ok())
+                .ok_or(H1Error::Invalid("header name"))?;
+            let value = head
+                .get(vs..vs + vl)
+                .map(|v| head.slice_ref(v))
+                .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
+                .ok_or(H1Error::Invalid("header value"))?;
             if name == header::CONNECTION {
                 for token in value.as_bytes().split(|b| *b == b',') {
                     let token = token.trim_ascii();
