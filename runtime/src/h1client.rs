@@ -232,7 +232,10 @@ impl Writer {
         }
         if self.chunked {
             if !data.is_empty() {
-                self.out[1] = Bytes::from(format!("{:x}\r\n", data.len()));
+                let mut line = BytesMut::with_capacity(18);
+                line.extend_from_slice(crate::text::hex(data.len(), &mut [0; 16]));
+                line.extend_from_slice(b"\r\n");
+                self.out[1] = line.freeze();
                 self.out[2] = data;
                 self.out[3] = Bytes::from_static(if ended { b"\r\n0\r\n\r\n" } else { b"\r\n" });
             } else if ended {
@@ -328,7 +331,7 @@ pub async fn exchange(
     let meta = ReqMeta {
         head: parts.method == Method::HEAD,
         upgrade: crate::request::is_upgrade(&parts.headers),
-        close: has_token(&parts.headers, "close"),
+        close: crate::request::connection_lists(&parts.headers, "close"),
         idempotent: matches!(
             parts.method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
@@ -564,15 +567,6 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
             return None;
         }
         n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
-/// Does the `Connection` header list `token`?
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 

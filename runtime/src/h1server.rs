@@ -750,18 +750,7 @@ async fn write_data<S: Transport>(io: &mut Activity<S>, framing: Framing, data: 
 
 /// Appends `{len:x}\r\n`.
 fn put_chunk_size(out: &mut BytesMut, len: usize) {
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    let mut n = len;
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(crate::text::hex(len, &mut [0; 16]));
     out.extend_from_slice(b"\r\n");
 }
 
@@ -864,18 +853,7 @@ fn encode_head(
 
 fn put_length(out: &mut BytesMut, n: u64) {
     out.extend_from_slice(b"content-length: ");
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(crate::text::decimal(n, &mut [0; 20]));
     out.extend_from_slice(b"\r\n");
 }
 
@@ -909,16 +887,8 @@ fn format_date(secs: u64) -> [u8; 29] {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (hour, minute, second) = (rem / 3600, (rem % 3600) / 60, rem % 60);
-    // Civil date from days (H. Hinnant's algorithm), for dates after 1970.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = (yoe + era * 400 + u64::from(month <= 2)) % 10_000;
+    let (year, month, day) = crate::text::civil_from_days(days as i64);
+    let (year, month, day) = (year.rem_euclid(10_000) as u64, u64::from(month), u64::from(day));
     let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
     out[..3].copy_from_slice(DAYS[(days % 7) as usize]);
     let two = |out: &mut [u8; 29], at: usize, v: u64| {

@@ -28,6 +28,7 @@ pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod tcp;
+mod text;
 pub mod upstream;
 
 pub use server::{Gateway, Options};

@@ -233,7 +233,7 @@ fn timestamp(out: &mut Vec<u8>, since: Duration) {
         let mut c = c.borrow_mut();
         if c.0 != secs {
             let mut text = Vec::with_capacity(19);
-            let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+            let (y, m, d) = crate::text::civil_from_days((secs / 86_400) as i64);
             let t = secs % 86_400;
             let _ = write!(
                 text,
@@ -259,33 +259,8 @@ fn timestamp(out: &mut Vec<u8>, since: Duration) {
     out.push(b'Z');
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-fn number(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
+fn number(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(crate::text::decimal(v, &mut [0; 20]));
 }
 
 /// Printable ASCII other than `"` and `\` needs no escape, in Rust's

@@ -264,12 +264,16 @@ fn te_is_trailers(headers: &HeaderMap) -> bool {
 
 /// Is this an HTTP/1.1 upgrade request (WebSocket)?
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+    headers.contains_key(header::UPGRADE) && connection_lists(headers, "upgrade")
+}
+
+/// Does a `Connection` line list `token` (any case)?
+pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
