@@ -3,6 +3,7 @@
 
 mod cli;
 mod host;
+mod malloc;
 mod render;
 
 fn main() -> std::process::ExitCode {

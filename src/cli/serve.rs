@@ -99,6 +99,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     gw_runtime::upstream::set_workers(threads);
+    crate::malloc::tune();
     let started = current_thread_runtime().and_then(|main| Ok((main, start_workers(threads - 1)?)));
     let (runtime, workers) = match started {
         Ok(r) => r,
