@@ -23,6 +23,7 @@
 //! bytes read past the head) to the caller for tunnelling.
 
 use crate::body::{Body, BoxError};
+use crate::bufpool::UPSTREAM;
 use crate::upstream::H1Pool;
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -267,7 +268,9 @@ struct Wire {
 impl Wire {
     /// Reads more into `rbuf`; `Ok(0)` when the upstream closed.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = UPSTREAM.take();
+        } else if self.rbuf.capacity() - self.rbuf.len() < 1024 {
             self.rbuf.reserve(READ_SIZE);
         }
         // `read_buf` fills spare capacity through `poll_read`, which (short
@@ -809,12 +812,17 @@ impl ResponseBody {
         if let (true, true, Some(pool)) = (self.reuse, whole, self.pool.take()) {
             pool.park(wire.stream);
         }
+        // The last frame split off the buffer is on its way to the client,
+        // and usually gone by the time the thread takes a buffer again.
+        UPSTREAM.give(wire.rbuf);
     }
 
     /// The body failed: the connection closes.
     fn fail(&mut self, e: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.framing = Framing::Done;
-        self.wire = None;
+        if let Some(wire) = self.wire.take() {
+            UPSTREAM.give(wire.rbuf);
+        }
         self.sending = None;
         Poll::Ready(Some(Err(e)))
     }

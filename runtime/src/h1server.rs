@@ -22,6 +22,7 @@
 //! request in flight finish with `connection: close`.
 
 use crate::body::Body;
+use crate::bufpool::CLIENT;
 use crate::error::status_response;
 use crate::health::now_millis;
 use crate::metrics::Rejection;
@@ -149,7 +150,18 @@ enum Parsed {
 }
 
 /// Serves `io` until it closes or a request needs hyper.
-pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Served<Activity<S>> {
+pub(crate) async fn serve<S: Transport>(io: Activity<S>, ctx: Ctx<'_>) -> Served<Activity<S>> {
+    let mut buf = BytesMut::new();
+    let served = serve_with(io, ctx, &mut buf).await;
+    // The read buffer goes back to the thread's pool (a connection handed to
+    // hyper took its bytes along).
+    CLIENT.give(buf);
+    served
+}
+
+/// The loop itself, reading into `buf`: empty, and without memory, while it
+/// waits for a request.
+async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut BytesMut) -> Served<Activity<S>> {
     let bounds = {
         let rt = ctx.shared.current.load();
         let limits = &rt.plan.limits;
@@ -167,15 +179,15 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
         stop,
         shutdown,
     } = ctx;
-    let mut buf = BytesMut::new();
     let mut first = true;
     loop {
         // The head's clock: from accept for the first request, else from
         // its first byte.
         let mut head_deadline = started.saturating_add(bounds.header_timeout);
         if buf.is_empty() {
-            // Between requests: hold no buffer while nothing comes.
-            buf = BytesMut::new();
+            // Between requests: hold no buffer while nothing comes (the last
+            // request's bytes are all dropped by now, so it can be reused).
+            CLIENT.give(std::mem::take(buf));
             let deadline = first.then_some(head_deadline);
             let waited = match io.inner.tcp() {
                 Some(tcp) => loop {
@@ -195,9 +207,9 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
                     // One poll of `read_buf` rather than `try_read`: a short
                     // read through `poll_read` also clears the readiness, so
                     // the next wait costs no read that finds nothing.
-                    buf.reserve(READ_CHUNK);
-                    match read_now(tcp, &mut buf).await {
-                        None => buf = BytesMut::new(),
+                    *buf = CLIENT.take();
+                    match read_now(tcp, buf).await {
+                        None => CLIENT.give(std::mem::take(buf)),
                         Some(Ok(n)) => {
                             clocks.last.store(now_millis(), Ordering::Relaxed);
                             break Ok(Ok(n));
@@ -206,9 +218,9 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
                     }
                 },
                 None => {
-                    buf.reserve(READ_CHUNK);
+                    *buf = CLIENT.take();
                     bounded(
-                        io.read_buf(&mut buf),
+                        io.read_buf(buf),
                         clocks,
                         bounds.idle,
                         deadline,
@@ -237,10 +249,10 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
         // The head.
         let head = loop {
             if !buf.is_empty() {
-                match parse(&mut buf, bounds.max_head) {
+                match parse(buf, bounds.max_head) {
                     Parsed::Partial => {}
                     Parsed::Head(head) => break head,
-                    Parsed::Fallback => return Served::Fallback(Rewind::new(buf.freeze(), io)),
+                    Parsed::Fallback => return Served::Fallback(Rewind::new(std::mem::take(buf).freeze(), io)),
                     Parsed::Refuse(status) => {
                         shared.metrics.reject(if status == StatusCode::BAD_REQUEST {
                             Rejection::BadRequest
@@ -256,7 +268,7 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
                 buf.reserve(READ_CHUNK);
             }
             let read = bounded(
-                io.read_buf(&mut buf),
+                io.read_buf(buf),
                 clocks,
                 bounds.idle,
                 Some(head_deadline),
@@ -289,7 +301,7 @@ pub(crate) async fn serve<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>) -> Se
                 buf.reserve(length - buf.len());
             }
             while buf.len() < length {
-                match idle_bounded(io.read_buf(&mut buf), clocks, bounds.idle).await {
+                match idle_bounded(io.read_buf(buf), clocks, bounds.idle).await {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => {
                         tracing::debug!(client = %conn.client, "request body incomplete; closing");

@@ -13,6 +13,7 @@
 pub mod aggregate;
 pub mod balance;
 pub mod body;
+mod bufpool;
 pub mod demo;
 pub mod error;
 pub mod h1client;

@@ -1,0 +1,141 @@
+//! Read buffers recycled per thread.
+//!
+//! Every request needs a read buffer on each side: the HTTP/1.1 loop's for
+//! the client's head ([`CLIENT`], 4 KiB) and the upstream client's for the
+//! answer ([`UPSTREAM`], 8 KiB). Taken from malloc, each cost a large
+//! allocation and free per request (glibc serves blocks of that size from
+//! its bins, not from its per-thread cache) and the allocation of the shared
+//! header `bytes` adds when a buffer is first split; a recycled buffer costs
+//! neither, and is warm in the cache.
+//!
+//! A buffer is given back when its owner is done with it, and is reused only
+//! once nothing else refers to its memory: the head and body frames split
+//! off it share that memory, and [`BytesMut::try_reclaim`] says when the
+//! last of them is gone. A buffer still shared when it is taken is let go
+//! (its memory is freed with the last frame). Each thread keeps at most
+//! [`KEEP`] buffers of each kind, so a connection waiting for its next
+//! request still holds no buffer, and what is kept is bounded (768 KiB per
+//! thread).
+
+use bytes::BytesMut;
+use std::cell::RefCell;
+use std::thread::LocalKey;
+
+/// Buffers kept per thread and kind.
+pub const KEEP: usize = 64;
+
+/// A kind of buffer: its size and its threads' free lists.
+pub struct Pool {
+    size: usize,
+    free: &'static LocalKey<RefCell<Vec<BytesMut>>>,
+}
+
+thread_local! {
+    static CLIENT_FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static UPSTREAM_FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Client request heads (and small bodies read with them).
+pub static CLIENT: Pool = Pool {
+    size: 4 * 1024,
+    free: &CLIENT_FREE,
+};
+
+/// Upstream answers: the head and the body's bytes as they come.
+pub static UPSTREAM: Pool = Pool {
+    size: 8 * 1024,
+    free: &UPSTREAM_FREE,
+};
+
+impl Pool {
+    /// An empty buffer with room for at least the pool's size: a
+    /// recycled one when this thread has one free.
+    pub fn take(&self) -> BytesMut {
+        let recycled = self.free.with(|free| {
+            let mut free = free.try_borrow_mut().ok()?;
+            let mut buf = free.pop()?;
+            // Unique again (no frame split off it is alive): the whole
+            // allocation is the buffer's once more.
+            buf.try_reclaim(self.size).then_some(buf)
+        });
+        recycled.unwrap_or_else(|| BytesMut::with_capacity(self.size))
+    }
+
+    /// Gives `buf` back for reuse. What it holds is dropped; a buffer that
+    /// never allocated, or one beyond what the thread keeps, is let go.
+    pub fn give(&self, mut buf: BytesMut) {
+        if buf.capacity() == 0 {
+            return;
+        }
+        buf.clear();
+        self.free.with(|free| {
+            if let Ok(mut free) = free.try_borrow_mut() {
+                if free.len() < KEEP {
+                    free.push(buf);
+                }
+            }
+        });
+    }
+
+    /// Buffers this thread keeps free now.
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.free.with(|free| free.borrow().len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Starts from an empty pool whatever ran on this thread before.
+    fn drained(pool: &Pool) -> &Pool {
+        while pool.kept() > 0 {
+            drop(pool.take());
+        }
+        pool
+    }
+
+    #[test]
+    fn a_buffer_given_back_is_taken_again_with_its_memory() {
+        let mut buf = drained(&CLIENT).take();
+        assert!(buf.capacity() >= CLIENT.size);
+        buf.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let at = buf.as_ptr();
+        let head = buf.split_to(18).freeze();
+        drop(head);
+        CLIENT.give(buf);
+        assert_eq!(CLIENT.kept(), 1);
+        let again = CLIENT.take();
+        assert_eq!(again.as_ptr(), at, "the same allocation, from its start");
+        assert!(again.is_empty());
+        assert!(again.capacity() >= CLIENT.size);
+        assert_eq!(CLIENT.kept(), 0);
+    }
+
+    #[test]
+    fn a_buffer_still_shared_is_not_reused() {
+        let mut buf = drained(&UPSTREAM).take();
+        buf.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\nbody");
+        let frame = buf.split_to(23).freeze();
+        UPSTREAM.give(buf);
+        // The frame still refers to the memory: a fresh buffer comes instead.
+        let other = UPSTREAM.take();
+        assert!(other.capacity() >= UPSTREAM.size);
+        assert!(!std::ptr::eq(other.as_ptr(), frame.as_ptr()));
+        assert_eq!(&frame[..], b"HTTP/1.1 200 OK\r\n\r\nbody");
+    }
+
+    #[test]
+    fn a_thread_keeps_a_bounded_number() {
+        let bufs: Vec<BytesMut> = (0..KEEP + 10).map(|_| drained(&CLIENT).take()).collect();
+        for b in bufs {
+            CLIENT.give(b);
+        }
+        assert_eq!(CLIENT.kept(), KEEP);
+        CLIENT.give(BytesMut::new());
+        assert_eq!(CLIENT.kept(), KEEP, "an empty buffer is not kept");
+        // The pools are per thread: another thread starts with none.
+        std::thread::spawn(|| assert_eq!(CLIENT.kept(), 0)).join().unwrap();
+    }
+}
