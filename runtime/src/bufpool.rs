@@ -16,8 +16,14 @@
 //! [`KEEP`] buffers of each kind, so a connection waiting for its next
 //! request still holds no buffer, and what is kept is bounded (768 KiB per
 //! thread).
+//!
+//! Header maps are recycled the same way ([`header_map`], [`give_header_map`]):
+//! the request's map once its head is encoded for the upstream, the answer's
+//! once its head is written to the client. A map is two allocations; a
+//! recycled one keeps its memory (`HeaderMap::clear`).
 
 use bytes::BytesMut;
+use hyper::header::HeaderMap;
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
@@ -33,6 +39,39 @@ pub struct Pool {
 thread_local! {
     static CLIENT_FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
     static UPSTREAM_FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Maps with more room than this (for headers) are not kept.
+const MAP_CAPACITY: usize = 128;
+
+/// An empty header map with room for `capacity` headers: a recycled one
+/// when this thread has one free.
+pub fn header_map(capacity: usize) -> HeaderMap {
+    let recycled = MAPS.with(|maps| maps.try_borrow_mut().ok()?.pop());
+    match recycled {
+        Some(mut map) => {
+            map.reserve(capacity);
+            map
+        }
+        None => HeaderMap::with_capacity(capacity),
+    }
+}
+
+/// Gives a header map back: emptied now (what its values held is let go),
+/// kept for reuse if the thread has room.
+pub fn give_header_map(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > MAP_CAPACITY {
+        return;
+    }
+    map.clear();
+    MAPS.with(|maps| {
+        if let Ok(mut maps) = maps.try_borrow_mut() {
+            if maps.len() < KEEP {
+                maps.push(map);
+            }
+        }
+    });
 }
 
 /// Client request heads (and small bodies read with them).
@@ -124,6 +163,27 @@ mod tests {
         assert!(other.capacity() >= UPSTREAM.size);
         assert!(!std::ptr::eq(other.as_ptr(), frame.as_ptr()));
         assert_eq!(&frame[..], b"HTTP/1.1 200 OK\r\n\r\nbody");
+    }
+
+    #[test]
+    fn header_maps_come_back_empty_with_their_room() {
+        while MAPS.with(|m| m.borrow().len()) > 0 {
+            drop(header_map(0));
+        }
+        let mut map = header_map(8);
+        assert!(map.capacity() >= 8);
+        map.insert("x-a", "1".parse().unwrap());
+        map.append("x-a", "2".parse().unwrap());
+        let room = map.capacity();
+        give_header_map(map);
+        let again = header_map(4);
+        assert!(again.is_empty(), "no header of the last message is left");
+        assert_eq!(again.capacity(), room);
+        // A map grown past what is kept is let go.
+        let mut big = header_map(0);
+        big.reserve(MAP_CAPACITY * 2);
+        give_header_map(big);
+        assert_eq!(MAPS.with(|m| m.borrow().len()), 0);
     }
 
     #[test]

@@ -341,6 +341,8 @@ pub async fn exchange(
         ),
     };
     let writer = request_writer(&parts, body);
+    // The head is encoded: its map can serve another message.
+    crate::bufpool::give_header_map(parts.headers);
     run(pool, stream, reused, writer, meta).await
 }
 
@@ -480,7 +482,7 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue; // 100 Continue, 103 Early Hints: the final answer follows
         }
-        let mut headers = HeaderMap::with_capacity(count);
+        let mut headers = crate::bufpool::header_map(count);
         let mut keep_alive = minor == 1;
         let mut chunked = None;
         let mut length: Option<u64> = None;
@@ -577,21 +579,35 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 fn request_writer(parts: &hyper::http::request::Parts, body: Body) -> Writer {
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let method = parts.method.as_str();
-    let mut size = method.len() + path.len() + 48;
+    let end = body.is_end_stream();
+    let exact = body.size_hint().exact();
+    // The framing is the gateway's to decide; an empty body keeps the
+    // client's own `Content-Length: 0` (and only that one).
+    let framing_header = |name: &HeaderName, value: &HeaderValue| {
+        *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !(end && value == "0"))
+    };
+    let mut digits = [0u8; 20];
+    let framing: &[&[u8]] = match exact {
+        _ if end => &[],
+        Some(n) => &[b"content-length: ", crate::text::decimal(n, &mut digits), b"\r\n"],
+        None => &[b"transfer-encoding: chunked\r\n"],
+    };
+    // The exact size, so that the head becomes `Bytes` without another
+    // allocation (a vector with spare room needs a shared header).
+    let mut size = method.len() + 1 + path.len() + b" HTTP/1.1\r\n".len();
     for (name, value) in &parts.headers {
-        size += name.as_str().len() + value.len() + 4;
+        if !framing_header(name, value) {
+            size += name.as_str().len() + 2 + value.len() + 2;
+        }
     }
+    size += framing.iter().map(|p| p.len()).sum::<usize>() + 2;
     let mut head = Vec::with_capacity(size);
     head.extend_from_slice(method.as_bytes());
     head.push(b' ');
     head.extend_from_slice(path.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    let end = body.is_end_stream();
-    let exact = body.size_hint().exact();
     for (name, value) in &parts.headers {
-        // The framing is the gateway's to decide; an empty body keeps the
-        // client's own `Content-Length: 0` (and only that one).
-        if *name == header::TRANSFER_ENCODING || (*name == header::CONTENT_LENGTH && !(end && value == "0")) {
+        if framing_header(name, value) {
             continue;
         }
         head.extend_from_slice(name.as_str().as_bytes());
@@ -599,17 +615,12 @@ fn request_writer(parts: &hyper::http::request::Parts, body: Body) -> Writer {
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
     }
-    let chunked = !end && exact.is_none();
-    match exact {
-        _ if end => {}
-        Some(n) => {
-            head.extend_from_slice(b"content-length: ");
-            head.extend_from_slice(n.to_string().as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        None => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    for piece in framing {
+        head.extend_from_slice(piece);
     }
     head.extend_from_slice(b"\r\n");
+    debug_assert_eq!(head.len(), size);
+    let chunked = !end && exact.is_none();
     Writer {
         out: [Bytes::from(head), Bytes::new(), Bytes::new(), Bytes::new()],
         body: (!end).then_some(body),

@@ -487,7 +487,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         return Parsed::Refuse(StatusCode::BAD_REQUEST);
     };
     // Room for what the proxy adds (`X-Forwarded-*`, `Host`) without growing.
-    let mut map = HeaderMap::with_capacity(count + 4);
+    let mut map = crate::bufpool::header_map(count + 4);
     for &(n_at, n_len, v_at, v_len) in lines.iter().take(count) {
         let Some(name_bytes) = head.get(n_at as usize..(n_at as usize).saturating_add(n_len as usize)) else {
             return Parsed::Refuse(StatusCode::BAD_REQUEST);
@@ -625,7 +625,8 @@ async fn respond<S: Transport>(
         _ => None,
     };
     let mut head = encode_head(&parts, version, framing, head_extra, close);
-    drop(parts);
+    // The map (and the values of the upstream's head it holds) is done.
+    crate::bufpool::give_header_map(parts.headers);
     let sent = first.as_ref().map_or(0, |d| d.len() as u64);
     if !fits(framing, sent) {
         return false;
