@@ -317,7 +317,7 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
 
         // Dispatch. Boxed: an idle connection does not carry the proxy's
         // state (a few KiB).
-        let resp = Box::pin(proxy::handle(shared.clone(), conn, req)).await;
+        let resp = crate::bufpool::recycled(proxy::handle(shared.clone(), conn, req)).await;
 
         let close = !keep_alive || stopping(stop) || stopping(shutdown);
         let kept = respond(&mut io, resp, is_head, version, close, clocks, bounds.idle).await;
