@@ -24,7 +24,7 @@
 use crate::body::Body;
 use crate::bufpool::CLIENT;
 use crate::error::status_response;
-use crate::health::now_millis;
+use crate::health::{instant_at, now_millis};
 use crate::metrics::Rejection;
 use crate::proxy::{self, Conn};
 use crate::server::{Activity, Clocks};
@@ -44,6 +44,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 /// Request bodies up to this size (declared by `Content-Length`) are read
 /// whole before dispatch; larger ones go to hyper, which streams them.
@@ -180,6 +181,9 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
         shutdown,
     } = ctx;
     let mut first = true;
+    // The connection's timer for its waits (see `bounded`); registered at
+    // its first wait.
+    let mut timer = pin!(tokio::time::sleep_until(Instant::from_std(instant_at(started))));
     loop {
         // The head's clock: from accept for the first request, else from
         // its first byte.
@@ -198,6 +202,7 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
                         deadline,
                         &mut *stop,
                         &mut *shutdown,
+                        timer.as_mut(),
                     )
                     .await;
                     if !matches!(ready, Ok(Ok(()))) {
@@ -226,6 +231,7 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
                         deadline,
                         &mut *stop,
                         &mut *shutdown,
+                        timer.as_mut(),
                     )
                     .await
                 }
@@ -274,6 +280,7 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
                 Some(head_deadline),
                 &mut *stop,
                 &mut *shutdown,
+                timer.as_mut(),
             )
             .await;
             match read {
@@ -368,6 +375,9 @@ async fn idle_bounded<F: Future>(fut: F, clocks: &Clocks, idle: u64) -> Result<F
 
 /// [`idle_bounded`], also ending at `deadline` (`header_timeout`) and on
 /// stop or shutdown: the waits of a connection with no request in flight.
+/// `timer` is the connection's own, moved to each wait's end: a later end is
+/// a store into the registered timer, where a new timer per wait was an
+/// insertion into the runtime's wheel and a removal, both under its lock.
 async fn bounded<F: Future>(
     fut: F,
     clocks: &Clocks,
@@ -375,6 +385,7 @@ async fn bounded<F: Future>(
     deadline: Option<u64>,
     stop: &mut watch::Receiver<bool>,
     shutdown: &mut watch::Receiver<bool>,
+    mut timer: Pin<&mut Sleep>,
 ) -> Result<F::Output, Cut> {
     let mut fut = pin!(fut);
     if let Poll::Ready(v) = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
@@ -393,12 +404,13 @@ async fn bounded<F: Future>(
             return Err(Cut::Idle);
         }
         let wake = deadline.map_or(idle_at, |d| d.min(idle_at));
+        timer.as_mut().reset(Instant::from_std(instant_at(wake)));
         tokio::select! {
             biased;
             v = fut.as_mut() => return Ok(v),
             _ = stop.changed() => return Err(Cut::Stop),
             _ = shutdown.changed() => return Err(Cut::Stop),
-            _ = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now).max(1))) => {}
+            _ = timer.as_mut() => {}
         }
     }
 }

@@ -7,10 +7,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+static START: OnceLock<Instant> = OnceLock::new();
+
 /// Milliseconds since the process started (monotonic).
 pub fn now_millis() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// The instant `millis` (as [`now_millis`] counts) stands for.
+pub fn instant_at(millis: u64) -> Instant {
+    *START.get_or_init(Instant::now) + Duration::from_millis(millis)
 }
 
 /// Passive ejection settings of an upstream (`eject { errors N for D }`).
