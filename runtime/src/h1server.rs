@@ -105,8 +105,8 @@ pub(crate) struct Ctx<'a> {
     pub clocks: &'a Arc<Clocks>,
     /// When the connection was accepted (`header_timeout` of the first head).
     pub started: u64,
-    pub stop: &'a mut watch::Receiver<bool>,
-    pub shutdown: &'a mut watch::Receiver<bool>,
+    /// Set when the listener stops or the gateway shuts down.
+    pub closing: &'a mut watch::Receiver<bool>,
 }
 
 /// The limits read once per connection, in the units the loop uses.
@@ -177,8 +177,7 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
         conn,
         clocks,
         started,
-        stop,
-        shutdown,
+        closing,
     } = ctx;
     let mut first = true;
     // The connection's timer for its waits (see `bounded`); registered at
@@ -200,8 +199,7 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
                         clocks,
                         bounds.idle,
                         deadline,
-                        &mut *stop,
-                        &mut *shutdown,
+                        &mut *closing,
                         timer.as_mut(),
                     )
                     .await;
@@ -229,8 +227,7 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
                         clocks,
                         bounds.idle,
                         deadline,
-                        &mut *stop,
-                        &mut *shutdown,
+                        &mut *closing,
                         timer.as_mut(),
                     )
                     .await
@@ -278,8 +275,7 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
                 clocks,
                 bounds.idle,
                 Some(head_deadline),
-                &mut *stop,
-                &mut *shutdown,
+                &mut *closing,
                 timer.as_mut(),
             )
             .await;
@@ -326,7 +322,7 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
         // state (a few KiB).
         let resp = crate::bufpool::recycled(proxy::handle(shared.clone(), conn, req)).await;
 
-        let close = !keep_alive || stopping(stop) || stopping(shutdown);
+        let close = !keep_alive || stopping(closing);
         let kept = respond(&mut io, resp, is_head, version, close, clocks, bounds.idle).await;
         if !kept {
             let _ = idle_bounded(io.shutdown(), clocks, bounds.idle).await;
@@ -383,8 +379,7 @@ async fn bounded<F: Future>(
     clocks: &Clocks,
     idle: u64,
     deadline: Option<u64>,
-    stop: &mut watch::Receiver<bool>,
-    shutdown: &mut watch::Receiver<bool>,
+    closing: &mut watch::Receiver<bool>,
     mut timer: Pin<&mut Sleep>,
 ) -> Result<F::Output, Cut> {
     let mut fut = pin!(fut);
@@ -392,7 +387,7 @@ async fn bounded<F: Future>(
         return Ok(v);
     }
     loop {
-        if stopping(stop) || stopping(shutdown) {
+        if stopping(closing) {
             return Err(Cut::Stop);
         }
         let now = now_millis();
@@ -408,8 +403,7 @@ async fn bounded<F: Future>(
         tokio::select! {
             biased;
             v = fut.as_mut() => return Ok(v),
-            _ = stop.changed() => return Err(Cut::Stop),
-            _ = shutdown.changed() => return Err(Cut::Stop),
+            _ = closing.changed() => return Err(Cut::Stop),
             _ = timer.as_mut() => {}
         }
     }

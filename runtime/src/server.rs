@@ -754,6 +754,8 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
+    // The connections' one signal to close (see `closing_signal`).
+    let closing = closing_signal(stop.clone(), shutdown);
     loop {
         let admitted = tokio::select! {
             a = admit(&listener, &shared, &tracker) => a,
@@ -764,7 +766,7 @@ async fn accept_loop(
         };
         let shared = shared.clone();
         let tls = tls.as_ref().map(|t| t.load_full());
-        let (stop, shutdown) = (stop.clone(), shutdown.clone());
+        let closing = closing.clone();
         tokio::spawn(async move {
             let accepted_at = now_millis();
             let Some(config) = tls else {
@@ -778,23 +780,31 @@ async fn accept_loop(
                     at: accepted_at,
                     guard,
                 };
-                serve_connection(stream, accepted, shared, stop, shutdown).await;
+                serve_connection(stream, accepted, shared, closing).await;
                 return;
             };
             // Boxed: a plain connection's task does not carry TLS's state.
-            Box::pin(serve_tls(
-                stream,
-                client,
-                config,
-                accepted_at,
-                guard,
-                shared,
-                stop,
-                shutdown,
-            ))
-            .await;
+            Box::pin(serve_tls(stream, client, config, accepted_at, guard, shared, closing)).await;
         });
     }
+}
+
+/// One signal for a listener's connections to close: set when the listener
+/// stops or the gateway shuts down, or when either's sender is gone. A
+/// connection waiting for its next request then watches one channel, not
+/// two (each watch is a registration per wait).
+fn closing_signal(mut stop: watch::Receiver<bool>, mut shutdown: watch::Receiver<bool>) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.wait_for(|v| *v) => {}
+            _ = shutdown.wait_for(|v| *v) => {}
+            // No connection or accept loop listens any more.
+            () = tx.closed() => return,
+        }
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// Completes the TLS handshake (within `header_timeout`) and serves the
@@ -807,8 +817,7 @@ async fn serve_tls(
     accepted_at: u64,
     guard: ConnGuard,
     shared: Arc<Shared>,
-    stop: watch::Receiver<bool>,
-    shutdown: watch::Receiver<bool>,
+    closing: watch::Receiver<bool>,
 ) {
     let header_timeout = shared.current.load().plan.limits.header_timeout.as_duration();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -824,7 +833,7 @@ async fn serve_tls(
                 at: accepted_at,
                 guard,
             };
-            serve_connection(s, accepted, shared, stop, shutdown).await;
+            serve_connection(s, accepted, shared, closing).await;
         }
         Ok(Err(e)) => {
             shared.metrics.reject(Rejection::TlsHandshake);
@@ -959,13 +968,8 @@ struct Accepted {
     guard: ConnGuard,
 }
 
-async fn serve_connection<S>(
-    stream: S,
-    accepted: Accepted,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn serve_connection<S>(stream: S, accepted: Accepted, shared: Arc<Shared>, mut closing: watch::Receiver<bool>)
+where
     S: Transport,
 {
     let Accepted {
@@ -1031,11 +1035,7 @@ async fn serve_connection<S>(
                         }
                         return;
                     }
-                    _ = stop.changed(), if !draining => {
-                        draining = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    _ = shutdown.changed(), if !draining => {
+                    _ = closing.changed(), if !draining => {
                         draining = true;
                         connection.as_mut().graceful_shutdown();
                     }
@@ -1064,8 +1064,7 @@ async fn serve_connection<S>(
                 conn,
                 clocks: &clocks,
                 started,
-                stop: &mut stop,
-                shutdown: &mut shutdown,
+                closing: &mut closing,
             };
             let io = match h1server::serve(io, ctx).await {
                 Served::Closed => return,
