@@ -242,12 +242,10 @@ mod tests {
 
     #[test]
     fn a_finished_future_s_box_takes_the_next_one() {
-        fn job(n: u64) -> impl Future<Output = u64> + 'static {
-            async move {
-                let big = [n; 64];
-                std::future::ready(()).await;
-                big.iter().sum()
-            }
+        async fn job(n: u64) -> u64 {
+            let big = [n; 64];
+            std::future::ready(()).await;
+            big.iter().sum()
         }
         FUTURES.with(|f| f.borrow_mut().clear());
         let first = recycled(job(1));
