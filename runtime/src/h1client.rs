@@ -24,7 +24,7 @@
 
 use crate::body::{Body, BoxError};
 use crate::bufpool::UPSTREAM;
-use crate::upstream::H1Pool;
+use crate::upstream::{H1Pool, UpstreamBody};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -321,15 +321,16 @@ impl Wire {
     }
 }
 
-/// Sends `req` on `stream` and reads the answer's head. `reused`: the
-/// connection came from the pool (a failure before any answer may then be
-/// replayed on a fresh one).
-pub async fn exchange(
-    pool: &Arc<H1Pool>,
-    stream: TcpStream,
-    reused: bool,
-    req: Request<Body>,
-) -> Result<Response<ResponseBody>, Failed> {
+/// A request taken apart for the wire: its head encoded (with the body when
+/// it is ready) and what reading the answer depends on.
+pub(crate) struct Prepared {
+    writer: Writer,
+    meta: ReqMeta,
+}
+
+/// Encodes `req` for the wire ([`exchange`] sends it). Not async, so the
+/// request is taken apart where it is, not moved into another future first.
+pub(crate) fn prepare(req: Request<Body>) -> Prepared {
     let (parts, body) = req.into_parts();
     let meta = ReqMeta {
         head: parts.method == Method::HEAD,
@@ -343,11 +344,11 @@ pub async fn exchange(
     let writer = request_writer(&parts, body);
     // The head is encoded: its map can serve another message.
     crate::bufpool::give_header_map(parts.headers);
-    run(pool, stream, reused, writer, meta).await
+    Prepared { writer, meta }
 }
 
 /// Writes a replayed request on a fresh connection and reads the answer's head.
-pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Result<Response<ResponseBody>, Failed> {
+pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Result<Response<UpstreamBody>, Failed> {
     let writer = Writer {
         out: replay.bytes,
         body: None,
@@ -357,16 +358,23 @@ pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Re
         sent: 0,
         whole: true,
     };
-    run(pool, stream, false, writer, replay.meta).await
+    let prepared = Prepared {
+        writer,
+        meta: replay.meta,
+    };
+    exchange(pool, stream, false, prepared).await
 }
 
-async fn run(
+/// Sends a prepared request on `stream` and reads the answer's head.
+/// `reused`: the connection came from the pool (a failure before any answer
+/// may then be replayed on a fresh one).
+pub(crate) async fn exchange(
     pool: &Arc<H1Pool>,
     stream: TcpStream,
     reused: bool,
-    writer: Writer,
-    meta: ReqMeta,
-) -> Result<Response<ResponseBody>, Failed> {
+    prepared: Prepared,
+) -> Result<Response<UpstreamBody>, Failed> {
+    let Prepared { writer, meta } = prepared;
     let mut wire = Wire {
         stream,
         rbuf: BytesMut::new(),
@@ -644,7 +652,7 @@ fn respond(
     writer: Option<Writer>,
     head: Head,
     meta: ReqMeta,
-) -> Response<ResponseBody> {
+) -> Response<UpstreamBody> {
     let mut body = ResponseBody {
         wire: None,
         sending: writer.map(Box::new),
@@ -663,7 +671,8 @@ fn respond(
     } else {
         body.wire = Some(wire);
     }
-    let mut resp = Response::new(body);
+    // Built as the proxy takes it, so it is not remapped on the way up.
+    let mut resp = Response::new(UpstreamBody::H1(body));
     *resp.status_mut() = head.status;
     *resp.version_mut() = head.version;
     *resp.headers_mut() = head.headers;

@@ -548,7 +548,13 @@ impl Forward<'_> {
                 up.retries_active.fetch_add(1, Ordering::Relaxed);
                 RetryGuard(up)
             });
-            let result = tokio::time::timeout(timeout, backend.send(out, up.config.http2)).await;
+            // Each protocol's exchange is awaited here, with no layer between
+            // (every layer moves the request and the answer once more).
+            let result = if up.config.http2 {
+                tokio::time::timeout(timeout, backend.send_h2(out)).await
+            } else {
+                tokio::time::timeout(timeout, backend.h1.send(out)).await
+            };
             drop(retry_guard);
             let kind = match result {
                 Ok(Ok(response)) => {

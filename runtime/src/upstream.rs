@@ -251,14 +251,15 @@ impl H1Pool {
     /// answer, with the whole request still in hand (and either an
     /// idempotent method or a request the upstream never took whole), gets
     /// the request once more on a fresh connection.
-    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<ResponseBody>, SendError> {
+    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<UpstreamBody>, SendError> {
+        let prepared = h1client::prepare(req);
         let (stream, reused) = match self.take() {
             Some(s) => (s, true),
             // Boxed: connecting is rare, and its state would otherwise
             // be part of every request's future.
             None => (Box::pin(self.connect()).await?, false),
         };
-        let replay = match h1client::exchange(self, stream, reused, req).await {
+        let replay = match h1client::exchange(self, stream, reused, prepared).await {
             Ok(resp) => return Ok(resp),
             Err(Failed::Error(e)) => return Err(SendError::Exchange(e)),
             Err(Failed::Replay(replay)) => replay,
@@ -317,13 +318,11 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Sends a proxied request to this server: origin-form over its
-    /// HTTP/1.1 pool, or through its `http2` client (`:authority` from the
-    /// URI). The response body holds the connection until it is done.
-    pub async fn send(&self, req: Request<Body>, http2: bool) -> Result<Response<UpstreamBody>, SendError> {
-        if !http2 {
-            return self.h1.send(req).await.map(|r| r.map(UpstreamBody::H1));
-        }
+    /// Sends a proxied request to this `http2` server through its client
+    /// (`:authority` from the URI); an HTTP/1.1 server's go through its pool
+    /// ([`H1Pool::send`], origin-form). The response body holds the
+    /// connection until it is done.
+    pub async fn send_h2(&self, req: Request<Body>) -> Result<Response<UpstreamBody>, SendError> {
         match self.client.request(req).await {
             Ok(r) => Ok(r.map(UpstreamBody::H2)),
             Err(e) if e.is_connect() => {
