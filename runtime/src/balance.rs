@@ -64,9 +64,11 @@ impl Balancer {
     /// [`Balancer::pick`] with the key already hashed by [`hash64`] (or
     /// [`hash_display`]).
     pub fn pick_hashed(&self, servers: &[Arc<ServerState>], hash: Option<u64>, tried: Tried<'_>) -> Option<usize> {
-        let now = crate::health::now_millis();
+        // The clock is read only if some server was ever ejected.
+        let now = std::cell::OnceCell::new();
+        let now = || *now.get_or_init(crate::health::now_millis);
         let usable = |i: usize, backup: bool| {
-            servers.get(i).is_some_and(|s| s.backup == backup && s.usable(now)) && !tried.contains(&i)
+            servers.get(i).is_some_and(|s| s.backup == backup && s.usable_with(now)) && !tried.contains(&i)
         };
         self.pick_where(servers, hash, &|i| usable(i, false))
             .or_else(|| self.pick_where(servers, hash, &|i| usable(i, true)))

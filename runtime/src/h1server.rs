@@ -242,7 +242,11 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
                 }
             }
             if !first {
-                head_deadline = now_millis().saturating_add(bounds.header_timeout);
+                // From the read that just came (it set `last`): no clock read.
+                head_deadline = clocks
+                    .last
+                    .load(Ordering::Relaxed)
+                    .saturating_add(bounds.header_timeout);
             }
         } else if !first {
             head_deadline = now_millis().saturating_add(bounds.header_timeout);

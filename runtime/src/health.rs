@@ -62,7 +62,17 @@ impl ServerState {
 
     /// Healthy by active checks and not ejected at `now` (see [`now_millis`]).
     pub fn usable(&self, now: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.ejected_until.load(Ordering::Relaxed) <= now
+        self.usable_with(|| now)
+    }
+
+    /// [`ServerState::usable`], reading the clock (`now`) only for a server
+    /// that was ever ejected.
+    pub fn usable_with(&self, now: impl FnOnce() -> u64) -> bool {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        until == 0 || until <= now()
     }
 
     pub fn is_healthy(&self) -> bool {
