@@ -68,7 +68,7 @@ impl Balancer {
         let now = std::cell::OnceCell::new();
         let now = || *now.get_or_init(crate::health::now_millis);
         let usable = |i: usize, backup: bool| {
-            servers.get(i).is_some_and(|s| s.backup == backup && s.usable_with(now)) && !tried.contains(&i)
+            servers.get(i).is_some_and(|s| s.backup == backup && s.usable(now)) && !tried.contains(&i)
         };
         self.pick_where(servers, hash, &|i| usable(i, false))
             .or_else(|| self.pick_where(servers, hash, &|i| usable(i, true)))

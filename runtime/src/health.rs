@@ -60,14 +60,9 @@ impl ServerState {
         }
     }
 
-    /// Healthy by active checks and not ejected at `now` (see [`now_millis`]).
-    pub fn usable(&self, now: u64) -> bool {
-        self.usable_with(|| now)
-    }
-
-    /// [`ServerState::usable`], reading the clock (`now`) only for a server
-    /// that was ever ejected.
-    pub fn usable_with(&self, now: impl FnOnce() -> u64) -> bool {
+    /// Healthy by active checks and not ejected at `now` (see
+    /// [`now_millis`]), which is read only for a server that was ever ejected.
+    pub fn usable(&self, now: impl FnOnce() -> u64) -> bool {
         if !self.healthy.load(Ordering::Relaxed) {
             return false;
         }
