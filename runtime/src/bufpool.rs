@@ -130,13 +130,13 @@ pub fn give_header_map(mut map: HeaderMap) {
 
 /// Client request heads (and small bodies read with them).
 pub static CLIENT: Pool = Pool {
-    size: 4 * 1024,
+    size: crate::h1server::READ_CHUNK,
     free: &CLIENT_FREE,
 };
 
 /// Upstream answers: the head and the body's bytes as they come.
 pub static UPSTREAM: Pool = Pool {
-    size: 8 * 1024,
+    size: crate::h1client::READ_SIZE,
     free: &UPSTREAM_FREE,
 };
 

@@ -45,8 +45,9 @@ pub const MAX_HEAD: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 100;
 /// A response body frame is at most this long.
 pub const MAX_FRAME: usize = 64 * 1024;
-/// How much a read asks for at a time.
-const READ_SIZE: usize = 8 * 1024;
+/// How much a read asks for at a time (the read buffer's size, from
+/// [`crate::bufpool::UPSTREAM`]).
+pub(crate) const READ_SIZE: usize = 8 * 1024;
 /// A chunk-size line (with extensions) may be at most this long.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Chunked trailers (read and dropped) may total at most this much.

@@ -53,8 +53,9 @@ pub const MAX_FAST_BODY: u64 = 64 * 1024;
 /// The most header lines a head may have (more: 431), as hyper's default.
 const MAX_HEADERS: usize = 100;
 
-/// How much a read asks for at least (the read buffer grows by this).
-const READ_CHUNK: usize = 4096;
+/// How much a read asks for at least (the read buffer's size, from
+/// [`crate::bufpool::CLIENT`], and what it grows by).
+pub(crate) const READ_CHUNK: usize = 4096;
 
 /// A first body frame up to this size goes out in the response head's write.
 const COALESCE: usize = 16 * 1024;
