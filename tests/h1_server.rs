@@ -5,11 +5,11 @@
 //! framing (length, chunked, HEAD) and drain. Every wait is bounded.
 
 use crate::live::{Live, Upstream};
+use crate::proxy_support::body_or_empty;
 use crate::serve_harness::{tls_connector, tls_fixture};
 use bytes::Bytes;
 use gw_runtime::body::{boxed, full};
 use gw_runtime::metrics::Rejection;
-use http_body_util::BodyExt;
 use hyper::body::Frame;
 use hyper::Response;
 use std::sync::atomic::Ordering;
@@ -34,12 +34,7 @@ async fn echo() -> Upstream {
                 Bytes::from(vec![b'x'; 20_000]),
             ])));
         }
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
+        let body = body_or_empty(req).await;
         let text = format!("{method} {path} {}:{}", body.len(), String::from_utf8_lossy(&body));
         Response::new(full(text))
     })

@@ -6,7 +6,7 @@
 //! ejection with doubling; a stalled client body (408, the server not blamed).
 
 use crate::live::{get, Got, Live, Upstream};
-use crate::proxy_support::{chan_body, dead_port, exchange, pattern, stream_client, within, Unanswered};
+use crate::proxy_support::{body_or_empty, chan_body, dead_port, exchange, pattern, stream_client, within, Unanswered};
 use bytes::Bytes;
 use gw_runtime::body::{full, Body};
 use http_body_util::BodyExt;
@@ -328,12 +328,7 @@ async fn only_buffered_bodies_are_replayed() {
     let live_up = Upstream::start(move |req| {
         let r = r.clone();
         async move {
-            let body = req
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = body_or_empty(req).await;
             r.lock().unwrap().push(body.len());
             Response::new(full(body))
         }
@@ -441,12 +436,7 @@ async fn passive_ejection_keeps_a_failing_server_out_and_doubles_on_repeat() {
 #[tokio::test]
 async fn a_stalled_client_body_is_408_and_the_server_is_not_blamed() {
     let up = Upstream::start(|req| async move {
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = body_or_empty(req).await;
         Response::new(full(format!("got {}", body.len())))
     })
     .await;

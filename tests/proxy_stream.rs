@@ -5,7 +5,7 @@
 
 use crate::live::{get, Live, Upstream};
 use crate::proxy_support::{
-    chan_body, chan_response, exchange, h2_client, pattern, raw, read_all, stream_client, within, Fnv,
+    body_or_empty, chan_body, chan_response, exchange, h2_client, pattern, raw, read_all, stream_client, within, Fnv,
 };
 use bytes::Bytes;
 use gw_runtime::body::full;
@@ -369,12 +369,7 @@ async fn http1_upstreams_get_http1_even_from_h2_clients_with_host_from_authority
 #[tokio::test]
 async fn a_request_body_from_an_h2_client_without_length_is_forwarded() {
     let up = Upstream::start(|req| async move {
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = body_or_empty(req).await;
         Response::new(full(body))
     })
     .await;

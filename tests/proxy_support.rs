@@ -57,6 +57,16 @@ pub async fn within<F: std::future::Future>(limit: Duration, what: &str, f: F) -
         .unwrap_or_else(|_| panic!("{what}: not within {limit:?}"))
 }
 
+/// The body an upstream's handler was sent, or nothing if it failed (the
+/// test sees that in what the handler answers).
+pub async fn body_or_empty(req: Request<hyper::body::Incoming>) -> Bytes {
+    req.into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 /// Reads a whole body (within 30 s).
 pub async fn read_all<B>(body: B) -> Vec<u8>
 where
