@@ -12,6 +12,10 @@
 #   direct       wrk straight to the first upstream (the ceiling)
 #   nginx-w1     nginx, 1 worker            nginx-auto   nginx, one worker per core
 #   haproxy-t1   HAProxy, 1 thread          haproxy-t2   HAProxy, 2 threads
+#   tcp-floor    HAProxy, 1 thread, `mode tcp`: each client connection gets its own upstream
+#                connection and bytes are copied both ways without HTTP. One read and one write
+#                per message on each side, as every HTTP proxy here makes: the floor of what any
+#                of them can cost (not in MODE=idle)
 #   gw-t1        `gwc serve --threads 1 bench/bench.gw`   (compare with nginx-w1, haproxy-t1)
 #   gw-auto      `gwc serve bench/bench.gw` (one thread per core; compare with nginx-auto, haproxy-t2)
 #   gw-t1-jwt    the gw-t1 process, route `/guarded/` (JWT RS256 + require + limit) with a signed
@@ -225,18 +229,16 @@ $(for p in "${UPS[@]}"; do echo "    server 127.0.0.1:$p;"; done)
 EOF
 }
 
-haproxy_conf() {  # <threads> <port>
+haproxy_conf() {  # <threads> <port> [tcp]
+  if [ "${3:-}" = tcp ]; then
+    printf '%s\n' global "  nbthread $1" "  maxconn 9900" defaults "  mode tcp" \
+      "  timeout connect 5s" "  timeout client 120s" "  timeout server 30s"
+  else
+    printf '%s\n' global "  nbthread $1" "  maxconn 9900" defaults "  mode http" \
+      "  timeout connect 5s" "  timeout client 120s" "  timeout server 30s" \
+      "  timeout http-keep-alive 120s" "  http-reuse always"
+  fi
   cat <<EOF
-global
-  nbthread $1
-  maxconn 9900
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 120s
-  timeout server 30s
-  timeout http-keep-alive 120s
-  http-reuse always
 frontend fe
   bind 127.0.0.1:$2
   default_backend be
@@ -267,6 +269,7 @@ jwt_token() {  # an RS256 token bench.gw's `users` auth accepts, valid for 2 hou
 
 # ---------------------------------------------------------------- targets
 ALL=(direct nginx-w1 nginx-auto haproxy-t1 haproxy-t2)
+[ "$MODE" != idle ] && ALL+=(tcp-floor)
 if [ -n "${PINGORA_BIN:-}" ]; then
   [ -x "$PINGORA_BIN" ] || die "PINGORA_BIN=$PINGORA_BIN not executable"
   for n in $PINGORA_THREADS; do ALL+=("pingora-t$n"); done
@@ -303,6 +306,10 @@ for t in "${PROCS[@]}"; do
     haproxy-t*)
       port_free "$port" || die "port $port busy"
       haproxy_conf "${t#haproxy-t}" "$port" >"$RUN/$t.cfg"
+      start "$t" "$HAPROXY" -db -f "$RUN/$t.cfg" ;;
+    tcp-floor)
+      port_free "$port" || die "port $port busy"
+      haproxy_conf 1 "$port" tcp >"$RUN/$t.cfg"
       start "$t" "$HAPROXY" -db -f "$RUN/$t.cfg" ;;
     pingora-t*)
       port_free "$port" || die "port $port busy"

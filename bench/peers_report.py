@@ -25,6 +25,9 @@ PAIRS = [
     ("gw-auto", "nginx-auto"),
     ("gw-auto", "haproxy-t2"),
     ("gw-t1-jwt", "gw-t1"),
+    # The floor: bytes copied without HTTP, the same socket calls per message.
+    ("tcp-floor", "nginx-w1"),
+    ("gw-t1", "tcp-floor"),
 ]
 
 
