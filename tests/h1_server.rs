@@ -19,13 +19,16 @@ use tokio::net::TcpStream;
 
 /// An upstream that answers `METHOD PATH LEN:BODY` (the request body
 /// collected), with a length; `/slow` waits 400 ms first, `/stream`
-/// answers in three frames without a length.
+/// answers in three frames without a length, `/big` with 12,000 bytes.
 async fn echo() -> Upstream {
     Upstream::start(|req| async move {
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
         if path == "/slow" {
             tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        if path == "/big" {
+            return Response::new(full(vec![b'b'; 12_000]));
         }
         if path == "/stream" {
             return Response::new(boxed(Frames(vec![
@@ -396,6 +399,39 @@ async fn an_idle_keep_alive_connection_closes_at_idle_timeout() {
         rejections(&live, Rejection::HeaderTimeout),
         0,
         "idle is not a header timeout"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_at_idle_timeout() {
+    let (live, _up) = gateway("idle_timeout 400ms").await;
+    let mut c = Client::connect(&live).await;
+    // Far more answers than the sockets' buffers hold (2,000 of 12 KB, each
+    // written whole with its head), and the client reads none of them.
+    const ASKED: usize = 2000;
+    c.send(&get("/big").repeat(ASKED)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The gateway's write waited, then gave up: what it wrote before is
+    // there, then the end.
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match c.s.read_buf(&mut got).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the gateway closed the connection");
+    let answered = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+    assert!(answered > 0 && answered < ASKED, "{answered} answers");
+    // Others were served all along.
+    let mut other = Client::connect(&live).await;
+    other.send(&get("/after")).await;
+    assert_eq!(
+        other.response(false).await.map(|r| r.text()),
+        Some("GET /after 0:".into())
     );
 }
 

@@ -195,8 +195,11 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
             let deadline = first.then_some(head_deadline);
             let waited = match io.inner.tcp() {
                 Some(tcp) => loop {
+                    // The socket's own reader slot, not a waiter of
+                    // `readable()`: the wait keeps no node of its own (every
+                    // idle connection carries this future).
                     let ready = bounded(
-                        tcp.readable(),
+                        std::future::poll_fn(|cx| tcp.poll_read_ready(cx)),
                         clocks,
                         bounds.idle,
                         deadline,
@@ -254,78 +257,84 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
         }
         first = false;
 
-        // The head.
-        let head = loop {
-            if !buf.is_empty() {
-                match parse(buf, bounds.max_head) {
-                    Parsed::Partial => {}
-                    Parsed::Head(head) => break head,
-                    Parsed::Fallback => return Served::Fallback(Rewind::new(std::mem::take(buf).freeze(), io)),
-                    Parsed::Refuse(status) => {
+        // The head and its body, then the request's dispatch. In a block:
+        // what only reading needs (the request's parts, the body) has no
+        // room in the connection's future while the response is made.
+        let (dispatch, is_head, version, keep_alive) = {
+            let (parts, length, keep_alive) = loop {
+                if !buf.is_empty() {
+                    let refused = match parse(buf, bounds.max_head) {
+                        Parsed::Partial => None,
+                        Parsed::Head(Head {
+                            req,
+                            length,
+                            keep_alive,
+                        }) => break (req, length, keep_alive),
+                        Parsed::Fallback => return Served::Fallback(Rewind::new(std::mem::take(buf).freeze(), io)),
+                        Parsed::Refuse(status) => Some(status),
+                    };
+                    if let Some(status) = refused {
                         shared.metrics.reject(if status == StatusCode::BAD_REQUEST {
                             Rejection::BadRequest
                         } else {
                             Rejection::HeaderTooLarge
                         });
-                        refuse(io, status, clocks, bounds.idle).await;
+                        // Boxed: rare, and its state would be in every connection's.
+                        Box::pin(refuse(io, status, clocks, bounds.idle)).await;
                         return Served::Closed;
                     }
                 }
-            }
-            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                buf.reserve(READ_CHUNK);
-            }
-            let read = bounded(
-                io.read_buf(buf),
-                clocks,
-                bounds.idle,
-                Some(head_deadline),
-                &mut *closing,
-                timer.as_mut(),
-            )
-            .await;
-            match read {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return Served::Closed,
-                Err(cut) => {
-                    note_cut(shared, conn, cut);
-                    return Served::Closed;
+                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                    buf.reserve(READ_CHUNK);
                 }
-            }
-        };
-        clocks.requests.fetch_add(1, Ordering::Relaxed);
-
-        // The body, whole (at most MAX_FAST_BODY).
-        let Head {
-            req: parts,
-            length,
-            keep_alive,
-        } = head;
-        let length = length as usize; // at most MAX_FAST_BODY
-        let body = if length == 0 {
-            Bytes::new()
-        } else {
-            if buf.len() < length {
-                buf.reserve(length - buf.len());
-            }
-            while buf.len() < length {
-                match idle_bounded(io.read_buf(buf), clocks, bounds.idle).await {
+                let read = bounded(
+                    io.read_buf(buf),
+                    clocks,
+                    bounds.idle,
+                    Some(head_deadline),
+                    &mut *closing,
+                    timer.as_mut(),
+                )
+                .await;
+                match read {
                     Ok(Ok(n)) if n > 0 => {}
-                    _ => {
-                        tracing::debug!(client = %conn.client, "request body incomplete; closing");
+                    Ok(_) => return Served::Closed,
+                    Err(cut) => {
+                        note_cut(shared, conn, cut);
                         return Served::Closed;
                     }
                 }
-            }
-            buf.split_to(length).freeze()
-        };
-        let is_head = parts.method == Method::HEAD;
-        let version = parts.version;
-        let req = Request::from_parts(parts, Full::new(body));
+            };
+            clocks.requests.fetch_add(1, Ordering::Relaxed);
 
-        // Dispatch. Boxed: an idle connection does not carry the proxy's
-        // state (a few KiB).
-        let resp = crate::bufpool::recycled(proxy::handle(shared.clone(), conn, req)).await;
+            // The body, whole (at most MAX_FAST_BODY).
+            let length = length as usize; // at most MAX_FAST_BODY
+            let body = if length == 0 {
+                Bytes::new()
+            } else {
+                if buf.len() < length {
+                    buf.reserve(length - buf.len());
+                }
+                while buf.len() < length {
+                    match idle_bounded(io.read_buf(buf), clocks, bounds.idle).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => {
+                            tracing::debug!(client = %conn.client, "request body incomplete; closing");
+                            return Served::Closed;
+                        }
+                    }
+                }
+                buf.split_to(length).freeze()
+            };
+            let is_head = parts.method == Method::HEAD;
+            let version = parts.version;
+            let req = Request::from_parts(parts, Full::new(body));
+            // Boxed: an idle connection does not carry the proxy's state (a few
+            // KiB).
+            let dispatch = crate::bufpool::recycled(proxy::handle(shared.clone(), conn, req));
+            (dispatch, is_head, version, keep_alive)
+        };
+        let resp = dispatch.await;
 
         let close = !keep_alive || stopping(closing);
         let kept = respond(&mut io, resp, is_head, version, close, clocks, bounds.idle).await;
@@ -657,14 +666,23 @@ async fn respond<S: Transport>(
         None if ended && chunked => (b"", b"0\r\n\r\n"),
         _ => (b"", b""),
     };
-    let first_write = async {
-        write_parts(io, &[&head, data, tail]).await?;
-        if done {
-            io.flush().await?;
+    // Almost always taken whole at once: only a client that does not read
+    // makes it wait, and only then is the wait (with its timer) boxed, so
+    // that every connection's future does not carry it.
+    let written = {
+        let mut first_write = pin!(async {
+            write_parts(io, &[&head, data, tail]).await?;
+            if done {
+                io.flush().await?;
+            }
+            Ok::<_, std::io::Error>(())
+        });
+        match std::future::poll_fn(|cx| Poll::Ready(first_write.as_mut().poll(cx))).await {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => Box::pin(idle_bounded(first_write, clocks, idle)).await,
         }
-        Ok::<_, std::io::Error>(())
     };
-    if !matches!(idle_bounded(first_write, clocks, idle).await, Ok(Ok(()))) {
+    if !matches!(written, Ok(Ok(()))) {
         return false;
     }
     drop(head);
