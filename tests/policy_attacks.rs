@@ -163,3 +163,26 @@ async fn a_cached_token_still_expires() {
     tokio::time::sleep(std::time::Duration::from_millis(4200)).await;
     assert_unauthorized(&bearer(&live, "/x", &t).await, "expired while cached");
 }
+
+#[tokio::test]
+async fn a_token_ending_like_a_cached_one_gets_nothing_from_the_cache() {
+    let (live, up) = protected().await;
+    let good = claims(json!({}));
+    let valid = rs256(&good);
+    assert_eq!(bearer(&live, "/x", &valid).await.status, 200, "verified, now cached");
+    // The cached token's signature (its last bytes, which the cache's key is
+    // made of) and length, over other claims: the same key, another token.
+    let [h, _, s]: [&str; 3] = valid.split('.').collect::<Vec<_>>().try_into().unwrap();
+    let mut other = good.clone();
+    other["sub"] = json!("mallo");
+    assert_eq!(part(&other).len(), part(&good).len());
+    let lookalike = format!("{h}.{}.{s}", part(&other));
+    assert_eq!(lookalike.len(), valid.len());
+    assert_unauthorized(&bearer(&live, "/x", &lookalike).await, "same key as a cached token");
+    assert_eq!(
+        bearer(&live, "/x", &valid).await.status,
+        200,
+        "the cached one still passes"
+    );
+    assert_eq!(up.count(), 2);
+}

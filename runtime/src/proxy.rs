@@ -213,7 +213,7 @@ async fn route_request<B: ClientStream>(
             headers: req.headers(),
             query: uri.query(),
             params: Some(&params),
-            claims: identity.claims.as_ref(),
+            claims: identity.claims.as_deref(),
             api_key: identity.api_key.as_deref(),
         };
         let response_ops = render_ops(&route.response_headers, &ctx);

@@ -156,7 +156,7 @@ impl JwtAuth {
     }
 
     /// The verified claims of the request's token, or a 401.
-    pub async fn verify(&self, headers: &HeaderMap, query: Option<&str>) -> Result<serde_json::Value, Rejected> {
+    pub async fn verify(&self, headers: &HeaderMap, query: Option<&str>) -> Result<Arc<serde_json::Value>, Rejected> {
         let Some(token) = credential(&self.from, headers, query, MAX_TOKEN_LEN) else {
             return Err(unauthorized(&self.name, "no token, two tokens, or a token over 8 KiB"));
         };
@@ -166,6 +166,7 @@ impl JwtAuth {
         }
         match self.verify_with(&token, &set) {
             Verdict::Valid(claims, exp, nbf) => {
+                let claims = Arc::new(claims);
                 self.cache
                     .put(&token, &claims, exp, nbf, generation, now(), self.leeway);
                 Ok(claims)
@@ -174,12 +175,16 @@ impl JwtAuth {
                 let Keys::Remote(remote) = &self.keys else {
                     return Err(unauthorized(&self.name, "unknown kid"));
                 };
-                if !remote.refetch_for(&kid).await {
+                // Boxed: a fetch of the key set is rare, and its state (4 KiB)
+                // would otherwise be in every verification's future, and so in
+                // the box of every request's policy check.
+                if !Box::pin(remote.refetch_for(&kid)).await {
                     return Err(unauthorized(&self.name, "unknown kid"));
                 }
                 let (set, generation) = self.key_set();
                 match self.verify_with(&token, &set) {
                     Verdict::Valid(claims, exp, nbf) => {
+                        let claims = Arc::new(claims);
                         self.cache
                             .put(&token, &claims, exp, nbf, generation, now(), self.leeway);
                         Ok(claims)
@@ -252,6 +257,9 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+/// Bytes of the token's end its cache key is made of.
+const KEY_TAIL: usize = 32;
+
 /// Verified tokens by their text: bounded by an estimate of their bytes; an
 /// entry holds only while the token is within `exp`/`nbf` (with leeway) and
 /// the key set is the one it was verified with.
@@ -269,7 +277,9 @@ struct CacheInner {
 
 struct Entry {
     token: Box<str>,
-    claims: serde_json::Value,
+    /// Shared with every request that presents the token: a hit clones no
+    /// JSON.
+    claims: Arc<serde_json::Value>,
     exp: u64,
     nbf: Option<u64>,
     generation: u64,
@@ -285,8 +295,20 @@ impl Entry {
 }
 
 impl TokenCache {
-    fn get(&self, token: &str, generation: u64, now: u64, leeway: u64) -> Option<serde_json::Value> {
-        let h = self.hasher.hash_one(token);
+    /// The map's key: a keyed hash of the token's last bytes. They are the
+    /// signature's, distinct for every token the cache can hold (only verified
+    /// ones go in), so hashing the whole token (hundreds of bytes) would add
+    /// nothing; a hit still compares the whole token.
+    fn key(&self, token: &str) -> u64 {
+        let tail = token
+            .as_bytes()
+            .get(token.len().saturating_sub(KEY_TAIL)..)
+            .unwrap_or_default();
+        self.hasher.hash_one((token.len(), tail))
+    }
+
+    fn get(&self, token: &str, generation: u64, now: u64, leeway: u64) -> Option<Arc<serde_json::Value>> {
+        let h = self.key(token);
         let inner = self.inner.read().ok()?;
         let e = inner.entries.get(&h)?;
         (*e.token == *token && e.fresh(generation, now, leeway)).then(|| e.claims.clone())
@@ -296,7 +318,7 @@ impl TokenCache {
     fn put(
         &self,
         token: &str,
-        claims: &serde_json::Value,
+        claims: &Arc<serde_json::Value>,
         exp: u64,
         nbf: Option<u64>,
         generation: u64,
@@ -305,7 +327,7 @@ impl TokenCache {
     ) {
         // The parsed claims take a few times the token's length.
         let size = token.len() * 4 + 256;
-        let h = self.hasher.hash_one(token);
+        let h = self.key(token);
         let Ok(mut inner) = self.inner.write() else {
             return;
         };

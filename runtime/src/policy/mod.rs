@@ -39,7 +39,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug, Default)]
 pub struct Identity {
     /// The verified token's claims (a `jwt` auth).
-    pub claims: Option<serde_json::Value>,
+    pub claims: Option<Arc<serde_json::Value>>,
     /// The name of the API key that authenticated the request (an `api_key` auth).
     pub api_key: Option<String>,
 }
@@ -228,7 +228,7 @@ pub async fn check_parts(
         headers,
         query: uri.query(),
         params: None,
-        claims: identity.claims.as_ref(),
+        claims: identity.claims.as_deref(),
         api_key: identity.api_key.as_deref(),
     };
     for r in &route.requires {
@@ -239,7 +239,9 @@ pub async fn check_parts(
     for &l in &route.limits {
         if let Some(limit) = rt.policies.limits.get(l) {
             match &limit.shared {
-                Some(store) => limit.check_shared(store, &limit.shared_key(&ctx)).await?,
+                // Boxed: a Redis round trip dwarfs the allocation, and a route
+                // with local limits only does not carry its state.
+                Some(store) => Box::pin(limit.check_shared(store, &limit.shared_key(&ctx))).await?,
                 None => limit.check(&ctx)?,
             }
         }
