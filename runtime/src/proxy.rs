@@ -26,6 +26,7 @@ use gw_compiler::plan::{self, HeaderOp, RetryOn, Route, Target};
 use hyper::header::{self, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -81,60 +82,64 @@ fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
 ///
 /// `B` is the client's body: hyper's `Incoming`, or the gateway's own
 /// HTTP/1.1 server's.
-pub async fn handle<B>(shared: Arc<Shared>, conn: Conn, req: Request<B>) -> Response<Body>
+#[allow(clippy::manual_async_fn)] // an `async fn` stores its arguments twice (see `route_request`)
+pub fn handle<B>(shared: Arc<Shared>, conn: Conn, req: Request<B>) -> impl Future<Output = Response<Body>> + use<B>
 where
     B: ClientStream,
 {
-    let started = Instant::now();
-    let rt = shared.current.load_full();
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    // CORS is answered at the gateway: a preflight before routing, the
-    // headers of a cross-origin request on the route's answer.
-    let (resp, route, upstream_server) = match policy::cors::preflight(&rt, &req) {
-        Some((resp, route)) => (resp, Some(route), None),
-        None => {
-            let origin = policy::cors::origin(&req);
-            let (resp, route, server) = route_request(&shared, &rt, conn, &uri, req).await;
-            (policy::cors::decorate(&rt, route, origin, resp), route, server)
-        }
-    };
-    let status = resp.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
-    match route {
-        Some(i) => {
-            if let Some(m) = rt.route_metrics.get(i) {
-                m.record(status, micros);
+    // An async block, as [`route_request`]: the request is kept once.
+    async move {
+        let started = Instant::now();
+        let rt = shared.current.load_full();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        // CORS is answered at the gateway: a preflight before routing, the
+        // headers of a cross-origin request on the route's answer.
+        let (resp, route, upstream_server) = match policy::cors::preflight(&rt, &req) {
+            Some((resp, route)) => (resp, Some(route), None),
+            None => {
+                let origin = policy::cors::origin(&req);
+                let (resp, route, server) = route_request(&shared, &rt, conn, &uri, req).await;
+                (policy::cors::decorate(&rt, route, origin, resp), route, server)
             }
+        };
+        let status = resp.status().as_u16();
+        let micros = started.elapsed().as_micros() as u64;
+        match route {
+            Some(i) => {
+                if let Some(m) = rt.route_metrics.get(i) {
+                    m.record(status, micros);
+                }
+            }
+            None => shared.metrics.unmatched.record(status, micros),
         }
-        None => shared.metrics.unmatched.record(status, micros),
-    }
-    let route = route.and_then(|i| rt.route_labels.get(i)).map_or("-", String::as_str);
-    let upstream = upstream_server.as_deref().unwrap_or("-");
-    let line = crate::logbuf::AccessLine {
-        client: conn.client.ip(),
-        method: method.as_str(),
-        path: uri.path(),
-        route,
-        upstream,
-        status,
-        micros,
-    };
-    // `gwc serve` has the line written directly (the same text, cheaper);
-    // anywhere else it is a tracing event.
-    if !crate::logbuf::access(&line) {
-        tracing::info!(
-            target: "gw::access",
-            client = %conn.client.ip(),
-            method = %method,
-            path = uri.path(),
+        let route = route.and_then(|i| rt.route_labels.get(i)).map_or("-", String::as_str);
+        let upstream = upstream_server.as_deref().unwrap_or("-");
+        let line = crate::logbuf::AccessLine {
+            client: conn.client.ip(),
+            method: method.as_str(),
+            path: uri.path(),
             route,
             upstream,
             status,
             micros,
-        );
+        };
+        // `gwc serve` has the line written directly (the same text, cheaper);
+        // anywhere else it is a tracing event.
+        if !crate::logbuf::access(&line) {
+            tracing::info!(
+                target: "gw::access",
+                client = %conn.client.ip(),
+                method = %method,
+                path = uri.path(),
+                route,
+                upstream,
+                status,
+                micros,
+            );
+        }
+        resp
     }
-    resp
 }
 
 /// The response, the route's index and the server that answered.
@@ -149,166 +154,173 @@ struct Prepared<'a> {
 }
 
 /// `uri` is the request's URI (a shared copy kept for the access log).
-async fn route_request<B: ClientStream>(
-    shared: &Shared,
-    rt: &Arc<Runtime>,
+///
+/// A function returning an async block rather than an `async fn`: an `async
+/// fn` keeps each argument twice in its future (as passed, and as bound in
+/// its body), 256 bytes more for the request in every request's future.
+#[allow(clippy::manual_async_fn)] // see above: an `async fn` stores its arguments twice
+fn route_request<'a, B: ClientStream>(
+    shared: &'a Shared,
+    rt: &'a Arc<Runtime>,
     conn: Conn,
-    uri: &Uri,
+    uri: &'a Uri,
     mut req: Request<B>,
-) -> Outcome {
-    let plan = &rt.plan;
-    let host = host_of(&req);
-    let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-    let (route_index, params) = match lookup(plan, method_of(req.method()), host_str, uri.path()) {
-        Lookup::Matched { route, params } => (route, params),
-        Lookup::NotFound => {
-            shared.metrics.reject(Rejection::NotFound);
+) -> impl Future<Output = Outcome> + use<'a, B> {
+    async move {
+        let plan = &rt.plan;
+        let host = host_of(&req);
+        let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+        let (route_index, params) = match lookup(plan, method_of(req.method()), host_str, uri.path()) {
+            Lookup::Matched { route, params } => (route, params),
+            Lookup::NotFound => {
+                shared.metrics.reject(Rejection::NotFound);
+                return (status_response(StatusCode::NOT_FOUND), None, None);
+            }
+            Lookup::MethodNotAllowed { allow } => {
+                shared.metrics.reject(Rejection::MethodNotAllowed);
+                let mut resp = status_response(StatusCode::METHOD_NOT_ALLOWED);
+                if let Ok(v) = HeaderValue::from_str(&allow.to_allow()) {
+                    resp.headers_mut().insert(header::ALLOW, v);
+                }
+                return (resp, None, None);
+            }
+            Lookup::BadRequest(_) => {
+                shared.metrics.reject(Rejection::BadRequest);
+                return (status_response(StatusCode::BAD_REQUEST), None, None);
+            }
+        };
+        let Some(route) = plan.routes.get(route_index) else {
             return (status_response(StatusCode::NOT_FOUND), None, None);
-        }
-        Lookup::MethodNotAllowed { allow } => {
-            shared.metrics.reject(Rejection::MethodNotAllowed);
-            let mut resp = status_response(StatusCode::METHOD_NOT_ALLOWED);
-            if let Ok(v) = HeaderValue::from_str(&allow.to_allow()) {
-                resp.headers_mut().insert(header::ALLOW, v);
-            }
-            return (resp, None, None);
-        }
-        Lookup::BadRequest(_) => {
-            shared.metrics.reject(Rejection::BadRequest);
-            return (status_response(StatusCode::BAD_REQUEST), None, None);
-        }
-    };
-    let Some(route) = plan.routes.get(route_index) else {
-        return (status_response(StatusCode::NOT_FOUND), None, None);
-    };
-    // Refuse a body over max_body_size as soon as its length is known,
-    // before anything else reads it or any upstream is contacted.
-    let declared = req.body().size_hint().exact();
-    if declared.is_some_and(|n| n > plan.limits.max_body_size) {
-        shared.metrics.reject(Rejection::BodyTooLarge);
-        return (error_response(ErrorKind::BodyTooLarge), Some(route_index), None);
-    }
-
-    // The pipeline: auth → require → limit (see policy.rs).
-    // A route without policies skips the pipeline; one with them runs it
-    // boxed, so that its (large) state is not part of every request's future.
-    let checked = if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
-        Ok(policy::Identity::default())
-    } else {
-        Box::pin(policy::check(rt, route, &req, conn)).await
-    };
-    let identity = match checked {
-        Ok(identity) => identity,
-        Err(rejection) => {
-            shared.metrics.reject(rejection.reason);
-            return (rejection.response(), Some(route_index), None);
-        }
-    };
-
-    // Everything that reads the request through references is rendered here,
-    // before the request is taken apart for forwarding.
-    let (early, response_ops, prepared) = {
-        let ctx = RequestCtx {
-            client_ip: conn.client.ip(),
-            headers: req.headers(),
-            query: uri.query(),
-            params: Some(&params),
-            claims: identity.claims.as_deref(),
-            api_key: identity.api_key.as_deref(),
         };
-        let response_ops = render_ops(&route.response_headers, &ctx);
-        let mut prepared = None;
-        let early = match &route.target {
-            Target::Respond { status, body } => Some(respond(*status, body.as_deref())),
-            Target::Redirect { status, location } => {
-                let mut r = Response::new(empty());
-                *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND);
-                if let Ok(v) = HeaderValue::from_str(&ctx.render_path(location)) {
-                    r.headers_mut().insert(header::LOCATION, v);
-                }
-                Some(r)
-            }
-            Target::Aggregate(agg) => Some(Box::pin(crate::aggregate::run(rt, agg, &ctx, conn)).await),
-            Target::Upstream { upstream } => match rt.upstreams.get(*upstream) {
-                Some(up) => {
-                    prepared = Some(Prepared {
-                        up,
-                        request_ops: render_ops(&route.request_headers, &ctx),
-                        path: upstream_path(route, &ctx, uri),
-                        hash: up.hash_of(&ctx),
-                    });
-                    None
-                }
-                None => Some(status_response(StatusCode::BAD_GATEWAY)),
-            },
-        };
-        (early, response_ops, prepared)
-    };
-    drop(params);
-    let Some(prepared) = prepared else {
-        let mut resp = early.unwrap_or_else(|| status_response(StatusCode::BAD_GATEWAY));
-        apply_ops(resp.headers_mut(), response_ops);
-        return (resp, Some(route_index), None);
-    };
-
-    let upgrade = is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut head, incoming) = req.into_parts();
-    head.extensions.clear();
-    {
-        let headers = &mut head.headers;
-        strip_hop_by_hop(headers, upgrade);
-        // The gateway answered `Expect: 100-continue` itself when it began
-        // reading the body; the upstream is not asked again.
-        headers.remove(header::EXPECT);
-        if let (false, Some(h)) = (headers.contains_key(header::HOST), &host) {
-            headers.insert(header::HOST, h.clone());
+        // Refuse a body over max_body_size as soon as its length is known,
+        // before anything else reads it or any upstream is contacted.
+        let declared = req.body().size_hint().exact();
+        if declared.is_some_and(|n| n > plan.limits.max_body_size) {
+            shared.metrics.reject(Rejection::BodyTooLarge);
+            return (error_response(ErrorKind::BodyTooLarge), Some(route_index), None);
         }
-        add_forwarded(headers, conn.client.ip(), conn.tls, host.as_ref());
-        apply_ops(headers, prepared.request_ops);
-    }
-    let target = Forward {
-        shared,
-        route,
-        up: prepared.up,
-        path: prepared.path,
-        hash: prepared.hash,
-        host: host.as_ref(),
-        max_body: plan.limits.max_body_size,
-    };
-    match target.run(head, incoming, declared).await {
-        Ok(answer) => {
-            let switching = answer.response.status() == StatusCode::SWITCHING_PROTOCOLS;
-            let (mut parts, body) = answer.response.into_parts();
-            let body = match (client_upgrade, switching) {
-                // The upstream switched: its socket is tunnelled to the
-                // client's once the client's side has switched too.
-                (Some(on_client), true) => {
-                    if let Some(upstream) = body.into_upgraded() {
-                        tokio::spawn(tunnel(on_client, upstream));
-                    }
-                    empty()
-                }
-                _ => boxed(Stall::new(body, target.timeout(), answer.in_flight)),
+
+        // The pipeline: auth → require → limit (see policy.rs).
+        // A route without policies skips the pipeline; one with them runs it
+        // boxed, so that its (large) state is not part of every request's future.
+        let checked = if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
+            Ok(policy::Identity::default())
+        } else {
+            Box::pin(policy::check(rt, route, &req, conn)).await
+        };
+        let identity = match checked {
+            Ok(identity) => identity,
+            Err(rejection) => {
+                shared.metrics.reject(rejection.reason);
+                return (rejection.response(), Some(route_index), None);
+            }
+        };
+
+        // Everything that reads the request through references is rendered here,
+        // before the request is taken apart for forwarding.
+        let (early, response_ops, prepared) = {
+            let ctx = RequestCtx {
+                client_ip: conn.client.ip(),
+                headers: req.headers(),
+                query: uri.query(),
+                params: Some(&params),
+                claims: identity.claims.as_deref(),
+                api_key: identity.api_key.as_deref(),
             };
-            strip_hop_by_hop(&mut parts.headers, switching);
-            apply_ops(&mut parts.headers, response_ops);
-            (
-                Response::from_parts(parts, body),
-                Some(route_index),
-                Some(answer.server),
-            )
+            let response_ops = render_ops(&route.response_headers, &ctx);
+            let mut prepared = None;
+            let early = match &route.target {
+                Target::Respond { status, body } => Some(respond(*status, body.as_deref())),
+                Target::Redirect { status, location } => {
+                    let mut r = Response::new(empty());
+                    *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND);
+                    if let Ok(v) = HeaderValue::from_str(&ctx.render_path(location)) {
+                        r.headers_mut().insert(header::LOCATION, v);
+                    }
+                    Some(r)
+                }
+                Target::Aggregate(agg) => Some(Box::pin(crate::aggregate::run(rt, agg, &ctx, conn)).await),
+                Target::Upstream { upstream } => match rt.upstreams.get(*upstream) {
+                    Some(up) => {
+                        prepared = Some(Prepared {
+                            up,
+                            request_ops: render_ops(&route.request_headers, &ctx),
+                            path: upstream_path(route, &ctx, uri),
+                            hash: up.hash_of(&ctx),
+                        });
+                        None
+                    }
+                    None => Some(status_response(StatusCode::BAD_GATEWAY)),
+                },
+            };
+            (early, response_ops, prepared)
+        };
+        drop(params);
+        let Some(prepared) = prepared else {
+            let mut resp = early.unwrap_or_else(|| status_response(StatusCode::BAD_GATEWAY));
+            apply_ops(resp.headers_mut(), response_ops);
+            return (resp, Some(route_index), None);
+        };
+
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut head, incoming) = req.into_parts();
+        head.extensions.clear();
+        {
+            let headers = &mut head.headers;
+            strip_hop_by_hop(headers, upgrade);
+            // The gateway answered `Expect: 100-continue` itself when it began
+            // reading the body; the upstream is not asked again.
+            headers.remove(header::EXPECT);
+            if let (false, Some(h)) = (headers.contains_key(header::HOST), &host) {
+                headers.insert(header::HOST, h.clone());
+            }
+            add_forwarded(headers, conn.client.ip(), conn.tls, host.as_ref());
+            apply_ops(headers, prepared.request_ops);
         }
-        Err((kind, server)) => {
-            shared.metrics.reject(match kind {
-                ErrorKind::NoServer => Rejection::NoServer,
-                ErrorKind::Connect => Rejection::ConnectError,
-                ErrorKind::ConnectTimeout | ErrorKind::Timeout | ErrorKind::ClientTimeout => Rejection::Timeout,
-                ErrorKind::BodyTooLarge => Rejection::BodyTooLarge,
-                ErrorKind::ClientBody => Rejection::BadRequest,
-                ErrorKind::Upstream => Rejection::UpstreamError,
-            });
-            (error_response(kind), Some(route_index), server)
+        let target = Forward {
+            shared,
+            route,
+            up: prepared.up,
+            path: prepared.path,
+            hash: prepared.hash,
+            host: host.as_ref(),
+            max_body: plan.limits.max_body_size,
+        };
+        match target.run(Some(head), incoming, declared).await {
+            Ok(answer) => {
+                let switching = answer.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let (mut parts, body) = answer.response.into_parts();
+                let body = match (client_upgrade, switching) {
+                    // The upstream switched: its socket is tunnelled to the
+                    // client's once the client's side has switched too.
+                    (Some(on_client), true) => {
+                        if let Some(upstream) = body.into_upgraded() {
+                            tokio::spawn(tunnel(on_client, upstream));
+                        }
+                        empty()
+                    }
+                    _ => boxed(Stall::new(body, target.timeout(), answer.in_flight)),
+                };
+                strip_hop_by_hop(&mut parts.headers, switching);
+                apply_ops(&mut parts.headers, response_ops);
+                (
+                    Response::from_parts(parts, body),
+                    Some(route_index),
+                    Some(answer.server),
+                )
+            }
+            Err((kind, server)) => {
+                shared.metrics.reject(match kind {
+                    ErrorKind::NoServer => Rejection::NoServer,
+                    ErrorKind::Connect => Rejection::ConnectError,
+                    ErrorKind::ConnectTimeout | ErrorKind::Timeout | ErrorKind::ClientTimeout => Rejection::Timeout,
+                    ErrorKind::BodyTooLarge => Rejection::BodyTooLarge,
+                    ErrorKind::ClientBody => Rejection::BadRequest,
+                    ErrorKind::Upstream => Rejection::UpstreamError,
+                });
+                (error_response(kind), Some(route_index), server)
+            }
         }
     }
 }
@@ -435,172 +447,182 @@ struct Forward<'a> {
     max_body: u64,
 }
 
-impl Forward<'_> {
+impl<'a> Forward<'a> {
     /// The route's timeout, else the upstream's.
     fn timeout(&self) -> std::time::Duration {
         self.route.timeout.unwrap_or(self.up.config.timeout).as_duration()
     }
 
-    async fn run<B: ClientStream>(
-        &self,
-        head: hyper::http::request::Parts,
+    /// An async block, as [`route_request`]: the request's head (224 bytes)
+    /// is kept once, not twice.
+    #[allow(clippy::manual_async_fn)] // see above: an `async fn` stores its arguments twice
+    fn run<'s, B: ClientStream>(
+        &'s self,
+        mut head: Option<hyper::http::request::Parts>,
         incoming: B,
         declared: Option<u64>,
-    ) -> Result<Answer, Failure> {
-        let up = self.up;
-        let route = self.route;
-        // Which retries this request may make: a route's own retry opts
-        // every method in; the upstream's covers idempotent methods only.
-        let retry = route.retry.as_ref().or(up.config.retry.as_ref());
-        let may_retry =
-            retry.is_some() && (route.retry.is_some() || method_of(&head.method).is_some_and(Method::is_idempotent));
-        let attempts = if may_retry {
-            1 + retry.map_or(0, |r| r.attempts)
-        } else {
-            1
-        };
-        // Set once a streamed body has all come from the client: an exchange
-        // that times out before that waited on the client (408), and the
-        // server is not blamed for it.
-        let mut client_done: Option<Arc<AtomicBool>> = None;
-        let mut body = if incoming.is_end_stream() {
-            ReqBody::Empty
-        } else {
-            let client_body = ClientBody::new(incoming, self.max_body);
-            if attempts > 1 && declared.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
-                // Buffered for a replay: a client that stops sending is cut
-                // at the route's timeout, before any server is involved.
-                let buffering = tokio::time::timeout(self.timeout(), buffer(client_body, REPLAY_LIMIT));
-                match Box::pin(buffering).await {
-                    Ok(Ok(Buffered::Whole(b))) => ReqBody::Replayable(b),
-                    Ok(Ok(Buffered::Partial(b))) => {
-                        client_done = Some(b.finished());
-                        ReqBody::Stream(Some(boxed(b)))
-                    }
-                    Ok(Err(ClientBodyError::TooLarge)) => return Err((ErrorKind::BodyTooLarge, None)),
-                    Ok(Err(ClientBodyError::Failed(_))) => return Err((ErrorKind::ClientBody, None)),
-                    Err(_) => return Err((ErrorKind::ClientTimeout, None)),
-                }
+    ) -> impl Future<Output = Result<Answer, Failure>> + use<'s, 'a, B> {
+        async move {
+            let up = self.up;
+            let route = self.route;
+            // Which retries this request may make: a route's own retry opts
+            // every method in; the upstream's covers idempotent methods only.
+            let retry = route.retry.as_ref().or(up.config.retry.as_ref());
+            let may_retry = retry.is_some()
+                && (route.retry.is_some()
+                    || head
+                        .as_ref()
+                        .and_then(|h| method_of(&h.method))
+                        .is_some_and(Method::is_idempotent));
+            let attempts = if may_retry {
+                1 + retry.map_or(0, |r| r.attempts)
             } else {
-                client_done = Some(client_body.finished());
-                ReqBody::Stream(Some(boxed(client_body)))
-            }
-        };
-        // An `http2` upstream gets the client's host as `:authority`.
-        let h2_authority = if up.config.http2 {
-            self.host.and_then(|h| Authority::try_from(h.as_bytes()).ok())
-        } else {
-            None
-        };
-        let timeout = self.timeout();
-        let set = up.set.load_full();
-        let mut head = Some(head);
-        let mut tried: Vec<usize> = Vec::new();
-        let mut last: Option<Failure> = None;
-        // A retryable answer (`retry ... on 503`) kept in case no retry can go.
-        let mut held: Option<Answer> = None;
-        up.active.fetch_add(1, Ordering::Relaxed);
-        let _active = ActiveGuard(up);
-        for attempt in 0..attempts {
-            if attempt > 0 {
-                let budget = retry.map_or(plan::defaults::RETRY_BUDGET_PERCENT, |r| r.budget_percent);
-                if !up.retry_allowed(budget) {
+                1
+            };
+            // Set once a streamed body has all come from the client: an exchange
+            // that times out before that waited on the client (408), and the
+            // server is not blamed for it.
+            let mut client_done: Option<Arc<AtomicBool>> = None;
+            let mut body = if incoming.is_end_stream() {
+                ReqBody::Empty
+            } else {
+                let client_body = ClientBody::new(incoming, self.max_body);
+                if attempts > 1 && declared.is_none_or(|n| n <= REPLAY_LIMIT as u64) {
+                    // Buffered for a replay: a client that stops sending is cut
+                    // at the route's timeout, before any server is involved.
+                    let buffering = tokio::time::timeout(self.timeout(), buffer(client_body, REPLAY_LIMIT));
+                    match Box::pin(buffering).await {
+                        Ok(Ok(Buffered::Whole(b))) => ReqBody::Replayable(b),
+                        Ok(Ok(Buffered::Partial(b))) => {
+                            client_done = Some(b.finished());
+                            ReqBody::Stream(Some(boxed(b)))
+                        }
+                        Ok(Err(ClientBodyError::TooLarge)) => return Err((ErrorKind::BodyTooLarge, None)),
+                        Ok(Err(ClientBodyError::Failed(_))) => return Err((ErrorKind::ClientBody, None)),
+                        Err(_) => return Err((ErrorKind::ClientTimeout, None)),
+                    }
+                } else {
+                    client_done = Some(client_body.finished());
+                    ReqBody::Stream(Some(boxed(client_body)))
+                }
+            };
+            // An `http2` upstream gets the client's host as `:authority`.
+            let h2_authority = if up.config.http2 {
+                self.host.and_then(|h| Authority::try_from(h.as_bytes()).ok())
+            } else {
+                None
+            };
+            let timeout = self.timeout();
+            let set = up.set.load_full();
+            let mut tried: Vec<usize> = Vec::new();
+            let mut last: Option<Failure> = None;
+            // A retryable answer (`retry ... on 503`) kept in case no retry can go.
+            let mut held: Option<Answer> = None;
+            up.active.fetch_add(1, Ordering::Relaxed);
+            let _active = ActiveGuard(up);
+            for attempt in 0..attempts {
+                if attempt > 0 {
+                    let budget = retry.map_or(plan::defaults::RETRY_BUDGET_PERCENT, |r| r.budget_percent);
+                    if !up.retry_allowed(budget) {
+                        break;
+                    }
+                }
+                let Some(i) = set.balancer.pick_hashed(&set.states, self.hash, &tried) else {
+                    if last.is_none() && held.is_none() {
+                        last = Some((ErrorKind::NoServer, None));
+                    }
+                    break;
+                };
+                let Some(backend) = set.backends.get(i) else { break };
+                let server = backend.label.clone();
+                let last_attempt = attempt + 1 == attempts || !body.replayable();
+                let parts = if last_attempt { head.take() } else { head.clone() };
+                let (Some(mut parts), Some(this_body)) = (parts, body.take()) else {
+                    break;
+                };
+                held = None;
+                let mut uri = hyper::http::uri::Parts::default();
+                uri.path_and_query = Some(self.path.clone());
+                if up.config.http2 {
+                    // The client's host as `:authority`, else the server's.
+                    uri.scheme = Some(Scheme::HTTP);
+                    uri.authority = Some(h2_authority.clone().unwrap_or_else(|| backend.authority.clone()));
+                    parts.version = hyper::Version::HTTP_2;
+                    parts.headers.remove(header::HOST);
+                } else {
+                    // Origin form; a request that came without a host names the server.
+                    parts.version = hyper::Version::HTTP_11;
+                    if !parts.headers.contains_key(header::HOST) {
+                        parts.headers.insert(header::HOST, backend.host.clone());
+                    }
+                }
+                let Ok(uri) = Uri::from_parts(uri) else {
+                    return Err((ErrorKind::Upstream, Some(server)));
+                };
+                parts.uri = uri;
+                let out = Request::from_parts(parts, this_body);
+                let in_flight = backend.state.start();
+                let retry_guard = (attempt > 0).then(|| {
+                    self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    up.retries_active.fetch_add(1, Ordering::Relaxed);
+                    RetryGuard(up)
+                });
+                // Each protocol's exchange is awaited here, with no layer between
+                // (every layer moves the request and the answer once more).
+                let result = if up.config.http2 {
+                    tokio::time::timeout(timeout, backend.send_h2(out)).await
+                } else {
+                    tokio::time::timeout(timeout, backend.h1.send(out)).await
+                };
+                drop(retry_guard);
+                let kind = match result {
+                    Ok(Ok(response)) => {
+                        let status = response.status().as_u16();
+                        // 5xx answers count towards passive ejection (501 is a
+                        // statement about the request, not the server's health).
+                        backend.state.record_result(status < 500 || status == 501, up.eject);
+                        let answer = Answer {
+                            response,
+                            server,
+                            in_flight,
+                        };
+                        let retry_status = retry.is_some_and(|r| r.on.contains(&RetryOn::Status(status)));
+                        if retry_status && !last_attempt {
+                            tried.push(i);
+                            held = Some(answer);
+                            continue;
+                        }
+                        return Ok(answer);
+                    }
+                    Ok(Err(e)) => classify(&e),
+                    Err(_) if client_done.as_ref().is_some_and(|d| !d.load(Ordering::Relaxed)) => {
+                        ErrorKind::ClientTimeout
+                    }
+                    Err(_) => ErrorKind::Timeout,
+                };
+                if matches!(
+                    kind,
+                    ErrorKind::BodyTooLarge | ErrorKind::ClientBody | ErrorKind::ClientTimeout
+                ) {
+                    return Err((kind, Some(server)));
+                }
+                backend.state.record_result(false, up.eject);
+                tracing::debug!(upstream = %up.name, server = %server, error = kind.as_str(), "upstream attempt failed");
+                last = Some((kind, Some(server)));
+                let retryable = retry.is_some_and(|r| match kind {
+                    ErrorKind::Connect | ErrorKind::ConnectTimeout => r.on.contains(&RetryOn::ConnectError),
+                    ErrorKind::Timeout => r.on.contains(&RetryOn::Timeout),
+                    _ => false,
+                });
+                if !retryable || last_attempt {
                     break;
                 }
+                tried.push(i);
             }
-            let Some(i) = set.balancer.pick_hashed(&set.states, self.hash, &tried) else {
-                if last.is_none() && held.is_none() {
-                    last = Some((ErrorKind::NoServer, None));
-                }
-                break;
-            };
-            let Some(backend) = set.backends.get(i) else { break };
-            let server = backend.label.clone();
-            let last_attempt = attempt + 1 == attempts || !body.replayable();
-            let parts = if last_attempt { head.take() } else { head.clone() };
-            let (Some(mut parts), Some(this_body)) = (parts, body.take()) else {
-                break;
-            };
-            held = None;
-            let mut uri = hyper::http::uri::Parts::default();
-            uri.path_and_query = Some(self.path.clone());
-            if up.config.http2 {
-                // The client's host as `:authority`, else the server's.
-                uri.scheme = Some(Scheme::HTTP);
-                uri.authority = Some(h2_authority.clone().unwrap_or_else(|| backend.authority.clone()));
-                parts.version = hyper::Version::HTTP_2;
-                parts.headers.remove(header::HOST);
-            } else {
-                // Origin form; a request that came without a host names the server.
-                parts.version = hyper::Version::HTTP_11;
-                if !parts.headers.contains_key(header::HOST) {
-                    parts.headers.insert(header::HOST, backend.host.clone());
-                }
+            match held {
+                Some(answer) => Ok(answer),
+                None => Err(last.unwrap_or((ErrorKind::NoServer, None))),
             }
-            let Ok(uri) = Uri::from_parts(uri) else {
-                return Err((ErrorKind::Upstream, Some(server)));
-            };
-            parts.uri = uri;
-            let out = Request::from_parts(parts, this_body);
-            let in_flight = backend.state.start();
-            let retry_guard = (attempt > 0).then(|| {
-                self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
-                up.retries_active.fetch_add(1, Ordering::Relaxed);
-                RetryGuard(up)
-            });
-            // Each protocol's exchange is awaited here, with no layer between
-            // (every layer moves the request and the answer once more).
-            let result = if up.config.http2 {
-                tokio::time::timeout(timeout, backend.send_h2(out)).await
-            } else {
-                tokio::time::timeout(timeout, backend.h1.send(out)).await
-            };
-            drop(retry_guard);
-            let kind = match result {
-                Ok(Ok(response)) => {
-                    let status = response.status().as_u16();
-                    // 5xx answers count towards passive ejection (501 is a
-                    // statement about the request, not the server's health).
-                    backend.state.record_result(status < 500 || status == 501, up.eject);
-                    let answer = Answer {
-                        response,
-                        server,
-                        in_flight,
-                    };
-                    let retry_status = retry.is_some_and(|r| r.on.contains(&RetryOn::Status(status)));
-                    if retry_status && !last_attempt {
-                        tried.push(i);
-                        held = Some(answer);
-                        continue;
-                    }
-                    return Ok(answer);
-                }
-                Ok(Err(e)) => classify(&e),
-                Err(_) if client_done.as_ref().is_some_and(|d| !d.load(Ordering::Relaxed)) => ErrorKind::ClientTimeout,
-                Err(_) => ErrorKind::Timeout,
-            };
-            if matches!(
-                kind,
-                ErrorKind::BodyTooLarge | ErrorKind::ClientBody | ErrorKind::ClientTimeout
-            ) {
-                return Err((kind, Some(server)));
-            }
-            backend.state.record_result(false, up.eject);
-            tracing::debug!(upstream = %up.name, server = %server, error = kind.as_str(), "upstream attempt failed");
-            last = Some((kind, Some(server)));
-            let retryable = retry.is_some_and(|r| match kind {
-                ErrorKind::Connect | ErrorKind::ConnectTimeout => r.on.contains(&RetryOn::ConnectError),
-                ErrorKind::Timeout => r.on.contains(&RetryOn::Timeout),
-                _ => false,
-            });
-            if !retryable || last_attempt {
-                break;
-            }
-            tried.push(i);
-        }
-        match held {
-            Some(answer) => Ok(answer),
-            None => Err(last.unwrap_or((ErrorKind::NoServer, None))),
         }
     }
 }

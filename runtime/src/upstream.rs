@@ -251,27 +251,35 @@ impl H1Pool {
     /// answer, with the whole request still in hand (and either an
     /// idempotent method or a request the upstream never took whole), gets
     /// the request once more on a fresh connection.
-    pub async fn send(self: &Arc<Self>, req: Request<Body>) -> Result<Response<UpstreamBody>, SendError> {
+    ///
+    /// The request is encoded when this is called, before the future exists:
+    /// the future then holds the encoded head, not the request as well.
+    pub fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+    ) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, SendError>> + use<'_> {
         let prepared = h1client::prepare(req);
-        let (stream, reused) = match self.take() {
-            Some(s) => (s, true),
-            // Boxed: connecting is rare, and its state would otherwise
-            // be part of every request's future.
-            None => (Box::pin(self.connect()).await?, false),
-        };
-        let replay = match h1client::exchange(self, stream, reused, prepared).await {
-            Ok(resp) => return Ok(resp),
-            Err(Failed::Error(e)) => return Err(SendError::Exchange(e)),
-            Err(Failed::Replay(replay)) => replay,
-        };
-        tracing::debug!(server = %self.addr, "a pooled connection had closed; sending again on a new one");
-        let stream = Box::pin(self.connect()).await?;
-        Box::pin(h1client::replay(self, stream, replay))
-            .await
-            .map_err(|e| match e {
-                Failed::Error(e) => SendError::Exchange(e),
-                Failed::Replay(_) => SendError::Exchange(Box::new(h1client::H1Error::Closed)),
-            })
+        async move {
+            let (stream, reused) = match self.take() {
+                Some(s) => (s, true),
+                // Boxed: connecting is rare, and its state would otherwise
+                // be part of every request's future.
+                None => (Box::pin(self.connect()).await?, false),
+            };
+            let replay = match h1client::exchange(self, stream, reused, prepared).await {
+                Ok(resp) => return Ok(resp),
+                Err(Failed::Error(e)) => return Err(SendError::Exchange(e)),
+                Err(Failed::Replay(replay)) => replay,
+            };
+            tracing::debug!(server = %self.addr, "a pooled connection had closed; sending again on a new one");
+            let stream = Box::pin(self.connect()).await?;
+            Box::pin(h1client::replay(self, stream, replay))
+                .await
+                .map_err(|e| match e {
+                    Failed::Error(e) => SendError::Exchange(e),
+                    Failed::Replay(_) => SendError::Exchange(Box::new(h1client::H1Error::Closed)),
+                })
+        }
     }
 }
 
