@@ -152,20 +152,41 @@ enum Parsed {
 }
 
 /// Serves `io` until it closes or a request needs hyper.
-pub(crate) async fn serve<S: Transport>(io: Activity<S>, ctx: Ctx<'_>) -> Served<Activity<S>> {
-    let mut buf = BytesMut::new();
-    let served = serve_with(io, ctx, &mut buf).await;
-    // The read buffer goes back to the thread's pool (a connection handed to
-    // hyper took its bytes along).
-    CLIENT.give(buf);
-    served
+///
+/// This and [`serve_with`] are functions returning async blocks: an `async
+/// fn` stores its arguments twice in its future, and every connection, idle
+/// or not, carries this one.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve<'a, S: Transport>(
+    io: Activity<S>,
+    ctx: Ctx<'a>,
+) -> impl Future<Output = Served<Activity<S>>> + use<'a, S> {
+    async move {
+        let mut buf = BytesMut::new();
+        let served = serve_with(io, ctx, &mut buf).await;
+        // The read buffer goes back to the thread's pool (a connection handed to
+        // hyper took its bytes along).
+        CLIENT.give(buf);
+        served
+    }
 }
 
 /// The loop itself, reading into `buf`: empty, and without memory, while it
 /// waits for a request.
-async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut BytesMut) -> Served<Activity<S>> {
+#[allow(clippy::manual_async_fn)]
+fn serve_with<'a, S: Transport>(
+    mut io: Activity<S>,
+    Ctx {
+        shared,
+        conn,
+        clocks,
+        started,
+        closing,
+    }: Ctx<'a>,
+    buf: &'a mut BytesMut,
+) -> impl Future<Output = Served<Activity<S>>> + use<'a, S> {
     let bounds = {
-        let rt = ctx.shared.current.load();
+        let rt = shared.current.load();
         let limits = &rt.plan.limits;
         Bounds {
             max_head: usize::try_from(limits.max_header_size).unwrap_or(usize::MAX).max(1),
@@ -173,130 +194,65 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
             idle: limits.idle_timeout.0.max(1),
         }
     };
-    let Ctx {
-        shared,
-        conn,
-        clocks,
-        started,
-        closing,
-    } = ctx;
-    let mut first = true;
-    // The connection's timer for its waits (see `bounded`); registered at
-    // its first wait.
-    let mut timer = pin!(tokio::time::sleep_until(Instant::from_std(instant_at(started))));
-    loop {
-        // The head's clock: from accept for the first request, else from
-        // its first byte.
-        let mut head_deadline = started.saturating_add(bounds.header_timeout);
-        if buf.is_empty() {
-            // Between requests: hold no buffer while nothing comes (the last
-            // request's bytes are all dropped by now, so it can be reused).
-            CLIENT.give(std::mem::take(buf));
-            let deadline = first.then_some(head_deadline);
-            let waited = match io.inner.tcp() {
-                Some(tcp) => loop {
-                    // The socket's own reader slot, not a waiter of
-                    // `readable()`: the wait keeps no node of its own (every
-                    // idle connection carries this future).
-                    let ready = bounded(
-                        std::future::poll_fn(|cx| tcp.poll_read_ready(cx)),
-                        clocks,
-                        bounds.idle,
-                        deadline,
-                        &mut *closing,
-                        timer.as_mut(),
-                    )
-                    .await;
-                    if !matches!(ready, Ok(Ok(()))) {
-                        break ready.map(|r| r.map(|()| 0));
-                    }
-                    // Readiness can be stale: a buffer only for bytes that came.
-                    // One poll of `read_buf` rather than `try_read`: a short
-                    // read through `poll_read` also clears the readiness, so
-                    // the next wait costs no read that finds nothing.
-                    *buf = CLIENT.take();
-                    match read_now(tcp, buf).await {
-                        None => CLIENT.give(std::mem::take(buf)),
-                        Some(Ok(n)) => {
-                            clocks.last.store(now_millis(), Ordering::Relaxed);
-                            break Ok(Ok(n));
+    async move {
+        let mut first = true;
+        // The connection's timer for its waits (see `bounded`); registered at
+        // its first wait.
+        let mut timer = pin!(tokio::time::sleep_until(Instant::from_std(instant_at(started))));
+        loop {
+            // The head's clock: from accept for the first request, else from
+            // its first byte.
+            let mut head_deadline = started.saturating_add(bounds.header_timeout);
+            if buf.is_empty() {
+                // Between requests: hold no buffer while nothing comes (the last
+                // request's bytes are all dropped by now, so it can be reused).
+                CLIENT.give(std::mem::take(buf));
+                let deadline = first.then_some(head_deadline);
+                let waited = match io.inner.tcp() {
+                    Some(tcp) => loop {
+                        // The socket's own reader slot, not a waiter of
+                        // `readable()`: the wait keeps no node of its own (every
+                        // idle connection carries this future).
+                        let ready = bounded(
+                            std::future::poll_fn(|cx| tcp.poll_read_ready(cx)),
+                            clocks,
+                            bounds.idle,
+                            deadline,
+                            &mut *closing,
+                            timer.as_mut(),
+                        )
+                        .await;
+                        if !matches!(ready, Ok(Ok(()))) {
+                            break ready.map(|r| r.map(|()| 0));
                         }
-                        Some(Err(e)) => break Ok(Err(e)),
+                        // Readiness can be stale: a buffer only for bytes that came.
+                        // One poll of `read_buf` rather than `try_read`: a short
+                        // read through `poll_read` also clears the readiness, so
+                        // the next wait costs no read that finds nothing.
+                        *buf = CLIENT.take();
+                        match read_now(tcp, buf).await {
+                            None => CLIENT.give(std::mem::take(buf)),
+                            Some(Ok(n)) => {
+                                clocks.last.store(now_millis(), Ordering::Relaxed);
+                                break Ok(Ok(n));
+                            }
+                            Some(Err(e)) => break Ok(Err(e)),
+                        }
+                    },
+                    None => {
+                        *buf = CLIENT.take();
+                        bounded(
+                            io.read_buf(buf),
+                            clocks,
+                            bounds.idle,
+                            deadline,
+                            &mut *closing,
+                            timer.as_mut(),
+                        )
+                        .await
                     }
-                },
-                None => {
-                    *buf = CLIENT.take();
-                    bounded(
-                        io.read_buf(buf),
-                        clocks,
-                        bounds.idle,
-                        deadline,
-                        &mut *closing,
-                        timer.as_mut(),
-                    )
-                    .await
-                }
-            };
-            match waited {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) => return Served::Closed,
-                Err(cut) => {
-                    note_cut(shared, conn, cut);
-                    return Served::Closed;
-                }
-            }
-            if !first {
-                // From the read that just came (it set `last`): no clock read.
-                head_deadline = clocks
-                    .last
-                    .load(Ordering::Relaxed)
-                    .saturating_add(bounds.header_timeout);
-            }
-        } else if !first {
-            head_deadline = now_millis().saturating_add(bounds.header_timeout);
-        }
-        first = false;
-
-        // The head and its body, then the request's dispatch. In a block:
-        // what only reading needs (the request's parts, the body) has no
-        // room in the connection's future while the response is made.
-        let (dispatch, is_head, version, keep_alive) = {
-            let (parts, length, keep_alive) = loop {
-                if !buf.is_empty() {
-                    let refused = match parse(buf, bounds.max_head) {
-                        Parsed::Partial => None,
-                        Parsed::Head(Head {
-                            req,
-                            length,
-                            keep_alive,
-                        }) => break (req, length, keep_alive),
-                        Parsed::Fallback => return Served::Fallback(Rewind::new(std::mem::take(buf).freeze(), io)),
-                        Parsed::Refuse(status) => Some(status),
-                    };
-                    if let Some(status) = refused {
-                        shared.metrics.reject(if status == StatusCode::BAD_REQUEST {
-                            Rejection::BadRequest
-                        } else {
-                            Rejection::HeaderTooLarge
-                        });
-                        // Boxed: rare, and its state would be in every connection's.
-                        Box::pin(refuse(io, status, clocks, bounds.idle)).await;
-                        return Served::Closed;
-                    }
-                }
-                if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                    buf.reserve(READ_CHUNK);
-                }
-                let read = bounded(
-                    io.read_buf(buf),
-                    clocks,
-                    bounds.idle,
-                    Some(head_deadline),
-                    &mut *closing,
-                    timer.as_mut(),
-                )
-                .await;
-                match read {
+                };
+                match waited {
                     Ok(Ok(n)) if n > 0 => {}
                     Ok(_) => return Served::Closed,
                     Err(cut) => {
@@ -304,43 +260,103 @@ async fn serve_with<S: Transport>(mut io: Activity<S>, ctx: Ctx<'_>, buf: &mut B
                         return Served::Closed;
                     }
                 }
-            };
-            clocks.requests.fetch_add(1, Ordering::Relaxed);
-
-            // The body, whole (at most MAX_FAST_BODY).
-            let length = length as usize; // at most MAX_FAST_BODY
-            let body = if length == 0 {
-                Bytes::new()
-            } else {
-                if buf.len() < length {
-                    buf.reserve(length - buf.len());
+                if !first {
+                    // From the read that just came (it set `last`): no clock read.
+                    head_deadline = clocks
+                        .last
+                        .load(Ordering::Relaxed)
+                        .saturating_add(bounds.header_timeout);
                 }
-                while buf.len() < length {
-                    match idle_bounded(io.read_buf(buf), clocks, bounds.idle).await {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => {
-                            tracing::debug!(client = %conn.client, "request body incomplete; closing");
+            } else if !first {
+                head_deadline = now_millis().saturating_add(bounds.header_timeout);
+            }
+            first = false;
+
+            // The head and its body, then the request's dispatch. In a block:
+            // what only reading needs (the request's parts, the body) has no
+            // room in the connection's future while the response is made.
+            let (dispatch, is_head, version, keep_alive) = {
+                let (parts, length, keep_alive) = loop {
+                    if !buf.is_empty() {
+                        let refused = match parse(buf, bounds.max_head) {
+                            Parsed::Partial => None,
+                            Parsed::Head(Head {
+                                req,
+                                length,
+                                keep_alive,
+                            }) => break (req, length, keep_alive),
+                            Parsed::Fallback => return Served::Fallback(Rewind::new(std::mem::take(buf).freeze(), io)),
+                            Parsed::Refuse(status) => Some(status),
+                        };
+                        if let Some(status) = refused {
+                            shared.metrics.reject(if status == StatusCode::BAD_REQUEST {
+                                Rejection::BadRequest
+                            } else {
+                                Rejection::HeaderTooLarge
+                            });
+                            // Boxed: rare, and its state would be in every connection's.
+                            Box::pin(refuse(io, status, clocks, bounds.idle)).await;
                             return Served::Closed;
                         }
                     }
-                }
-                buf.split_to(length).freeze()
-            };
-            let is_head = parts.method == Method::HEAD;
-            let version = parts.version;
-            let req = Request::from_parts(parts, Full::new(body));
-            // Boxed: an idle connection does not carry the proxy's state (a few
-            // KiB).
-            let dispatch = crate::bufpool::recycled(proxy::handle(shared.clone(), conn, req));
-            (dispatch, is_head, version, keep_alive)
-        };
-        let resp = dispatch.await;
+                    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                        buf.reserve(READ_CHUNK);
+                    }
+                    let read = bounded(
+                        io.read_buf(buf),
+                        clocks,
+                        bounds.idle,
+                        Some(head_deadline),
+                        &mut *closing,
+                        timer.as_mut(),
+                    )
+                    .await;
+                    match read {
+                        Ok(Ok(n)) if n > 0 => {}
+                        Ok(_) => return Served::Closed,
+                        Err(cut) => {
+                            note_cut(shared, conn, cut);
+                            return Served::Closed;
+                        }
+                    }
+                };
+                clocks.requests.fetch_add(1, Ordering::Relaxed);
 
-        let close = !keep_alive || stopping(closing);
-        let kept = respond(&mut io, resp, is_head, version, close, clocks, bounds.idle).await;
-        if !kept {
-            let _ = idle_bounded(io.shutdown(), clocks, bounds.idle).await;
-            return Served::Closed;
+                // The body, whole (at most MAX_FAST_BODY).
+                let length = length as usize; // at most MAX_FAST_BODY
+                let body = if length == 0 {
+                    Bytes::new()
+                } else {
+                    if buf.len() < length {
+                        buf.reserve(length - buf.len());
+                    }
+                    while buf.len() < length {
+                        match idle_bounded(io.read_buf(buf), clocks, bounds.idle).await {
+                            Ok(Ok(n)) if n > 0 => {}
+                            _ => {
+                                tracing::debug!(client = %conn.client, "request body incomplete; closing");
+                                return Served::Closed;
+                            }
+                        }
+                    }
+                    buf.split_to(length).freeze()
+                };
+                let is_head = parts.method == Method::HEAD;
+                let version = parts.version;
+                let req = Request::from_parts(parts, Full::new(body));
+                // Boxed: an idle connection does not carry the proxy's state (a few
+                // KiB).
+                let dispatch = crate::bufpool::recycled(proxy::handle(shared.clone(), conn, req));
+                (dispatch, is_head, version, keep_alive)
+            };
+            let resp = dispatch.await;
+
+            let close = !keep_alive || stopping(closing);
+            let kept = respond(&mut io, resp, is_head, version, close, clocks, bounds.idle).await;
+            if !kept {
+                let _ = idle_bounded(io.shutdown(), clocks, bounds.idle).await;
+                return Served::Closed;
+            }
         }
     }
 }

@@ -968,51 +968,65 @@ struct Accepted {
     guard: ConnGuard,
 }
 
-async fn serve_connection<S>(stream: S, accepted: Accepted, shared: Arc<Shared>, mut closing: watch::Receiver<bool>)
-where
-    S: Transport,
-{
-    let Accepted {
+/// A function returning an async block (an `async fn` stores its arguments
+/// twice in its future, and every connection carries this one).
+#[allow(clippy::manual_async_fn)]
+fn serve_connection<S>(
+    stream: S,
+    Accepted {
         conn,
         proto,
         at: started,
         guard,
-    } = accepted;
-    let limits = shared.current.load().plan.limits.clone();
-    let clocks = Clocks::new();
-    let io = Activity {
-        inner: stream,
-        clocks: clocks.clone(),
-        _guard: Some(guard),
-    };
-    // hyper reads heads of up to 8 KiB whatever it is told: check below that.
-    let max_head = (limits.max_header_size < HYPER_MIN_BUF).then_some(limits.max_header_size);
-    let service_shared = shared.clone();
-    let service_clocks = clocks.clone();
-    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let shared = service_shared.clone();
-        let clocks = service_clocks.clone();
-        clocks.in_flight.fetch_add(1, Ordering::Relaxed);
-        clocks.requests.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(clocks);
-        async move {
-            let _guard = guard;
-            if max_head.is_some_and(|max| head_size(&req) > max) {
-                shared.metrics.reject(Rejection::HeaderTooLarge);
-                return Ok::<_, Infallible>(status_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
-            }
-            // Boxed: hyper keeps the service's future in a box of its own
-            // size for the connection's whole life; the proxy's state (a few
-            // KiB) then lives only while a request is in flight.
-            Ok::<_, Infallible>(Box::pin(proxy::handle(shared, conn, req)).await)
+    }: Accepted,
+    shared: Arc<Shared>,
+    mut closing: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()>
+where
+    S: Transport,
+{
+    async move {
+        let limits = shared.current.load().plan.limits.clone();
+        let clocks = Clocks::new();
+        let io = Activity {
+            inner: stream,
+            clocks: clocks.clone(),
+            _guard: Some(guard),
+        };
+        // hyper's service, made only when hyper takes the connection over (so a
+        // connection on the gateway's own loop does not carry it).
+        macro_rules! service {
+            () => {{
+                // hyper reads heads of up to 8 KiB whatever it is told: check below that.
+                let max_head = (limits.max_header_size < HYPER_MIN_BUF).then_some(limits.max_header_size);
+                let service_shared = shared.clone();
+                let service_clocks = clocks.clone();
+                service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let shared = service_shared.clone();
+                    let clocks = service_clocks.clone();
+                    clocks.in_flight.fetch_add(1, Ordering::Relaxed);
+                    clocks.requests.fetch_add(1, Ordering::Relaxed);
+                    let guard = InFlight(clocks);
+                    async move {
+                        let _guard = guard;
+                        if max_head.is_some_and(|max| head_size(&req) > max) {
+                            shared.metrics.reject(Rejection::HeaderTooLarge);
+                            return Ok::<_, Infallible>(status_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+                        }
+                        // Boxed: hyper keeps the service's future in a box of its own
+                        // size for the connection's whole life; the proxy's state (a few
+                        // KiB) then lives only while a request is in flight.
+                        Ok::<_, Infallible>(Box::pin(proxy::handle(shared, conn, req)).await)
+                    }
+                })
+            }};
         }
-    });
-    let idle = limits.idle_timeout.0.max(1);
-    let header_deadline = started.saturating_add(limits.header_timeout.0);
-    // Serves `$connection` (an HTTP/1.1 or an HTTP/2 connection of hyper)
-    // until it ends, closing it gracefully on stop, shutdown or
-    // `idle_timeout`, and at once when the first head is late.
-    macro_rules! watch {
+        let idle = limits.idle_timeout.0.max(1);
+        let header_deadline = started.saturating_add(limits.header_timeout.0);
+        // Serves `$connection` (an HTTP/1.1 or an HTTP/2 connection of hyper)
+        // until it ends, closing it gracefully on stop, shutdown or
+        // `idle_timeout`, and at once when the first head is late.
+        macro_rules! watch {
         ($connection:expr) => {{
             let connection = $connection;
             tokio::pin!(connection);
@@ -1057,44 +1071,45 @@ where
             }
         }};
     }
-    match proto {
-        Proto::H1 => {
-            let ctx = h1server::Ctx {
-                shared: &shared,
-                conn,
-                clocks: &clocks,
-                started,
-                closing: &mut closing,
-            };
-            let io = match h1server::serve(io, ctx).await {
-                Served::Closed => return,
-                Served::Fallback(io) => io,
-            };
-            // Boxed: a connection on the fast path does not carry hyper's state.
-            Box::pin(async move {
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_timeout.as_duration())
-                    .max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF).min(usize::MAX as u64) as usize)
-                    .keep_alive(true)
-                    // A client that sent its whole request and shut its
-                    // side still gets the answer, as on the fast path.
-                    .half_close(true);
-                watch!(builder.serve_connection(TokioIo::new(io), service).with_upgrades())
-            })
-            .await
-        }
-        // Boxed: an HTTP/1.1 connection does not carry HTTP/2's state.
-        Proto::H2 => {
-            Box::pin(async move {
-                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                builder
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(limits.max_header_size.min(u64::from(u32::MAX)) as u32);
-                watch!(builder.serve_connection(TokioIo::new(io), service))
-            })
-            .await
+        match proto {
+            Proto::H1 => {
+                let ctx = h1server::Ctx {
+                    shared: &shared,
+                    conn,
+                    clocks: &clocks,
+                    started,
+                    closing: &mut closing,
+                };
+                let io = match h1server::serve(io, ctx).await {
+                    Served::Closed => return,
+                    Served::Fallback(io) => io,
+                };
+                // Boxed: a connection on the fast path does not carry hyper's state.
+                Box::pin(async move {
+                    let mut builder = hyper::server::conn::http1::Builder::new();
+                    builder
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_timeout.as_duration())
+                        .max_buf_size(limits.max_header_size.max(HYPER_MIN_BUF).min(usize::MAX as u64) as usize)
+                        .keep_alive(true)
+                        // A client that sent its whole request and shut its
+                        // side still gets the answer, as on the fast path.
+                        .half_close(true);
+                    watch!(builder.serve_connection(TokioIo::new(io), service!()).with_upgrades())
+                })
+                .await
+            }
+            // Boxed: an HTTP/1.1 connection does not carry HTTP/2's state.
+            Proto::H2 => {
+                Box::pin(async move {
+                    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    builder
+                        .timer(TokioTimer::new())
+                        .max_header_list_size(limits.max_header_size.min(u64::from(u32::MAX)) as u32);
+                    watch!(builder.serve_connection(TokioIo::new(io), service!()))
+                })
+                .await
+            }
         }
     }
 }
