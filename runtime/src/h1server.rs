@@ -252,13 +252,8 @@ fn serve_with<'a, S: Transport>(
                         .await
                     }
                 };
-                match waited {
-                    Ok(Ok(n)) if n > 0 => {}
-                    Ok(_) => return Served::Closed,
-                    Err(cut) => {
-                        note_cut(shared, conn, cut);
-                        return Served::Closed;
-                    }
+                if ended(waited, shared, conn) {
+                    return Served::Closed;
                 }
                 if !first {
                     // From the read that just came (it set `last`): no clock read.
@@ -311,13 +306,8 @@ fn serve_with<'a, S: Transport>(
                         timer.as_mut(),
                     )
                     .await;
-                    match read {
-                        Ok(Ok(n)) if n > 0 => {}
-                        Ok(_) => return Served::Closed,
-                        Err(cut) => {
-                            note_cut(shared, conn, cut);
-                            return Served::Closed;
-                        }
+                    if ended(read, shared, conn) {
+                        return Served::Closed;
                     }
                 };
                 clocks.requests.fetch_add(1, Ordering::Relaxed);
@@ -357,6 +347,19 @@ fn serve_with<'a, S: Transport>(
                 let _ = idle_bounded(io.shutdown(), clocks, bounds.idle).await;
                 return Served::Closed;
             }
+        }
+    }
+}
+
+/// Whether a read the loop waited for ends the connection: the client
+/// closed or failed, or the wait was cut (counted and logged).
+fn ended(read: Result<std::io::Result<usize>, Cut>, shared: &Shared, conn: Conn) -> bool {
+    match read {
+        Ok(Ok(n)) => n == 0,
+        Ok(Err(_)) => true,
+        Err(cut) => {
+            note_cut(shared, conn, cut);
+            true
         }
     }
 }
