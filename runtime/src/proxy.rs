@@ -454,7 +454,8 @@ impl<'a> Forward<'a> {
     }
 
     /// An async block, as [`route_request`]: the request's head (224 bytes)
-    /// is kept once, not twice.
+    /// is kept once, not twice. `head` comes as `Some` and is the future's
+    /// only copy: each attempt clones it, the last takes it.
     #[allow(clippy::manual_async_fn)] // see above: an `async fn` stores its arguments twice
     fn run<'s, B: ClientStream>(
         &'s self,

@@ -166,10 +166,7 @@ impl JwtAuth {
         }
         match self.verify_with(&token, &set) {
             Verdict::Valid(claims, exp, nbf) => {
-                let claims = Arc::new(claims);
-                self.cache
-                    .put(&token, &claims, exp, nbf, generation, now(), self.leeway);
-                Ok(claims)
+                Ok(self.cache.put(&token, claims, exp, nbf, generation, now(), self.leeway))
             }
             Verdict::UnknownKid(kid) => {
                 let Keys::Remote(remote) = &self.keys else {
@@ -184,10 +181,7 @@ impl JwtAuth {
                 let (set, generation) = self.key_set();
                 match self.verify_with(&token, &set) {
                     Verdict::Valid(claims, exp, nbf) => {
-                        let claims = Arc::new(claims);
-                        self.cache
-                            .put(&token, &claims, exp, nbf, generation, now(), self.leeway);
-                        Ok(claims)
+                        Ok(self.cache.put(&token, claims, exp, nbf, generation, now(), self.leeway))
                     }
                     Verdict::UnknownKid(_) => Err(unauthorized(&self.name, "unknown kid")),
                     Verdict::Invalid(why) => Err(unauthorized(&self.name, why)),
@@ -314,22 +308,25 @@ impl TokenCache {
         (*e.token == *token && e.fresh(generation, now, leeway)).then(|| e.claims.clone())
     }
 
+    /// Keeps a verified token's claims, and returns them as every later hit
+    /// will share them.
     #[allow(clippy::too_many_arguments)]
     fn put(
         &self,
         token: &str,
-        claims: &Arc<serde_json::Value>,
+        claims: serde_json::Value,
         exp: u64,
         nbf: Option<u64>,
         generation: u64,
         now: u64,
         leeway: u64,
-    ) {
+    ) -> Arc<serde_json::Value> {
+        let claims = Arc::new(claims);
         // The parsed claims take a few times the token's length.
         let size = token.len() * 4 + 256;
         let h = self.key(token);
         let Ok(mut inner) = self.inner.write() else {
-            return;
+            return claims;
         };
         if inner.bytes + size > CACHE_BUDGET {
             inner.entries.retain(|_, e| e.fresh(generation, now, leeway));
@@ -352,6 +349,7 @@ impl TokenCache {
             inner.bytes -= old.size;
         }
         inner.bytes += size;
+        claims
     }
 
     /// Entries held (tests).
