@@ -274,6 +274,40 @@ fn colliding_routes_produce_no_plan() {
     assert!(c.diagnostics.iter().any(|d| d.code == Code::GW0201));
 }
 
+// ------------------------------------------------------------------ retries, ejection, limits
+
+#[test]
+fn max_keys_defaults_to_100000_and_is_bounded() {
+    let p = plan(
+        "limit a { rate 10/s }
+         limit b { rate 10/s max_keys 4321 }
+         route /x -> a { limit a, b }",
+    );
+    let keys: Vec<u32> = p.rate_limits.iter().map(|l| l.max_keys).collect();
+    assert_eq!(keys, [100_000, 4321]);
+    assert!(p
+        .render()
+        .contains("b (rate 10/s burst 10 key client_ip max_keys 4321)"));
+    // A plan written before `max_keys` existed reads with the default.
+    let mut json: serde_json::Value = serde_json::from_str(&p.to_json()).expect("JSON");
+    for l in json["rate_limits"].as_array_mut().expect("limits") {
+        l.as_object_mut().expect("a limit").remove("max_keys");
+    }
+    let back = Plan::from_json(&json.to_string()).expect("an older plan reads");
+    assert_eq!(back.rate_limits[1].max_keys, 100_000);
+    for bad in ["0", "10000001", "lots"] {
+        let c = compile(&format!(
+            "limit a {{ rate 10/s max_keys {bad} }}
+route /x -> a {{ limit a }}"
+        ));
+        assert!(
+            c.diagnostics.iter().any(|d| d.code == Code::GW0106),
+            "max_keys {bad}: {:?}",
+            c.diagnostics
+        );
+    }
+}
+
 // ------------------------------------------------------------------ plan JSON and printing
 
 const FULL: &str = r#"
@@ -702,25 +736,29 @@ test "routes" {
 
 // ------------------------------------------------------------------ allocation
 
-mod alloc_count {
+pub(crate) mod alloc_count {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 
-    /// Counts the allocations of the current thread (delegating to `System`).
+    /// Counts the allocations of the current thread, and the bytes it holds
+    /// (delegating to `System`).
     struct Counting;
 
     thread_local! {
         static COUNT: Cell<usize> = const { Cell::new(0) };
+        static BYTES: Cell<isize> = const { Cell::new(0) };
     }
 
     unsafe impl GlobalAlloc for Counting {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+            let _ = BYTES.try_with(|b| b.set(b.get() + layout.size() as isize));
             // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on as is.
             unsafe { System.alloc(layout) }
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            let _ = BYTES.try_with(|b| b.set(b.get() - layout.size() as isize));
             // SAFETY: `ptr` was allocated by `System` with `layout` (see `alloc`).
             unsafe { System.dealloc(ptr, layout) }
         }
@@ -734,6 +772,15 @@ mod alloc_count {
         let before = COUNT.with(Cell::get);
         f();
         COUNT.with(Cell::get) - before
+    }
+
+    /// What `f` returns, and the bytes this thread allocated and did not
+    /// free while running it (what the result holds, when `f` runs alone
+    /// on this thread).
+    pub fn bytes_during<T>(f: impl FnOnce() -> T) -> (T, isize) {
+        let before = BYTES.with(Cell::get);
+        let out = f();
+        (out, BYTES.with(Cell::get) - before)
     }
 }
 

@@ -492,6 +492,8 @@ pub struct Limit {
     pub burst: Option<Spanned<u32>>,
     pub key: Option<Spanned<LimitKey>>,
     pub store: Option<Name>,
+    /// The most keys kept in memory (`max_keys N`).
+    pub max_keys: Option<Spanned<u32>>,
     pub span: Span,
 }
 

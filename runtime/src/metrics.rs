@@ -131,6 +131,15 @@ pub struct ServerSample<'a> {
     pub in_flight: u32,
 }
 
+/// One `limit` kept in this gateway's memory, for rendering.
+pub struct LimitSample<'a> {
+    pub limit: &'a str,
+    /// Keys with a budget of their own now.
+    pub keys: usize,
+    /// Checks counted against the overflow budget (`max_keys` reached).
+    pub overflowed: u64,
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -162,7 +171,12 @@ fn route_lines(out: &mut String, label: &str, m: &RouteMetrics) {
 }
 
 /// The Prometheus text exposition.
-pub fn render(metrics: &Metrics, routes: &[RouteSample<'_>], servers: &[ServerSample<'_>]) -> String {
+pub fn render(
+    metrics: &Metrics,
+    routes: &[RouteSample<'_>],
+    servers: &[ServerSample<'_>],
+    limits: &[LimitSample<'_>],
+) -> String {
     let mut out = String::new();
     out.push_str("# HELP gw_requests_total Requests answered, by route and status class.\n");
     out.push_str("# TYPE gw_requests_total counter\n");
@@ -192,6 +206,23 @@ pub fn render(metrics: &Metrics, routes: &[RouteSample<'_>], servers: &[ServerSa
             escape(s.upstream),
             escape(s.server),
             s.in_flight
+        );
+    }
+    out.push_str("# HELP gw_limit_keys Keys with a budget of their own, by limit (kept in memory).\n");
+    out.push_str("# TYPE gw_limit_keys gauge\n");
+    for l in limits {
+        let _ = writeln!(out, "gw_limit_keys{{limit=\"{}\"}} {}", escape(l.limit), l.keys);
+    }
+    out.push_str(
+        "# HELP gw_limit_overflow_total Requests counted against a limit's shared overflow budget (max_keys reached).\n",
+    );
+    out.push_str("# TYPE gw_limit_overflow_total counter\n");
+    for l in limits {
+        let _ = writeln!(
+            out,
+            "gw_limit_overflow_total{{limit=\"{}\"}} {}",
+            escape(l.limit),
+            l.overflowed
         );
     }
     let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {

@@ -38,7 +38,7 @@ use crate::error::status_response;
 use crate::h1server::{self, Served, Transport};
 use crate::health::now_millis;
 use crate::health_check;
-use crate::metrics::{self, Metrics, Rejection, RouteSample, ServerSample};
+use crate::metrics::{self, LimitSample, Metrics, Rejection, RouteSample, ServerSample};
 use crate::proxy::{self, Conn};
 use crate::secrets;
 use crate::state::{Runtime, Shared};
@@ -1219,7 +1219,18 @@ fn render_metrics(shared: &Shared, rt: &Runtime) -> String {
             in_flight: *in_flight,
         })
         .collect();
-    metrics::render(&shared.metrics, &routes, &samples)
+    let limits: Vec<_> = rt
+        .policies
+        .limits
+        .iter()
+        .filter(|l| l.shared.is_none())
+        .map(|l| LimitSample {
+            limit: &l.name,
+            keys: l.limiter.len(),
+            overflowed: l.limiter.overflowed(),
+        })
+        .collect();
+    metrics::render(&shared.metrics, &routes, &samples, &limits)
 }
 
 /// Hides secrets in the plan's JSON: every inline secret's value, and the

@@ -1,11 +1,12 @@
 //! Resilience settings that may surprise: a route-level `retry` on a route
-//! that accepts non-idempotent methods (GW0502), and timeouts that contradict
-//! each other (GW0504): retries that cannot fit in the route's timeout, and a
-//! health check whose `timeout` is not shorter than its `interval`. Both are
-//! warnings.
+//! that accepts non-idempotent methods (GW0502), and settings that contradict
+//! each other (GW0504): retries that cannot fit in the route's timeout, a
+//! health check whose `timeout` is not shorter than its `interval`, and a
+//! limit's `max_keys` (a bound on the keys in this gateway's memory) on a
+//! limit whose budgets are kept in a `store`. All are warnings.
 
 use super::{describe_route, fmt_duration, retry_span, route_methods, Ctx};
-use crate::ast::{Retry, Route, Upstream};
+use crate::ast::{Limit, Retry, Route, Upstream};
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::source::Spanned;
@@ -18,6 +19,9 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
     }
     for up in &ctx.config.upstreams {
         health(up, diags);
+    }
+    for limit in &ctx.config.rate_limits {
+        max_keys_in_store(limit, diags);
     }
 }
 
@@ -145,5 +149,25 @@ fn health(up: &Upstream, diags: &mut Diagnostics) {
         .primary(timeout.span, "not shorter than the interval")
         .secondary(interval.span, "checks start this often")
         .help("make the health `timeout` shorter than its `interval`"),
+    );
+}
+
+/// `max_keys` bounds the keys a limit keeps in this gateway's memory; a
+/// limit with a `store` keeps them in Redis, so the bound does nothing.
+fn max_keys_in_store(limit: &Limit, diags: &mut Diagnostics) {
+    let (Some(max_keys), Some(store)) = (&limit.max_keys, &limit.store) else {
+        return;
+    };
+    diags.push(
+        Diagnostic::new(
+            Code::GW0504,
+            format!(
+                "`max_keys` has no effect on limit `{}`: its budgets are kept in store `{}`",
+                limit.name.node, store.node
+            ),
+        )
+        .primary(max_keys.span, "bounds the keys kept in this gateway's memory")
+        .secondary(store.span, "the budgets are kept in Redis")
+        .help("remove `max_keys`, or `store` to keep the budgets in this gateway's memory"),
     );
 }

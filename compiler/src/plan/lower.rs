@@ -168,6 +168,7 @@ impl<'c> Lower<'c> {
                 Some(ast::LimitKey::Ref(r)) => LimitKey::Ref(r.clone()),
             },
             store: l.store.as_ref().and_then(|s| self.resolve("store", Table::Store, s)),
+            max_keys: l.max_keys.as_ref().map_or(defaults::LIMIT_MAX_KEYS, |m| m.node),
         }
     }
 

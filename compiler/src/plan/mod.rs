@@ -434,6 +434,14 @@ pub mod defaults {
     pub const JWT_LEEWAY: Ms = Ms(0);
     pub const JWKS_REFRESH: Ms = Ms(600_000);
     pub const STORE_TIMEOUT: Ms = Ms(50);
+    /// Keys a limit keeps in memory at most (`max_keys`); past it, new keys
+    /// share one overflow budget.
+    pub const LIMIT_MAX_KEYS: u32 = 100_000;
+
+    /// For serde: plans written before `max_keys` existed.
+    pub(crate) fn limit_max_keys() -> u32 {
+        LIMIT_MAX_KEYS
+    }
     pub const API_KEY_HEADER: &str = "x-api-key";
 }
 
@@ -620,6 +628,10 @@ pub struct RateLimit {
     pub burst: u32,
     pub key: LimitKey,
     pub store: Option<usize>,
+    /// The most keys kept in this gateway's memory; past it, new keys share
+    /// one overflow budget (a limit with a `store` keeps its keys in Redis).
+    #[serde(default = "defaults::limit_max_keys")]
+    pub max_keys: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

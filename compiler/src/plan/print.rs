@@ -145,8 +145,14 @@ fn rate_limit(plan: &Plan, l: &RateLimit) -> String {
         3_600_000 => "hour".to_string(),
         _ => l.per.to_string(),
     };
+    // The cap on keys in memory means nothing for a limit kept in Redis.
+    let max_keys = if l.store.is_some() {
+        String::new()
+    } else {
+        format!(" max_keys {}", l.max_keys)
+    };
     format!(
-        "{} (rate {}/{per} burst {} key {}{store})",
+        "{} (rate {}/{per} burst {} key {}{store}{max_keys})",
         l.name, l.count, l.burst, l.key
     )
 }

@@ -1056,6 +1056,7 @@ impl<'a> Lowerer<'a> {
             burst: None,
             key: None,
             store: None,
+            max_keys: None,
             span,
         };
         let mut seen = Seen::default();
@@ -1077,10 +1078,16 @@ impl<'a> Lowerer<'a> {
                                 .map(|n| Spanned::new(n.node as u32, n.span))
                         }
                         "key" => limit.key = self.limit_key(&v),
+                        "max_keys" => {
+                            limit.max_keys = self
+                                .expect()
+                                .int(&v, "max_keys", 1, 10_000_000)
+                                .map(|n| Spanned::new(n.node as u32, n.span))
+                        }
                         _ => limit.store = self.expect().name(&v, "a store name"),
                     }
                 }
-                Rule::limit_unknown => self.unknown(a, &block, &["rate", "burst", "key", "store"]),
+                Rule::limit_unknown => self.unknown(a, &block, &["rate", "burst", "key", "store", "max_keys"]),
                 _ => {}
             }
         }

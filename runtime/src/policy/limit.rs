@@ -12,6 +12,14 @@
 //! pruned every [`PRUNE_EVERY`], and the map shrinks, so rotating keys
 //! cannot grow memory without bound.
 //!
+//! A limit holds at most `max_keys` keys ([`Budgets`]). A new key that
+//! finds the map full is counted against one overflow budget that every
+//! such key shares (with the limit's rate and burst), until pruning makes
+//! room: a client inventing keys cannot push out the keys already tracked,
+//! and so cannot reset their budgets (nginx instead evicts the least
+//! recently used state). The checks that went to the overflow budget are
+//! counted (`gw_limit_overflow_total`).
+//!
 //! A limit that names a `store` keeps its budgets in Redis instead
 //! ([`super::redis`]), shared by every gateway: [`Limit::check_shared`].
 //! Its keys there are `gw:limit:NAME:` and `all` (`key none`), `ip:ADDR`
@@ -27,7 +35,9 @@ use crate::metrics::Rejection;
 use crate::request::RequestCtx;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::DashMapStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use gw_compiler::plan::{LimitKey, RateLimit, Store};
 use hyper::header::HeaderValue;
@@ -35,22 +45,99 @@ use sha2::{Digest, Sha256};
 use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// How often idle keys are pruned.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
+/// A limit's budgets: governor's GCRA state per key in a concurrent map
+/// (sharded locks), at most `max_keys` of them, and the overflow budget
+/// that new keys share once the map is full.
+struct Budgets {
+    map: DashMapStateStore<u64>,
+    /// Keys in `map` (the map's own `len` locks every shard).
+    len: AtomicUsize,
+    max_keys: AtomicUsize,
+    /// The one budget of every key that found the map full.
+    overflow: InMemoryState,
+    /// Checks counted against `overflow`.
+    overflowed: AtomicU64,
+}
+
+/// [`Budgets`] as governor's state store (shared, so that the limiter and
+/// its owner both reach it).
+#[derive(Clone)]
+struct CappedStore(Arc<Budgets>);
+
+impl StateStore for CappedStore {
+    type Key = u64;
+
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let b = &*self.0;
+        if let Some(state) = b.map.get(key) {
+            return state.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        if b.len.load(Ordering::Relaxed) >= b.max_keys.load(Ordering::Relaxed) {
+            b.overflowed.fetch_add(1, Ordering::Relaxed);
+            return b.overflow.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        let mut inserted = false;
+        let state = b.map.entry(*key).or_insert_with(|| {
+            inserted = true;
+            InMemoryState::default()
+        });
+        // Counted while the entry's shard is still locked, so that pruning
+        // (which takes that lock) never takes it away before it is counted.
+        if inserted {
+            b.len.fetch_add(1, Ordering::Relaxed);
+        }
+        state.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<u64> for CappedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let mut removed = 0;
+        self.0.map.retain(|_, state| {
+            // The state's theoretical arrival time, read without changing it.
+            let tat = state.measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), Option<Nanos>>);
+            let fresh = tat.err().flatten().is_none_or(|t| t <= drop_below);
+            removed += usize::from(fresh);
+            !fresh
+        });
+        self.0.len.fetch_sub(removed, Ordering::Relaxed);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.0.map.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.0.len.load(Ordering::Relaxed)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A keyed GCRA limiter over any clock (tests drive a fake one).
 pub struct KeyedLimiter<C: Clock = DefaultClock> {
-    limiter: RateLimiter<u64, DashMapStateStore<u64>, C, NoOpMiddleware<C::Instant>>,
+    limiter: RateLimiter<u64, CappedStore, C, NoOpMiddleware<C::Instant>>,
+    budgets: Arc<Budgets>,
     clock: C,
     hasher: std::hash::RandomState,
 }
 
 impl<C: Clock + Clone> KeyedLimiter<C> {
-    /// `count` requests per `per`, at most `burst` at once.
-    pub fn new(count: u64, per: Duration, burst: u32, clock: C) -> KeyedLimiter<C> {
+    /// `count` requests per `per`, at most `burst` at once, and at most
+    /// `max_keys` keys with a budget of their own.
+    pub fn new(count: u64, per: Duration, burst: u32, max_keys: usize, clock: C) -> KeyedLimiter<C> {
         let count = count.max(1);
         let interval_ns = (per.as_nanos() / u128::from(count)).clamp(1, u128::from(u64::MAX));
         let interval = Duration::from_nanos(interval_ns as u64);
@@ -58,11 +145,30 @@ impl<C: Clock + Clone> KeyedLimiter<C> {
         let quota = Quota::with_period(interval)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
             .allow_burst(burst);
+        let budgets = Arc::new(Budgets {
+            map: DashMapStateStore::default(),
+            len: AtomicUsize::new(0),
+            max_keys: AtomicUsize::new(max_keys),
+            overflow: InMemoryState::default(),
+            overflowed: AtomicU64::new(0),
+        });
         KeyedLimiter {
-            limiter: RateLimiter::dashmap_with_clock(quota, clock.clone()),
+            limiter: RateLimiter::new(quota, CappedStore(budgets.clone()), clock.clone()),
+            budgets,
             clock,
             hasher: std::hash::RandomState::new(),
         }
+    }
+
+    /// Changes the cap on keys (a reload that changed only `max_keys`):
+    /// the keys already held stay, over the cap until pruning.
+    pub fn set_max_keys(&self, max_keys: usize) {
+        self.budgets.max_keys.store(max_keys, Ordering::Relaxed);
+    }
+
+    /// Checks counted against the overflow budget (the map was full).
+    pub fn overflowed(&self) -> u64 {
+        self.budgets.overflowed.load(Ordering::Relaxed)
     }
 
     /// Takes one cell for `key` (`None`: the key is absent); `Err` is how
@@ -121,7 +227,7 @@ impl Limit {
         Limit {
             name: l.name.clone(),
             definition: l.clone(),
-            limiter: KeyedLimiter::new(l.count, per, l.burst, DefaultClock::default()),
+            limiter: KeyedLimiter::new(l.count, per, l.burst, l.max_keys as usize, DefaultClock::default()),
             policy,
             shared,
             interval_us: (per.as_micros() / u128::from(l.count.max(1))).clamp(1, u128::from(u64::MAX)) as u64,

@@ -166,6 +166,10 @@ impl Policies {
             .map(|l| {
                 let def = l.store.and_then(|s| plan.stores.get(s));
                 let kept = previous.and_then(|p| p.limits.iter().find(|old| old.same_as(l, def)).cloned());
+                if let Some(kept) = &kept {
+                    // A new `max_keys` keeps the budgets already counted.
+                    kept.limiter.set_max_keys(l.max_keys as usize);
+                }
                 kept.unwrap_or_else(|| {
                     let shared = l.store.and_then(|s| stores.get(s).cloned().flatten());
                     let local = shared.is_none();
