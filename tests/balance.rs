@@ -3,7 +3,7 @@
 //! consistent hashing moving only the removed server's keys, backups.
 
 use gw_runtime::balance::{Balancer, Strategy};
-use gw_runtime::health::{EjectPolicy, ServerState};
+use gw_runtime::health::{EjectPolicy, Outcome, ServerState};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,35 +185,144 @@ fn active_checks_flip_after_thresholds() {
     assert!(s.is_healthy());
 }
 
+/// An explicit `eject` policy: `errors` consecutive failures of any kind.
+fn explicit(errors: u32, millis: u64) -> EjectPolicy {
+    EjectPolicy {
+        errors,
+        base: Duration::from_millis(millis),
+        explicit: true,
+    }
+}
+
+/// Records `outcome` at `now` (ms), with other servers usable or not.
+fn record(s: &ServerState, outcome: Outcome, policy: &EjectPolicy, now: u64, others: bool) -> Option<Duration> {
+    s.record(outcome, policy, || now, |_| others)
+}
+
 #[test]
 fn passive_ejection_doubles_on_repeat() {
     let s = ServerState::new("a", 1, false);
-    let policy = Some(EjectPolicy {
-        errors: 3,
-        base: Duration::from_millis(40),
-    });
-    assert!(!s.record_result(false, policy));
-    assert!(!s.record_result(true, policy), "a success resets the count");
-    assert!(!s.record_result(false, policy));
-    assert!(!s.record_result(false, policy));
-    assert!(s.record_result(false, policy));
-    assert!(s.is_ejected());
-    let start = std::time::Instant::now();
-    while s.is_ejected() && start.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let first = start.elapsed();
-    for _ in 0..3 {
-        s.record_result(false, policy);
-    }
-    let start = std::time::Instant::now();
-    while s.is_ejected() && start.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let second = start.elapsed();
-    assert!(first < Duration::from_millis(70), "{first:?}");
-    assert!(
-        second >= Duration::from_millis(75),
-        "second ejection lasts twice as long: {second:?}"
+    let policy = explicit(3, 40);
+    assert_eq!(record(&s, Outcome::Failed, &policy, 0, true), None);
+    assert_eq!(
+        record(&s, Outcome::Ok, &policy, 0, true),
+        None,
+        "a success resets the count"
     );
+    assert_eq!(record(&s, Outcome::Failed, &policy, 1, true), None);
+    assert_eq!(record(&s, Outcome::Unreachable, &policy, 2, true), None);
+    assert_eq!(
+        record(&s, Outcome::Failed, &policy, 3, true),
+        Some(Duration::from_millis(40))
+    );
+    assert!(s.is_ejected_at(42) && !s.usable(|| 42));
+    assert!(!s.is_ejected_at(43) && s.usable(|| 43), "back after 40 ms");
+    for now in [50, 51] {
+        assert_eq!(record(&s, Outcome::Failed, &policy, now, true), None);
+    }
+    assert_eq!(
+        record(&s, Outcome::Failed, &policy, 52, true),
+        Some(Duration::from_millis(80)),
+        "the second ejection lasts twice as long"
+    );
+    assert!(s.is_ejected_at(131) && !s.is_ejected_at(132));
+    // Doubling stops at 64 times the base.
+    let mut now = 200;
+    for _ in 0..10 {
+        for _ in 0..3 {
+            record(&s, Outcome::Failed, &policy, now, true);
+        }
+        now += 40 * 64 + 1;
+    }
+    for _ in 0..2 {
+        record(&s, Outcome::Failed, &policy, now, true);
+    }
+    assert_eq!(
+        record(&s, Outcome::Failed, &policy, now, true),
+        Some(Duration::from_millis(40 * 64))
+    );
+}
+
+#[test]
+fn failures_while_ejected_are_not_counted_again() {
+    // Requests in flight when a server dies all fail at once: only the first
+    // counts, or the next ejection would already be doubled many times over.
+    let s = ServerState::new("a", 1, false);
+    let policy = explicit(1, 100);
+    assert_eq!(
+        record(&s, Outcome::Unreachable, &policy, 0, true),
+        Some(Duration::from_millis(100))
+    );
+    for now in 1..20 {
+        assert_eq!(record(&s, Outcome::Unreachable, &policy, now, true), None);
+    }
+    assert!(!s.is_ejected_at(100));
+    assert_eq!(
+        record(&s, Outcome::Unreachable, &policy, 100, true),
+        Some(Duration::from_millis(200)),
+        "the second ejection doubles once, not twenty times"
+    );
+}
+
+#[test]
+fn the_default_ejection_takes_out_an_unreachable_server_for_10s() {
+    let policy = EjectPolicy::of(None);
+    assert_eq!((policy.errors, policy.base), (1, Duration::from_secs(10)));
+    let s = ServerState::new("a", 1, false);
+    // Answers, even 5xx ones and timeouts, say nothing about whether the
+    // server is there; a pooled connection that closed as it was reused
+    // neither.
+    for outcome in [Outcome::Failed, Outcome::Neutral, Outcome::Failed] {
+        assert_eq!(record(&s, outcome, &policy, 0, true), None, "{outcome:?}");
+    }
+    assert!(s.usable(|| 0));
+    // One failure to reach it ejects it, for 10 s, every time (no doubling).
+    for round in 0..3 {
+        let at = round * 20_000;
+        assert_eq!(
+            record(&s, Outcome::Unreachable, &policy, at, true),
+            Some(Duration::from_secs(10))
+        );
+        assert!(!s.usable(|| at + 9_999), "round {round}");
+        assert!(s.usable(|| at + 10_000), "round {round}");
+    }
+}
+
+#[test]
+fn the_last_usable_server_is_never_ejected() {
+    for policy in [EjectPolicy::of(None), explicit(2, 1000)] {
+        let s = ServerState::new("a", 1, false);
+        for now in 0..5 {
+            assert_eq!(
+                record(&s, Outcome::Unreachable, &policy, now, false),
+                None,
+                "no other server could take its traffic"
+            );
+        }
+        assert!(s.usable(|| 5));
+        // Its failures stayed counted: it goes as soon as another can take over.
+        assert!(record(&s, Outcome::Unreachable, &policy, 5, true).is_some());
+    }
+}
+
+#[test]
+fn servers_that_are_only_ejected_are_used_when_nothing_else_is() {
+    let policy = explicit(1, 10_000);
+    let s = servers(&[(1, false), (1, false), (1, true)]);
+    let b = Balancer::new(Strategy::RoundRobin, &s);
+    // The first primary is ejected; the second is marked down by its checks.
+    assert!(s[0]
+        .record(Outcome::Failed, &policy, gw_runtime::health::now_millis, |_| true)
+        .is_some());
+    s[1].set_healthy(false);
+    assert_eq!(counts(&b, &s, 10), [0, 0, 10], "the backup before an ejected primary");
+    // Both primaries and the backup ejected at once (each saw another
+    // usable as it failed): ejection never empties the upstream, and the
+    // primaries come first; a server down by its checks stays out.
+    assert!(s[2]
+        .record(Outcome::Failed, &policy, gw_runtime::health::now_millis, |_| true)
+        .is_some());
+    assert_eq!(counts(&b, &s, 10), [10, 0, 0]);
+    assert_eq!(b.pick(&s, None, &[0]), Some(2), "then the ejected backup");
+    assert_eq!(b.pick(&s, None, &[0, 2]), None, "never one its checks hold down");
 }

@@ -23,6 +23,7 @@ mod policy_limits;
 mod policy_redis;
 mod proxy;
 mod proxy_balance;
+mod proxy_ejection;
 mod proxy_failures;
 mod proxy_headers;
 mod proxy_pool;

@@ -277,6 +277,52 @@ fn colliding_routes_produce_no_plan() {
 // ------------------------------------------------------------------ retries, ejection, limits
 
 #[test]
+fn retry_without_on_covers_connect_errors_and_resets() {
+    use gw_compiler::plan::RetryOn;
+    let p = plan(
+        "upstream r { server 127.0.0.1:9005 retry 2 }
+         upstream s { server 127.0.0.1:9006 retry 1 on connect_error, 502 }
+         upstream t { server 127.0.0.1:9007 retry 1 on reset }
+         route /r -> r
+         route /s -> s
+         route /t -> t",
+    );
+    let on = |name: &str| {
+        let u = p.upstreams.iter().find(|u| u.name == name).expect("the upstream");
+        u.retry.as_ref().expect("a retry").on.clone()
+    };
+    assert_eq!(on("r"), [RetryOn::ConnectError, RetryOn::Reset]);
+    assert_eq!(
+        on("s"),
+        [RetryOn::ConnectError, RetryOn::Status(502)],
+        "a list is as written"
+    );
+    assert_eq!(on("t"), [RetryOn::Reset]);
+    let printed = p.render();
+    assert!(
+        printed.contains("retry 2 on connect_error, reset budget 20%"),
+        "{printed}"
+    );
+    // Without an `eject` block, the default ejection is shown as such.
+    assert!(
+        printed.contains("eject (default) after 1 failure to reach a server, for 10s"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn an_unknown_retry_condition_suggests_reset() {
+    let c = compile(
+        "upstream r { server 127.0.0.1:9005 retry 2 on rest }
+route /r -> r",
+    );
+    let d: Vec<_> = c.diagnostics.iter().filter(|d| d.code == Code::GW0106).collect();
+    assert_eq!(d.len(), 1, "{:?}", c.diagnostics);
+    assert_eq!(d[0].message, "unknown retry condition `rest`");
+    assert_eq!(d[0].help.as_deref(), Some("did you mean `reset`?"));
+}
+
+#[test]
 fn max_keys_defaults_to_100000_and_is_bounded() {
     let p = plan(
         "limit a { rate 10/s }

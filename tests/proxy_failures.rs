@@ -122,24 +122,42 @@ async fn an_unanswered_connect_is_504_after_connect_timeout() {
 
 #[tokio::test]
 async fn no_usable_server_is_503_at_once_without_contacting_it() {
-    let up = answering("broken", 500).await;
+    // The only server fails its health checks (the first round runs at
+    // start); requests other than the checks are counted.
+    let proxied = Arc::new(AtomicUsize::new(0));
+    let p = proxied.clone();
+    let up = Upstream::start(move |req| {
+        if req.uri().path() != "/healthz" {
+            p.fetch_add(1, Ordering::SeqCst);
+        }
+        async move {
+            let mut r = Response::new(full("broken"));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        }
+    })
+    .await;
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
-         upstream one {{ server {} eject {{ errors 1 for 30s }} }}
+         upstream one {{ server {} health {{ path /healthz interval 10s unhealthy 1 }} }}
          route /{{*rest}} -> one",
         up.addr
     ))
     .await;
-    assert_eq!(
-        status_of(&live.url("/")).await,
-        500,
-        "the upstream's own answer passes through"
+    let state = {
+        let rt = live.gateway.shared().current.load_full();
+        let set = rt.upstreams[0].set.load_full();
+        set.states[0].clone()
+    };
+    assert!(
+        crate::live::eventually(Duration::from_secs(10), || !state.is_healthy()).await,
+        "the first health round marks the server down"
     );
     let start = Instant::now();
     let got = get(&live.url("/")).await;
     assert_eq!(got.status, 503);
     assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
-    assert_eq!(up.count(), 1, "the ejected server was not contacted");
+    assert_eq!(proxied.load(Ordering::SeqCst), 0, "the server was not contacted");
     assert_opaque(&got, &[up.addr.port().to_string()]);
 }
 
@@ -337,14 +355,15 @@ async fn only_buffered_bodies_are_replayed() {
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
          limits {{ max_body_size 8MiB }}
-         upstream pair {{ server 127.0.0.1:{dead} server {} }}
+         upstream pair {{ server 127.0.0.1:{dead} server {} eject {{ errors 1000 }} }}
          route /{{*rest}} -> pair {{ retry 1 on connect_error }}",
         live_up.addr
     ))
     .await;
     let client = stream_client();
     // Each request starts at the dead server (round robin over two, and a
-    // retry takes the other turn).
+    // retry takes the other turn; `errors 1000` keeps the dead server in
+    // rotation, which the default ejection would not).
     let small = "s".repeat(1024);
     let got = exchange(
         &client,

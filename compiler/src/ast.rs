@@ -335,6 +335,9 @@ pub struct Retry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RetryOn {
     ConnectError,
+    /// The connection closed or reset after the request was sent, before a
+    /// response head came (idempotent methods only).
+    Reset,
     Timeout,
     Status(u16),
 }

@@ -9,6 +9,7 @@
 
 use crate::body::{empty, full, Body};
 use crate::error::status_response;
+use crate::health::Outcome;
 use crate::proxy::Conn;
 use crate::request::RequestCtx;
 use crate::state::Runtime;
@@ -107,12 +108,26 @@ async fn fetch(
     }
     let _in_flight = backend.state.start();
     let work = async {
-        let Ok(resp) = backend.client.request(req).await else {
-            backend.state.record_result(false, up.eject);
-            return None;
+        let resp = match backend.client.request(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let outcome = if e.is_connect() {
+                    Outcome::Unreachable
+                } else {
+                    Outcome::Failed
+                };
+                set.record(i, outcome, &up);
+                return None;
+            }
         };
         let ok = resp.status().is_success();
-        backend.state.record_result(resp.status().as_u16() < 500, up.eject);
+        let status = resp.status().as_u16();
+        let outcome = if status < 500 || status == 501 {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        };
+        set.record(i, outcome, &up);
         let bytes = Limited::new(resp.into_body(), PART_BODY_LIMIT)
             .collect()
             .await
@@ -126,7 +141,7 @@ async fn fetch(
     match tokio::time::timeout(timeout, work).await {
         Ok(v) => v,
         Err(_) => {
-            backend.state.record_result(false, up.eject);
+            set.record(i, Outcome::Failed, &up);
             None
         }
     }

@@ -3,8 +3,10 @@
 //! Balancers know nothing about HTTP. They pick among [`ServerState`]s using
 //! the health state that health checkers and passive ejection update
 //! atomically; picking takes no lock. Backup servers are considered only when
-//! no primary is usable. Each strategy is deterministic given its inputs
-//! except `random` and `p2c`, which draw from a per-thread generator.
+//! no primary is usable; servers that are only ejected are used when nothing
+//! else is (passive ejection never empties an upstream). Each strategy is
+//! deterministic given its inputs except `random` and `p2c`, which draw from
+//! a per-thread generator.
 
 use crate::health::ServerState;
 use std::cell::Cell;
@@ -72,6 +74,17 @@ impl Balancer {
         };
         self.pick_where(servers, hash, &|i| usable(i, false))
             .or_else(|| self.pick_where(servers, hash, &|i| usable(i, true)))
+            .or_else(|| {
+                // Every server its checks hold healthy is ejected (two were
+                // ejected at once, or the last one left was marked down by
+                // its checks): ejection never empties an upstream, so those
+                // servers are used as if none were ejected.
+                let healthy = |i: usize, backup: bool| {
+                    servers.get(i).is_some_and(|s| s.backup == backup && s.is_healthy()) && !tried.contains(&i)
+                };
+                self.pick_where(servers, hash, &|i| healthy(i, false))
+                    .or_else(|| self.pick_where(servers, hash, &|i| healthy(i, true)))
+            })
     }
 
     fn pick_where(&self, servers: &[Arc<ServerState>], hash: Option<u64>, ok: &dyn Fn(usize) -> bool) -> Option<usize> {

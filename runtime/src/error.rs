@@ -16,7 +16,13 @@ pub enum ErrorKind {
     ConnectTimeout,
     /// The upstream did not answer within `timeout` (504).
     Timeout,
-    /// The upstream broke the protocol or the connection mid-way (502).
+    /// The connection closed or reset after the request was sent (or while
+    /// it was being sent) and before a whole response head came (502). The
+    /// server may have acted on the request: a retry is safe for idempotent
+    /// methods only, and only when the route's `retry` names `reset`.
+    Reset,
+    /// The upstream broke the protocol, or the connection once its answer
+    /// had begun (502).
     Upstream,
     /// The client's body exceeded `max_body_size` (413).
     BodyTooLarge,
@@ -31,7 +37,7 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::NoServer => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Connect | ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+            ErrorKind::Connect | ErrorKind::Reset | ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
             ErrorKind::ConnectTimeout | ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
@@ -52,6 +58,7 @@ impl ErrorKind {
             ErrorKind::Connect => "connect_error",
             ErrorKind::ConnectTimeout => "connect_timeout",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
             ErrorKind::Upstream => "upstream_error",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::ClientBody => "client_body",

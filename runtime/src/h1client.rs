@@ -10,7 +10,12 @@
 //! still coming (full duplex). The response head is parsed with `httparse`
 //! (at most [`MAX_HEADERS`] headers within [`MAX_HEAD`] bytes), `1xx`
 //! answers other than `101` are skipped, and header values are slices of the
-//! one frozen head buffer rather than one allocation each.
+//! one frozen head buffer rather than one allocation each. A connection that
+//! closes or fails before a whole response head is typed apart from an
+//! answer that cannot be read: [`Failed::Replay`] when it was reused and the
+//! whole request can safely go again on a new one (the keep-alive race),
+//! [`Failed::Reset`] otherwise (the request was sent and may have been acted
+//! on: the proxy retries it for idempotent methods only).
 //!
 //! The response body ([`ResponseBody`]) is framed as RFC 9112 6.3 says:
 //! none (`HEAD`, `1xx`, `204`, `304`), chunked, `Content-Length` (an exact
@@ -104,8 +109,13 @@ pub enum Failed {
     /// A reused connection failed before any byte of an answer, and the
     /// whole request is still in hand: it may go once more on a fresh one.
     Replay(Replay),
-    /// Anything else (the request body's own error is passed on as is, so
-    /// that `proxy::classify` finds it).
+    /// The connection closed or failed after the request (or a part of it)
+    /// was written and before a whole response head came: the server may
+    /// have acted on the request, and has not answered it.
+    Reset,
+    /// Anything else: an answer the gateway cannot read, or the request
+    /// body's own error (passed on as is, so that `proxy::classify` finds
+    /// it).
     Error(BoxError),
 }
 
@@ -393,6 +403,10 @@ pub(crate) async fn exchange(
             let safe = meta.idempotent || wire.write_failed;
             match replay {
                 Some(bytes) if reused && !answered && safe => Err(Failed::Replay(Replay { bytes, meta })),
+                _ if matches!(e, H1Error::Closed | H1Error::Io(_)) => {
+                    tracing::debug!(error = %e, "the upstream connection broke before a response head");
+                    Err(Failed::Reset)
+                }
                 _ => Err(Failed::Error(Box::new(e))),
             }
         }

@@ -1,7 +1,16 @@
 //! Per-server state shared by balancers, health checkers and the proxy:
 //! active health (flipped after N consecutive results), passive ejection
-//! (consecutive errors eject a server for a time that doubles on repeat),
-//! and in-flight counts. All of it is atomics: reading it takes no lock.
+//! (consecutive failures eject a server for a while), and in-flight counts.
+//! All of it is atomics: reading it takes no lock.
+//!
+//! Passive ejection has two policies ([`EjectPolicy`]). An `eject { errors N
+//! for D }` block counts every failure ([`Outcome::Failed`] and
+//! [`Outcome::Unreachable`]) and doubles the time on repeat. Without one,
+//! the default counts only a server that cannot be reached — a refused or
+//! timed-out connect, a fresh connection that broke before any answer —
+//! and takes it out for 10 s after one such failure (nginx's `max_fails=1
+//! fail_timeout=10s`). Either way the caller says whether another server
+//! would still be usable: the last usable server is never ejected.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -19,11 +28,58 @@ pub fn instant_at(millis: u64) -> Instant {
     *START.get_or_init(Instant::now) + Duration::from_millis(millis)
 }
 
-/// Passive ejection settings of an upstream (`eject { errors N for D }`).
+/// Passive ejection settings of an upstream: its `eject { errors N for D }`
+/// block, or the default without one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EjectPolicy {
+    /// Consecutive counted failures that eject.
     pub errors: u32,
+    /// How long an ejection lasts (the first one, for an explicit block).
     pub base: Duration,
+    /// Written in the configuration: every failure counts, and an ejection
+    /// that follows an earlier one lasts twice as long (up to 64 times
+    /// `base`). The default counts [`Outcome::Unreachable`] only, and always
+    /// lasts `base`.
+    pub explicit: bool,
+}
+
+impl EjectPolicy {
+    /// The policy of an upstream whose plan has `eject` (or none).
+    pub fn of(eject: Option<&gw_compiler::plan::Eject>) -> EjectPolicy {
+        use gw_compiler::plan::defaults;
+        match eject {
+            Some(e) => EjectPolicy {
+                errors: e.errors,
+                base: e.duration.as_duration(),
+                explicit: true,
+            },
+            None => EjectPolicy {
+                errors: defaults::IMPLICIT_EJECT_ERRORS,
+                base: defaults::IMPLICIT_EJECT_FOR.as_duration(),
+                explicit: false,
+            },
+        }
+    }
+}
+
+/// What one exchange with a server says about it, for passive ejection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It answered (a `501` too: that speaks of the request, not the
+    /// server). Ends a run of failures.
+    Ok,
+    /// It could not be reached: a refused or timed-out connect, or a
+    /// connection opened for this request that broke before any answer.
+    /// Every policy counts it.
+    Unreachable,
+    /// It failed otherwise: a `5xx` answer, no response head within the
+    /// timeout, an answer that could not be read. An `eject` block counts
+    /// it; the default does not (it speaks of one request as often as of
+    /// the server).
+    Failed,
+    /// Nothing either way: a pooled connection that closed as it was
+    /// reused (the server may just have closed it while idle).
+    Neutral,
 }
 
 /// Ejections stop doubling after this many repeats (base × 2^6 at most).
@@ -75,7 +131,12 @@ impl ServerState {
     }
 
     pub fn is_ejected(&self) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now_millis()
+        self.is_ejected_at(now_millis())
+    }
+
+    /// Ejected at `now` (as [`now_millis`] counts).
+    pub fn is_ejected_at(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
     }
 
     /// The server as an operator reads it (metrics, logs): the address as
@@ -120,24 +181,51 @@ impl ServerState {
         false
     }
 
-    /// Records the outcome of a proxied request for passive ejection.
-    /// Returns true when this call ejected the server.
-    pub fn record_result(&self, ok: bool, policy: Option<EjectPolicy>) -> bool {
-        if ok {
-            self.consecutive_errors.store(0, Ordering::Relaxed);
-            return false;
+    /// Records what an exchange said about the server, for passive
+    /// ejection. `now` is the clock ([`now_millis`], read only for a
+    /// failure); `others_usable(now)` says whether another server of the
+    /// upstream would still be usable without this one: when none would,
+    /// the server is not ejected (its failures stay counted, so it goes as
+    /// soon as another can take its traffic). A failure while the server
+    /// is already ejected (requests that were in flight when it went) is
+    /// not counted again. Returns how long the server was ejected for,
+    /// when this call ejected it.
+    pub fn record(
+        &self,
+        outcome: Outcome,
+        policy: &EjectPolicy,
+        now: impl FnOnce() -> u64,
+        others_usable: impl FnOnce(u64) -> bool,
+    ) -> Option<Duration> {
+        match outcome {
+            Outcome::Ok => {
+                // Loaded first: a server that answers keeps its cache line shared.
+                if self.consecutive_errors.load(Ordering::Relaxed) != 0 {
+                    self.consecutive_errors.store(0, Ordering::Relaxed);
+                }
+                return None;
+            }
+            Outcome::Neutral => return None,
+            Outcome::Failed if !policy.explicit => return None,
+            Outcome::Failed | Outcome::Unreachable => {}
         }
-        let Some(policy) = policy else { return false };
+        let now = now();
+        if self.ejected_until.load(Ordering::Relaxed) > now {
+            return None;
+        }
         let n = self.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
-        if n < policy.errors.max(1) {
-            return false;
+        if n < policy.errors.max(1) || !others_usable(now) {
+            return None;
         }
         self.consecutive_errors.store(0, Ordering::Relaxed);
-        let repeats = self.ejections.fetch_add(1, Ordering::Relaxed).min(MAX_DOUBLINGS);
+        let repeats = if policy.explicit {
+            self.ejections.fetch_add(1, Ordering::Relaxed).min(MAX_DOUBLINGS)
+        } else {
+            0
+        };
         let millis = (policy.base.as_millis() as u64).saturating_mul(1 << repeats);
-        self.ejected_until
-            .store(now_millis().saturating_add(millis), Ordering::Relaxed);
-        true
+        self.ejected_until.store(now.saturating_add(millis), Ordering::Relaxed);
+        Some(Duration::from_millis(millis))
     }
 
     /// Copies health state from the previous incarnation (reload).

@@ -13,7 +13,7 @@
 
 use crate::body::{boxed, buffer, empty, full, Body, Buffered, ClientBody, ClientBodyError, Stall};
 use crate::error::{error_response, status_response, ErrorKind};
-use crate::health::InFlight;
+use crate::health::{self, InFlight};
 use crate::metrics::Rejection;
 use crate::policy;
 use crate::request::{add_forwarded, is_upgrade, strip_hop_by_hop, RequestCtx};
@@ -317,7 +317,7 @@ fn route_request<'a, B: ClientStream>(
                     ErrorKind::ConnectTimeout | ErrorKind::Timeout | ErrorKind::ClientTimeout => Rejection::Timeout,
                     ErrorKind::BodyTooLarge => Rejection::BodyTooLarge,
                     ErrorKind::ClientBody => Rejection::BadRequest,
-                    ErrorKind::Upstream => Rejection::UpstreamError,
+                    ErrorKind::Reset | ErrorKind::Upstream => Rejection::UpstreamError,
                 });
                 (error_response(kind), Some(route_index), server)
             }
@@ -480,6 +480,13 @@ impl<'a> Forward<'a> {
             } else {
                 1
             };
+            // A request whose connection broke after it was sent may have
+            // taken effect: only an idempotent one is sent again, whatever
+            // the route opts into.
+            let idempotent = head
+                .as_ref()
+                .and_then(|h| method_of(&h.method))
+                .is_some_and(Method::is_idempotent);
             // Set once a streamed body has all come from the client: an exchange
             // that times out before that waited on the client (408), and the
             // server is not blamed for it.
@@ -522,12 +529,16 @@ impl<'a> Forward<'a> {
             up.active.fetch_add(1, Ordering::Relaxed);
             let _active = ActiveGuard(up);
             for attempt in 0..attempts {
-                if attempt > 0 {
+                // A retry holds its place in the budget until it is done.
+                let retry_slot = if attempt > 0 {
                     let budget = retry.map_or(plan::defaults::RETRY_BUDGET_PERCENT, |r| r.budget_percent);
-                    if !up.retry_allowed(budget) {
-                        break;
+                    match up.start_retry(budget) {
+                        Some(slot) => Some(slot),
+                        None => break,
                     }
-                }
+                } else {
+                    None
+                };
                 let Some(i) = set.balancer.pick_hashed(&set.states, self.hash, &tried) else {
                     if last.is_none() && held.is_none() {
                         last = Some((ErrorKind::NoServer, None));
@@ -563,11 +574,9 @@ impl<'a> Forward<'a> {
                 parts.uri = uri;
                 let out = Request::from_parts(parts, this_body);
                 let in_flight = backend.state.start();
-                let retry_guard = (attempt > 0).then(|| {
+                if retry_slot.is_some() {
                     self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
-                    up.retries_active.fetch_add(1, Ordering::Relaxed);
-                    RetryGuard(up)
-                });
+                }
                 // Each protocol's exchange is awaited here, with no layer between
                 // (every layer moves the request and the answer once more).
                 let result = if up.config.http2 {
@@ -575,13 +584,18 @@ impl<'a> Forward<'a> {
                 } else {
                     tokio::time::timeout(timeout, backend.h1.send(out)).await
                 };
-                drop(retry_guard);
-                let kind = match result {
+                drop(retry_slot);
+                let (kind, outcome) = match result {
                     Ok(Ok(response)) => {
                         let status = response.status().as_u16();
-                        // 5xx answers count towards passive ejection (501 is a
+                        // 5xx answers count towards an `eject` block (501 is a
                         // statement about the request, not the server's health).
-                        backend.state.record_result(status < 500 || status == 501, up.eject);
+                        let outcome = if status < 500 || status == 501 {
+                            health::Outcome::Ok
+                        } else {
+                            health::Outcome::Failed
+                        };
+                        set.record(i, outcome, up);
                         let answer = Answer {
                             response,
                             server,
@@ -597,9 +611,9 @@ impl<'a> Forward<'a> {
                     }
                     Ok(Err(e)) => classify(&e),
                     Err(_) if client_done.as_ref().is_some_and(|d| !d.load(Ordering::Relaxed)) => {
-                        ErrorKind::ClientTimeout
+                        (ErrorKind::ClientTimeout, health::Outcome::Neutral)
                     }
-                    Err(_) => ErrorKind::Timeout,
+                    Err(_) => (ErrorKind::Timeout, health::Outcome::Failed),
                 };
                 if matches!(
                     kind,
@@ -607,11 +621,12 @@ impl<'a> Forward<'a> {
                 ) {
                     return Err((kind, Some(server)));
                 }
-                backend.state.record_result(false, up.eject);
+                set.record(i, outcome, up);
                 tracing::debug!(upstream = %up.name, server = %server, error = kind.as_str(), "upstream attempt failed");
                 last = Some((kind, Some(server)));
                 let retryable = retry.is_some_and(|r| match kind {
                     ErrorKind::Connect | ErrorKind::ConnectTimeout => r.on.contains(&RetryOn::ConnectError),
+                    ErrorKind::Reset => idempotent && r.on.contains(&RetryOn::Reset),
                     ErrorKind::Timeout => r.on.contains(&RetryOn::Timeout),
                     _ => false,
                 });
@@ -635,32 +650,30 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
-struct RetryGuard<'a>(&'a UpstreamRt);
-impl Drop for RetryGuard<'_> {
-    fn drop(&mut self) {
-        self.0.retries_active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Maps a failed exchange to its kind: connect failures (timeout or
-/// refusal), the client's own body (too large, or failed), or anything else
-/// from the upstream.
-fn classify(e: &SendError) -> ErrorKind {
+/// Maps a failed exchange to its kind and to what it says about the server:
+/// connect failures (timeout or refusal) and a fresh connection that broke
+/// before any answer (the server is not there); a pooled connection that
+/// broke (perhaps closed while idle: nothing against the server); the
+/// client's own body (too large, or failed); anything else from the
+/// upstream.
+fn classify(e: &SendError) -> (ErrorKind, health::Outcome) {
     let e = match e {
-        SendError::Connect { timed_out: true } => return ErrorKind::ConnectTimeout,
-        SendError::Connect { timed_out: false } => return ErrorKind::Connect,
+        SendError::Connect { timed_out: true } => return (ErrorKind::ConnectTimeout, health::Outcome::Unreachable),
+        SendError::Connect { timed_out: false } => return (ErrorKind::Connect, health::Outcome::Unreachable),
+        SendError::Reset { fresh: true } => return (ErrorKind::Reset, health::Outcome::Unreachable),
+        SendError::Reset { fresh: false } => return (ErrorKind::Reset, health::Outcome::Neutral),
         SendError::Exchange(e) => e,
     };
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**e);
     while let Some(s) = source {
         match s.downcast_ref::<ClientBodyError>() {
-            Some(ClientBodyError::TooLarge) => return ErrorKind::BodyTooLarge,
-            Some(ClientBodyError::Failed(_)) => return ErrorKind::ClientBody,
+            Some(ClientBodyError::TooLarge) => return (ErrorKind::BodyTooLarge, health::Outcome::Neutral),
+            Some(ClientBodyError::Failed(_)) => return (ErrorKind::ClientBody, health::Outcome::Neutral),
             None => {}
         }
         source = s.source();
     }
-    ErrorKind::Upstream
+    (ErrorKind::Upstream, health::Outcome::Failed)
 }
 
 /// Copies bytes both ways between an upgraded client and the upstream's

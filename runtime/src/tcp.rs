@@ -7,6 +7,7 @@
 //! or nothing moves for `idle_timeout`. Connections count towards
 //! `max_connections`.
 
+use crate::health::Outcome;
 use crate::server::{admit, connect, Activity, Clocks, ConnTracker};
 use crate::state::Shared;
 use std::sync::atomic::Ordering;
@@ -65,11 +66,11 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
         };
         match connect(backend.addr, timeout).await {
             Ok(server) => {
-                backend.state.record_result(true, up.eject);
+                set.record(i, Outcome::Ok, &up);
                 break (server, backend);
             }
             Err(e) => {
-                backend.state.record_result(false, up.eject);
+                set.record(i, Outcome::Unreachable, &up);
                 if tried.len() > 1 {
                     shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }

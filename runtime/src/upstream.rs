@@ -27,7 +27,7 @@ use crate::balance::{Balancer, Strategy};
 use crate::body::Body;
 use crate::h1client::{self, Failed, ResponseBody};
 use crate::health::now_millis;
-use crate::health::{EjectPolicy, ServerState};
+use crate::health::{EjectPolicy, Outcome, ServerState};
 use crate::request::RequestCtx;
 use arc_swap::ArcSwap;
 use gw_compiler::ast::Reference;
@@ -127,6 +127,13 @@ pub enum SendError {
     /// No connection: refused, unreachable, or not within `connect_timeout`
     /// (`timed_out`).
     Connect { timed_out: bool },
+    /// The connection closed or reset after the request was sent and before
+    /// a whole response head came. `fresh`: on a connection opened for this
+    /// request, so the server itself failed; otherwise on a pooled one that
+    /// the server may have closed just as it was reused (the keep-alive
+    /// race, no sign against the server), with a request that could not be
+    /// sent again safely on a new one (not idempotent, or not whole).
+    Reset { fresh: bool },
     /// Connected, but the exchange failed (the cause may be the client's own
     /// request body: see `proxy::classify`).
     Exchange(crate::body::BoxError),
@@ -269,15 +276,18 @@ impl H1Pool {
             let replay = match h1client::exchange(self, stream, reused, prepared).await {
                 Ok(resp) => return Ok(resp),
                 Err(Failed::Error(e)) => return Err(SendError::Exchange(e)),
+                Err(Failed::Reset) => return Err(SendError::Reset { fresh: !reused }),
                 Err(Failed::Replay(replay)) => replay,
             };
             tracing::debug!(server = %self.addr, "a pooled connection had closed; sending again on a new one");
+            // A refused connect now says the server is gone (not the
+            // keep-alive race): it is a connect error like any other.
             let stream = Box::pin(self.connect()).await?;
             Box::pin(h1client::replay(self, stream, replay))
                 .await
                 .map_err(|e| match e {
                     Failed::Error(e) => SendError::Exchange(e),
-                    Failed::Replay(_) => SendError::Exchange(Box::new(h1client::H1Error::Closed)),
+                    Failed::Reset | Failed::Replay(_) => SendError::Reset { fresh: true },
                 })
         }
     }
@@ -344,9 +354,36 @@ impl Backend {
                 }
                 Err(SendError::Connect { timed_out })
             }
+            // The multiplexed connection may be older than this request: a
+            // broken one is no sign against the server by itself.
+            Err(e) if broke_before_answer(&e) => Err(SendError::Reset { fresh: false }),
             Err(e) => Err(SendError::Exchange(Box::new(e))),
         }
     }
+}
+
+/// Did the `http2` exchange fail because its connection closed or reset
+/// before a response head (rather than on an answer it could not read)?
+fn broke_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            if matches!(
+                io.kind(),
+                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// An upstream's response body: the gateway's own HTTP/1.1 client's, or
@@ -416,6 +453,33 @@ impl ServerSet {
             balancer,
         }
     }
+
+    /// Records what an exchange said about server `i` for passive ejection
+    /// (see [`ServerState::record`]): it is never ejected while no other
+    /// server of the set would be usable. The clock is read for failures
+    /// only.
+    pub fn record(&self, i: usize, outcome: Outcome, up: &UpstreamRt) {
+        let Some(state) = self.states.get(i) else { return };
+        let others_usable = |now: u64| self.states.iter().enumerate().any(|(j, s)| j != i && s.usable(|| now));
+        if let Some(out) = state.record(outcome, &up.eject, now_millis, others_usable) {
+            tracing::warn!(
+                upstream = %up.name,
+                server = %state.label(),
+                seconds = out.as_secs_f64(),
+                "server ejected: out of rotation after failing"
+            );
+        }
+    }
+}
+
+/// A retry's place in its upstream's budget, held while the retry is in
+/// flight ([`UpstreamRt::start_retry`]).
+pub struct RetrySlot<'a>(&'a UpstreamRt);
+
+impl Drop for RetrySlot<'_> {
+    fn drop(&mut self) {
+        self.0.retries_active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// An upstream pool as the runtime uses it.
@@ -429,7 +493,8 @@ pub struct UpstreamRt {
     /// The hash key's source for `hash(...)` (client IP for `ip_hash`).
     pub key: Option<Reference>,
     pub ip_hash: bool,
-    pub eject: Option<EjectPolicy>,
+    /// Its `eject` block, or the default passive ejection.
+    pub eject: EjectPolicy,
     /// Requests in flight and retries in flight, for the retry budget.
     pub active: AtomicU64,
     pub retries_active: AtomicU64,
@@ -501,10 +566,7 @@ impl UpstreamRt {
             _ => (None, false),
         };
         let client = http_client(config, None);
-        let eject = config.eject.as_ref().map(|e| EjectPolicy {
-            errors: e.errors,
-            base: e.duration.as_duration(),
-        });
+        let eject = EjectPolicy::of(config.eject.as_ref());
         UpstreamRt {
             name: config.name.clone(),
             config: config.clone(),
@@ -570,13 +632,19 @@ impl UpstreamRt {
         Some(crate::balance::hash64(value.as_bytes()))
     }
 
-    /// May one more retry start now? Caps retries in flight at the budget's
-    /// share of requests in flight (at least 3, as Envoy does, so that a
-    /// quiet upstream can still retry).
-    pub fn retry_allowed(&self, budget_percent: u32) -> bool {
+    /// A place for one more retry, if the budget has one: retries in flight
+    /// are capped at the budget's share of requests in flight (at least 3,
+    /// as Envoy does, so that a quiet upstream can still retry). The place
+    /// is taken with one atomic increment (undone when it was over the
+    /// cap), so retries deciding at once never pass the cap together.
+    pub fn start_retry(&self, budget_percent: u32) -> Option<RetrySlot<'_>> {
         let active = self.active.load(Ordering::Relaxed);
         let cap = (active * u64::from(budget_percent) / 100).max(3);
-        self.retries_active.load(Ordering::Relaxed) < cap
+        if self.retries_active.fetch_add(1, Ordering::Relaxed) >= cap {
+            self.retries_active.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(RetrySlot(self))
     }
 
     /// Every server state, for carrying health across a reload.

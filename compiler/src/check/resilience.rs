@@ -52,7 +52,7 @@ fn retry_methods(route: &Route, diags: &mut Diagnostics) {
                     describe_route(route),
                     unsafe_.join(", ")
                 ),
-                "a retried request may take effect twice upstream; remove `retry`, or make the upstream deduplicate (an idempotency key)".to_string(),
+                "a retried request may take effect twice upstream; remove `retry`, or make the upstream deduplicate (an idempotency key); `reset` never retries them".to_string(),
             )
         }
     };

@@ -330,6 +330,7 @@ fn retry(r: &ast::Retry) -> Retry {
             .iter()
             .map(|o| match o.node {
                 ast::RetryOn::ConnectError => RetryOn::ConnectError,
+                ast::RetryOn::Reset => RetryOn::Reset,
                 ast::RetryOn::Timeout => RetryOn::Timeout,
                 ast::RetryOn::Status(s) => RetryOn::Status(s),
             })

@@ -428,6 +428,12 @@ pub mod defaults {
     pub const HEALTH_HEALTHY: u32 = 2;
     pub const EJECT_ERRORS: u32 = 5;
     pub const EJECT_FOR: Ms = Ms(30_000);
+    /// An upstream without an `eject` block: one failure to reach a server
+    /// (a refused or timed-out connect, a connection that broke before any
+    /// answer) takes it out for 10 s, as nginx's `max_fails=1
+    /// fail_timeout=10s` does; never the last usable server.
+    pub const IMPLICIT_EJECT_ERRORS: u32 = 1;
+    pub const IMPLICIT_EJECT_FOR: Ms = Ms(10_000);
     pub const POOL_MAX_IDLE: u32 = 64;
     pub const POOL_IDLE_TIMEOUT: Ms = Ms(90_000);
     pub const RETRY_BUDGET_PERCENT: u32 = 20;
@@ -515,6 +521,9 @@ pub struct Retry {
 #[serde(rename_all = "snake_case")]
 pub enum RetryOn {
     ConnectError,
+    /// The connection closed or reset after the request was sent and before
+    /// a response head came; retried for idempotent methods only.
+    Reset,
     Timeout,
     Status(u16),
 }
@@ -526,6 +535,7 @@ impl fmt::Display for Retry {
             f.write_str(if i == 0 { " on " } else { ", " })?;
             match on {
                 RetryOn::ConnectError => f.write_str("connect_error")?,
+                RetryOn::Reset => f.write_str("reset")?,
                 RetryOn::Timeout => f.write_str("timeout")?,
                 RetryOn::Status(s) => write!(f, "{s}")?,
             }

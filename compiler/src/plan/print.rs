@@ -325,8 +325,14 @@ fn write_upstream(out: &mut String, u: &Upstream) -> fmt::Result {
             h.path, h.interval, h.timeout, h.expect.0, h.expect.1, h.unhealthy, h.healthy
         )?;
     }
-    if let Some(e) = &u.eject {
-        writeln!(out, "    eject errors {} for {}", e.errors, e.duration)?;
+    match &u.eject {
+        Some(e) => writeln!(out, "    eject errors {} for {}", e.errors, e.duration)?,
+        None => writeln!(
+            out,
+            "    eject (default) after {} failure to reach a server, for {}",
+            super::defaults::IMPLICIT_EJECT_ERRORS,
+            super::defaults::IMPLICIT_EJECT_FOR
+        )?,
     }
     if let Some(r) = &u.retry {
         writeln!(out, "    {r}")?;

@@ -691,7 +691,10 @@ impl<'a> Lowerer<'a> {
             }
         }
         if !saw_on {
-            on = vec![Spanned::new(RetryOn::ConnectError, span)];
+            on = vec![
+                Spanned::new(RetryOn::ConnectError, span),
+                Spanned::new(RetryOn::Reset, span),
+            ];
         }
         Some(Retry {
             attempts: attempts?,
@@ -704,19 +707,20 @@ impl<'a> Lowerer<'a> {
     fn retry_on(&mut self, v: &SVal) -> Option<Spanned<RetryOn>> {
         let on = match &v.val {
             Val::Ident(s) if s == "connect_error" => RetryOn::ConnectError,
+            Val::Ident(s) if s == "reset" => RetryOn::Reset,
             Val::Ident(s) if s == "timeout" => RetryOn::Timeout,
             Val::Int(n) if (500..=599).contains(n) => RetryOn::Status(*n as u16),
             Val::Int(n) => {
                 self.expect().out_of_range(
                     v.span,
                     format!("retrying on status `{n}` is not allowed"),
-                    "retries are for `connect_error`, `timeout` and 5xx statuses",
+                    "retries are for `connect_error`, `reset`, `timeout` and 5xx statuses",
                 );
                 return None;
             }
             Val::Ident(s) => {
-                let help = did_you_mean(s, ["connect_error", "timeout"])
-                    .unwrap_or_else(|| "retry on `connect_error`, `timeout` or a 5xx status".into());
+                let help = did_you_mean(s, ["connect_error", "reset", "timeout"])
+                    .unwrap_or_else(|| "retry on `connect_error`, `reset`, `timeout` or a 5xx status".into());
                 self.diags.push(
                     Diagnostic::new(Code::GW0106, format!("unknown retry condition `{s}`"))
                         .primary(v.span, "unknown condition")
