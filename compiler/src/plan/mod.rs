@@ -443,12 +443,12 @@ pub mod defaults {
     /// Keys a limit keeps in memory at most (`max_keys`); past it, new keys
     /// share one overflow budget.
     pub const LIMIT_MAX_KEYS: u32 = 100_000;
+    pub const API_KEY_HEADER: &str = "x-api-key";
 
     /// For serde: plans written before `max_keys` existed.
     pub(crate) fn limit_max_keys() -> u32 {
         LIMIT_MAX_KEYS
     }
-    pub const API_KEY_HEADER: &str = "x-api-key";
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

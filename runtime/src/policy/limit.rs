@@ -12,7 +12,7 @@
 //! pruned every [`PRUNE_EVERY`], and the map shrinks, so rotating keys
 //! cannot grow memory without bound.
 //!
-//! A limit holds at most `max_keys` keys ([`Budgets`]). A new key that
+//! A limit holds at most `max_keys` keys (its `Budgets`). A new key that
 //! finds the map full is counted against one overflow budget that every
 //! such key shares (with the limit's rate and burst), until pruning makes
 //! room: a client inventing keys cannot push out the keys already tracked,
