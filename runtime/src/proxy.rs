@@ -325,8 +325,14 @@ fn route_request<'a, B: ClientStream>(
     }
 }
 
-/// `respond STATUS ["body"]`: the body as `text/plain`.
+/// `respond STATUS ["body"]`: the body as `text/plain`. `respond 404`
+/// without a body is the gateway's own `404`, byte for byte what a path no
+/// route matches gets, so that a hidden path cannot be told from an
+/// unknown one.
 fn respond(status: u16, body: Option<&str>) -> Response<Body> {
+    if status == 404 && body.is_none() {
+        return status_response(StatusCode::NOT_FOUND);
+    }
     let mut r = match body {
         Some(b) => {
             let mut r = Response::new(full(Bytes::copy_from_slice(b.as_bytes())));
