@@ -34,7 +34,7 @@
 //! machines is logged as a warning at start.
 
 use crate::body::{full, Body};
-use crate::error::status_response;
+use crate::error::{closing_response, status_response};
 use crate::h1server::{self, Served, Transport};
 use crate::health::now_millis;
 use crate::health_check;
@@ -1012,6 +1012,17 @@ where
                         if max_head.is_some_and(|max| head_size(&req) > max) {
                             shared.metrics.reject(Rejection::HeaderTooLarge);
                             return Ok::<_, Infallible>(status_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+                        }
+                        // Only hyper reads a `Transfer-Encoding` (the gateway's loop
+                        // hands such a request over): a coding besides `chunked`
+                        // is refused here, before any of the body is read.
+                        if let Some(status) = crate::request::transfer_coding_refusal(req.headers()) {
+                            shared.metrics.reject(if status == StatusCode::NOT_IMPLEMENTED {
+                                Rejection::NotImplemented
+                            } else {
+                                Rejection::BadRequest
+                            });
+                            return Ok::<_, Infallible>(closing_response(status, req.version()));
                         }
                         // Boxed: hyper keeps the service's future in a box of its own
                         // size for the connection's whole life; the proxy's state (a few
