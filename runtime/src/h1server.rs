@@ -11,7 +11,8 @@
 //! request head is parsed with `httparse` and turned into a
 //! [`Request`] without copying (header values and the URI share the read
 //! buffer), and a response head goes out together with a small first body
-//! frame in one write.
+//! frame in one write. A chunked response ends with the trailer fields its
+//! body carries (the proxy has already kept only those this client takes).
 //!
 //! Limits (see docs/language.md, `limits`): a head must complete within
 //! `header_timeout` (from accept for the first request, from its first byte
@@ -780,11 +781,11 @@ async fn stream_rest<S: Transport>(
         }
     }
     if framing == Framing::Chunked {
-        let end = match trailers.filter(|t: &HeaderMap| !t.is_empty()) {
-            Some(fields) => last_chunk(&fields),
-            None => BytesMut::from(&b"0\r\n\r\n"[..]),
+        let written = match trailers.filter(|t: &HeaderMap| !t.is_empty()) {
+            Some(fields) => write_parts(io, &[&last_chunk(&fields)]).await,
+            None => write_parts(io, &[b"0\r\n\r\n"]).await,
         };
-        if write_parts(io, &[&end]).await.is_err() {
+        if written.is_err() {
             return false;
         }
     }
