@@ -702,7 +702,7 @@ test "routes" {
 
 // ------------------------------------------------------------------ allocation
 
-mod alloc_count {
+pub(crate) mod alloc_count {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 

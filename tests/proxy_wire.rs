@@ -480,6 +480,28 @@ async fn http_2_takes_authority_and_refuses_a_host_that_differs_from_it() {
     }
 }
 
+#[test]
+fn finding_the_host_of_an_ordinary_request_allocates_nothing() {
+    use gw_runtime::request::request_host;
+    use hyper::header::{HeaderMap, HeaderValue, HOST};
+    use hyper::{Uri, Version};
+    let mut headers = HeaderMap::new();
+    headers.insert(HOST, HeaderValue::from_static("Api.Example.com.:8080"));
+    let origin: Uri = "/users/7?x=1".parse().expect("a target");
+    let absolute: Uri = "http://Api.Example.com.:8080/users/7".parse().expect("a target");
+    let allocations = crate::plan::alloc_count::during(|| {
+        for version in [Version::HTTP_11, Version::HTTP_10] {
+            // The origin form, and an absolute form naming the same host.
+            for uri in [&origin, &absolute] {
+                let host = request_host(version, uri, &headers);
+                assert!(matches!(&host, Ok(Some(h)) if h == "Api.Example.com.:8080"));
+                std::hint::black_box(host).ok();
+            }
+        }
+    });
+    assert_eq!(allocations, 0);
+}
+
 // ------------------------------------------------------------------ transfer codings
 
 #[tokio::test]
