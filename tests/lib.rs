@@ -29,6 +29,7 @@ mod proxy_headers;
 mod proxy_pool;
 mod proxy_stream;
 mod proxy_support;
+mod proxy_wire;
 mod robustness;
 mod router_differential;
 mod serve_admin;

@@ -325,7 +325,14 @@ async fn demo_serves_the_food_court_with_built_in_backends_and_prints_curl_comma
     );
     assert_eq!(j["path"], "/menu");
     assert_eq!(menu.header("cache-control"), Some("public, max-age=60"));
-    assert_eq!(get(&format!("http://{addr}/internal/x")).await.status, 404);
+    // A hidden path answers as a path nobody ever served, as the example says.
+    let hidden = get(&format!("http://{addr}/internal/x")).await;
+    let unknown = get(&format!("http://{addr}/favicon.ico")).await;
+    assert_eq!(hidden.status, 404);
+    assert_eq!(
+        (hidden.header("content-type"), hidden.body.as_str()),
+        (unknown.header("content-type"), unknown.body.as_str())
+    );
     assert_eq!(get(&format!("http://{addr}/v1/menu")).await.status, 308);
     // Signed-in routes want a token; the tour prints one.
     assert_eq!(get(&format!("http://{addr}/orders")).await.status, 401);

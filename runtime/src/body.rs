@@ -2,12 +2,15 @@
 //! so that client bodies, upstream bodies and gateway-made bodies mix — and
 //! the wrappers the proxy streams through: [`ClientBody`] (the client's body
 //! under `max_body_size`, optionally replaying a buffered prefix) and
-//! [`Stall`] (an upstream body that must keep moving). Nothing here holds a
-//! whole body except [`buffer`], which holds at most its limit.
+//! [`Stall`] (an upstream body that must keep moving, whose trailer section
+//! passes through [`Trailers`]). Nothing here holds a whole body except
+//! [`buffer`], which holds at most its limit.
 
+use crate::request::{announces, trailer_allowed};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -210,24 +213,73 @@ impl fmt::Display for Stalled {
 
 impl std::error::Error for Stalled {}
 
+/// Which trailer fields of an upstream's response reach the client (see
+/// `proxy::trailer_rule`).
+#[derive(Debug, Clone)]
+pub enum TrailerRule {
+    /// None.
+    Drop,
+    /// Every field [`trailer_allowed`] lets through.
+    All,
+    /// Those of them this `Trailer` value names.
+    Announced(HeaderValue),
+}
+
+/// What passes of an upstream response's trailer section: the fields the
+/// rule lets through, never one [`trailer_allowed`] refuses, and none the
+/// route's response header transforms name (`transformed`).
+pub struct Trailers {
+    pub rule: TrailerRule,
+    pub transformed: Option<Arc<[HeaderName]>>,
+}
+
+impl Trailers {
+    /// The fields of `fields` that pass; `None` when none does.
+    fn filter(&self, fields: HeaderMap) -> Option<HeaderMap> {
+        if matches!(self.rule, TrailerRule::Drop) {
+            return None;
+        }
+        let mut out = HeaderMap::new();
+        let mut name: Option<HeaderName> = None;
+        for (n, value) in fields {
+            if let Some(n) = n {
+                name = Some(n);
+            }
+            let Some(n) = name.as_ref() else { continue };
+            let announced = match &self.rule {
+                TrailerRule::Announced(list) => announces(list, n),
+                _ => true,
+            };
+            let transformed = self.transformed.as_ref().is_some_and(|t| t.contains(n));
+            if announced && !transformed && trailer_allowed(n) {
+                out.append(n.clone(), value);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
 /// An upstream body that fails when no frame arrives for `limit`: a server
 /// that sends its headers and then stalls cannot hold the client forever.
 /// The timer is made the first time the body has to wait, so a body that is
 /// ready at once costs no timer. `keep` lives as long as the body (the
-/// server's in-flight count, for `least_conn`).
+/// server's in-flight count, for `least_conn`). Its trailer section passes
+/// through [`Trailers`].
 pub struct Stall<B, K> {
     inner: B,
     limit: Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    trailers: Trailers,
     _keep: K,
 }
 
 impl<B, K> Stall<B, K> {
-    pub fn new(inner: B, limit: Duration, keep: K) -> Stall<B, K> {
+    pub fn new(inner: B, limit: Duration, keep: K, trailers: Trailers) -> Stall<B, K> {
         Stall {
             inner,
             limit,
             sleep: None,
+            trailers,
             _keep: keep,
         }
     }
@@ -248,7 +300,18 @@ where
                 if let (Some(sleep), true) = (this.sleep.as_mut(), r.is_some()) {
                     sleep.as_mut().reset(tokio::time::Instant::now() + this.limit);
                 }
-                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+                match r {
+                    Some(Ok(frame)) if !frame.is_data() => match frame.into_trailers() {
+                        // The trailer section ends the body: what does not
+                        // pass is dropped, and with it, if nothing does, the frame.
+                        Ok(fields) => match this.trailers.filter(fields) {
+                            Some(kept) => Poll::Ready(Some(Ok(Frame::trailers(kept)))),
+                            None => Poll::Ready(None),
+                        },
+                        Err(other) => Poll::Ready(Some(Ok(other))),
+                    },
+                    r => Poll::Ready(r.map(|f| f.map_err(Into::into))),
+                }
             }
             Poll::Pending => {
                 let limit = this.limit;
