@@ -615,13 +615,23 @@ fn gw0506(host: &MemoryHost) -> Vec<Diagnostic> {
 
 #[test]
 fn a_root_with_routes_and_no_listen_warns_at_its_first_route() {
-    let c = compile(&with_up("admin 127.0.0.1:9901\nroute GET /b -> app\nroute GET /a -> app\n"));
+    let c = compile(&with_up(
+        "admin 127.0.0.1:9901\nroute GET /b -> app\nroute GET /a -> app\n",
+    ));
     let d = only(&c, Code::GW0506);
     assert_eq!(d.len(), 1, "{:#?}", c.diagnostics);
     assert!(!d[0].is_error(), "a warning: the file still compiles");
     assert!(c.plan.is_some());
-    assert_eq!(primary_text(&c, d[0]), "route GET /b -> app", "the first route by position");
-    assert!(d[0].message.contains("`app.gw` has 2 routes and no `listen`"), "{}", d[0].message);
+    assert_eq!(
+        primary_text(&c, d[0]),
+        "route GET /b -> app",
+        "the first route by position"
+    );
+    assert!(
+        d[0].message.contains("`app.gw` has 2 routes and no `listen`"),
+        "{}",
+        d[0].message
+    );
 }
 
 #[test]

@@ -246,7 +246,11 @@ fn an_empty_file_and_routes_without_listen_are_not_reported_clean() {
         .stdout_has("warning[GW0506]")
         .stdout_has("no `listen`")
         .run();
-    assert!(out.stdout.ends_with("app.gw: 1 warning (warnings denied)\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with("app.gw: 1 warning (warnings denied)\n"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -37,6 +37,7 @@ mod serve_limits;
 mod serve_listeners;
 mod serve_process;
 mod serve_reload;
+mod serve_watch;
 mod snapshots;
 mod support;
 mod upstream_h1;

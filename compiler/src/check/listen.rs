@@ -42,7 +42,11 @@ fn no_listener(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
     };
     let root = ctx.sources.files().next().map_or("this file", |(_, f)| f.name.as_str());
     let n = ctx.config.routes.len();
-    let routes = if n == 1 { "a route".to_string() } else { format!("{n} routes") };
+    let routes = if n == 1 {
+        "a route".to_string()
+    } else {
+        format!("{n} routes")
+    };
     diags.push(
         Diagnostic::new(
             Code::GW0506,
