@@ -14,7 +14,7 @@
 //! - A read that failed (a missing import, a permission, a FIFO) is tried
 //!   again every interval: the file is looked at (`stat`, then opened without
 //!   blocking, never read) and the configuration is read again as soon as
-//!   that looks different.
+//!   it looks different (a new stamp, or it opens now).
 //! - `SIGHUP` always reads the configuration again.
 //! - Reading and compiling run on a blocking thread, one at a time; the
 //!   watcher's loop only waits for them, so signals and changes are noticed
@@ -111,7 +111,7 @@ pub enum Access {
     /// A FIFO, a device, a socket or a folder.
     NotRegular,
     Refused(io::ErrorKind),
-    /// It opens (so a read that failed after opening is tried every time).
+    /// It opens.
     Opens,
 }
 
@@ -192,7 +192,7 @@ impl Host for WatchingHost {
         let mut watched = self.reads.borrow_mut();
         match &read {
             Ok(_) => watched.files.push((path.to_string(), before)),
-            Err(_) => watched.failed.push((path.to_string(), access(path))),
+            Err(_) => watched.failed.push((path.to_string(), stamp(path), access(path))),
         }
         read
     }
@@ -208,19 +208,22 @@ impl Host for WatchingHost {
 pub struct Watched {
     /// Read, with the stamp taken before reading.
     files: Vec<(String, Option<Stamp>)>,
-    /// Could not be read, with what [`access`] said just after.
-    failed: Vec<(String, Access)>,
+    /// Could not be read, with its stamp and what [`access`] said just after.
+    failed: Vec<(String, Option<Stamp>, Access)>,
 }
 
 impl Watched {
     /// Whether a file changed since it was read, or a file that could not be
-    /// read looks different now.
+    /// read looks different now: another stamp (a permission fixed changes
+    /// the change time), or another answer from [`access`] (it appeared, it
+    /// opens now, it is a regular file now). A file that opened but could not
+    /// be read (too large, say) is read again once it changes, not every time.
     pub fn changed(&self) -> bool {
         self.files.iter().any(|(path, seen)| stamp(path) != *seen)
             || self
                 .failed
                 .iter()
-                .any(|(path, seen)| *seen == Access::Opens || access(path) != *seen)
+                .any(|(path, seen, could)| stamp(path) != *seen || access(path) != *could)
     }
 }
 
