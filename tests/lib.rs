@@ -39,6 +39,7 @@ mod serve_limits;
 mod serve_listeners;
 mod serve_process;
 mod serve_reload;
+mod serve_watch;
 mod snapshots;
 mod support;
 mod upstream_h1;

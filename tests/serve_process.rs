@@ -454,3 +454,67 @@ async fn an_unreadable_plan_file_is_a_usage_error() {
     let served = Served::start(&[], &["missing.plan.json"]);
     assert_eq!(served.wait_exit(WAIT).await, Some(2), "{}", served.output());
 }
+
+/// An upstream that answers after `delay`.
+async fn slow_upstream(delay: Duration) -> Upstream {
+    Upstream::start(move |_req| async move {
+        tokio::time::sleep(delay).await;
+        hyper::Response::new(gw_runtime::body::full("finished"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_to_the_process_and_then_its_group_drains_once() {
+    let slow = slow_upstream(Duration::from_millis(1500)).await;
+    let served = Served::start_grouped(&[("app.gw", &app(slow.addr, ""))], &["app.gw"]);
+    let addr = served.bound(1).await[0];
+    let pending = tokio::spawn(async move { get(&format!("http://{addr}/a/1")).await });
+    let reached = crate::live::eventually(WAIT, || slow.connections.load(Ordering::SeqCst) == 1).await;
+    assert!(reached, "the slow request reached the upstream");
+    // What GNU `timeout` does: SIGTERM to the process, then to its group.
+    // The copy is sent once the first is handled, so the two are never
+    // merged into one delivery; it still comes well within a second.
+    served.signal_now(libc::SIGTERM);
+    served.wait_lines(WAIT, 1, |l| l.contains("shutting down")).await;
+    served.signal_group(libc::SIGTERM);
+    let got = pending.await.expect("the slow request");
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (200, "finished"),
+        "drained\n{}",
+        served.output()
+    );
+    assert_eq!(served.wait_exit(WAIT).await, Some(0), "{}", served.output());
+    let said = crate::live::eventually(WAIT, || served.output().contains("drained; bye")).await;
+    let log = served.output();
+    assert!(said && log.contains("one stop, still draining"), "{log}");
+    assert!(!log.contains("second signal"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_after_a_second_stops_at_once() {
+    let stuck = slow_upstream(Duration::from_secs(30)).await;
+    let served = Served::start(&[("app.gw", &app(stuck.addr, ""))], &["app.gw"]);
+    let addr = served.bound(1).await[0];
+    tokio::spawn(async move {
+        let url = format!("http://{addr}/a/1").parse().expect("uri");
+        let _ = tokio::time::timeout(Duration::from_secs(40), crate::live::client().get(url)).await;
+    });
+    let reached = crate::live::eventually(WAIT, || stuck.connections.load(Ordering::SeqCst) == 1).await;
+    assert!(reached);
+    served.signal("TERM");
+    served.wait_lines(WAIT, 1, |l| l.contains("shutting down")).await;
+    // More than a second after the gateway logged the first one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(served.exited().is_none(), "still draining the 30 s request");
+    let signalled = Instant::now();
+    served.signal("TERM");
+    assert_eq!(served.wait_exit(WAIT).await, Some(0), "{}", served.output());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "it stopped without waiting for the 30 s request"
+    );
+    let said = crate::live::eventually(WAIT, || served.output().contains("second signal")).await;
+    assert!(said, "{}", served.output());
+}

@@ -62,6 +62,7 @@ codes! {
     GW0503 Warning "plain-HTTP listener carries routes with auth",
     GW0504 Warning "resilience settings that contradict each other",
     GW0505 Warning "a secret written inline in the configuration",
+    GW0506 Warning "a root configuration with routes and no `listen`",
     GW0601 Error "an embedded `test` expectation fails",
 }
 

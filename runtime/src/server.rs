@@ -67,6 +67,10 @@ pub struct Options {
     /// When a listener's port is taken, listen on a free port of the same
     /// address instead of failing (`gwc serve --demo` on a busy machine).
     pub free_port_if_busy: bool,
+    /// Let a reload remove every route, or replace every listener (`gwc
+    /// serve --allow-drastic-reload`). Without it such a reload is refused
+    /// (see [`Gateway::reload`]); a plan with no listener is refused always.
+    pub allow_drastic_reload: bool,
 }
 
 /// hyper's smallest HTTP/1.1 read buffer: heads up to it are always read.
@@ -229,6 +233,9 @@ impl Gateway {
         options: Options,
         workers: Vec<tokio::runtime::Handle>,
     ) -> Result<Arc<Gateway>, String> {
+        if plan.listeners.is_empty() {
+            return Err(NO_LISTENER.to_string());
+        }
         let plan = Arc::new(plan);
         let runtime = Runtime::build(plan.clone(), None).await;
         let shared = Arc::new(Shared::new(runtime));
@@ -546,9 +553,25 @@ impl Gateway {
     /// (unchanged servers keep their health), swaps atomically,
     /// restarts health checks, and closes what it drops. Requests in flight
     /// finish on the plan they started with.
+    ///
+    /// Refused, changing nothing: a plan with no listener (an empty file
+    /// saved by mistake would stop every listener, admin included), and
+    /// unless [`Options::allow_drastic_reload`], a plan that removes every
+    /// route or keeps none of the listeners serving now (a half-written
+    /// file, a typo in the only `listen`).
     pub async fn reload(&self, plan: Plan) -> Result<(), String> {
         let plan = Arc::new(plan);
         let mut listeners = self.listeners.lock().await;
+        let guarded = drastic(
+            &self.shared.current.load().plan,
+            &plan,
+            &listeners,
+            self.options.allow_drastic_reload,
+        );
+        if let Err(e) = guarded {
+            self.shared.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
         let prepared = match self.prepare(&plan, &listeners).await {
             Ok(p) => p,
             Err(e) => {
@@ -596,6 +619,39 @@ impl Gateway {
         let _ = tokio::time::timeout(drain, wait).await;
         self.connections.live()
     }
+}
+
+/// Why a plan is never served: it has no `listen`.
+const NO_LISTENER: &str = "the plan has no `listen`: a gateway without a listener serves nothing";
+
+/// What refuses `new` as the successor of `old` (see [`Gateway::reload`]);
+/// `current` are the listeners serving now.
+fn drastic(old: &Plan, new: &Plan, current: &Listeners, allowed: bool) -> Result<(), String> {
+    const HOW: &str = "restart the gateway to make this change, or run it with `--allow-drastic-reload`";
+    if new.listeners.is_empty() {
+        return Err(format!("{NO_LISTENER}; the running plan keeps serving"));
+    }
+    if allowed {
+        return Ok(());
+    }
+    if new.routes.is_empty() && !old.routes.is_empty() {
+        return Err(format!(
+            "the new plan removes every route (the running plan has {}): every request would be answered 404; \
+             the running plan keeps serving; {HOW}",
+            old.routes.len()
+        ));
+    }
+    let wanted: Vec<String> = new.listeners.iter().map(|l| listener_key(l, new)).collect();
+    if !current.serving.is_empty() && !current.serving.iter().any(|b| wanted.contains(&b.key)) {
+        let was: Vec<&str> = current.serving.iter().map(|b| b.key.as_str()).collect();
+        return Err(format!(
+            "the new plan keeps none of the listeners serving now ({}; the new plan has {}): their clients \
+             would be refused; the running plan keeps serving; {HOW}",
+            was.join(", "),
+            wanted.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Waits for every task.

@@ -9,6 +9,7 @@ mod plan;
 mod route;
 mod serve;
 mod test;
+mod watch;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

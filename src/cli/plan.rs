@@ -7,6 +7,7 @@
 use super::{EXIT_PROBLEMS, EXIT_USAGE};
 use crate::host::RealHost;
 use crate::render::{self, Style};
+use gw_compiler::host::Host;
 use gw_compiler::plan::Plan;
 use gw_compiler::Compilation;
 use std::io::{self, Write};
@@ -36,17 +37,23 @@ pub fn run(args: PlanArgs) -> ExitCode {
 /// `Err` carries the exit status: 2 when the file cannot be read, 1 when the
 /// configuration has errors.
 pub fn compile_plan(file: &str) -> Result<(Plan, Compilation), ExitCode> {
-    compile(file, false)
+    compile(&RealHost, file, false)
+}
+
+/// [`compile_plan`] reading files through `host` (`gwc serve` stamps each
+/// file before reading it).
+pub fn compile_plan_with(host: &dyn Host, file: &str) -> Result<(Plan, Compilation), ExitCode> {
+    compile(host, file, false)
 }
 
 /// Like [`compile_plan`], but when the only errors are failing embedded
 /// tests (GW0601), the plan they ran against (for `gwc route`).
 pub fn compile_plan_despite_failing_tests(file: &str) -> Result<(Plan, Compilation), ExitCode> {
-    compile(file, true)
+    compile(&RealHost, file, true)
 }
 
-fn compile(file: &str, failing_tests_ok: bool) -> Result<(Plan, Compilation), ExitCode> {
-    let mut compilation = match gw_compiler::compile(&RealHost, file) {
+fn compile(host: &dyn Host, file: &str, failing_tests_ok: bool) -> Result<(Plan, Compilation), ExitCode> {
+    let mut compilation = match gw_compiler::compile(host, file) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: cannot read `{file}`: {}", describe(&e));
