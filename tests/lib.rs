@@ -7,6 +7,7 @@ mod balance;
 mod checks;
 mod cli;
 mod contract;
+mod editor_grammars;
 mod examples;
 mod explain;
 mod h1_robustness;
