@@ -22,7 +22,7 @@ const HEALTH_SETTINGS = ['path', 'interval', 'timeout', 'expect', 'unhealthy', '
 const EJECT_SETTINGS = ['errors', 'for'];
 const POOL_SETTINGS = ['max_idle', 'idle_timeout'];
 const AUTH_SETTINGS = ['issuer', 'audience', 'algorithms', 'public_key', 'secret', 'leeway', 'keys'];
-const LIMIT_SETTINGS = ['rate', 'burst', 'key', 'store'];
+const LIMIT_SETTINGS = ['rate', 'burst', 'key', 'store', 'max_keys'];
 const STORE_SETTINGS = ['timeout', 'on_error'];
 const ROUTE_SETTINGS = ['strip_prefix', 'timeout', 'rewrite'];
 const CORS_SETTINGS = ['origins', 'methods', 'headers', 'expose', 'max_age'];
@@ -184,7 +184,7 @@ module.exports = grammar({
       field('file', $._value),
     )),
 
-    /** `limit NAME { rate 100/min burst 20 key claim.sub [store NAME] }` */
+    /** `limit NAME { rate 100/min burst 20 key claim.sub [store NAME] [max_keys N] }` */
     limit: $ => seq('limit', field('name', $.identifier), alias($.limit_block, $.block)),
     limit_block: $ => block(alias($.limit_setting, $.setting)),
     limit_setting: $ => setting(LIMIT_SETTINGS, $),
