@@ -14,7 +14,8 @@
 //! - Trailers (RFC 9110 6.5): an upstream's chunked trailer section reaches
 //!   an HTTP/1.1 client that sent `TE: trailers` (the fields the upstream
 //!   announced in `Trailer`) and an HTTP/2 client, without the fields that
-//!   may not be trailers or that the route's response transforms name.
+//!   may not be trailers or that the route's response transforms name;
+//!   a client's request trailers reach no upstream (HTTP/1.1 or `http2`).
 //!
 //! Every wait is bounded.
 
@@ -728,5 +729,93 @@ async fn an_upstream_body_in_a_coding_besides_chunked_is_a_502() {
     for path in PATHS {
         let got = h1(&live, path, "GET /gzip", "HTTP/1.1", "host: h\r\n").await;
         assert_eq!(got.status, 502, "{path:?}: {:?}", String::from_utf8_lossy(&got.body));
+    }
+}
+
+/// A request body with a trailer section.
+struct WithTrailers(Option<Bytes>, Option<hyper::HeaderMap>);
+
+impl hyper::body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.0.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+        }
+        std::task::Poll::Ready(self.1.take().map(|t| Ok(hyper::body::Frame::trailers(t))))
+    }
+}
+
+#[tokio::test]
+async fn a_clients_request_trailers_reach_no_upstream_of_either_protocol() {
+    // The upstream answers with the version, the body and the trailer
+    // fields it was sent.
+    let up = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        let version = format!("{:?}", req.version());
+        let (body, trailers) = match req.into_body().collect().await {
+            Ok(c) => {
+                let trailers: Vec<String> = c
+                    .trailers()
+                    .map(|t| t.keys().map(|k| k.to_string()).collect())
+                    .unwrap_or_default();
+                (String::from_utf8_lossy(&c.to_bytes()).into_owned(), trailers)
+            }
+            Err(e) => (format!("failed: {e}"), Vec::new()),
+        };
+        let answer = serde_json::json!({ "version": version, "body": body, "trailers": trailers });
+        hyper::Response::new(gw_runtime::body::full(answer.to_string()))
+    })
+    .await;
+    // Each protocol, the body streamed (no retry) and buffered for a retry.
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream one {{ server {up} }}
+         upstream two {{ server {up} http2 }}
+         route /one/{{*rest}} -> one {{ set request header x-user \"fixed\" }}
+         route /two/{{*rest}} -> two {{ set request header x-user \"fixed\" }}
+         route /one-retry/{{*rest}} -> one {{ retry 1 on 503 set request header x-user \"fixed\" }}
+         route /two-retry/{{*rest}} -> two {{ retry 1 on 503 set request header x-user \"fixed\" }}",
+        up = up.addr
+    ))
+    .await;
+    let h2c = crate::proxy_support::h2_client();
+    for (route, version) in [
+        ("one", "HTTP/1.1"),
+        ("two", "HTTP/2.0"),
+        ("one-retry", "HTTP/1.1"),
+        ("two-retry", "HTTP/2.0"),
+    ] {
+        // HTTP/1.1, chunked with a trailer section.
+        let request = format!(
+            "POST /{route}/x HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+             3\r\nabc\r\n0\r\nx-user: evil\r\nauthorization: Bearer forged\r\nx-checksum: 1\r\n\r\n"
+        );
+        let (head, body) = crate::proxy_support::raw(live.addrs[0], request.as_bytes()).await;
+        assert!(head.starts_with("http/1.1 200"), "{route}: {head}");
+        let seen: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(seen["version"], version, "{route}");
+        assert_eq!(seen["body"], "abc", "{route}: the body is whole");
+        assert_eq!(seen["trailers"], serde_json::json!([]), "HTTP/1.1 client, {route}");
+        // HTTP/2 with trailers.
+        let mut trailers = hyper::HeaderMap::new();
+        trailers.insert("x-user", hyper::header::HeaderValue::from_static("evil"));
+        trailers.insert("x-forwarded-for", hyper::header::HeaderValue::from_static("6.6.6.6"));
+        trailers.insert("x-checksum", hyper::header::HeaderValue::from_static("1"));
+        let req = Request::post(live.url(&format!("/{route}/y")))
+            .body(gw_runtime::body::boxed(WithTrailers(
+                Some(Bytes::from_static(b"abc")),
+                Some(trailers),
+            )))
+            .expect("request");
+        let got = crate::proxy_support::exchange(&h2c, req).await;
+        assert_eq!(got.status, 200, "{route}: {}", got.body);
+        let seen = got.json();
+        assert_eq!(seen["version"], version, "{route}");
+        assert_eq!(seen["body"], "abc", "{route}: the body is whole");
+        assert_eq!(seen["trailers"], serde_json::json!([]), "HTTP/2 client, {route}");
     }
 }
