@@ -4,7 +4,8 @@
 //! of rotation after its first refused connect, and no client sees an
 //! error; a `POST` whose connection reset is never sent again, whatever the
 //! route opts into; the retry budget still bounds the retries of resets;
-//! ejection never takes out the last usable server. Every wait is on a
+//! ejection never takes out the last usable server, and an ejected server
+//! never takes the place of an answer a retry holds. Every wait is on a
 //! condition (bounded), not on a guessed margin.
 
 use crate::live::{eventually, get, Live, Upstream};
@@ -395,4 +396,40 @@ async fn the_only_server_of_an_upstream_is_never_ejected() {
     assert_eq!(received.load(Ordering::SeqCst), 6);
     assert!(!state_of(&live, 0, broken).is_ejected());
     assert!(!state_of(&live, 1, broken).is_ejected());
+}
+
+#[tokio::test]
+async fn a_retry_gives_the_held_answer_rather_than_try_an_ejected_server() {
+    let a = Upstream::start(|_req| async {
+        let mut r = Response::new(full("from a"));
+        *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        r
+    })
+    .await;
+    let dead = crate::proxy_support::dead_port();
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream u {{ server {} server 127.0.0.1:{dead} retry 1 on 503, connect_error }}
+         route /{{*rest}} -> u",
+        a.addr
+    ))
+    .await;
+    let dead_state = state_of(&live, 0, format!("127.0.0.1:{dead}").parse().expect("an address"));
+    // Until the dead server's first refused connect ejects it, a request may
+    // end on it (A's 503 held, then the retry refused: a 502).
+    for _ in 0..4 {
+        if dead_state.is_ejected() {
+            break;
+        }
+        get(&live.url("/x")).await;
+    }
+    assert!(dead_state.is_ejected(), "the dead server is ejected");
+    // Now the retry has nowhere to go but the ejected server while A, tried,
+    // is usable: no retry goes, and the client gets A's own answer.
+    let before = retries(&live);
+    for _ in 0..4 {
+        let got = get(&live.url("/x")).await;
+        assert_eq!((got.status, got.body.as_str()), (503, "from a"));
+    }
+    assert_eq!(retries(&live), before, "no retry went to the ejected server");
 }
