@@ -7,9 +7,10 @@
 //! for D }` block counts every failure ([`Outcome::Failed`] and
 //! [`Outcome::Unreachable`]) and doubles the time on repeat. Without one,
 //! the default counts only a server that cannot be reached — a refused or
-//! timed-out connect, a fresh connection that broke before any answer —
-//! and takes it out for 10 s after one such failure (nginx's `max_fails=1
-//! fail_timeout=10s`). Either way the caller says whether another server
+//! timed-out connect — and takes it out for 10 s after one such failure
+//! (nginx's `max_fails=1 fail_timeout=10s`). A connection that accepted the
+//! request and broke before any answer is no such sign: the request itself
+//! may break every server it reaches (and a retry carries it to each). Either way the caller says whether another server
 //! would still be usable: the last usable server is never ejected.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -68,12 +69,12 @@ pub enum Outcome {
     /// It answered (a `501` too: that speaks of the request, not the
     /// server). Ends a run of failures.
     Ok,
-    /// It could not be reached: a refused or timed-out connect, or a
-    /// connection opened for this request that broke before any answer.
-    /// Every policy counts it.
+    /// It could not be reached: a refused or timed-out connect. Every policy
+    /// counts it.
     Unreachable,
     /// It failed otherwise: a `5xx` answer, no response head within the
-    /// timeout, an answer that could not be read. An `eject` block counts
+    /// timeout, an answer that could not be read, a connection opened for
+    /// the request that broke before any answer. An `eject` block counts
     /// it; the default does not (it speaks of one request as often as of
     /// the server).
     Failed,

@@ -739,16 +739,17 @@ impl Drop for ActiveGuard<'_> {
 }
 
 /// Maps a failed exchange to its kind and to what it says about the server:
-/// connect failures (timeout or refusal) and a fresh connection that broke
-/// before any answer (the server is not there); a pooled connection that
-/// broke (perhaps closed while idle: nothing against the server); the
-/// client's own body (too large, or failed); anything else from the
-/// upstream.
+/// connect failures (timeout or refusal: the server is not there); a fresh
+/// connection that broke before any answer (the server failed, or this
+/// request broke it: an `eject` block counts it, the default does not); a
+/// pooled connection that broke (perhaps closed while idle: nothing
+/// against the server); the client's own body (too large, or failed);
+/// anything else from the upstream.
 fn classify(e: &SendError) -> (ErrorKind, health::Outcome) {
     let e = match e {
         SendError::Connect { timed_out: true } => return (ErrorKind::ConnectTimeout, health::Outcome::Unreachable),
         SendError::Connect { timed_out: false } => return (ErrorKind::Connect, health::Outcome::Unreachable),
-        SendError::Reset { fresh: true } => return (ErrorKind::Reset, health::Outcome::Unreachable),
+        SendError::Reset { fresh: true } => return (ErrorKind::Reset, health::Outcome::Failed),
         SendError::Reset { fresh: false } => return (ErrorKind::Reset, health::Outcome::Neutral),
         SendError::Exchange(e) => e,
     };

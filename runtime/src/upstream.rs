@@ -129,10 +129,12 @@ pub enum SendError {
     Connect { timed_out: bool },
     /// The connection closed or reset after the request was sent and before
     /// a whole response head came. `fresh`: on a connection opened for this
-    /// request, so the server itself failed; otherwise on a pooled one that
-    /// the server may have closed just as it was reused (the keep-alive
-    /// race, no sign against the server), with a request that could not be
-    /// sent again safely on a new one (not idempotent, or not whole).
+    /// request, so the server failed (or the request made it fail: a
+    /// poisoned request breaks every server it is retried on); otherwise on
+    /// a pooled one that the server may have closed just as it was reused
+    /// (the keep-alive race, no sign against the server), with a request
+    /// that could not be sent again safely on a new one (not idempotent, or
+    /// not whole).
     Reset { fresh: bool },
     /// Connected, but the exchange failed (the cause may be the client's own
     /// request body: see `proxy::classify`).
