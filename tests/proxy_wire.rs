@@ -824,3 +824,46 @@ async fn a_clients_request_trailers_reach_no_upstream_of_either_protocol() {
         assert_eq!(seen["trailers"], serde_json::json!([]), "HTTP/2 client, {route}");
     }
 }
+
+// ------------------------------------------------------------------ the routed host
+
+#[tokio::test]
+async fn header_host_reads_the_routed_host_on_every_protocol() {
+    let up = Upstream::named("up").await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream up {{ server {} }}
+         limit per_host {{ rate 1/min burst 1 key header.host }}
+         route /t/{{*rest}} -> up {{ set request header x-tenant \"{{header.host}}\" }}
+         route /l/{{*rest}} -> up {{ limit per_host }}
+         route GET /r/{{*rest}} {{ redirect \"https://{{header.host}}/moved\" }}",
+        up.addr
+    ))
+    .await;
+    // HTTP/1.1, absolute form: the target's authority, not the Host line.
+    let request = b"GET http://public.test/t/x HTTP/1.1\r\nhost: evil.example\r\nconnection: close\r\n\r\n";
+    let (head, body) = crate::proxy_support::raw(live.addrs[0], request).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let seen: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(seen["headers"]["x-tenant"], "public.test", "{seen}");
+    let request = b"GET http://public.test/r/x HTTP/1.1\r\nhost: evil.example\r\nconnection: close\r\n\r\n";
+    let (head, _) = crate::proxy_support::raw(live.addrs[0], request).await;
+    assert_eq!(
+        crate::proxy_support::head_value(&head, "location"),
+        Some("https://public.test/moved"),
+        "{head}"
+    );
+    // HTTP/2: `:authority` only, no Host line.
+    let got = h2(&live, false, "http://public.test/t/y", None).await;
+    assert_eq!(got.json()["headers"]["x-tenant"], "public.test");
+    let got = h2(&live, false, "http://public.test/r/y", None).await;
+    assert_eq!(
+        (got.status, got.header("location")),
+        (302, Some("https://public.test/moved"))
+    );
+    // A limit keyed by the host: one budget per host, not one for all.
+    for (host, status) in [("a.test", 200), ("a.test", 429), ("b.test", 200)] {
+        let got = h2(&live, false, &format!("http://{host}/l/x"), None).await;
+        assert_eq!(got.status, status, "{host}");
+    }
+}

@@ -180,6 +180,14 @@ fn route_request<'a, B: ClientStream>(
                 return (closing_response(StatusCode::BAD_REQUEST, req.version()), None, None);
             }
         };
+        // From here on the routed host is the request's `Host`: what
+        // `header.host` reads (templates, `hash()`, limit keys, `require`)
+        // and what the upstream gets, on every protocol. A target's
+        // authority (absolute form, HTTP/2 `:authority`) replaces the line;
+        // in origin form the line is the host already.
+        if let (Some(h), Some(_)) = (&host, uri.authority()) {
+            req.headers_mut().insert(header::HOST, h.clone());
+        }
         let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let (route_index, params) = match lookup(plan, method_of(req.method()), host_str, uri.path()) {
             Lookup::Matched { route, params } => (route, params),
@@ -288,12 +296,7 @@ fn route_request<'a, B: ClientStream>(
             // The gateway answered `Expect: 100-continue` itself when it began
             // reading the body; the upstream is not asked again.
             headers.remove(header::EXPECT);
-            // The host the request was routed by, whatever `Host` said: a
-            // target's authority replaces it. (Without one, the host is the
-            // request's own `Host` line, already there.)
-            if let (Some(h), Some(_)) = (&host, uri.authority()) {
-                headers.insert(header::HOST, h.clone());
-            }
+            // `Host` is the host the request was routed by (set above).
             add_forwarded(headers, conn.client.ip(), conn.tls, host.as_ref());
             apply_ops(headers, prepared.request_ops);
             // What the client takes of an answer's trailer section.
