@@ -828,6 +828,53 @@ async fn a_clients_request_trailers_reach_no_upstream_of_either_protocol() {
 // ------------------------------------------------------------------ the routed host
 
 #[tokio::test]
+async fn an_http2_upstream_gets_the_host_the_routes_transforms_leave_as_authority() {
+    // The upstream answers with the authority and `Host` it was sent.
+    let up = Upstream::start(|req: Request<hyper::body::Incoming>| async move {
+        let answer = serde_json::json!({
+            "version": format!("{:?}", req.version()),
+            "authority": req.uri().authority().map(|a| a.to_string()),
+            "host": req.headers().get("host").and_then(|h| h.to_str().ok()),
+        });
+        hyper::Response::new(gw_runtime::body::full(answer.to_string()))
+    })
+    .await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream one {{ server {up} }}
+         upstream two {{ server {up} http2 }}
+         route /one/set/{{*rest}} -> one {{ set request header host \"internal.svc\" }}
+         route /two/set/{{*rest}} -> two {{ set request header host \"internal.svc\" }}
+         route /two/gone/{{*rest}} -> two {{ remove request header host }}
+         route /two/{{*rest}} -> two",
+        up = up.addr
+    ))
+    .await;
+    let ask = |path: &'static str| {
+        let live = &live;
+        async move {
+            let request = format!("GET {path} HTTP/1.1\r\nhost: public.test\r\nconnection: close\r\n\r\n");
+            let (head, body) = crate::proxy_support::raw(live.addrs[0], request.as_bytes()).await;
+            assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+            serde_json::from_slice::<serde_json::Value>(&body).expect("JSON")
+        }
+    };
+    let seen = ask("/one/set/x").await;
+    assert_eq!(seen["host"], "internal.svc", "HTTP/1.1 upstream: {seen}");
+    let seen = ask("/two/set/x").await;
+    assert_eq!(
+        (seen["version"].as_str(), seen["authority"].as_str()),
+        (Some("HTTP/2.0"), Some("internal.svc")),
+        "{seen}"
+    );
+    let seen = ask("/two/x").await;
+    assert_eq!(seen["authority"], "public.test", "the routed host: {seen}");
+    // Without a host, as for an HTTP/1.1 upstream, the server's address.
+    let seen = ask("/two/gone/x").await;
+    assert_eq!(seen["authority"], up.addr.to_string(), "{seen}");
+}
+
+#[tokio::test]
 async fn header_host_reads_the_routed_host_on_every_protocol() {
     let up = Upstream::named("up").await;
     let live = Live::start(&format!(

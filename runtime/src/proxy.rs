@@ -313,7 +313,6 @@ fn route_request<'a, B: ClientStream>(
             up: prepared.up,
             path: prepared.path,
             hash: prepared.hash,
-            host: host.as_ref(),
             max_body: plan.limits.max_body_size,
         };
         match target.run(Some(head), incoming, declared).await {
@@ -533,8 +532,6 @@ struct Forward<'a> {
     up: &'a UpstreamRt,
     path: PathAndQuery,
     hash: Option<u64>,
-    /// The client's host, the `:authority` of an `http2` upstream request.
-    host: Option<&'a HeaderValue>,
     max_body: u64,
 }
 
@@ -605,11 +602,15 @@ impl<'a> Forward<'a> {
                     ReqBody::Stream(Some(boxed(client_body)))
                 }
             };
-            // An `http2` upstream gets the client's host as `:authority`.
-            let h2_authority = if up.config.http2 {
-                self.host.and_then(|h| Authority::try_from(h.as_bytes()).ok())
-            } else {
-                None
+            // An `http2` upstream gets as `:authority` the `Host` an
+            // HTTP/1.1 one would get: the routed host, after the route's
+            // request transforms (`set request header host`).
+            let h2_authority = match (&head, up.config.http2) {
+                (Some(h), true) => h
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+                _ => None,
             };
             let timeout = self.timeout();
             let set = up.set.load_full();
@@ -647,7 +648,7 @@ impl<'a> Forward<'a> {
                 let mut uri = hyper::http::uri::Parts::default();
                 uri.path_and_query = Some(self.path.clone());
                 if up.config.http2 {
-                    // The client's host as `:authority`, else the server's.
+                    // The request's host as `:authority`, else the server's.
                     uri.scheme = Some(Scheme::HTTP);
                     uri.authority = Some(h2_authority.clone().unwrap_or_else(|| backend.authority.clone()));
                     parts.version = hyper::Version::HTTP_2;
