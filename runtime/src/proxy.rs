@@ -18,7 +18,7 @@ use crate::error::{closing_response, error_response, status_response, ErrorKind}
 use crate::health::{self, InFlight};
 use crate::metrics::Rejection;
 use crate::policy;
-use crate::request::{add_forwarded, is_upgrade, request_host, strip_hop_by_hop, RequestCtx};
+use crate::request::{add_forwarded, filter_trailer, is_upgrade, request_host, strip_hop_by_hop, RequestCtx};
 use crate::state::{Runtime, Shared};
 use crate::upstream::{SendError, UpstreamBody, UpstreamRt};
 use bytes::Bytes;
@@ -322,6 +322,13 @@ fn route_request<'a, B: ClientStream>(
                 let trailers = trailer_rule(takes, &parts.headers);
                 // `Trailer` announces fields: it goes where they go.
                 let keep_trailer = !matches!(trailers, TrailerRule::Drop);
+                // Trailer fields may not undo the route's response header
+                // transforms.
+                let transformed = if keep_trailer {
+                    rt.transformed_response_headers.get(route_index).cloned().flatten()
+                } else {
+                    None
+                };
                 let body = match (client_upgrade, switching) {
                     // The upstream switched: its socket is tunnelled to the
                     // client's once the client's side has switched too.
@@ -334,18 +341,16 @@ fn route_request<'a, B: ClientStream>(
                     _ => {
                         let trailers = Trailers {
                             rule: trailers,
-                            // Trailer fields may not undo the route's response
-                            // header transforms.
-                            transformed: if keep_trailer {
-                                rt.transformed_response_headers.get(route_index).cloned().flatten()
-                            } else {
-                                None
-                            },
+                            transformed: transformed.clone(),
                         };
                         boxed(Stall::new(body, target.timeout(), answer.in_flight, trailers))
                     }
                 };
                 strip_hop_by_hop(&mut parts.headers, switching, keep_trailer);
+                if keep_trailer {
+                    // It names only the fields that will pass.
+                    filter_trailer(&mut parts.headers, transformed.as_deref());
+                }
                 apply_ops(&mut parts.headers, response_ops);
                 (
                     Response::from_parts(parts, body),

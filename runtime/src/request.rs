@@ -3,7 +3,7 @@
 //! request's host (RFC 9112 3.2: one valid `Host`, the target's authority
 //! first) and its transfer codings (RFC 9112 6.1); and the header hygiene of
 //! a proxy: hop-by-hop headers out, `X-Forwarded-*` in, trailer fields that
-//! may not travel as trailers out (RFC 9110 6.5.1).
+//! may not travel as trailers out (RFC 9110 6.5.1), and out of `Trailer`.
 
 use gw_compiler::ast::Reference;
 use gw_compiler::plan::router::Params;
@@ -512,6 +512,37 @@ pub fn trailer_allowed(name: &HeaderName) -> bool {
                 | "vary"
                 | "www-authenticate"
         ))
+}
+
+/// Keeps in a response's `Trailer` header only the fields that will pass
+/// (those [`trailer_allowed`] lets through and the route's response
+/// transforms, `transformed`, do not name), so that it announces no field
+/// the client will not get; removes it when none is left. Costs one lookup
+/// when there is no `Trailer`.
+pub fn filter_trailer(headers: &mut HeaderMap, transformed: Option<&[HeaderName]>) {
+    if !headers.contains_key(header::TRAILER) {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for line in headers.get_all(header::TRAILER) {
+        for name in line.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            let Ok(name) = HeaderName::from_bytes(name) else {
+                continue;
+            };
+            if trailer_allowed(&name) && !transformed.is_some_and(|t| t.contains(&name)) {
+                if !kept.is_empty() {
+                    kept.extend_from_slice(b", ");
+                }
+                kept.extend_from_slice(name.as_str().as_bytes());
+            }
+        }
+    }
+    headers.remove(header::TRAILER);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
+        if !v.is_empty() {
+            headers.insert(header::TRAILER, v);
+        }
+    }
 }
 
 /// Does a `Trailer` value list `name` (any case)?
