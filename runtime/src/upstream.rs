@@ -258,7 +258,7 @@ impl H1Pool {
     /// on an idle connection or a new one, and returns once the response
     /// head is in. A reused connection that fails before any byte of an
     /// answer, with the whole request still in hand (and either an
-    /// idempotent method or a request the upstream never took whole), gets
+    /// idempotent method or a request of which not one byte went), gets
     /// the request once more on a fresh connection.
     ///
     /// The request is encoded when this is called, before the future exists:
