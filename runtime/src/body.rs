@@ -69,6 +69,7 @@ impl std::error::Error for ClientBodyError {
 /// The client's body on its way upstream: frames already buffered (by
 /// [`buffer`]) first, then the rest as it arrives, failing with
 /// [`ClientBodyError::TooLarge`] as soon as more than `remaining` bytes came.
+/// Data only: a trailer section ends it, and is not passed on.
 pub struct ClientBody<B> {
     prefix: VecDeque<Frame<Bytes>>,
     inner: B,
@@ -117,14 +118,19 @@ where
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError::Failed(e.into())))),
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let n = data.len() as u64;
-                    if n > this.remaining {
-                        this.remaining = 0;
-                        return Poll::Ready(Some(Err(ClientBodyError::TooLarge)));
-                    }
-                    this.remaining -= n;
+                let Some(data) = frame.data_ref() else {
+                    // A trailer section ends the body, and goes no further
+                    // (docs/language.md, decision 47): an `http2` upstream
+                    // would get it past the route's request transforms.
+                    this.finished.store(true, Ordering::Relaxed);
+                    return Poll::Ready(None);
+                };
+                let n = data.len() as u64;
+                if n > this.remaining {
+                    this.remaining = 0;
+                    return Poll::Ready(Some(Err(ClientBodyError::TooLarge)));
                 }
+                this.remaining -= n;
                 if this.inner.is_end_stream() {
                     this.finished.store(true, Ordering::Relaxed);
                 }
@@ -134,7 +140,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty() && self.inner.is_end_stream()
+        self.prefix.is_empty() && (self.inner.is_end_stream() || self.finished.load(Ordering::Relaxed))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -161,8 +167,9 @@ pub enum Buffered<B> {
 }
 
 /// Reads `body` until it ends or more than `limit` bytes came. A body that
-/// ends within the limit (without trailers) comes back whole; any other
-/// comes back ready to stream, nothing lost.
+/// ends within the limit comes back whole (its trailer section, if any,
+/// dropped as [`ClientBody`] drops it); any other comes back ready to
+/// stream, nothing lost.
 pub async fn buffer<B>(mut body: ClientBody<B>, limit: usize) -> Result<Buffered<B>, ClientBodyError>
 where
     B: HttpBody<Data = Bytes> + Unpin,
@@ -170,18 +177,14 @@ where
 {
     let mut frames: VecDeque<Frame<Bytes>> = VecDeque::new();
     let mut size = 0usize;
-    let mut trailers = false;
     loop {
         match body.frame().await {
             None => break,
             Some(Err(e)) => return Err(e),
             Some(Ok(frame)) => {
-                match frame.data_ref() {
-                    Some(d) => size += d.len(),
-                    None => trailers = true,
-                }
+                size += frame.data_ref().map_or(0, Bytes::len);
                 frames.push_back(frame);
-                if size > limit || trailers {
+                if size > limit {
                     body.prefix = frames;
                     return Ok(Buffered::Partial(body));
                 }

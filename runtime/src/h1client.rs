@@ -272,8 +272,11 @@ struct Wire {
     /// The request was not sent whole (a write failed, or the answer came
     /// first and the body was abandoned): the connection cannot be reused.
     broken: bool,
-    /// A write failed (so the upstream never had the whole request).
-    write_failed: bool,
+    /// A write failed before any byte of the request went out: the
+    /// upstream cannot have seen any of it. (A write that fails after
+    /// some bytes went leaves a request the upstream may have begun to
+    /// act on.)
+    unsent: bool,
     /// Some byte of an answer came.
     answered: bool,
 }
@@ -320,9 +323,11 @@ impl Wire {
             }
             Poll::Ready(Err(WriteError::Io(e))) => {
                 tracing::debug!(error = %e, "writing to the upstream failed");
+                // The whole request is in `out` when it may be replayed, so
+                // `sent` counts every byte of it that went.
+                self.unsent = w.whole && w.sent == 0;
                 *writer = None;
                 self.broken = true;
-                self.write_failed = true;
                 Ok(())
             }
             Poll::Ready(Err(WriteError::Body(e))) => {
@@ -392,7 +397,7 @@ pub(crate) async fn exchange(
         stream,
         rbuf: BytesMut::new(),
         broken: false,
-        write_failed: false,
+        unsent: false,
         answered: false,
     };
     let mut writer = Some(writer);
@@ -402,7 +407,9 @@ pub(crate) async fn exchange(
         Ok(head) => Ok(respond(pool, wire, writer, head, meta)),
         Err(HeadError::Body(e)) => Err(Failed::Error(e)),
         Err(HeadError::Upstream(e, answered)) => {
-            let safe = meta.idempotent || wire.write_failed;
+            // Sent again only when the upstream cannot have acted on it:
+            // an idempotent method, or not one byte of it went.
+            let safe = meta.idempotent || wire.unsent;
             match replay {
                 Some(bytes) if reused && !answered && safe => Err(Failed::Replay(Replay { bytes, meta })),
                 _ if matches!(e, H1Error::Closed | H1Error::Io(_)) => {
@@ -1127,5 +1134,52 @@ mod tests {
             head_of(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err(),
             "101 to a plain request"
         );
+    }
+
+    /// A `POST` on a reused connection whose whole request is in hand: what
+    /// the exchange makes of a connection that resets as it is written.
+    #[tokio::test]
+    async fn a_request_partly_written_before_its_connection_broke_is_never_replayed() {
+        use tokio::io::AsyncReadExt;
+        let up = crate::upstream::tests::upstream(
+            "listen 127.0.0.1:0\nupstream a { server 127.0.0.1:9 }\nroute /{*rest} -> a\n",
+        )
+        .await;
+        let pool = up.set.load().backends[0].h1.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let post = |len: usize| {
+            let body = crate::body::full(vec![b'x'; len]);
+            let req = Request::post("/orders").header(header::HOST, "h").body(body);
+            prepare(req.expect("a request"))
+        };
+        #[allow(deprecated)] // SO_LINGER 0: the close resets at once, never blocks
+        let reset = |s: TcpStream| {
+            let _ = s.set_linger(Some(std::time::Duration::ZERO));
+            drop(s);
+        };
+        // Reset before any byte went: the upstream never had the request,
+        // which may go again on a fresh connection.
+        let client = TcpStream::connect(addr).await.expect("connect");
+        reset(listener.accept().await.expect("accept").0);
+        let _ = client.readable().await; // the reset has come
+        let out = exchange(&pool, client, true, post(16)).await;
+        assert!(matches!(out, Err(Failed::Replay(_))), "nothing sent: a replay");
+        // Reset once part of the request went: the upstream may have acted
+        // on it, so it is not sent again.
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let sending = {
+            let pool = pool.clone();
+            tokio::spawn(async move { exchange(&pool, client, true, post(32 << 20)).await })
+        };
+        let mut first = [0u8; 1024];
+        server.read_exact(&mut first).await.expect("the request's first bytes");
+        reset(server);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(10), sending)
+            .await
+            .expect("the exchange ends")
+            .expect("the task");
+        assert!(matches!(out, Err(Failed::Reset)), "partly sent: no replay");
     }
 }

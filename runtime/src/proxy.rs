@@ -18,7 +18,7 @@ use crate::error::{closing_response, error_response, status_response, ErrorKind}
 use crate::health::{self, InFlight};
 use crate::metrics::Rejection;
 use crate::policy;
-use crate::request::{add_forwarded, is_upgrade, request_host, strip_hop_by_hop, RequestCtx};
+use crate::request::{add_forwarded, filter_trailer, is_upgrade, request_host, strip_hop_by_hop, RequestCtx};
 use crate::state::{Runtime, Shared};
 use crate::upstream::{SendError, UpstreamBody, UpstreamRt};
 use bytes::Bytes;
@@ -180,6 +180,14 @@ fn route_request<'a, B: ClientStream>(
                 return (closing_response(StatusCode::BAD_REQUEST, req.version()), None, None);
             }
         };
+        // From here on the routed host is the request's `Host`: what
+        // `header.host` reads (templates, `hash()`, limit keys, `require`)
+        // and what the upstream gets, on every protocol. A target's
+        // authority (absolute form, HTTP/2 `:authority`) replaces the line;
+        // in origin form the line is the host already.
+        if let (Some(h), Some(_)) = (&host, uri.authority()) {
+            req.headers_mut().insert(header::HOST, h.clone());
+        }
         let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let (route_index, params) = match lookup(plan, method_of(req.method()), host_str, uri.path()) {
             Lookup::Matched { route, params } => (route, params),
@@ -288,12 +296,7 @@ fn route_request<'a, B: ClientStream>(
             // The gateway answered `Expect: 100-continue` itself when it began
             // reading the body; the upstream is not asked again.
             headers.remove(header::EXPECT);
-            // The host the request was routed by, whatever `Host` said: a
-            // target's authority replaces it. (Without one, the host is the
-            // request's own `Host` line, already there.)
-            if let (Some(h), Some(_)) = (&host, uri.authority()) {
-                headers.insert(header::HOST, h.clone());
-            }
+            // `Host` is the host the request was routed by (set above).
             add_forwarded(headers, conn.client.ip(), conn.tls, host.as_ref());
             apply_ops(headers, prepared.request_ops);
             // What the client takes of an answer's trailer section.
@@ -310,7 +313,6 @@ fn route_request<'a, B: ClientStream>(
             up: prepared.up,
             path: prepared.path,
             hash: prepared.hash,
-            host: host.as_ref(),
             max_body: plan.limits.max_body_size,
         };
         match target.run(Some(head), incoming, declared).await {
@@ -320,6 +322,13 @@ fn route_request<'a, B: ClientStream>(
                 let trailers = trailer_rule(takes, &parts.headers);
                 // `Trailer` announces fields: it goes where they go.
                 let keep_trailer = !matches!(trailers, TrailerRule::Drop);
+                // Trailer fields may not undo the route's response header
+                // transforms.
+                let transformed = if keep_trailer {
+                    rt.transformed_response_headers.get(route_index).cloned().flatten()
+                } else {
+                    None
+                };
                 let body = match (client_upgrade, switching) {
                     // The upstream switched: its socket is tunnelled to the
                     // client's once the client's side has switched too.
@@ -332,18 +341,16 @@ fn route_request<'a, B: ClientStream>(
                     _ => {
                         let trailers = Trailers {
                             rule: trailers,
-                            // Trailer fields may not undo the route's response
-                            // header transforms.
-                            transformed: if keep_trailer {
-                                rt.transformed_response_headers.get(route_index).cloned().flatten()
-                            } else {
-                                None
-                            },
+                            transformed: transformed.clone(),
                         };
                         boxed(Stall::new(body, target.timeout(), answer.in_flight, trailers))
                     }
                 };
                 strip_hop_by_hop(&mut parts.headers, switching, keep_trailer);
+                if keep_trailer {
+                    // It names only the fields that will pass.
+                    filter_trailer(&mut parts.headers, transformed.as_deref());
+                }
                 apply_ops(&mut parts.headers, response_ops);
                 (
                     Response::from_parts(parts, body),
@@ -530,8 +537,6 @@ struct Forward<'a> {
     up: &'a UpstreamRt,
     path: PathAndQuery,
     hash: Option<u64>,
-    /// The client's host, the `:authority` of an `http2` upstream request.
-    host: Option<&'a HeaderValue>,
     max_body: u64,
 }
 
@@ -602,11 +607,15 @@ impl<'a> Forward<'a> {
                     ReqBody::Stream(Some(boxed(client_body)))
                 }
             };
-            // An `http2` upstream gets the client's host as `:authority`.
-            let h2_authority = if up.config.http2 {
-                self.host.and_then(|h| Authority::try_from(h.as_bytes()).ok())
-            } else {
-                None
+            // An `http2` upstream gets as `:authority` the `Host` an
+            // HTTP/1.1 one would get: the routed host, after the route's
+            // request transforms (`set request header host`).
+            let h2_authority = match (&head, up.config.http2) {
+                (Some(h), true) => h
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+                _ => None,
             };
             let timeout = self.timeout();
             let set = up.set.load_full();
@@ -644,7 +653,7 @@ impl<'a> Forward<'a> {
                 let mut uri = hyper::http::uri::Parts::default();
                 uri.path_and_query = Some(self.path.clone());
                 if up.config.http2 {
-                    // The client's host as `:authority`, else the server's.
+                    // The request's host as `:authority`, else the server's.
                     uri.scheme = Some(Scheme::HTTP);
                     uri.authority = Some(h2_authority.clone().unwrap_or_else(|| backend.authority.clone()));
                     parts.version = hyper::Version::HTTP_2;
@@ -739,16 +748,17 @@ impl Drop for ActiveGuard<'_> {
 }
 
 /// Maps a failed exchange to its kind and to what it says about the server:
-/// connect failures (timeout or refusal) and a fresh connection that broke
-/// before any answer (the server is not there); a pooled connection that
-/// broke (perhaps closed while idle: nothing against the server); the
-/// client's own body (too large, or failed); anything else from the
-/// upstream.
+/// connect failures (timeout or refusal: the server is not there); a fresh
+/// connection that broke before any answer (the server failed, or this
+/// request broke it: an `eject` block counts it, the default does not); a
+/// pooled connection that broke (perhaps closed while idle: nothing
+/// against the server); the client's own body (too large, or failed);
+/// anything else from the upstream.
 fn classify(e: &SendError) -> (ErrorKind, health::Outcome) {
     let e = match e {
         SendError::Connect { timed_out: true } => return (ErrorKind::ConnectTimeout, health::Outcome::Unreachable),
         SendError::Connect { timed_out: false } => return (ErrorKind::Connect, health::Outcome::Unreachable),
-        SendError::Reset { fresh: true } => return (ErrorKind::Reset, health::Outcome::Unreachable),
+        SendError::Reset { fresh: true } => return (ErrorKind::Reset, health::Outcome::Failed),
         SendError::Reset { fresh: false } => return (ErrorKind::Reset, health::Outcome::Neutral),
         SendError::Exchange(e) => e,
     };

@@ -429,9 +429,8 @@ pub mod defaults {
     pub const EJECT_ERRORS: u32 = 5;
     pub const EJECT_FOR: Ms = Ms(30_000);
     /// An upstream without an `eject` block: one failure to reach a server
-    /// (a refused or timed-out connect, a connection that broke before any
-    /// answer) takes it out for 10 s, as nginx's `max_fails=1
-    /// fail_timeout=10s` does; never the last usable server.
+    /// (a refused or timed-out connect) takes it out for 10 s, as nginx's
+    /// `max_fails=1 fail_timeout=10s` does; never the last usable server.
     pub const IMPLICIT_EJECT_ERRORS: u32 = 1;
     pub const IMPLICIT_EJECT_FOR: Ms = Ms(10_000);
     pub const POOL_MAX_IDLE: u32 = 64;
