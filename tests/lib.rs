@@ -9,6 +9,7 @@ mod cli;
 mod contract;
 mod examples;
 mod explain;
+mod fmt;
 mod h1_robustness;
 mod h1_server;
 mod live;

@@ -10,6 +10,7 @@ pub mod ast;
 pub mod check;
 pub mod codes;
 pub mod diagnostic;
+pub mod format;
 pub mod host;
 pub mod load;
 pub mod plan;

@@ -5,6 +5,7 @@
 mod build;
 mod check;
 mod explain;
+mod fmt;
 mod plan;
 mod route;
 mod serve;
@@ -33,6 +34,7 @@ struct Cli {
 enum Command {
     Check(check::CheckArgs),
     Explain(explain::ExplainArgs),
+    Fmt(fmt::FmtArgs),
     Test(test::TestArgs),
     Plan(plan::PlanArgs),
     Build(build::BuildArgs),
@@ -45,6 +47,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Fmt(args) => fmt::run(args),
         Command::Test(args) => test::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(args),
