@@ -31,6 +31,7 @@ mod proxy_stream;
 mod proxy_support;
 mod robustness;
 mod router_differential;
+mod schema;
 mod serve_admin;
 mod serve_harness;
 mod serve_health;
