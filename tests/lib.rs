@@ -13,6 +13,8 @@ mod fmt;
 mod h1_robustness;
 mod h1_server;
 mod live;
+mod lsp;
+mod lsp_support;
 mod plan;
 mod policy;
 mod policy_access;

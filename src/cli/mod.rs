@@ -6,6 +6,7 @@ mod build;
 mod check;
 mod explain;
 mod fmt;
+mod lsp;
 mod plan;
 mod route;
 mod serve;
@@ -35,6 +36,7 @@ enum Command {
     Check(check::CheckArgs),
     Explain(explain::ExplainArgs),
     Fmt(fmt::FmtArgs),
+    Lsp(lsp::LspArgs),
     Test(test::TestArgs),
     Plan(plan::PlanArgs),
     Build(build::BuildArgs),
@@ -48,6 +50,7 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Fmt(args) => fmt::run(args),
+        Command::Lsp(args) => lsp::run(args),
         Command::Test(args) => test::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(args),
