@@ -15,6 +15,7 @@ mod h1_server;
 mod live;
 mod lsp;
 mod lsp_support;
+mod neovim;
 mod plan;
 mod policy;
 mod policy_access;
