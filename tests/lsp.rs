@@ -279,7 +279,8 @@ fn completion_offers_what_is_valid_at_the_cursor() {
         format!("{APP}route /new -> \nroute /x {{ auth  }}\nupstream fresh {{\n  \n}}\nupstream b {{ balance  }}\n");
     // The file as it was, then as it is being typed (it no longer parses).
     client.open(&app, APP);
-    client.diagnostics(&app, |_| true);
+    // (The outline waits for the compiled file's index, names included.)
+    client.result("textDocument/documentSymbol", json!({ "textDocument": doc(&app) }));
     client.change(&app, 2, &text);
     let complete = |client: &mut Client, pos: Value| labels(&client.result("textDocument/completion", at(&app, pos)));
     // `-> |` offers upstreams, the imported one included.
@@ -507,6 +508,30 @@ fn a_broken_client_cannot_stop_the_server() {
     );
     let r = client.result("textDocument/semanticTokens/full", json!({ "textDocument": doc(&u) }));
     assert!(r["data"].is_array());
+    // Nesting that would exhaust a parser's stack: a diagnostic, and every request answered.
+    let deep = uri(&dir.path().join("deep.gw"));
+    client.open(
+        &deep,
+        &format!(
+            "route /x {{ require claim.a in {}{} }}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    );
+    let list = client.diagnostics(&deep, |l| !l.is_empty());
+    assert_eq!(list[0]["code"], "GW0001");
+    for method in [
+        "textDocument/semanticTokens/full",
+        "textDocument/documentSymbol",
+        "textDocument/foldingRange",
+        "textDocument/formatting",
+    ] {
+        let r = client.request(
+            method,
+            json!({ "textDocument": doc(&deep), "options": { "tabSize": 2, "insertSpaces": true } }),
+        );
+        assert!(r["error"]["code"] != -32603, "{method}: {r}");
+    }
     // Still answering; a clean exit.
     assert_eq!(client.shutdown(), Some(0));
 }

@@ -23,7 +23,7 @@ use crate::ast::Config;
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::source::{FileId, SourceFile, SourceMap, Span};
-use gw_grammar::{Pair, Rule};
+use gw_grammar::{Pair, Pairs, Rule};
 
 /// Lines are kept within this many columns where the layout has a choice
 /// (a block written on one line stays on one line only if it fits).
@@ -66,19 +66,47 @@ pub fn format_source(name: &str, bytes: &[u8]) -> Result<String, Refused> {
 
 /// `text` (the file `name`) in canonical layout, or why not.
 pub fn format(name: &str, text: &str) -> Result<String, Refused> {
-    let syntax = syntax_errors(name, text);
-    if !syntax.is_empty() {
+    let refuse = |syntax: Vec<Diagnostic>| {
         let mut sources = SourceMap::new();
         sources.add(SourceFile::new(name, text));
-        return Err(Refused::Syntax {
+        Refused::Syntax {
             sources,
             diagnostics: syntax,
-        });
+        }
+    };
+    // The compiler's lowering says why a file does not parse; it is only
+    // asked when the parse tree shows a syntax error (or might not be
+    // parsed safely at all).
+    let pairs = match parse(text) {
+        Some(pairs) => pairs,
+        None => {
+            // Brackets in strings or comments may have made `parse` wary:
+            // with no syntax error from the compiler, nesting is fine.
+            let syntax = syntax_errors(name, text);
+            match gw_grammar::parse_file(text) {
+                Ok(pairs) if syntax.is_empty() => pairs,
+                _ => return Err(refuse(syntax)),
+            }
+        }
+    };
+    let suspicious = pairs
+        .clone()
+        .flatten()
+        .any(|p| matches!(p.as_rule(), Rule::top_unknown | Rule::unterminated_string));
+    if suspicious {
+        let syntax = syntax_errors(name, text);
+        if !syntax.is_empty() {
+            return Err(refuse(syntax));
+        }
     }
-    let tokens = tokens(text).map_err(Refused::Unsafe)?;
+    let tokens = tokens_from(text, pairs.clone()).map_err(Refused::Unsafe)?;
     let out = layout(text, &tokens);
     // The proof: same parse tree, same tokens, same comments.
-    let again = tokens_of(&out).map_err(|e| Refused::Unsafe(format!("the formatted text does not parse: {e}")))?;
+    // (The output nests as the input does, which was safe to parse.)
+    let Ok(again_pairs) = gw_grammar::parse_file(&out) else {
+        return Err(Refused::Unsafe("the formatted text does not parse".into()));
+    };
+    let again = tokens_from(&out, again_pairs.clone()).map_err(Refused::Unsafe)?;
     let differs = |(a, b): (&Token, &Token)| {
         let (x, y) = (a.text(&out), b.text(text));
         let same = match a.kind {
@@ -90,10 +118,39 @@ pub fn format(name: &str, text: &str) -> Result<String, Refused> {
     if again.len() != tokens.len() || again.iter().zip(&tokens).any(differs) {
         return Err(Refused::Unsafe("the formatted text has other tokens".into()));
     }
-    if tree(text) != tree(&out) {
+    if tree(pairs) != tree(again_pairs) {
         return Err(Refused::Unsafe("the formatted text parses differently".into()));
     }
     Ok(out)
+}
+
+/// Whether `text` may nest deeper than the compiler accepts: every `{ [ (`
+/// counts, in strings and comments too, so this errs on the safe side (the
+/// parser recurses once per level; the compiler refuses such files before
+/// parsing, with a diagnostic).
+pub fn may_be_too_deep(text: &str) -> bool {
+    let mut depth = 0usize;
+    for b in text.bytes() {
+        match b {
+            b'{' | b'[' | b'(' => {
+                depth += 1;
+                if depth > crate::syntax::MAX_NESTING {
+                    return true;
+                }
+            }
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The parse tree of a text that may safely be parsed and parses.
+pub fn parse(text: &str) -> Option<Pairs<'_, Rule>> {
+    if may_be_too_deep(text) {
+        return None;
+    }
+    gw_grammar::parse_file(text).ok()
 }
 
 /// The syntax errors (GW0001, GW0002) of one file on its own.
@@ -110,7 +167,7 @@ fn syntax_errors(name: &str, text: &str) -> Vec<Diagnostic> {
 
 /// The parse tree as (depth, rule, leaf text) in pre-order: what the
 /// compiler reads, without positions.
-fn tree(text: &str) -> Option<Vec<(usize, Rule, Option<&str>)>> {
+fn tree(pairs: Pairs<'_, Rule>) -> Vec<(usize, Rule, Option<&str>)> {
     fn walk<'a>(pair: Pair<'a, Rule>, depth: usize, out: &mut Vec<(usize, Rule, Option<&'a str>)>) {
         let leaf = is_leaf(&pair);
         out.push((depth, pair.as_rule(), leaf.then(|| pair.as_str())));
@@ -120,12 +177,11 @@ fn tree(text: &str) -> Option<Vec<(usize, Rule, Option<&str>)>> {
             }
         }
     }
-    let pairs = gw_grammar::parse_file(text).ok()?;
     let mut out = Vec::new();
     for pair in pairs {
         walk(pair, 0, &mut out);
     }
-    Some(out)
+    out
 }
 
 fn is_leaf(pair: &Pair<'_, Rule>) -> bool {
@@ -179,11 +235,14 @@ impl Kind {
 /// The tokens of `text`, comments included, in order; `Err` when it does
 /// not parse.
 pub fn tokens_of(text: &str) -> Result<Vec<Token>, String> {
-    tokens(text)
+    match parse(text) {
+        Some(pairs) => tokens_from(text, pairs),
+        None => Err("the text does not parse".into()),
+    }
 }
 
-fn tokens(text: &str) -> Result<Vec<Token>, String> {
-    let pairs = gw_grammar::parse_file(text).map_err(|e| e.to_string())?;
+/// The tokens of `text` from its parse tree.
+pub fn tokens_from(text: &str, pairs: Pairs<'_, Rule>) -> Result<Vec<Token>, String> {
     let mut t = Tokenizer {
         text,
         pos: 0,

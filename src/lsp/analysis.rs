@@ -1,9 +1,9 @@
-//! The compile worker: one thread that runs the same compiler as `gwc
-//! check` on an open document (with its imports), reading unsaved buffers
-//! before the disk, and indexes every file of the result. The main loop
-//! sends it [`Job`]s and keeps answering requests meanwhile; jobs that pile
-//! up while it compiles are coalesced, so only the latest version of each
-//! document is compiled.
+//! The workers: one thread runs the same compiler as `gwc check` on an
+//! open document (with its imports), reading unsaved buffers before the
+//! disk; a second indexes every file of the result (names, outline,
+//! colours). The main loop sends [`Job`]s and keeps answering requests
+//! meanwhile; jobs that pile up while a compile runs are coalesced, so only
+//! the latest version of each document is compiled (and indexed).
 
 use super::index::FileIndex;
 use super::text::{path_to_uri, LineIndex};
@@ -26,6 +26,7 @@ pub struct Job {
 }
 
 /// One file of a compilation.
+#[derive(Clone)]
 pub struct FileView {
     pub uri: String,
     pub name: String,
@@ -42,6 +43,9 @@ pub struct Analysis {
     pub files: Vec<FileView>,
     /// Each diagnostic with the file of its primary span.
     pub diagnostics: Vec<(usize, Diagnostic)>,
+    /// Whether the files' indexes are built (the worker first sends the
+    /// compile's result alone, so diagnostics wait for nothing else).
+    pub indexed: bool,
 }
 
 /// The compiler's [`Host`] for the server: open documents as the editor has
@@ -63,38 +67,82 @@ impl Host for EditorHost<'_> {
     }
 }
 
-/// Starts the worker; it stops when `jobs`' sender is dropped or `results`
-/// is closed.
+/// Starts the workers; they stop when `jobs`' sender is dropped or
+/// `results` is closed. The compile worker sends each result at once, and
+/// hands it to the index worker, which sends it again with its files
+/// indexed: diagnostics never wait for indexing, and the next compile never
+/// waits behind it.
 pub fn spawn(results: Sender<Analysis>) -> io::Result<Sender<Job>> {
     let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    let (index_tx, index_rx) = crossbeam_channel::unbounded::<Analysis>();
+    let indexed = results.clone();
+    std::thread::Builder::new()
+        .name("gw-lsp-index".into())
+        .stack_size(16 << 20)
+        .spawn(move || index_work(index_rx, indexed))?;
     std::thread::Builder::new()
         .name("gw-lsp-compile".into())
         .stack_size(16 << 20)
-        .spawn(move || work(rx, results))?;
+        .spawn(move || compile_work(rx, results, index_tx))?;
     Ok(tx)
 }
 
-fn work(jobs: Receiver<Job>, results: Sender<Analysis>) {
+/// Takes every waiting item, keeping the latest of each document.
+fn latest<T>(rx: &Receiver<T>, first: T, uri: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut items = vec![first];
+    while let Ok(item) = rx.try_recv() {
+        items.retain(|i| uri(i) != uri(&item));
+        items.push(item);
+    }
+    items
+}
+
+fn compile_work(jobs: Receiver<Job>, results: Sender<Analysis>, to_index: Sender<Analysis>) {
     while let Ok(first) = jobs.recv() {
-        // The latest job of each document; older ones are stale already.
-        let mut latest: Vec<Job> = vec![first];
-        while let Ok(job) = jobs.try_recv() {
-            latest.retain(|j| j.uri != job.uri);
-            latest.push(job);
-        }
-        for job in latest {
+        for job in latest(&jobs, first, |j| &j.uri) {
             let uri = job.uri.clone();
             let version = job.version;
             let analysis =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| analyze(&job))).unwrap_or_else(|_| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile(&job))).unwrap_or_else(|_| {
                     eprintln!("gwc lsp: the compiler failed on {uri} (a bug: please report it)");
                     Analysis {
                         uri,
                         version,
                         files: Vec::new(),
                         diagnostics: Vec::new(),
+                        indexed: false,
                     }
                 });
+            let copy = Analysis {
+                uri: analysis.uri.clone(),
+                version: analysis.version,
+                files: analysis.files.clone(),
+                diagnostics: analysis.diagnostics.clone(),
+                indexed: false,
+            };
+            if results.send(analysis).is_err() || to_index.send(copy).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn index_work(compiled: Receiver<Analysis>, results: Sender<Analysis>) {
+    while let Ok(first) = compiled.recv() {
+        // Only the latest compile of each document is worth indexing.
+        for mut analysis in latest(&compiled, first, |a| &a.uri) {
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for f in &mut analysis.files {
+                    f.index = FileIndex::build(&f.text);
+                }
+            }));
+            if done.is_err() {
+                eprintln!("gwc lsp: indexing failed on {} (a bug: please report it)", analysis.uri);
+                for f in &mut analysis.files {
+                    f.index = FileIndex::default();
+                }
+            }
+            analysis.indexed = true;
             if results.send(analysis).is_err() {
                 return;
             }
@@ -102,8 +150,8 @@ fn work(jobs: Receiver<Job>, results: Sender<Analysis>) {
     }
 }
 
-/// Compiles and indexes one document.
-pub fn analyze(job: &Job) -> Analysis {
+/// Compiles one document (its files not yet indexed).
+pub fn compile(job: &Job) -> Analysis {
     let host = EditorHost { overlay: &job.overlay };
     let text = job.overlay.get(&job.name).cloned().unwrap_or_else(|| Arc::from(""));
     let compilation =
@@ -111,22 +159,19 @@ pub fn analyze(job: &Job) -> Analysis {
     let files: Vec<FileView> = compilation
         .sources
         .files()
-        .map(|(id, file)| {
-            let uri = if id.0 == 0 {
+        .map(|(id, file)| FileView {
+            uri: if id.0 == 0 {
                 job.uri.clone()
             } else {
                 path_to_uri(&file.name)
-            };
-            FileView {
-                uri,
-                name: file.name.clone(),
-                lines: LineIndex::new(&file.text),
-                index: FileIndex::build(&file.text),
-                text: file.text.clone(),
-            }
+            },
+            name: file.name.clone(),
+            lines: LineIndex::new(&file.text),
+            index: FileIndex::default(),
+            text: file.text.clone(),
         })
         .collect();
-    let diagnostics = compilation
+    let diagnostics: Vec<(usize, Diagnostic)> = compilation
         .diagnostics
         .into_iter()
         .map(|d| (d.span().map_or(0, |s| s.file.0 as usize), d))
@@ -136,5 +181,6 @@ pub fn analyze(job: &Job) -> Analysis {
         version: job.version,
         files,
         diagnostics,
+        indexed: false,
     }
 }

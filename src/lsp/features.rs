@@ -607,7 +607,7 @@ fn folding(server: &mut Server, p: FoldingRangeParams) -> Reply {
         return ok(Vec::<FoldingRange>::new());
     };
     let text = &doc.text;
-    let line = |offset: usize| doc.lines.position(text, offset).line;
+    let line = |offset: usize| doc.lines.line(offset);
     let mut ranges = Vec::new();
     let mut open = Vec::new();
     let mut comments: Option<(u32, u32)> = None;
@@ -742,9 +742,10 @@ fn semantic_tokens(server: &mut Server, p: SemanticTokensParams) -> Reply {
     };
     let mut data = Vec::with_capacity(f.index.classes.len());
     let (mut line, mut col) = (0u32, 0u32);
+    let mut walker = f.lines.walker(&f.text);
     for &(start, end, class) in &f.index.classes {
-        let a = f.lines.position(&f.text, start);
-        let b = f.lines.position(&f.text, end);
+        let a = walker.position(start);
+        let b = walker.position(end);
         if b.line != a.line || b.character <= a.character {
             continue;
         }

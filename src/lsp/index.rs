@@ -6,7 +6,7 @@
 //! parse has an empty index except for colours, which then come from the
 //! tolerant lexer.
 
-use gw_compiler::format::{tokens_of, Kind};
+use gw_compiler::format::{tokens_from, Kind, Token};
 use gw_compiler::schema::NameKind;
 use gw_grammar::{Pair, Rule};
 
@@ -72,7 +72,7 @@ pub struct FileIndex {
 
 impl FileIndex {
     pub fn build(text: &str) -> FileIndex {
-        let Ok(pairs) = gw_grammar::parse_file(text) else {
+        let Some(pairs) = gw_compiler::format::parse(text) else {
             return FileIndex {
                 classes: lexical_classes(text),
                 ..FileIndex::default()
@@ -82,14 +82,17 @@ impl FileIndex {
             parsed: true,
             ..FileIndex::default()
         };
-        for file in pairs {
+        for file in pairs.clone() {
             for decl in file.into_inner() {
                 if decl.as_rule() != Rule::EOI {
                     index.decl(decl);
                 }
             }
         }
-        index.classes = index.token_classes(text);
+        index.classes = match tokens_from(text, pairs) {
+            Ok(tokens) => index.token_classes(&tokens),
+            Err(_) => lexical_classes(text),
+        };
         index
     }
 
@@ -252,13 +255,10 @@ impl FileIndex {
     }
 
     /// A class for every token of a file that parses.
-    fn token_classes(&self, text: &str) -> Vec<(usize, usize, Class)> {
-        let Ok(tokens) = tokens_of(text) else {
-            return lexical_classes(text);
-        };
+    fn token_classes(&self, tokens: &[Token]) -> Vec<(usize, usize, Class)> {
         let mut out = Vec::with_capacity(tokens.len());
         let mut depth = 0usize;
-        for t in &tokens {
+        for t in tokens {
             let class = match &t.kind {
                 Kind::Comment => Some(Class::Comment),
                 Kind::Open { .. } => {

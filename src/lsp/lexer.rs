@@ -103,7 +103,12 @@ pub fn lex(text: &str) -> Vec<Token> {
                 // A path keeps its `{param}` and `{*rest}` groups.
                 while i < bytes.len() {
                     match bytes[i] {
-                        b'{' => match text[i..].find(|ch: char| ch == '}' || ch.is_whitespace()) {
+                        // (A parameter's name is short: look no further than 256 bytes.)
+                        b'{' => match bytes[i..]
+                            .iter()
+                            .take(256)
+                            .position(|b| *b == b'}' || b.is_ascii_whitespace())
+                        {
                             Some(n) if bytes[i + n] == b'}' => i += n + 1,
                             _ => break,
                         },
@@ -198,7 +203,8 @@ mod tests {
 
     #[test]
     fn any_text_lexes() {
-        for text in ["", "-", "é", "{{}}", "\"\\", "/{", "[::", "a->b", "\u{feff}x"] {
+        let long = format!("/{}", "{".repeat(100_000));
+        for text in ["", "-", "é", "{{}}", "\"\\", "/{", "[::", "a->b", "\u{feff}x", &long] {
             let tokens = lex(text);
             for t in &tokens {
                 assert!(

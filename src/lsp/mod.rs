@@ -334,16 +334,25 @@ impl Server {
     fn analysis(&mut self, a: Analysis) {
         let Some(doc) = self.docs.get(&a.uri) else { return };
         let current = doc.version == a.version;
+        // The index worker's result may come after the next compile's.
+        if self.analyses.get(&a.uri).is_some_and(|old| old.version > a.version) {
+            return;
+        }
         let a = Arc::new(a);
         self.analyses.insert(a.uri.clone(), a.clone());
-        if a.files.first().is_some_and(|f| f.index.parsed) {
+        if a.indexed && a.files.first().is_some_and(|f| f.index.parsed) {
             self.parsed.insert(a.uri.clone(), a.clone());
         }
         if !current {
             // A newer version is on its way; its diagnostics will follow.
             return;
         }
-        self.publish_analysis(&a);
+        if !a.indexed {
+            // The compile's result comes first: publish it now; requests
+            // that need the index wait for the second message.
+            self.publish_analysis(&a);
+            return;
+        }
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
             .partition(|w| w.uri == a.uri);
@@ -455,7 +464,7 @@ impl Server {
         let needs_analysis = features::needs_analysis(&r.method);
         if let Some(uri) = uri {
             let fresh = match (self.docs.get(&uri), self.analyses.get(&uri)) {
-                (Some(doc), Some(a)) => a.version == doc.version || !needs_analysis,
+                (Some(doc), Some(a)) => (a.version == doc.version && a.indexed) || !needs_analysis,
                 (None, _) => true, // not open: answered (emptily) at once
                 // Completion waits only for a document's first compile (for
                 // the names of its imports); afterwards it never waits.

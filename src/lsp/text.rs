@@ -65,6 +65,26 @@ impl LineIndex {
         end.min(text.len())
     }
 
+    /// The line of byte `offset` (no column: no scan of the line).
+    pub fn line(&self, offset: usize) -> u32 {
+        match self.starts.binary_search(&offset.min(self.len)) {
+            Ok(i) => i as u32,
+            Err(i) => (i - 1) as u32,
+        }
+    }
+
+    /// Positions of increasing offsets, each found from the previous one
+    /// (so a long line is scanned once, not once per token).
+    pub fn walker<'a>(&'a self, text: &'a str) -> Walker<'a> {
+        Walker {
+            index: self,
+            text,
+            line: 0,
+            byte: 0,
+            units: 0,
+        }
+    }
+
     pub fn range(&self, text: &str, start: usize, end: usize) -> Range {
         Range::new(self.position(text, start), self.position(text, end))
     }
@@ -77,6 +97,34 @@ impl LineIndex {
     }
 }
 
+/// See [`LineIndex::walker`].
+pub struct Walker<'a> {
+    index: &'a LineIndex,
+    text: &'a str,
+    line: usize,
+    /// A byte offset on `line` and its UTF-16 column.
+    byte: usize,
+    units: usize,
+}
+
+impl Walker<'_> {
+    pub fn position(&mut self, offset: usize) -> Position {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.index.line(offset) as usize;
+        if line != self.line || offset < self.byte {
+            self.line = line;
+            self.byte = self.index.starts[line];
+            self.units = 0;
+        }
+        self.units += self.text[self.byte..offset].chars().map(char::len_utf16).sum::<usize>();
+        self.byte = offset;
+        Position::new(line as u32, self.units as u32)
+    }
+}
+
 /// A `file://` URI's path (percent-decoded), or `None` for other schemes.
 pub fn uri_to_path(uri: &str) -> Option<String> {
     let rest = uri.strip_prefix("file://")?;
@@ -86,7 +134,7 @@ pub fn uri_to_path(uri: &str) -> Option<String> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() + 1 {
+        if bytes[i] == b'%' {
             if let Some(b) = bytes
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
