@@ -221,7 +221,7 @@ fn hover(server: &mut Server, p: HoverParams) -> Reply {
     let Some(here) = at(server, &pos.text_document, pos.position) else {
         return ok(serde_json::Value::Null);
     };
-    let tokens = lexer::lex(&here.text);
+    let tokens = lexer::lex_from(&here.text, lexer::declaration_start(&here.text, here.offset));
     let cursor = context::at(&here.text, &tokens, here.offset);
     let mut parts = Vec::new();
     let mut range = None;
@@ -312,10 +312,10 @@ fn completion(server: &mut Server, p: CompletionParams) -> Reply {
         return ok(serde_json::Value::Null);
     };
     let text = &here.text;
-    let tokens = lexer::lex(text);
+    let tokens = lexer::lex_from(text, lexer::declaration_start(text, here.offset));
     let cursor = context::at(text, &tokens, here.offset);
     let mut items = Vec::new();
-    let names = |kind: NameKind| defined_names(&here, &tokens, kind);
+    let names = |kind: NameKind| defined_names(&here, kind);
     let prev = cursor.previous().map(|t| t.text(text)).unwrap_or("");
     let Some(block) = cursor.block else {
         return ok(CompletionResponse::Array(items));
@@ -384,7 +384,7 @@ fn values(list: &'static [&'static str], of: &str) -> impl Iterator<Item = Compl
 
 /// The names of a kind defined in the document's configuration: those the
 /// last compile found (imports included) and those in the text as it is now.
-fn defined_names(here: &At<'_>, tokens: &[lexer::Token], kind: NameKind) -> Vec<CompletionItem> {
+fn defined_names(here: &At<'_>, kind: NameKind) -> Vec<CompletionItem> {
     let mut names: Vec<(String, String)> = Vec::new();
     let analysis = match &here.analysis {
         Some(a) if a.files.first().is_some_and(|f| f.index.parsed) => Some(a),
@@ -398,28 +398,14 @@ fn defined_names(here: &At<'_>, tokens: &[lexer::Token], kind: NameKind) -> Vec<
             }
         }
     }
-    // Declarations in the text as typed: `KIND NAME` at the top level
-    // (not a name after `->` or after another declaration's keyword).
-    let mut depth = 0usize;
-    let mut prev = "";
-    for (n, t) in tokens.iter().enumerate() {
-        let word = t.text(&here.text);
-        match t.kind {
-            Lex::Open => depth += 1,
-            Lex::Close => depth = depth.saturating_sub(1),
-            Lex::Comment => continue,
-            Lex::Word
-                if depth == 0
-                    && word == kind.as_str()
-                    && !matches!(prev, "->" | "upstream" | "auth" | "limit" | "store") =>
-            {
-                if let Some(name) = tokens.get(n + 1).filter(|x| x.kind == Lex::Word) {
-                    names.push((name.text(&here.text).to_string(), kind.as_str().to_string()));
-                }
+    // Declarations in the text as typed: lines that start with `KIND NAME`.
+    for line in here.text.lines() {
+        let mut words = line.split(|c: char| c.is_whitespace() || c == '{');
+        if words.next() == Some(kind.as_str()) {
+            if let Some(name) = words.find(|w| !w.is_empty()) {
+                names.push((name.to_string(), kind.as_str().to_string()));
             }
-            _ => {}
         }
-        prev = word;
     }
     names.sort();
     names.dedup_by(|a, b| a.0 == b.0);

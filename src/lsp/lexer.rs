@@ -46,9 +46,17 @@ fn delimiter(c: u8) -> bool {
 
 /// Every token of `text`, in order.
 pub fn lex(text: &str) -> Vec<Token> {
+    lex_from(text, 0)
+}
+
+/// The tokens of `text` from byte `from` on (offsets in `text`).
+pub fn lex_from(text: &str, from: usize) -> Vec<Token> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
-    let mut i = 0;
+    let mut i = from.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
     while i < bytes.len() {
         let start = i;
         let c = bytes[i];
@@ -142,6 +150,36 @@ pub fn lex(text: &str) -> Vec<Token> {
     out
 }
 
+/// The start of the top-level declaration around `offset`: the last line,
+/// up to the cursor's, that starts (at its first column) with a declaration
+/// keyword. Strings and comments never span lines, so what comes before
+/// such a line does not change how the rest is read — except a block left
+/// open above it, which a file laid out by `gwc fmt` does not have (its
+/// nested lines are indented). Reading from there keeps completion and hover
+/// fast in files of any size.
+pub fn declaration_start(text: &str, offset: usize) -> usize {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    loop {
+        let line_start = text[..end].rfind('\n').map_or(0, |n| n + 1);
+        let word: &str = text[line_start..]
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()
+            .unwrap_or("");
+        let after = text.as_bytes().get(line_start + word.len()).copied();
+        let keyword = gw_compiler::schema::lookup(gw_compiler::schema::Context::Top, word).is_some();
+        if keyword && after.is_none_or(|b| b.is_ascii_whitespace() || b == b'{') {
+            return line_start;
+        }
+        if line_start == 0 {
+            return 0;
+        }
+        end = line_start - 1;
+    }
+}
+
 /// The length of `[v6]:port` at the start of `s`, or 0.
 fn ipv6(s: &str) -> usize {
     let b = s.as_bytes();
@@ -199,6 +237,14 @@ mod tests {
         );
         assert_eq!(kinds("server [::1]:80 env(\"X\")")[1], (Lex::Number, "[::1]:80"));
         assert_eq!(kinds("\"open\nx")[0], (Lex::Str, "\"open"));
+        let text = "upstream a {\n  server 1.2.3.4:80\n}\nroute /x {\n  auth b\n}\n";
+        assert_eq!(
+            declaration_start(text, text.find("auth").unwrap()),
+            text.find("route").unwrap()
+        );
+        assert_eq!(declaration_start(text, text.find("server").unwrap()), 0);
+        let from = declaration_start(text, text.len());
+        assert_eq!(lex_from(text, from)[0].text(text), "route");
     }
 
     #[test]
