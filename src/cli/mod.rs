@@ -5,6 +5,8 @@
 mod build;
 mod check;
 mod explain;
+mod fmt;
+mod lsp;
 mod plan;
 mod route;
 mod serve;
@@ -34,6 +36,8 @@ struct Cli {
 enum Command {
     Check(check::CheckArgs),
     Explain(explain::ExplainArgs),
+    Fmt(fmt::FmtArgs),
+    Lsp(lsp::LspArgs),
     Test(test::TestArgs),
     Plan(plan::PlanArgs),
     Build(build::BuildArgs),
@@ -46,6 +50,8 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Fmt(args) => fmt::run(args),
+        Command::Lsp(args) => lsp::run(args),
         Command::Test(args) => test::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(args),
