@@ -28,6 +28,7 @@ mod proxy_headers;
 mod proxy_pool;
 mod proxy_stream;
 mod proxy_support;
+mod recovery;
 mod robustness;
 mod router_differential;
 mod serve_admin;

@@ -21,6 +21,10 @@ pub struct Config {
     pub stores: Vec<Store>,
     pub routes: Vec<Route>,
     pub tests: Vec<Test>,
+    /// Names that declarations with a syntax error would have defined, by
+    /// keyword (`("upstream", "orders")`): a reference to one is not also
+    /// "unknown" (GW0101), since the mistake is already reported.
+    pub unparsed: Vec<(&'static str, String)>,
 }
 
 // ------------------------------------------------------------------ values

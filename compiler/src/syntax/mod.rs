@@ -30,7 +30,19 @@ pub struct FileOutput {
 /// parser nor lowering can exhaust the stack.
 pub const MAX_NESTING: usize = 64;
 
-/// Parses and lowers one file into `config`.
+/// Parses and lowers one file into `config`, a declaration at a time: the
+/// parse tree of one declaration is lowered and dropped before the next is
+/// parsed, so memory follows the AST, not pest's token queue for the whole
+/// file.
+///
+/// After a syntax error, parsing recovers at the next line that starts, in
+/// its first column, with a declaration keyword (`route`, `upstream`, ...):
+/// from then on each declaration is parsed only up to such a line, so an
+/// unclosed `{` ends at the next declaration instead of swallowing the rest
+/// of the file, and every later mistake is still reported. Column 1 is what
+/// tells a declaration from an attribute (`auth` and `limit` are both).
+/// Each byte is parsed at most twice (once more after the first error), so
+/// the whole stays linear in the size of the file.
 pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, diags: &mut Diagnostics) -> FileOutput {
     let mut out = FileOutput { imports: Vec::new() };
     if let Some(at) = error::too_deep(text, MAX_NESTING) {
@@ -44,28 +56,117 @@ pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, dia
         );
         return out;
     }
-    let pairs = match gw_grammar::parse_file(text) {
-        Ok(p) => p,
-        Err(e) => {
-            diags.push(syntax_error(file, text, &e));
-            return out;
-        }
-    };
     let mut l = Lowerer {
         file,
+        base: 0,
         name,
         text,
         diags,
         config,
     };
-    for pair in pairs.flat_map(|p| p.into_inner()) {
-        l.decl(pair, &mut out);
+    // The first syntax error, kept until recovery reports one of its own
+    // (parsing that declaration again up to the next declaration line).
+    let mut first_error: Option<Diagnostic> = None;
+    let mut reported = false;
+    // While recovering: where the current declaration's text ends.
+    let mut chunk_end = 0;
+    let mut pos = 0;
+    loop {
+        let start = skip_blanks(text, pos);
+        if start >= text.len() {
+            break;
+        }
+        let end = if first_error.is_some() {
+            if chunk_end <= start {
+                chunk_end = next_declaration_line(text, start);
+            }
+            chunk_end
+        } else {
+            text.len()
+        };
+        match gw_grammar::parse_declaration(&text[start..end]) {
+            Ok(pairs) => {
+                let mut next = start;
+                l.base = start;
+                for top in pairs {
+                    next = start + top.as_span().end();
+                    for decl in top.into_inner() {
+                        l.decl(decl, &mut out);
+                    }
+                }
+                if next <= start {
+                    break; // a declaration is never empty; never loop
+                }
+                pos = next;
+            }
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(syntax_error(file, text, start, end, &e));
+                    continue; // the same declaration again, up to the next declaration line
+                }
+                l.diags.push(syntax_error(file, text, start, end, &e));
+                l.unparsed(start, end);
+                reported = true;
+                pos = end;
+            }
+        }
+    }
+    if let (Some(d), false) = (first_error, reported) {
+        diags.push(d);
     }
     out
 }
 
+/// The first offset at or after `pos` that is not a blank or a comment.
+fn skip_blanks(text: &str, mut pos: usize) -> usize {
+    let bytes = text.as_bytes();
+    while pos < bytes.len() {
+        match bytes[pos] {
+            b' ' | b'\t' | b'\r' | b'\n' => pos += 1,
+            b'#' => pos = text[pos..].find('\n').map_or(text.len(), |i| pos + i),
+            _ if text[pos..].starts_with('\u{FEFF}') => pos += '\u{FEFF}'.len_utf8(),
+            _ => break,
+        }
+    }
+    pos
+}
+
+/// The declaration keywords, which recovery looks for in column 1.
+const DECLARATION_KEYWORDS: [&str; 10] = [
+    "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
+];
+
+/// The start of the first line after `pos` that begins with a declaration
+/// keyword (a whole word) in its first column; the end of the text if none.
+fn next_declaration_line(text: &str, pos: usize) -> usize {
+    let mut from = pos;
+    while let Some(i) = text[from..].find('\n') {
+        let line = from + i + 1;
+        if declaration_keyword_at(text, line).is_some() {
+            return line;
+        }
+        from = line;
+    }
+    text.len()
+}
+
+/// The declaration keyword `text` has at `at`, as a whole word.
+fn declaration_keyword_at(text: &str, at: usize) -> Option<&'static str> {
+    let rest = text.get(at..)?;
+    DECLARATION_KEYWORDS.into_iter().find(|kw| {
+        rest.starts_with(kw)
+            && !rest[kw.len()..]
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
 struct Lowerer<'a> {
     file: FileId,
+    /// Where the declaration being lowered starts in the file (its parse
+    /// tree's offsets count from there).
+    base: usize,
     name: &'a str,
     text: &'a str,
     diags: &'a mut Diagnostics,
@@ -78,11 +179,11 @@ struct Seen(Vec<(String, Span)>);
 
 impl<'a> Lowerer<'a> {
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
-        span_of(self.file, pair)
+        span_of(self.file, self.base, pair)
     }
 
     fn value(&mut self, pair: Pair<'_, Rule>) -> SVal {
-        lower_value(self.file, pair, self.diags)
+        lower_value(self.file, self.base, pair, self.diags)
     }
 
     fn expect(&mut self) -> Expect<'_> {
@@ -126,6 +227,28 @@ impl<'a> Lowerer<'a> {
                 .primary(span, format!("needs `{attr}`"))
                 .help(format!("add `{example}`")),
         );
+    }
+
+    /// Notes the name a declaration that did not parse (`text[start..end]`)
+    /// would have defined (`upstream NAME`, `auth NAME`, `limit NAME`,
+    /// `store NAME`), so that the routes naming it are not also told the name
+    /// is unknown.
+    fn unparsed(&mut self, start: usize, end: usize) {
+        let Some(keyword) = declaration_keyword_at(self.text, start) else {
+            return;
+        };
+        if !matches!(keyword, "upstream" | "auth" | "limit" | "store") {
+            return;
+        }
+        let rest = &self.text[start + keyword.len()..end];
+        let name_start = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+        let name: String = rest[name_start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        if !name.is_empty() {
+            self.config.unparsed.push((keyword, name));
+        }
     }
 
     fn decl(&mut self, pair: Pair<'_, Rule>, out: &mut FileOutput) {
