@@ -4,6 +4,7 @@
 //! in-process with upstreams on 127.0.0.1:0; `serve_harness` runs `gwc serve`.
 
 mod balance;
+mod bounded_files;
 mod checks;
 mod cli;
 mod contract;

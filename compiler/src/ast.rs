@@ -537,10 +537,12 @@ pub struct Route {
     pub timeout: Option<Spanned<Duration>>,
     pub retry: Option<Retry>,
     pub transforms: Vec<HeaderTransform>,
-    pub cors: Option<Cors>,
-    pub aggregate: Option<Aggregate>,
-    pub respond: Option<Respond>,
-    pub redirect: Option<Redirect>,
+    // Boxed: rare, and a route is often one line of text (a generated file
+    // of a million routes holds a million of these).
+    pub cors: Option<Box<Cors>>,
+    pub aggregate: Option<Box<Aggregate>>,
+    pub respond: Option<Box<Respond>>,
+    pub redirect: Option<Box<Redirect>>,
     /// The `route ... PATH ...` head, for labels.
     pub head_span: Span,
     pub span: Span,

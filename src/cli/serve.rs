@@ -158,8 +158,10 @@ fn is_built_plan(file: &str) -> bool {
 
 /// Reads a built plan; refuses one of another format version.
 fn read_built_plan(file: &str) -> Result<gw_compiler::plan::Plan, String> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| format!("cannot read `{file}`: {}", super::plan::describe(&e)))?;
+    // Bounded like every file gw reads (a regular file, at most 64 MiB).
+    let bytes = gw_compiler::host::Host::read(&RealHost, file)
+        .map_err(|e| format!("cannot read `{file}`: {}", super::plan::describe(&e)))?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("`{file}`: not UTF-8"))?;
     gw_compiler::plan::Plan::from_json(&text).map_err(|e| format!("`{file}`: {e}"))
 }
 

@@ -1510,7 +1510,7 @@ impl<'a> Lowerer<'a> {
                 }
                 Rule::aggregate => {
                     if self.first(&mut seen, "aggregate", a_span, block) {
-                        route.aggregate = Some(self.aggregate(a));
+                        route.aggregate = Some(Box::new(self.aggregate(a)));
                     }
                 }
                 Rule::respond => {
@@ -1527,11 +1527,11 @@ impl<'a> Lowerer<'a> {
                         .next()
                         .and_then(|v| self.expect().string(&v, "a response body string"));
                     if let Some(status) = status {
-                        route.respond = Some(Respond {
+                        route.respond = Some(Box::new(Respond {
                             status,
                             body,
                             span: a_span,
-                        });
+                        }));
                     }
                 }
                 Rule::redirect => {
@@ -1571,16 +1571,16 @@ impl<'a> Lowerer<'a> {
                         [] => (None, None),
                     };
                     if let (Some(status), Some(location)) = (status, location) {
-                        route.redirect = Some(Redirect {
+                        route.redirect = Some(Box::new(Redirect {
                             status,
                             location,
                             span: a_span,
-                        });
+                        }));
                     }
                 }
                 Rule::cors => {
                     if self.first(&mut seen, "cors", a_span, block) {
-                        route.cors = Some(self.cors(a));
+                        route.cors = Some(Box::new(self.cors(a)));
                     }
                 }
                 Rule::retry => {
