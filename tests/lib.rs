@@ -32,6 +32,7 @@ mod proxy_support;
 mod recovery;
 mod robustness;
 mod router_differential;
+mod secrets;
 mod serve_admin;
 mod serve_harness;
 mod serve_health;

@@ -13,6 +13,7 @@ pub mod diagnostic;
 pub mod host;
 pub mod load;
 pub mod plan;
+pub mod redact;
 pub mod source;
 pub mod syntax;
 

@@ -113,7 +113,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
             out,
             "  {} redis {:?} timeout {} on_error {}",
             s.name,
-            s.url,
+            crate::redact::redact_url(&s.url),
             s.timeout,
             if s.on_error_allow { "allow" } else { "deny" }
         )?;
