@@ -20,6 +20,7 @@ mod policy_aggregate;
 mod policy_attacks;
 mod policy_cors;
 mod policy_jwks;
+mod policy_jwt_typ;
 mod policy_limits;
 mod policy_redis;
 mod proxy;

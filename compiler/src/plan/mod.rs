@@ -607,6 +607,10 @@ pub struct Jwt {
     pub key: JwtKey,
     pub leeway: Ms,
     pub from: TokenFrom,
+    /// The `typ` headers accepted (a plan built before `types` existed
+    /// gets the default list).
+    #[serde(default)]
+    pub types: crate::ast::TokenTypes,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

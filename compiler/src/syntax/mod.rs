@@ -892,6 +892,7 @@ impl<'a> Lowerer<'a> {
                 "secret",
                 "leeway",
                 "from",
+                "types",
             ]
         } else {
             &["from", "keys"]
@@ -904,6 +905,7 @@ impl<'a> Lowerer<'a> {
             key: None,
             leeway: None,
             from: None,
+            types: None,
         };
         let mut k = ApiKey { from: None, keys: None };
         let file_name = self.name;
@@ -1035,7 +1037,7 @@ impl<'a> Lowerer<'a> {
                     if !self.first(&mut seen, slot, kw_span, &block) {
                         continue;
                     }
-                    if kw != "algorithms" && kw != "keys" && values.len() > 1 {
+                    if !matches!(kw.as_str(), "algorithms" | "keys" | "types") && values.len() > 1 {
                         self.diags.push(
                             Diagnostic::new(Code::GW0106, format!("`{kw}` takes one value"))
                                 .primary(values[1].span.to(values[values.len() - 1].span), "extra values")
@@ -1063,6 +1065,12 @@ impl<'a> Lowerer<'a> {
                                 .expect()
                                 .source(v, "`file(\"key.pem\")`", file_name, true)
                                 .map(|s| Spanned::new(KeySource::PublicKey(s.node), s.span));
+                        }
+                        "types" => {
+                            let whole = values[0].span.to(values[values.len() - 1].span);
+                            j.types = self
+                                .token_types(&values, &block)
+                                .map(|t| Box::new(Spanned::new(t, whole)));
                         }
                         "algorithms" => {
                             let mut algs = Vec::new();
@@ -1135,6 +1143,65 @@ impl<'a> Lowerer<'a> {
             AuthKind::ApiKey(k)
         };
         self.config.auths.push(Auth { name, kind, span });
+    }
+
+    /// `types "at+jwt", "JWT", none`: media types of the `typ` header
+    /// (GW0003 when a string is not one), `none` for a token without `typ`
+    /// (GW0106 for any other value), each once (GW0105).
+    fn token_types(&mut self, values: &[SVal], block: &str) -> Option<TokenTypes> {
+        let mut types = TokenTypes {
+            untyped: false,
+            names: Vec::new(),
+        };
+        let mut seen: Vec<(String, Span)> = Vec::new();
+        let mut ok = true;
+        for v in values {
+            let (key, span) = match &v.val {
+                Val::Ident(w) if w == "none" => {
+                    types.untyped = true;
+                    ("none".to_string(), v.span)
+                }
+                Val::Str(_) => {
+                    let Some(s) = self.expect().string(v, "a token type such as `\"at+jwt\"`") else {
+                        ok = false;
+                        continue;
+                    };
+                    if !is_media_type(&s.node) {
+                        self.diags.push(
+                            Diagnostic::new(Code::GW0003, format!("`{}` is not a token type", s.node))
+                                .primary(v.span, "not a media type")
+                                .help("a token type is a media type such as `\"at+jwt\"` or `\"application/at+jwt\"`"),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    let name = TokenTypes::normalize(&s.node);
+                    types.names.push(name.clone());
+                    (name, v.span)
+                }
+                _ => {
+                    self.expect().mismatch(
+                        v,
+                        "a token type such as `\"at+jwt\"`, or `none`",
+                        Some("write token types as strings: `types \"at+jwt\", \"JWT\"`".into()),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+                self.diags.push(
+                    Diagnostic::new(Code::GW0105, format!("token type `{key}` listed twice in {block}"))
+                        .primary(span, "listed again here")
+                        .secondary(*first, "first listed here")
+                        .help("types are compared case-insensitively, with or without `application/`: remove one"),
+                );
+                ok = false;
+                continue;
+            }
+            seen.push((key, span));
+        }
+        ok.then_some(types)
     }
 
     fn algorithm(&mut self, v: &SVal) -> Option<Spanned<Algorithm>> {
@@ -1948,6 +2015,20 @@ impl<'a> Lowerer<'a> {
 }
 
 /// Labels of letters, digits and `-` separated by dots (no wildcard).
+/// A media type as RFC 6838 names them: `at+jwt`, `application/at+jwt`.
+fn is_media_type(s: &str) -> bool {
+    let name = |p: &str| {
+        let mut b = p.bytes();
+        b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && p.len() <= 127
+            && b.all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
+    };
+    match s.split_once('/') {
+        Some((top, sub)) => name(top) && name(sub),
+        None => name(s),
+    }
+}
+
 fn is_host_name(name: &str) -> bool {
     !name.is_empty()
         && name
