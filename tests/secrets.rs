@@ -159,6 +159,23 @@ fn control_characters_from_the_file_are_escaped() {
     }
     let out = Gwc::new().file("app.gw", text).args(["check", "app.gw"]).run();
     assert!(out.stdout.contains("\\u{1b}[2J\\u{7}"), "{}", out.stdout);
+    // Written as escapes in a valid file, they are not sent raw by `gwc
+    // plan` or `gwc route` either.
+    let valid = "upstream app { server 127.0.0.1:9 }\n\
+                 route GET /a -> app { set response header x-a \"\\u{1b}[2J\\u{7}\" }\n\
+                 route GET /b { respond 200 \"\\u{1b}]0;owned\\u{7}\" }\n";
+    for args in [
+        vec!["plan", "app.gw"],
+        vec!["route", "app.gw", "GET", "/a"],
+        vec!["route", "app.gw", "GET", "/b"],
+    ] {
+        let out = Gwc::new().file("app.gw", valid).args(args.clone()).run();
+        assert_eq!(out.status, Some(0), "gwc {args:?}: {}{}", out.stdout, out.stderr);
+        assert_clean(
+            &format!("gwc {}", args.join(" ")),
+            &format!("{}{}", out.stdout, out.stderr),
+        );
+    }
     assert!(out.stdout.contains("5\\u{1b}[31m\\r\\0s"), "{}", out.stdout);
 }
 

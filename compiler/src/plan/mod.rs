@@ -384,6 +384,8 @@ impl fmt::Display for Template {
                             '\\' => f.write_str("\\\\")?,
                             '\n' => f.write_str("\\n")?,
                             '\t' => f.write_str("\\t")?,
+                            // Never a raw control character: `\u{1b}` as gw writes it.
+                            c if c.is_control() => write!(f, "{}", c.escape_debug())?,
                             c => write!(f, "{c}")?,
                         }
                     }
