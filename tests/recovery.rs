@@ -154,6 +154,49 @@ route GET /b -> app; route GET /c -> app
 }
 
 #[test]
+fn a_large_valid_file_with_attributes_in_column_1_parses_whole() {
+    // Parsing goes in batches that end where a line starts with a
+    // declaration keyword; here such lines are attributes (`auth` in
+    // column 1 inside route blocks), so batches end inside blocks. Such a
+    // batch is parsed again a declaration at a time: nothing is reported.
+    let mut text = String::from(
+        "upstream app { server 127.0.0.1:9000 }\n\
+         auth users jwt { issuer \"i\" audience \"a\" algorithms HS256 secret env(\"S\") }\n",
+    );
+    let n = 5_000; // about 200 KB: several batches
+    for i in 0..n {
+        text.push_str(&format!("route GET /r{i} -> app {{\nauth users\ntimeout 5s\n}}\n"));
+    }
+    let host = MemoryHost::new().var("S", "a-long-random-secret-for-tests");
+    let c = compile_text(&host, "app.gw", &text);
+    assert!(
+        c.diagnostics.is_empty(),
+        "{:#?}",
+        &c.diagnostics[..c.diagnostics.len().min(3)]
+    );
+    let routes = &c.config.as_ref().expect("a configuration").routes;
+    assert_eq!(routes.len(), n);
+    assert!(routes.iter().all(|r| r.auth.is_some() && r.timeout.is_some()));
+    // A batch that surely ends inside a block: the first line with a
+    // keyword in column 1 after 64 KiB is the route's own `auth`.
+    let long = format!(
+        "upstream app {{ server 127.0.0.1:9000 }}\n\
+         auth users jwt {{ issuer \"i\" audience \"a\" algorithms HS256 secret env(\"S\") }}\n\
+         route GET /long -> app {{\n  set response header x-pad \"{}\"\nauth users\n}}\nroute GET /next -> app\n",
+        "p".repeat(70 * 1024)
+    );
+    let c = compile_text(&host, "app.gw", &long);
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    let routes = &c.config.as_ref().expect("a configuration").routes;
+    assert_eq!(routes.len(), 2);
+    assert!(routes[0].auth.is_some());
+    // And a mistake after those batches is still found, once.
+    text.push_str("route GET /last -> nowhere\n");
+    let c = compile_text(&host, "app.gw", &text);
+    assert_eq!(codes(&c), vec![Code::GW0101]);
+}
+
+#[test]
 fn recovery_stays_linear() {
     // 40,000 declarations with syntax errors, each reported: parsing each one
     // to the end of the file (quadratic) would take hours.

@@ -30,10 +30,10 @@ pub struct FileOutput {
 /// parser nor lowering can exhaust the stack.
 pub const MAX_NESTING: usize = 64;
 
-/// Parses and lowers one file into `config`, a declaration at a time: the
-/// parse tree of one declaration is lowered and dropped before the next is
-/// parsed, so memory follows the AST, not pest's token queue for the whole
-/// file.
+/// Parses and lowers one file into `config`, in batches of declarations of
+/// about [`BATCH`] bytes: the parse tree of one batch is lowered and dropped
+/// before the next is parsed, so memory follows the AST, not pest's token
+/// queue for the whole file.
 ///
 /// After a syntax error, parsing recovers at the next line that starts, in
 /// its first column, with a declaration keyword (`route`, `upstream`, ...):
@@ -41,7 +41,8 @@ pub const MAX_NESTING: usize = 64;
 /// unclosed `{` ends at the next declaration instead of swallowing the rest
 /// of the file, and every later mistake is still reported. Column 1 is what
 /// tells a declaration from an attribute (`auth` and `limit` are both).
-/// Each byte is parsed at most twice (once more after the first error), so
+/// Each byte is parsed at most three times (as part of a batch, once more
+/// on its own after a batch fails, and once more after the first error), so
 /// the whole stays linear in the size of the file.
 pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, diags: &mut Diagnostics) -> FileOutput {
     let mut out = FileOutput { imports: Vec::new() };
@@ -70,11 +71,31 @@ pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, dia
     let mut reported = false;
     // While recovering: where the current declaration's text ends.
     let mut chunk_end = 0;
+    // Declarations are parsed one at a time from here up to this offset
+    // (a batch that did not parse).
+    let mut one_at_a_time = 0;
     let mut pos = 0;
     loop {
         let start = skip_blanks(text, pos);
         if start >= text.len() {
             break;
+        }
+        if first_error.is_none() && start >= one_at_a_time {
+            // Until the first error, declarations are parsed in batches
+            // that end where a line starts with a declaration keyword:
+            // one pest call per batch, not per declaration. A batch that
+            // does not parse (a mistake in it, or a declaration that goes
+            // on past its end) is parsed again a declaration at a time.
+            let end = batch_end(text, start);
+            if let Ok(pairs) = gw_grammar::parse_file(&text[start..end]) {
+                l.base = start;
+                for decl in pairs.flat_map(|p| p.into_inner()) {
+                    l.decl(decl, &mut out);
+                }
+                pos = end;
+                continue;
+            }
+            one_at_a_time = end;
         }
         let end = if first_error.is_some() {
             if chunk_end <= start {
@@ -115,6 +136,23 @@ pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, dia
         diags.push(d);
     }
     out
+}
+
+/// About how much text one batch of declarations holds.
+const BATCH: usize = 64 * 1024;
+
+/// Where a batch of declarations starting at `start` ends: the start of
+/// the first line with a declaration keyword in column 1 after `start +
+/// BATCH`, or the end of the text.
+fn batch_end(text: &str, start: usize) -> usize {
+    let mut from = start.saturating_add(BATCH);
+    if from >= text.len() {
+        return text.len();
+    }
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    next_declaration_line(text, from)
 }
 
 /// The first offset at or after `pos` that is not a blank or a comment.
