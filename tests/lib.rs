@@ -4,6 +4,7 @@
 //! in-process with upstreams on 127.0.0.1:0; `serve_harness` runs `gwc serve`.
 
 mod balance;
+mod bounded_files;
 mod checks;
 mod cli;
 mod contract;
@@ -24,6 +25,7 @@ mod policy_aggregate;
 mod policy_attacks;
 mod policy_cors;
 mod policy_jwks;
+mod policy_jwt_typ;
 mod policy_limits;
 mod policy_redis;
 mod proxy;
@@ -35,9 +37,11 @@ mod proxy_pool;
 mod proxy_stream;
 mod proxy_support;
 mod proxy_wire;
+mod recovery;
 mod robustness;
 mod router_differential;
 mod schema;
+mod secrets;
 mod serve_admin;
 mod serve_harness;
 mod serve_health;

@@ -14,6 +14,7 @@ pub mod format;
 pub mod host;
 pub mod load;
 pub mod plan;
+pub mod redact;
 pub mod schema;
 pub mod source;
 pub mod syntax;

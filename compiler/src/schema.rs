@@ -597,6 +597,16 @@ pub const KEYWORDS: &[Keyword] = &[
     kw("leeway", Jwt, "leeway", "clock skew tolerated on `exp` and `nbf`")
         .value(DURATION)
         .default("`0s` *(decision)*"),
+    kw(
+        "types",
+        Jwt,
+        "types",
+        "the accepted token types (the `typ` header); `none`: no `typ`",
+    )
+    .value("list of token types: strings (`\"at+jwt\"`, `\"JWT\"`) and `none`")
+    .default("`none, \"JWT\", \"at+jwt\"` *(decision)*")
+    .range("the token's `typ` header must be one of them")
+    .values(&["none", "\"at+jwt\"", "\"JWT\""]),
     kw("from", Jwt, "from", "where the token is read")
         .value("`header NAME [bearer]`, `query NAME`, `cookie NAME`")
         .default("`header authorization bearer`")

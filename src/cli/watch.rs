@@ -10,7 +10,8 @@
 //!   a Kubernetes ConfigMap update (a `..data` symlink swapped to a new
 //!   folder: a new inode behind the same name) is noticed. A file that is not
 //!   a regular file once symlinks are followed (a FIFO, a device, a folder) is
-//!   refused without being opened: opening a FIFO blocks until a writer comes.
+//!   refused by [`RealHost`] (GW0005) without blocking: it opens with
+//!   `O_NONBLOCK`, since opening a FIFO otherwise waits for a writer.
 //! - A read that failed (a missing import, a permission, a FIFO) is tried
 //!   again every interval: the file is looked at (`stat`, then opened without
 //!   blocking, never read) and the configuration is read again as soon as
@@ -140,35 +141,11 @@ fn open_without_blocking(path: &str) -> io::Result<std::fs::File> {
     options.open(path)
 }
 
-/// What a file is when it is not a regular file, for the message.
-fn kind_of(path: &str) -> &'static str {
-    let Ok(m) = std::fs::metadata(path) else {
-        return "not a regular file";
-    };
-    let t = m.file_type();
-    if t.is_dir() {
-        return "a folder, not a regular file";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO, not a regular file";
-        }
-        if t.is_socket() {
-            return "a socket, not a regular file";
-        }
-        if t.is_block_device() || t.is_char_device() {
-            return "a device, not a regular file";
-        }
-    }
-    "not a regular file"
-}
-
 // ------------------------------------------------------------------ the host
 
-/// The compiler's host for `gwc serve`: [`RealHost`], with each file stamped
-/// before it is read and refused, unopened, when it is not a regular file.
+/// The compiler's host for `gwc serve`: [`RealHost`] (which refuses a file
+/// that is not regular, without blocking on a FIFO, and one over the size
+/// cap), with each file stamped before it is read.
 #[derive(Default)]
 pub struct WatchingHost {
     reads: RefCell<Watched>,
@@ -185,10 +162,9 @@ impl WatchingHost {
 impl Host for WatchingHost {
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
         let before = stamp(path);
-        let read = match before {
-            Some(s) if !s.regular => Err(io::Error::new(io::ErrorKind::InvalidInput, kind_of(path))),
-            _ => RealHost.read(path),
-        };
+        // RealHost refuses what is not a regular file (opening without blocking, so a
+        // FIFO never holds the read) and what is over the size cap, as GW0005.
+        let read = RealHost.read(path);
         let mut watched = self.reads.borrow_mut();
         match &read {
             Ok(_) => watched.files.push((path.to_string(), before)),
@@ -491,7 +467,7 @@ mod tests {
         let host = WatchingHost::default();
         // Opening a FIFO for reading would block here until a writer came.
         let err = host.read(&fifo).expect_err("a FIFO is refused");
-        assert!(err.to_string().contains("a FIFO, not a regular file"), "{err}");
+        assert!(err.to_string().contains("a FIFO"), "{err}");
         let watched = host.into_watched();
         assert!(!watched.changed(), "still a FIFO: nothing to read again");
         std::fs::remove_file(&fifo).expect("remove");
