@@ -8,6 +8,8 @@ mod bounded_files;
 mod checks;
 mod cli;
 mod contract;
+mod conventions;
+mod diff;
 mod editor_grammars;
 mod examples;
 mod explain;

@@ -223,6 +223,12 @@ impl Diagnostics {
         self.list.iter()
     }
 
+    /// The most recent diagnostic whose primary span is `span`, to say more
+    /// in it rather than add a knock-on one.
+    pub fn last_at_mut(&mut self, span: Span) -> Option<&mut Diagnostic> {
+        self.list.iter_mut().rev().find(|d| d.span() == Some(span))
+    }
+
     /// Sorted by position (file, then offset), errors before warnings at the
     /// same place; exact duplicates removed.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {

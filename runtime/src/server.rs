@@ -1249,7 +1249,7 @@ fn admin<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
             text(
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_string_pretty(&value).unwrap_or_default(),
+                serde_json::to_string_pretty(&value).unwrap_or_default() + "\n",
             )
         }
         _ => status_response(StatusCode::NOT_FOUND),

@@ -35,10 +35,11 @@ use std::time::{Duration, Instant};
 /// then its process group, so gw gets the signal twice.
 const SIGNAL_COPIES_WITHIN: Duration = Duration::from_secs(1);
 
-/// Run the gateway.
+/// Run the gateway from a `.gw` file or a plan built by `gwc build`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The `.gw` file (compiled with the files it imports).
+    /// The `.gw` file (compiled with the files it imports), or a plan
+    /// built by `gwc build` (a `*.json` file, served as it is).
     #[arg(value_name = "FILE")]
     file: String,
     /// Start demo backends on every loopback server address of the plan

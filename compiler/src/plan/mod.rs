@@ -13,8 +13,11 @@
 //! Submodules: [`lower`] (AST → plan), [`router`] (the one route matcher,
 //! used by the runtime and by `gwc test`), [`explain`] (why a request takes
 //! the route it takes, for `gwc route`), [`testing`] (embedded `test` blocks),
-//! and the readable tree printed by `gwc plan` ([`Plan::render`]).
+//! [`diff`] (what a reload from one plan to another changes, for `gwc diff`
+//! and the reload log), and the readable tree printed by `gwc plan`
+//! ([`Plan::render`]).
 
+pub mod diff;
 pub mod explain;
 pub mod lower;
 mod print;

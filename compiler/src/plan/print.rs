@@ -126,7 +126,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
     Ok(())
 }
 
-fn size(n: u64) -> String {
+pub(super) fn size(n: u64) -> String {
     for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
         if n >= scale && n.is_multiple_of(scale) {
             return format!("{}{unit}", n / scale);

@@ -169,6 +169,26 @@ fn skip_blanks(text: &str, mut pos: usize) -> usize {
     pos
 }
 
+/// The language's unit for a unit word written apart from its number
+/// (`3 seconds`, `10 MB`, `20 percent`), case aside.
+fn unit_word(word: &str) -> Option<&'static str> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => "ms",
+        "s" | "sec" | "secs" | "second" | "seconds" => "s",
+        "m" | "min" | "mins" | "minute" | "minutes" => "m",
+        "h" | "hr" | "hrs" | "hour" | "hours" => "h",
+        "b" | "byte" | "bytes" => "B",
+        "kib" => "KiB",
+        "mib" => "MiB",
+        "gib" => "GiB",
+        "kb" => "KB",
+        "mb" => "MB",
+        "gb" => "GB",
+        "percent" => "%",
+        _ => return None,
+    })
+}
+
 /// The declaration keywords, which recovery looks for in column 1.
 const DECLARATION_KEYWORDS: [&str; 10] = [
     "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
@@ -250,6 +270,9 @@ impl<'a> Lowerer<'a> {
         let Some(name) = pair.into_inner().next() else { return };
         let span = self.span(&name);
         let word = name.as_str();
+        if self.unit_apart(span, word) {
+            return;
+        }
         let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
         let help = did_you_mean(word, known.iter().copied()).unwrap_or_else(|| format!("{block} takes {list}"));
         self.diags.push(
@@ -257,6 +280,54 @@ impl<'a> Lowerer<'a> {
                 .primary(span, "unknown attribute")
                 .help(help),
         );
+    }
+
+    /// `timeout 3 seconds`: the value `3` was already reported (it is not a
+    /// duration), and `seconds` is its unit written apart, not an unknown
+    /// attribute. Says so in the value's diagnostic (`found `3 seconds``,
+    /// help `3s`) instead of adding a second one; false when `word` is not
+    /// a unit right after a number that was reported.
+    fn unit_apart(&mut self, span: Span, word: &str) -> bool {
+        let Some(unit) = unit_word(word) else { return false };
+        let before = &self.text[..span.start as usize];
+        let gap = before.len() - before.trim_end_matches([' ', '\t']).len();
+        let digits = before[..before.len() - gap]
+            .bytes()
+            .rev()
+            .take_while(|b| b.is_ascii_digit() || *b == b'_')
+            .count();
+        let number_end = before.len() - gap;
+        let number_start = number_end - digits;
+        let starts_token = self.text[..number_start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace());
+        if gap == 0 || digits == 0 || !starts_token {
+            return false;
+        }
+        let number = Span::new(span.file, number_start, number_end);
+        let Some(d) = self.diags.last_at_mut(number) else {
+            return false;
+        };
+        let n = &self.text[number_start..number_end];
+        let written = format!("{n}{}{word}", &before[number_end..]);
+        d.message = d
+            .message
+            .replace(&format!("found `{n}`"), &format!("found `{written}`"));
+        if let Some(label) = d.labels.iter_mut().find(|l| l.primary) {
+            label.span = Span::new(span.file, number_start, span.end as usize);
+            label.message = "a number and its unit, apart".into();
+        }
+        let wanted = |what: &str| d.message.starts_with(&format!("expected {what}"));
+        let fits = match unit {
+            "ms" | "s" | "m" | "h" => wanted("a duration"),
+            "%" => wanted("a percentage"),
+            _ => wanted("a size"),
+        };
+        if fits {
+            d.help = Some(format!("write the number and its unit as one word: `{n}{unit}`"));
+        }
+        true
     }
 
     fn missing(&mut self, span: Span, attr: &str, block: &str, example: &str) {
