@@ -47,6 +47,7 @@ mod serve_harness;
 mod serve_health;
 mod serve_limits;
 mod serve_listeners;
+mod serve_notify;
 mod serve_process;
 mod serve_reload;
 mod serve_watch;
