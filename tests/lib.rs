@@ -8,6 +8,7 @@ mod bounded_files;
 mod checks;
 mod cli;
 mod contract;
+mod deploy;
 mod editor_grammars;
 mod examples;
 mod explain;
