@@ -5,6 +5,7 @@ mod cli;
 mod host;
 mod lsp;
 mod malloc;
+mod notify;
 mod render;
 
 fn main() -> std::process::ExitCode {

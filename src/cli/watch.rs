@@ -361,10 +361,17 @@ impl Watcher {
             let want = tokio::select! {
                 done = finished(&mut reading) => {
                     reading = None;
+                    let reloads = self.reloads();
                     match done {
                         Ok(outcome) => self.apply(outcome, &mut watched).await,
                         Err(e) => tracing::error!(target: RELOAD, file = %self.root, error = %e, "reading the configuration failed; keeping the running plan"),
                     }
+                    // Swapped in or refused, the gateway serves again.
+                    crate::notify::ready(if self.reloads() > reloads {
+                        "reloaded"
+                    } else {
+                        "reload refused, keeping the running plan (see the log)"
+                    });
                     std::mem::take(&mut again)
                 }
                 _ = tick.tick() => match reading.as_mut() {
@@ -414,6 +421,7 @@ impl Watcher {
     }
 
     fn start(&self, running: &Arc<AtomicUsize>) -> Reading {
+        crate::notify::reloading();
         let (load, root, running) = (self.load.clone(), self.root.clone(), running.clone());
         running.fetch_add(1, Ordering::SeqCst);
         let task = tokio::task::spawn_blocking(move || {
@@ -426,6 +434,11 @@ impl Watcher {
             since: Instant::now(),
             said: false,
         }
+    }
+
+    /// Plans swapped in so far.
+    fn reloads(&self) -> u64 {
+        self.gateway.shared().metrics.reloads.load(Ordering::Relaxed)
     }
 
     /// Swaps the plan in, or logs why the running plan stays.
