@@ -423,6 +423,89 @@ fn quick_fix_replaces_with_the_suggestion() {
     assert_eq!(edit["range"], d["range"]);
 }
 
+/// `text` with LSP text edits applied (ASCII text: characters are bytes).
+fn apply_edits(text: &str, edits: &[Value]) -> String {
+    let offset = |p: &Value| {
+        let line = p["line"].as_u64().expect("line") as usize;
+        let start: usize = text.split_inclusive('\n').take(line).map(str::len).sum();
+        start + p["character"].as_u64().expect("character") as usize
+    };
+    let mut spans: Vec<(usize, usize, &str)> = edits
+        .iter()
+        .map(|e| {
+            (
+                offset(&e["range"]["start"]),
+                offset(&e["range"]["end"]),
+                e["newText"].as_str().expect("newText"),
+            )
+        })
+        .collect();
+    spans.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let mut out = text.to_string();
+    for (a, b, new) in spans {
+        out.replace_range(a..b, new);
+    }
+    out
+}
+
+/// A suggestion that names part of the diagnostic's span replaces that part
+/// only: `fil("k")` becomes `file("k")`, not `file`; `claims.sub` becomes
+/// `claim.sub`, not `claim`; and each fix leaves no diagnostic of its kind.
+#[test]
+fn quick_fixes_replace_only_the_misspelt_part() {
+    let (dir, mut client, _, _) = setup();
+    std::fs::write(dir.path().join("keys.txt"), "k-0123456789abcdef0123456789abcdef\n").expect("write");
+    let text = "listen 127.0.0.1:8080\n\
+        upstream app { server 127.0.0.1:9 }\n\
+        auth users jwt { issuer \"i\" audience \"a\" algorithms HS256 secret env(\"JWT_SECRET\") }\n\
+        auth k api_key { keys fil(\"keys.txt\") }\n\
+        limit l { rate 1/s key claims.sub }\n\
+        route /x -> app { auth users limit l set request header x-u \"{claims.sub}\" }\n\
+        route /y -> app { auth k }\n";
+    let u = uri(&dir.path().join("fix.gw"));
+    client.open(&u, text);
+    client.diagnostics(&u, |l| l.len() >= 3);
+    let actions = client.result(
+        "textDocument/codeAction",
+        json!({ "textDocument": doc(&u), "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 9, "character": 0 } },
+                "context": { "diagnostics": [] } }),
+    );
+    let actions = actions.as_array().expect("actions").clone();
+    let mut fixed_lines = Vec::new();
+    for (version, action) in (2..).zip(&actions) {
+        let edits = action["edit"]["changes"][u.as_str()].as_array().expect("edits").clone();
+        let code = action["diagnostics"][0]["code"].clone();
+        let line = edits[0]["range"]["start"]["line"].as_u64().expect("line");
+        let fixed = apply_edits(text, &edits);
+        fixed_lines.push(fixed.lines().nth(line as usize).unwrap_or("").to_string());
+        client.change(&u, version, &fixed);
+        let m = client.wait_for(
+            |m| {
+                m["method"] == "textDocument/publishDiagnostics"
+                    && m["params"]["uri"] == u.as_str()
+                    && m["params"]["version"] == version
+            },
+            "diagnostics of the fixed text",
+        );
+        let left: Vec<&Value> = m["params"]["diagnostics"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|d| d["code"] == code && d["range"]["start"]["line"] == line)
+            .collect();
+        assert!(left.is_empty(), "{} left {left:?} in\n{fixed}", action["title"]);
+    }
+    assert_eq!(
+        fixed_lines,
+        [
+            "auth k api_key { keys file(\"keys.txt\") }",
+            "limit l { rate 1/s key claim.sub }",
+            "route /x -> app { auth users limit l set request header x-u \"{claim.sub}\" }",
+        ],
+        "{actions:?}"
+    );
+}
+
 #[test]
 fn semantic_tokens_colour_the_file() {
     let (_dir, mut client, app, _) = setup();
