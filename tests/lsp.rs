@@ -405,6 +405,137 @@ fn rename_changes_every_reference_across_files_and_refuses_keywords() {
     assert!(r["error"]["message"].as_str().unwrap_or("").contains("already"), "{r}");
 }
 
+/// A name defined in an imported file is renamed in every open document
+/// that uses it and in the files they import, whichever file the rename
+/// starts from; a new name that any of them defines is refused.
+#[test]
+fn rename_of_an_imported_name_edits_every_file_that_uses_it() {
+    let (dir, mut client, app, common) = setup();
+    let other_text = "import \"common.gw\"\nlisten 127.0.0.1:8081\n\
+        upstream kitchen { server 127.0.0.1:9003 }\nroute /m -> menu\nroute /k -> kitchen\n";
+    std::fs::write(dir.path().join("other.gw"), other_text).expect("write");
+    let other = uri(&dir.path().join("other.gw"));
+    client.open(&app, APP);
+    client.open(&other, other_text);
+    let renames = [
+        (app.clone(), position(APP, "-> menu", 0, 4)),
+        (other.clone(), position(other_text, "-> menu", 0, 4)),
+        (common.clone(), position(COMMON, "menu", 0, 1)),
+    ];
+    for (n, (from, at_menu)) in renames.iter().enumerate() {
+        if n == 2 {
+            client.open(&common, COMMON);
+        }
+        let edit = client.result(
+            "textDocument/rename",
+            json!({ "textDocument": doc(from), "position": at_menu, "newName": "carte" }),
+        );
+        let changes = edit["changes"].as_object().expect("changes");
+        let mut files: Vec<&str> = changes.keys().map(String::as_str).collect();
+        files.sort();
+        let mut want = vec![app.as_str(), common.as_str(), other.as_str()];
+        want.sort();
+        assert_eq!(files, want, "from {from}: {edit}");
+        assert_eq!(
+            apply_edits(APP, changes[&app].as_array().expect("edits")),
+            APP.replace("-> menu", "-> carte")
+        );
+        assert_eq!(
+            apply_edits(other_text, changes[&other].as_array().expect("edits")),
+            other_text.replace("-> menu", "-> carte")
+        );
+        assert_eq!(
+            apply_edits(COMMON, changes[&common].as_array().expect("edits")),
+            COMMON.replace("menu", "carte")
+        );
+        // other.gw, which uses `menu`, defines `kitchen`: renaming `menu`
+        // to it would make both one.
+        let r = client.request(
+            "textDocument/rename",
+            json!({ "textDocument": doc(from), "position": at_menu, "newName": "kitchen" }),
+        );
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("already a upstream named `kitchen`")
+                || r["error"]["message"].as_str().unwrap_or("").contains("named `kitchen`"),
+            "from {from}: {r}"
+        );
+        let r = client.request(
+            "textDocument/rename",
+            json!({ "textDocument": doc(from), "position": at_menu, "newName": "a b" }),
+        );
+        assert!(
+            r["error"]["message"].as_str().unwrap_or("").contains("is not a name"),
+            "{r}"
+        );
+    }
+}
+
+/// A file several open documents import gets the union of what their
+/// compiles find in it, each diagnostic once; what no importer reports
+/// any more goes, and all of it when the last importer closes.
+#[test]
+fn diagnostics_of_a_file_imported_by_several_documents_are_their_union() {
+    let (dir, mut client, _, _) = setup();
+    let shared_text = "upstream menu { server 127.0.0.1:9002 weight 0 }\nroute /s -> svc\n";
+    let a_text = "import \"shared.gw\"\nlisten 127.0.0.1:8080\nupstream svc { server 127.0.0.1:9003 }\n";
+    let b_text = "import \"shared.gw\"\nlisten 127.0.0.1:8081\nroute /m -> menu\n";
+    std::fs::write(dir.path().join("shared.gw"), shared_text).expect("write");
+    let shared = uri(&dir.path().join("shared.gw"));
+    let (a, b) = (uri(&dir.path().join("a.gw")), uri(&dir.path().join("b.gw")));
+    let codes = |l: &[Value]| {
+        l.iter()
+            .map(|d| d["code"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    // b.gw's compile finds `weight 0` and the unknown `svc` in shared.gw.
+    client.open(&b, b_text);
+    let list = client.diagnostics(&shared, |l| !l.is_empty());
+    assert_eq!(codes(&list), ["GW0106", "GW0101"]);
+    // a.gw's finds `weight 0` too, and that `menu` is unused (from its
+    // point of view): the union, `weight 0` once.
+    client.open(&a, a_text);
+    let list = client.diagnostics(&shared, |l| codes(l).contains(&"GW0501".to_string()));
+    assert_eq!(codes(&list), ["GW0501", "GW0106", "GW0101"], "{list:?}");
+    // b.gw defines `svc` now: no importer reports it unknown any more.
+    client.change(&b, 2, &format!("{b_text}upstream svc {{ server 127.0.0.1:9004 }}\n"));
+    let list = client.diagnostics(&shared, |l| !codes(l).contains(&"GW0101".to_string()));
+    assert_eq!(codes(&list), ["GW0501", "GW0106"], "{list:?}");
+    // a.gw closes: what only it found goes.
+    client.notify("textDocument/didClose", json!({ "textDocument": doc(&a) }));
+    let list = client.diagnostics(&shared, |l| !codes(l).contains(&"GW0501".to_string()));
+    assert_eq!(codes(&list), ["GW0106"], "{list:?}");
+    client.notify("textDocument/didClose", json!({ "textDocument": doc(&b) }));
+    client.diagnostics(&shared, |l| l.is_empty());
+}
+
+/// The same file reached through a symlinked folder, through `..` or with
+/// its name percent-encoded is one document: its unsaved text is what the
+/// files importing it read, and a change sent under any of its URIs
+/// changes it.
+#[test]
+fn one_document_whichever_uri_names_it() {
+    let (dir, mut client, app, _) = setup();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).expect("symlink");
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    client.open(&app, APP);
+    client.diagnostics(&app, |l| l.iter().any(|d| d["code"] == "GW0101"));
+    let via_link = uri(&dir.path().join("link").join("common.gw"));
+    let with_order = format!("{COMMON}upstream order {{ server 127.0.0.1:9003 }}\n");
+    client.open(&via_link, &with_order);
+    client.diagnostics(&app, |l| !l.iter().any(|d| d["code"] == "GW0101"));
+    // The same document by another URI: `..` and an escaped letter.
+    let odd = uri(&dir.path().join("sub").join("..").join("c%6Fmmon.gw"));
+    client.change(&odd, 2, COMMON);
+    client.diagnostics(&app, |l| l.iter().any(|d| d["code"] == "GW0101"));
+    // The definition of `menu` is in the document, named as the client named it.
+    let r = client.result("textDocument/definition", at(&app, position(APP, "-> menu", 0, 4)));
+    let target = r.as_array().and_then(|l| l.first()).cloned().unwrap_or(r);
+    assert_eq!(target["uri"], via_link.as_str(), "{target}");
+}
+
 #[test]
 fn quick_fix_replaces_with_the_suggestion() {
     let (_dir, mut client, app, _) = setup();

@@ -3,7 +3,8 @@
 //! both ways and clamps whatever a client sends (a line past the end, a
 //! character past the end of its line or inside a surrogate pair, a range
 //! whose end is before its start) to a valid place, never panicking.
-//! Also file paths ↔ `file://` URIs.
+//! Also file paths ↔ `file://` URIs, and the key a document is known by
+//! whichever way its client spells its URI, symlinks resolved ([`doc_key`]).
 
 use lsp_types::{Position, Range};
 
@@ -128,8 +129,15 @@ impl Walker<'_> {
 /// A `file://` URI's path (percent-decoded), or `None` for other schemes.
 pub fn uri_to_path(uri: &str) -> Option<String> {
     let rest = uri.strip_prefix("file://")?;
-    // `file://host/path` is not a local file; `file:///path` is.
+    // `file://host/path` is not a local file; `file:///path` and
+    // `file://localhost/path` are (RFC 8089).
+    let rest = rest
+        .strip_prefix("localhost")
+        .filter(|r| r.starts_with('/'))
+        .unwrap_or(rest);
     let path = if rest.starts_with('/') { rest } else { return None };
+    // A query or fragment is not part of the path.
+    let path = path.split(['?', '#']).next().unwrap_or(path);
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -149,6 +157,56 @@ pub fn uri_to_path(uri: &str) -> Option<String> {
         i += 1;
     }
     String::from_utf8(out).ok()
+}
+
+/// The name a document is read as by the compiler: for a `file:` URI, its
+/// path, percent-decoded, with `.` and `..` folded and a Windows drive
+/// letter lower-cased (so `file:///a%2Bb/x.gw` and `file:///c/../a+b/x.gw`
+/// are both `/a+b/x.gw`, the name the compiler gives the file when another
+/// imports it). Any other URI is its own name.
+pub fn doc_name(uri: &str) -> String {
+    let Some(path) = uri_to_path(uri) else {
+        return uri.to_string();
+    };
+    let mut name = gw_compiler::host::normalize(std::path::Path::new(&path));
+    // `/C:/x` (VS Code writes `c%3A`, others `C:`): one drive letter case.
+    let b = name.as_bytes();
+    if b.len() >= 3 && b[0] == b'/' && b[1].is_ascii_alphabetic() && b[2] == b':' {
+        name.replace_range(1..2, &name[1..2].to_ascii_lowercase());
+    }
+    name
+}
+
+/// The key of a document: its [`doc_name`] with symlinks resolved
+/// ([`path_key`]), so that a file however its client spells its URI —
+/// percent-encoded or not, through `..` or through a symlink — is one
+/// document.
+pub fn doc_key(uri: &str) -> String {
+    path_key(&doc_name(uri))
+}
+
+/// The key of a file the compiler reads as `name`: its canonical path
+/// (symlinks resolved) when it exists, else that of its folder joined with
+/// its file name, else `name` itself (and any name that is not an absolute
+/// path is its own key).
+pub fn path_key(name: &str) -> String {
+    let path = std::path::Path::new(name);
+    if !path.is_absolute() {
+        return name.to_string();
+    }
+    if let Some(real) = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string))
+    {
+        return real;
+    }
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(file)) => std::fs::canonicalize(dir)
+            .ok()
+            .and_then(|d| d.join(file).to_str().map(str::to_string))
+            .unwrap_or_else(|| name.to_string()),
+        _ => name.to_string(),
+    }
 }
 
 /// The `file://` URI of an absolute path.
@@ -197,5 +255,30 @@ mod tests {
         }
         assert_eq!(uri_to_path("untitled:Untitled-1"), None);
         assert_eq!(uri_to_path("file://server/share/a.gw"), None);
+        assert_eq!(uri_to_path("file://localhost/a/b.gw").as_deref(), Some("/a/b.gw"));
+    }
+
+    #[test]
+    fn one_document_whichever_way_its_uri_is_spelt() {
+        let key = "/tmp/a+b/x@y (1).gw";
+        for uri in [
+            "file:///tmp/a+b/x@y%20(1).gw",
+            "file:///tmp/a%2Bb/x%40y%20%281%29.gw",
+            "file:///tmp/a%2bb/x@y%20(1).gw",
+            "file:///tmp/./c/../a+b//x@y%20(1).gw",
+            "file://localhost/tmp/a+b/x@y%20(1).gw",
+        ] {
+            assert_eq!(doc_name(uri), key, "{uri}");
+        }
+        assert_eq!(doc_name(&path_to_uri(key)), key);
+        assert_eq!(doc_name("file:///c%3A/Users/x.gw"), "/c:/Users/x.gw");
+        assert_eq!(doc_name("file:///C:/Users/x.gw"), "/c:/Users/x.gw");
+        assert_eq!(doc_key("untitled:Untitled-1"), "untitled:Untitled-1");
+        // Malformed escapes are kept as written, never a panic.
+        assert_eq!(doc_name("file:///a%zz/%"), "/a%zz/%");
+        assert_eq!(
+            doc_key("file:///nonexistent-gw-dir/%zz/x.gw"),
+            "/nonexistent-gw-dir/%zz/x.gw"
+        );
     }
 }
