@@ -762,3 +762,29 @@ fn dump_schema_lists_every_keyword() {
         .expect("upstream timeout");
     assert_eq!(timeout["default"], "`30s` *(decision)*");
 }
+
+/// A 100,000-column line: diagnostics at the right character, and hover,
+/// completion and formatting there still answered.
+#[test]
+fn a_hundred_thousand_column_line_is_served() {
+    let (dir, mut client, _, _) = setup();
+    let text = format!(
+        "listen 127.0.0.1:8080\nupstream app {{ server 127.0.0.1:9001 }}\n\
+         route /x -> app {{ set request header x-a \"{}\" }} route /y -> ap\n",
+        "é".repeat(100_000)
+    );
+    let u = uri(&dir.path().join("long.gw"));
+    client.open(&u, &text);
+    let list = client.diagnostics(&u, |l| !l.is_empty());
+    let at_ap = position(&text, "-> ap\n", 0, 3);
+    let unknown = list.iter().find(|d| d["code"] == "GW0101").expect("GW0101");
+    assert_eq!(unknown["range"]["start"], at_ap);
+    let hover = client.result("textDocument/hover", at(&u, at_ap.clone()));
+    assert!(hover.to_string().contains("GW0101"), "{hover}");
+    client.result("textDocument/completion", at(&u, at_ap));
+    let r = client.request(
+        "textDocument/formatting",
+        json!({ "textDocument": doc(&u), "options": { "tabSize": 2, "insertSpaces": true } }),
+    );
+    assert!(r.get("result").is_some(), "{r}");
+}
