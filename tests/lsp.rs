@@ -788,3 +788,51 @@ fn a_hundred_thousand_column_line_is_served() {
     );
     assert!(r.get("result").is_some(), "{r}");
 }
+
+/// Completion inside an aggregate (a part's upstream, method, `optional`)
+/// and a `require` (its reference, then its operator, then nothing: a
+/// value), on lines after half-written ones too; inside a comment, nothing.
+#[test]
+fn completion_in_aggregates_and_requires_and_none_in_comments() {
+    let (dir, mut client, _, _) = setup();
+    let text = "listen 127.0.0.1:8080\n\
+        upstream users { server 127.0.0.1:9001 }\n\
+        upstream orders { server 127.0.0.1:9002 }\n\
+        auth jw jwt { issuer \"i\" audience \"a\" algorithms HS256 secret env(\"JWT_SECRET\") }\n\
+        route GET /me {\n  auth jw\n  require claim.role in [\"a\"] \n  require \n  require claim.scope \n  \
+        require claim.sub == \n  aggregate {\n    profile users GET \"/u/{claim.sub}\"\n    \
+        orders orders GET \"/o\" optional\n    \n    extra users \n    more users GET \"/m\" \n    last \n  }\n}\n\
+        # a comment -> here, auth \nroute /c -> users # auth \n";
+    let u = uri(&dir.path().join("c.gw"));
+    client.open(&u, text);
+    client.result("textDocument/documentSymbol", json!({ "textDocument": doc(&u) }));
+    let mut complete = |needle: &str, shift: u32| {
+        let mut got = labels(&client.result("textDocument/completion", at(&u, position(text, needle, 0, shift))));
+        got.sort();
+        got
+    };
+    let has = |got: &[String], want: &[&str]| want.iter().all(|w| got.iter().any(|g| g == w));
+    let got = complete("  require \n", 10);
+    assert!(has(&got, &["claim.", "header."]), "{got:?}");
+    assert_eq!(complete("claim.scope \n", 12), ["!=", "==", "has", "in"]);
+    assert_eq!(complete("claim.sub == \n", 13), Vec::<String>::new());
+    let got = complete("[\"a\"] \n", 6);
+    assert!(has(&got, &["aggregate", "limit", "require"]), "{got:?}");
+    assert_eq!(complete("    \n    extra", 4), ["timeout"]);
+    let got = complete("extra users \n", 12);
+    assert!(has(&got, &["GET", "POST"]) && !has(&got, &["timeout"]), "{got:?}");
+    assert_eq!(complete("more users GET \"/m\" \n", 20), ["optional", "timeout"]);
+    assert_eq!(complete("last \n", 5), ["orders", "users"]);
+    for (needle, shift) in [
+        ("a comment", 4),
+        ("comment -> ", 11),
+        ("here, auth \n", 11),
+        ("users # auth \n", 13),
+    ] {
+        assert_eq!(
+            complete(needle, shift),
+            Vec::<String>::new(),
+            "in a comment at {needle:?}+{shift}"
+        );
+    }
+}

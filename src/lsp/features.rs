@@ -423,8 +423,15 @@ fn completion(server: &mut Server, p: CompletionParams) -> Reply {
     };
     let text = &here.text;
     let tokens = lexer::lex_from(text, lexer::declaration_start(text, here.offset));
-    let cursor = context::at(text, &tokens, here.offset);
     let mut items = Vec::new();
+    // In a comment, nothing is code.
+    if tokens
+        .iter()
+        .any(|t| t.kind == Lex::Comment && t.start < here.offset && here.offset <= t.end)
+    {
+        return ok(CompletionResponse::Array(items));
+    }
+    let cursor = context::at(text, &tokens, here.offset);
     let names = |kind: NameKind| defined_names(&here, kind);
     let prev = cursor.previous().map(|t| t.text(text)).unwrap_or("");
     let Some(block) = cursor.block else {
@@ -440,8 +447,30 @@ fn completion(server: &mut Server, p: CompletionParams) -> Reply {
         items.extend(keywords(block));
     } else if block == Context::Top && first == "auth" && cursor.statement.len() == 2 {
         items.extend(values(&["jwt", "api_key"], "auth kind"));
-    } else if block == Context::Aggregate && cursor.statement.len() == 1 && first != "timeout" {
-        items.extend(names(NameKind::Upstream));
+    } else if block == Context::Aggregate && first != "timeout" {
+        // A part: `PART UPSTREAM METHOD "path" [optional]`.
+        match cursor.statement.len() {
+            1 => items.extend(names(NameKind::Upstream)),
+            2 => {
+                let methods = schema::lookup(Context::Cors, "methods").map_or(&[][..], |k| k.values);
+                items.extend(values(methods, "method"));
+            }
+            3 => {} // the path: a string
+            4 => items.extend(keywords(Context::Part).chain(keywords(block))),
+            _ => items.extend(keywords(block)),
+        }
+    } else if block == Context::Route && first == "require" && (2..=3).contains(&cursor.statement.len()) {
+        // `require REF OP VALUE`: after the reference its operator; after
+        // the operator a value (a string or a list), no keyword.
+        if cursor.statement.len() == 2 {
+            items.extend(keywords(Context::Require));
+            items.extend(["==", "!="].into_iter().map(|op| CompletionItem {
+                label: op.to_string(),
+                kind: Some(CompletionItemKind::OPERATOR),
+                detail: Some(format!("require REF {op} \"value\"")),
+                ..CompletionItem::default()
+            }));
+        }
     } else if let Some(k) = prev_part.filter(|k| !k.values.is_empty()) {
         items.extend(values(k.values, k.keyword));
     } else if let Some(k) = keyword.filter(|_| cursor.statement.len() == 1 || prev == ",") {

@@ -250,9 +250,8 @@ impl Server {
                     let Some(doc) = self.docs.get_mut(&key) else { return };
                     let mut text = doc.text.to_string();
                     for change in p.content_changes {
-                        apply(&mut text, change);
+                        apply(&mut text, &mut doc.lines, change);
                     }
-                    doc.lines = LineIndex::new(&text);
                     doc.text = Arc::from(text);
                     doc.version = p.text_document.version;
                     self.changed(&key, DEBOUNCE);
@@ -595,14 +594,19 @@ impl Server {
     }
 }
 
-/// Applies one change to a text, clamping its range.
-fn apply(text: &mut String, change: TextDocumentContentChangeEvent) {
+/// Applies one change to a text and its index, clamping its range: the
+/// index is edited, not built again, however many changes a notification
+/// carries.
+fn apply(text: &mut String, lines: &mut LineIndex, change: TextDocumentContentChangeEvent) {
     match change.range {
-        None => *text = change.text,
+        None => {
+            *text = change.text;
+            *lines = LineIndex::new(text);
+        }
         Some(range) => {
-            let lines = LineIndex::new(text);
             let (start, end) = lines.offsets(text, range);
             text.replace_range(start..end, &change.text);
+            lines.edit(start, end, &change.text);
         }
     }
 }

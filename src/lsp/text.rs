@@ -8,11 +8,16 @@
 
 use lsp_types::{Position, Range};
 
-/// Line starts of one text, for offset ↔ position.
+/// Line starts of one text, for offset ↔ position: built once per text
+/// (and kept up to date through a document's edits by [`LineIndex::edit`]),
+/// never per request. In an ASCII text a column is a byte count, so
+/// conversions cost a binary search, not a scan of the line.
 #[derive(Clone, Debug)]
 pub struct LineIndex {
     starts: Vec<usize>,
     len: usize,
+    /// Whether the text is ASCII (UTF-16 columns are byte columns).
+    ascii: bool,
 }
 
 impl LineIndex {
@@ -27,7 +32,32 @@ impl LineIndex {
         LineIndex {
             starts,
             len: text.len(),
+            ascii: text.is_ascii(),
         }
+    }
+
+    /// The index of the text after `start..end` (byte offsets of the text
+    /// indexed, on character boundaries, `start <= end`) was replaced with
+    /// `inserted`: the line starts of the replaced part go, those after it
+    /// move, those of `inserted` come in — a scan of the edit, not of the
+    /// whole text. (After an edit that removes the last non-ASCII
+    /// character, columns are still counted, as they were.)
+    pub fn edit(&mut self, start: usize, end: usize, inserted: &str) {
+        let end = end.min(self.len);
+        let start = start.min(end);
+        let lo = self.starts.partition_point(|&s| s <= start);
+        let hi = self.starts.partition_point(|&s| s <= end);
+        for s in &mut self.starts[hi..] {
+            *s = *s - end + start + inserted.len();
+        }
+        let new = inserted
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| *b == b'\n')
+            .map(|(i, _)| start + i + 1);
+        self.starts.splice(lo..hi, new);
+        self.len = self.len - (end - start) + inserted.len();
+        self.ascii &= inserted.is_ascii();
     }
 
     /// The position of byte `offset` (clamped to the text, moved back to a
@@ -42,7 +72,11 @@ impl LineIndex {
             Err(i) => i - 1,
         };
         let start = self.starts[line];
-        let character: usize = text[start..offset].chars().map(char::len_utf16).sum();
+        let character: usize = if self.ascii {
+            offset - start
+        } else {
+            text[start..offset].chars().map(char::len_utf16).sum()
+        };
         Position::new(line as u32, character as u32)
     }
 
@@ -55,6 +89,9 @@ impl LineIndex {
             return text.len();
         };
         let end = self.starts.get(line + 1).map_or(text.len(), |next| next - 1);
+        if self.ascii {
+            return (start + position.character as usize).min(end).min(text.len());
+        }
         let line_text = text.get(start..end).unwrap_or("");
         let mut units = 0usize;
         for (i, c) in line_text.char_indices() {
@@ -120,7 +157,11 @@ impl Walker<'_> {
             self.byte = self.index.starts[line];
             self.units = 0;
         }
-        self.units += self.text[self.byte..offset].chars().map(char::len_utf16).sum::<usize>();
+        self.units += if self.index.ascii {
+            offset - self.byte
+        } else {
+            self.text[self.byte..offset].chars().map(char::len_utf16).sum::<usize>()
+        };
         self.byte = offset;
         Position::new(line as u32, self.units as u32)
     }
@@ -228,6 +269,54 @@ pub fn path_to_uri(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An index kept through edits is the index of the edited text, and
+    /// converts positions as it does: for ASCII and non-ASCII texts, edits
+    /// that add, remove and replace lines, at the start, middle and end,
+    /// clamped ranges included.
+    #[test]
+    fn an_edited_index_is_the_index_of_the_edited_text() {
+        let edits: &[(usize, usize, &str)] = &[
+            (0, 0, "x\n"),
+            (3, 9, ""),
+            (5, 5, "\n\n\n"),
+            (2, 14, "ab\ncd"),
+            (0, 4, "é\n😀"),
+            (7, 999, "tail\n"),
+            (1, 1, ""),
+            (0, 0, "\n"),
+        ];
+        for base in ["ab\ncd\nef\n\ngh ij\nkl", "ab\né😀x\nlast\n\n", ""] {
+            let mut text = base.to_string();
+            let mut index = LineIndex::new(&text);
+            for &(a, b, new) in edits {
+                let at = |i: usize| {
+                    let mut i = i.min(text.len());
+                    while !text.is_char_boundary(i) {
+                        i -= 1;
+                    }
+                    i
+                };
+                let (a, b) = (at(a), at(b.max(a)));
+                text.replace_range(a..b, new);
+                index.edit(a, b, new);
+                let fresh = LineIndex::new(&text);
+                assert_eq!(index.starts, fresh.starts, "{text:?}");
+                assert_eq!(index.len, fresh.len);
+                for offset in (0..=text.len()).filter(|i| text.is_char_boundary(*i)) {
+                    let p = index.position(&text, offset);
+                    assert_eq!(p, fresh.position(&text, offset), "{text:?} {offset}");
+                    assert_eq!(index.offset(&text, p), offset, "{text:?} {p:?}");
+                }
+                for line in 0..4 {
+                    for character in [0, 1, 2, 3, 99] {
+                        let p = Position::new(line, character);
+                        assert_eq!(index.offset(&text, p), fresh.offset(&text, p), "{text:?} {p:?}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn positions_count_utf16_and_clamp() {
