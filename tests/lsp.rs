@@ -836,3 +836,37 @@ fn completion_in_aggregates_and_requires_and_none_in_comments() {
         );
     }
 }
+
+/// Formatting a large file runs beside the main loop: another file's
+/// diagnostics are published while it runs, and its edits come after.
+#[test]
+fn formatting_a_large_file_holds_up_no_diagnostics() {
+    let (dir, mut client, _, _) = setup();
+    let mut big = String::from("listen 127.0.0.1:8080\nupstream app {server 127.0.0.1:9001}\n");
+    for i in 0..3000 {
+        big.push_str(&format!("route GET /r{i}/{{id}} -> app {{  timeout 5s }}\n"));
+    }
+    let (a, b) = (uri(&dir.path().join("big.gw")), uri(&dir.path().join("small.gw")));
+    client.open(&a, &big);
+    client.diagnostics(&a, |_| true);
+    let id = json!(client.send_request(
+        "textDocument/formatting",
+        json!({ "textDocument": doc(&a), "options": { "tabSize": 2, "insertSpaces": true } }),
+    ));
+    client.open(&b, "listen 127.0.0.1:8081\nroute /x -> nowhere\n");
+    let list = client.diagnostics(&b, |l| !l.is_empty());
+    assert_eq!(list[0]["code"], "GW0101");
+    let answered = client.has_kept(|m| m.get("id") == Some(&id) && m.get("method").is_none());
+    assert!(
+        !answered,
+        "the formatting was answered before the diagnostics of another file"
+    );
+    let r = client.response(&id);
+    let edits = r["result"].as_array().expect("edits");
+    assert_eq!(edits.len(), 1, "{r}");
+    assert!(edits[0]["newText"]
+        .as_str()
+        .unwrap_or("")
+        .contains("route GET /r2999/{id} -> app { timeout 5s }"));
+    assert_eq!(edits[0]["range"]["end"], json!({ "line": 3002, "character": 0 }));
+}

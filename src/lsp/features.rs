@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-type Reply = Result<serde_json::Value, (ErrorCode, String)>;
+pub type Reply = Result<serde_json::Value, (ErrorCode, String)>;
 
 /// What the server can do, for `initialize`.
 pub fn capabilities() -> InitializeResult {
@@ -784,14 +784,42 @@ fn folding(server: &mut Server, p: FoldingRangeParams) -> Reply {
 
 // ------------------------------------------------------------------ formatting, fixes
 
-fn formatting(server: &mut Server, p: DocumentFormattingParams) -> Reply {
-    let Some(doc) = server.docs.get(&key(&p.text_document)) else {
-        return ok(serde_json::Value::Null);
-    };
-    match format(&doc.name, &doc.text) {
-        Ok(out) if out == *doc.text => ok(Vec::<TextEdit>::new()),
+/// A formatting request, for the formatting worker ([`super::formatter`]):
+/// the document's text at `version`, and where it ends.
+pub struct FormatJob {
+    pub id: lsp_server::RequestId,
+    pub key: String,
+    pub version: i32,
+    pub name: String,
+    pub text: Arc<str>,
+    pub end: Position,
+}
+
+/// The job for a formatting request of an open document; `None` for any
+/// other request (answered by [`handle`]).
+pub fn format_job(server: &Server, r: &Request) -> Option<FormatJob> {
+    if r.method != req::Formatting::METHOD {
+        return None;
+    }
+    let p: DocumentFormattingParams = serde_json::from_value(r.params.clone()).ok()?;
+    let key = key(&p.text_document);
+    let doc = server.docs.get(&key)?;
+    Some(FormatJob {
+        id: r.id.clone(),
+        version: doc.version,
+        name: doc.name.clone(),
+        end: doc.lines.position(&doc.text, doc.text.len()),
+        text: doc.text.clone(),
+        key,
+    })
+}
+
+/// Formats a job's text: the reply to its request.
+pub fn format_reply(job: &FormatJob) -> Reply {
+    match format(&job.name, &job.text) {
+        Ok(out) if out == *job.text => ok(Vec::<TextEdit>::new()),
         Ok(out) => ok(vec![TextEdit {
-            range: doc.lines.range(&doc.text, 0, doc.text.len()),
+            range: Range::new(Position::new(0, 0), job.end),
             new_text: out,
         }]),
         Err(Refused::Syntax { sources, diagnostics }) => {
@@ -806,6 +834,12 @@ fn formatting(server: &mut Server, p: DocumentFormattingParams) -> Reply {
         }
         Err(Refused::Unsafe(why)) => failed(format!("not formatted ({why})")),
     }
+}
+
+/// Formatting a document that is not open: nothing to format (an open
+/// document's request is a [`format_job`] for the formatting worker).
+fn formatting(_: &mut Server, _: DocumentFormattingParams) -> Reply {
+    ok(serde_json::Value::Null)
 }
 
 fn code_actions(server: &mut Server, p: CodeActionParams) -> Reply {

@@ -5,10 +5,11 @@
 //! reading unsaved buffers before the disk. A change schedules a compile
 //! after [`DEBOUNCE`]; requests that need the compiler's view of the
 //! current text (definition, references, rename, hover, symbols, colours,
-//! quick fixes) wait for it, while completion and formatting answer from
-//! the text at once, so a long compile never holds them up. Documents are
-//! known by their path ([`text::doc_key`]), however the client spells their
-//! URI, and named to it by the URI it used. Diagnostics are published for
+//! quick fixes) wait for it, while completion answers from the text at
+//! once, so a long compile never holds it up; formatting runs on a worker
+//! of its own ([`formatter`]), so formatting a large file holds up nothing
+//! else either. Documents are known by their path ([`text::doc_key`]),
+//! however the client spells their URI, and named to it by the URI it used. Diagnostics are published for
 //! each open document and for the files it imports that are not open
 //! themselves; a file several open documents import gets the union of what
 //! their compiles found in it. Nothing a client sends can stop the server but
@@ -76,6 +77,8 @@ pub struct Server {
     /// Documents to compile, and when.
     due: HashMap<String, Instant>,
     jobs: Sender<Job>,
+    /// Formatting requests, for the formatting worker.
+    formats: Sender<features::FormatJob>,
     waiting: Vec<Waiting>,
     /// The files (not open) each open document's compile found diagnostics
     /// for, even none.
@@ -108,6 +111,11 @@ pub fn run() -> u8 {
         eprintln!("gwc lsp: cannot start the compile thread");
         return 2;
     };
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Formatted>();
+    let Ok(formats) = formatter(done_tx) else {
+        eprintln!("gwc lsp: cannot start the formatting thread");
+        return 2;
+    };
     let mut server = Server {
         out: io::stdout(),
         docs: HashMap::new(),
@@ -115,6 +123,7 @@ pub fn run() -> u8 {
         parsed: HashMap::new(),
         due: HashMap::new(),
         jobs,
+        formats,
         waiting: Vec::new(),
         published: HashMap::new(),
         shared: HashMap::new(),
@@ -123,7 +132,46 @@ pub fn run() -> u8 {
         explained: HashSet::new(),
         shut_down: false,
     };
-    server.main_loop(&in_rx, &res_rx)
+    server.main_loop(&in_rx, &res_rx, &done_rx)
+}
+
+/// A formatting request answered by the worker.
+struct Formatted {
+    id: RequestId,
+    key: String,
+    version: i32,
+    reply: features::Reply,
+}
+
+/// Starts the formatting worker: formatting a large file takes as long as
+/// compiling it, and on the main loop it would hold up every diagnostic,
+/// change and request behind it. It stops when the jobs' sender is dropped.
+fn formatter(done: Sender<Formatted>) -> io::Result<Sender<features::FormatJob>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<features::FormatJob>();
+    std::thread::Builder::new()
+        .name("gw-lsp-format".into())
+        .stack_size(16 << 20)
+        .spawn(move || {
+            for job in rx {
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| features::format_reply(&job)))
+                    .unwrap_or_else(|_| {
+                        Err((
+                            ErrorCode::InternalError,
+                            "internal error (a bug: please report it)".into(),
+                        ))
+                    });
+                let formatted = Formatted {
+                    id: job.id,
+                    key: job.key,
+                    version: job.version,
+                    reply,
+                };
+                if done.send(formatted).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 /// `$XDG_CACHE_HOME/gw/explain/VERSION` (or `~/.cache/...`).
@@ -140,7 +188,12 @@ fn explain_dir() -> Option<PathBuf> {
 }
 
 impl Server {
-    fn main_loop(&mut self, incoming: &Receiver<Incoming>, results: &Receiver<Analysis>) -> u8 {
+    fn main_loop(
+        &mut self,
+        incoming: &Receiver<Incoming>,
+        results: &Receiver<Analysis>,
+        formatted: &Receiver<Formatted>,
+    ) -> u8 {
         let mut initialized = false;
         loop {
             let wait = self.due.values().min().map_or(Duration::from_secs(3600), |at| {
@@ -182,6 +235,11 @@ impl Server {
                 recv(results) -> analysis => {
                     if let Ok(a) = analysis {
                         self.analysis(a);
+                    }
+                }
+                recv(formatted) -> f => {
+                    if let Ok(f) = f {
+                        self.formatted(f);
                     }
                 }
                 default(wait) => {}
@@ -578,7 +636,39 @@ impl Server {
         }
     }
 
+    /// A formatting worker's reply: sent if the document is still at the
+    /// version formatted, else refused (its edits would not apply).
+    fn formatted(&mut self, f: Formatted) {
+        let current = self.docs.get(&f.key).is_some_and(|d| d.version == f.version);
+        let response = match f.reply {
+            _ if !current => Response::new_err(
+                f.id,
+                ErrorCode::ContentModified as i32,
+                "the document changed while it was formatted".into(),
+            ),
+            Ok(value) => Response::new_ok(f.id, value),
+            Err((code, message)) => Response::new_err(f.id, code as i32, message),
+        };
+        self.respond(response);
+    }
+
     fn answer(&mut self, r: Request) {
+        // Formatting goes to its worker (or, were it gone, is done here).
+        if let Some(job) = features::format_job(self, &r) {
+            match self.formats.send(job) {
+                Ok(()) => return,
+                Err(crossbeam_channel::SendError(job)) => {
+                    let reply = features::format_reply(&job);
+                    self.formatted(Formatted {
+                        id: job.id,
+                        key: job.key,
+                        version: job.version,
+                        reply,
+                    });
+                    return;
+                }
+            }
+        }
         let id = r.id.clone();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| features::handle(self, r)));
         let response = match result {
