@@ -7,7 +7,10 @@
 //! only the lines around its labels, secrets masked and control characters
 //! escaped ([`gw_compiler::redact::shown`]), so that no secret and no
 //! terminal escape reaches the output, and a diagnostic in a large file
-//! costs the lines it shows.
+//! costs the lines it shows. A line longer than [`LONG_LINE`] bytes is shown
+//! as bounded slices around the labels on it, the rest elided with `…`, so
+//! that a minified or generated 100,000-column line costs what a short one
+//! does (and miette, which cannot indent past column 65,535, never sees it).
 
 use gw_compiler::redact;
 use gw_compiler::{Diagnostic, FileId, Severity, SourceMap, Span};
@@ -163,6 +166,18 @@ impl Report {
 /// Lines of context a window keeps around its labels (miette draws one).
 const CONTEXT: usize = 2;
 
+/// The longest line (in bytes) a window shows whole.
+const LONG_LINE: usize = 240;
+/// On a longer line, the bytes shown before and after each label's start
+/// and end (a line without a label shows its first `AFTER` bytes).
+const BEFORE: usize = 40;
+const AFTER: usize = 80;
+/// At most this many slices of one line are shown (the labels past them
+/// point at an elision).
+const SLICES: usize = 8;
+/// What stands for the elided part of a long line.
+const ELISION: &str = "…";
+
 /// The parts of one file a report draws, as miette's source: a window of
 /// lines around each group of nearby labels, shown masked and escaped.
 /// Miette's offsets are the file's, shifted by what escapes added in the
@@ -186,13 +201,75 @@ struct Window {
     first_line: usize,
     /// What it shows.
     shown: String,
+    /// Its parts, in order: the file's bytes they stand for, where they
+    /// start in miette's offsets, and whether they are shown (else elided:
+    /// [`ELISION`] stands for them).
+    parts: Vec<Part>,
+}
+
+#[derive(Debug)]
+struct Part {
+    file: Range<usize>,
+    at: usize,
+    shown: bool,
+}
+
+/// The byte ranges of the line `line` (its newline included) to show: the
+/// whole line if it is short, else slices around `points` (offsets in the
+/// file) or its start, merged, at most [`SLICES`].
+fn slices(text: &str, line: Range<usize>, points: &[usize]) -> Vec<Range<usize>> {
+    if line.len() <= LONG_LINE {
+        return vec![line];
+    }
+    let floor = |mut i: usize| {
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let mut out: Vec<Range<usize>> = Vec::new();
+    let mut on_line: Vec<usize> = points.iter().copied().filter(|p| line.contains(p)).collect();
+    if on_line.is_empty() {
+        on_line.push(line.start);
+    }
+    on_line.sort_unstable();
+    for p in on_line {
+        let r = floor(p.saturating_sub(BEFORE).max(line.start))..floor((p + AFTER).min(line.end));
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => {
+                if out.len() == SLICES {
+                    break;
+                }
+                out.push(r);
+            }
+        }
+    }
+    // The line's newline is shown (after an elision of the rest), so that
+    // lines stay lines.
+    if text[line.clone()].ends_with('\n') {
+        match out.last_mut() {
+            Some(last) if last.end + 1 >= line.end => last.end = line.end,
+            _ => out.push(line.end - 1..line.end),
+        }
+    }
+    out
 }
 
 impl Snippets {
     fn new(sources: &SourceMap, file: FileId, spans: impl Iterator<Item = Span>) -> Snippets {
         let f = sources.get(file);
+        let spans: Vec<Span> = spans.collect();
+        let points: Vec<usize> = spans
+            .iter()
+            .flat_map(|s| [s.start as usize, s.end.max(s.start) as usize])
+            .map(|p| p.min(f.text.len()))
+            .collect();
         let line = |offset: u32| f.line_col(offset).0 - 1;
-        let mut groups: Vec<(usize, usize)> = spans.map(|s| (line(s.start), line(s.end.max(s.start)))).collect();
+        let mut groups: Vec<(usize, usize)> = spans
+            .iter()
+            .map(|s| (line(s.start), line(s.end.max(s.start))))
+            .collect();
         groups.sort_unstable();
         let mut merged: Vec<(usize, usize)> = Vec::new();
         for (first, last) in groups {
@@ -208,14 +285,39 @@ impl Snippets {
             .map(|(first, last)| {
                 let first = first.saturating_sub(CONTEXT);
                 let range = f.lines(first, last + CONTEXT);
-                let shown = redact::shown(&f.text, range.clone(), f.secrets());
                 let at = range.start + added;
-                added += shown.len() - range.len();
+                let mut shown = String::new();
+                let mut parts = Vec::new();
+                let mut next = range.start;
+                for line in f.text[range.clone()].split_inclusive('\n') {
+                    let line_range = next..next + line.len();
+                    next = line_range.end;
+                    for slice in slices(&f.text, line_range, &points) {
+                        if slice.start > parts.last().map_or(range.start, |p: &Part| p.file.end) {
+                            let from = parts.last().map_or(range.start, |p: &Part| p.file.end);
+                            parts.push(Part {
+                                file: from..slice.start,
+                                at: at + shown.len(),
+                                shown: false,
+                            });
+                            shown.push_str(ELISION);
+                        }
+                        parts.push(Part {
+                            file: slice.clone(),
+                            at: at + shown.len(),
+                            shown: true,
+                        });
+                        shown.push_str(&redact::shown(&f.text, slice, f.secrets()));
+                    }
+                }
+                // Miette's offsets of what follows go on from the file's.
+                added = (at + shown.len()).saturating_sub(range.end);
                 Window {
                     file: range,
                     at,
                     first_line: first,
                     shown,
+                    parts,
                 }
             })
             .collect();
@@ -236,16 +338,40 @@ impl Snippets {
         }
     }
 
-    /// Miette's offset of the file's `offset` (one that a window shows).
+    /// Miette's offset of the file's `offset` (one that a window shows;
+    /// in an elided part, where its [`ELISION`] starts).
     fn offset(&self, offset: usize) -> usize {
-        match self
+        let Some(w) = self
             .windows
             .iter()
             .find(|w| w.file.start <= offset && offset <= w.file.end)
-        {
-            Some(w) => w.at + redact::shown_width(&self.text, w.file.start..offset, &self.secrets),
-            None => offset,
+        else {
+            return offset;
+        };
+        let part = w
+            .parts
+            .iter()
+            .find(|p| p.shown && p.file.start <= offset && offset <= p.file.end)
+            .or_else(|| w.parts.iter().find(|p| p.file.start <= offset && offset <= p.file.end));
+        match part {
+            Some(p) if p.shown => p.at + redact::shown_width(&self.text, p.file.start..offset, &self.secrets),
+            Some(p) => p.at,
+            None => w.at,
         }
+    }
+
+    /// The bytes of the file that elisions hide on the line of miette's
+    /// `at` before it, less the [`ELISION`] each is drawn as: what turns a
+    /// column of the window into one of the file (miette's columns are
+    /// bytes).
+    fn hidden_before(&self, w: &Window, at: usize) -> usize {
+        let local = at - w.at;
+        let line_start = w.at + w.shown[..local].rfind('\n').map_or(0, |i| i + 1);
+        w.parts
+            .iter()
+            .filter(|p| !p.shown && p.at >= line_start && p.at < at)
+            .map(|p| p.file.len().saturating_sub(ELISION.len()))
+            .sum()
     }
 
     /// A label at `span`, clamped to the file. A label at the very end of a
@@ -286,12 +412,14 @@ impl miette::SourceCode for Snippets {
             .ok_or(MietteError::OutOfBounds)?;
         let local = SourceSpan::new((at - w.at).into(), span.len());
         let inner = w.shown.as_str().read_span(&local, before, after)?;
+        // The column is the file's, past what elisions hid.
+        let column = inner.column() + self.hidden_before(w, at);
         Ok(Box::new(MietteSpanContents::new_named(
             self.name.clone(),
             inner.data(),
             SourceSpan::new((inner.span().offset() + w.at).into(), inner.span().len()),
             inner.line() + w.first_line,
-            inner.column(),
+            column,
             inner.line_count(),
         )))
     }

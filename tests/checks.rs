@@ -728,3 +728,88 @@ fn an_sni_name_must_be_a_dns_name_or_a_wildcard() {
         );
     }
 }
+
+// ------------------------------------------------------------------ suggestions as edits
+
+/// Applies a diagnostic's suggestion to the text it was made from.
+fn apply_suggestion(text: &str, d: &Diagnostic) -> String {
+    let s = d.suggestion.as_ref().expect("a suggestion");
+    let mut out = text.to_string();
+    out.replace_range(s.span.start as usize..s.span.end as usize, &s.replacement);
+    out
+}
+
+/// Every "did you mean `x`?" carries its edit: `x` in place of only the
+/// misspelt part (the call's name of `fil("k")`, the root of `claims.sub`),
+/// and applying it removes the diagnostic — what an editor's quick fix does.
+#[test]
+fn every_did_you_mean_is_an_edit_that_removes_its_diagnostic() {
+    let head = "listen 127.0.0.1:8080\nupstream app { server 127.0.0.1:9000 }\n";
+    let jwt = "auth users jwt { issuer \"i\" audience \"a\" algorithms HS256 secret env(\"JWT_SECRET\") }\n";
+    let cases: Vec<(String, &str)> = vec![
+        (format!("{head}route /x -> ap\n"), "ap"),
+        (format!("{head}auth k api_key {{ keys fil(\"files/keys.txt\") }}\nroute /x -> app {{ auth k }}\n"), "fil"),
+        (format!("{head}{jwt}limit l {{ rate 1/s key claims.sub }}\nroute /x -> app {{ auth users limit l }}\n"), "claims"),
+        (format!("{head}{jwt}route /x -> app {{ auth users set request header x-u \"{{claims.sub}}\" }}\n"), "claims"),
+        (format!("{head}route GET /u/{{id}} -> app {{ rewrite \"/v/{{param.idd}}\" }}\n"), "param.idd"),
+        (format!("{head}route get /x -> app\n"), "get"),
+        (format!("{head}route DELET /x -> app\n"), "DELET"),
+        (format!("{head}upstream b {{ server 127.0.0.1:1 timeot 5s }}\nroute /b -> b\n"), "timeot"),
+        (format!("{head}upsteam b {{ server 127.0.0.1:1 }}\nroute /x -> app\n"), "upsteam"),
+        (format!("{head}upstream b {{ server 127.0.0.1:1 balance roundrobin }}\nroute /b -> b\n"), "roundrobin"),
+        (format!("{head}upstream b {{ server 127.0.0.1:1 retry 1 on timout }}\nroute /b -> b\n"), "timout"),
+        (format!("{head}auth k jwtt {{ issuer \"i\" audience \"a\" algorithms HS256 secret env(\"JWT_SECRET\") }}\nroute /x -> app {{ auth k }}\n"), "jwtt"),
+        (format!("{head}auth k jwt {{ issuer \"i\" audience \"a\" algorithms hs256 secret env(\"JWT_SECRET\") }}\nroute /x -> app {{ auth k }}\n"), "hs256"),
+        (format!("{head}limit l {{ rate 1/s key clientip }}\nroute /x -> app {{ limit l }}\n"), "clientip"),
+        (format!("{head}store s rediss \"redis://127.0.0.1:6379\"\nlimit l {{ rate 1/s key client_ip store s }}\nroute /x -> app {{ limit l }}\n"), "rediss"),
+        (format!("{head}route /x -> app {{ set requets header x-a \"1\" }}\n"), "requets"),
+        (format!("{head}auth k api_key {{ keys file(\"files/keys.txt\") from heder x-key }}\nroute /x -> app {{ auth k }}\n"), "heder"),
+        (format!("{head}route GET /x -> app\ntest \"t\" {{ GET /x -> ap }}\n"), "ap"),
+        (format!("{head}upstream b {{ server 127.0.0.1:1 timeout 3 s }}\nroute /b -> b\n"), "3 s"),
+    ];
+    for (text, misspelt) in &cases {
+        let c = compile(text);
+        let Some(d) = c.diagnostics.iter().find(|d| d.suggestion.is_some()) else {
+            panic!("no suggestion for {misspelt:?} in {text}: {:#?}", c.diagnostics);
+        };
+        let s = d.suggestion.as_ref().expect("a suggestion");
+        assert_eq!(c.sources.text(s.span), *misspelt, "{d:#?}");
+        if let Some(word) = d.help.as_deref().and_then(|h| h.strip_prefix("did you mean `")) {
+            // The help names what the fixed text reads: `param.id`, or the replacement itself.
+            let meant = word.trim_end_matches("`?");
+            assert!(meant.ends_with(s.replacement.as_str()), "{d:#?}");
+        }
+        let fixed = apply_suggestion(text, d);
+        let after = compile(&fixed);
+        let same = |e: &&Diagnostic| e.code == d.code && e.span().map(|s| s.start) == d.span().map(|s| s.start);
+        assert!(
+            !after.diagnostics.iter().any(|e| same(&e)),
+            "the fix of {misspelt:?} left {:#?}\n{fixed}",
+            after.diagnostics
+        );
+    }
+    // Every "did you mean" of every fixture carries its edit too.
+    for entry in std::fs::read_dir(crate::support::fixtures_dir())
+        .expect("fixtures")
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "gw") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let c = compile(&text);
+        for d in c.diagnostics.iter().filter(|d| d.span().is_some_and(|s| s.file.0 == 0)) {
+            if d.help.as_deref().is_some_and(|h| h.starts_with("did you mean `")) {
+                assert!(d.suggestion.is_some(), "{}: {d:#?}", path.display());
+                let after = compile(&apply_suggestion(&text, d));
+                let same = |e: &&Diagnostic| e.code == d.code && e.span().map(|s| s.start) == d.span().map(|s| s.start);
+                assert!(
+                    !after.diagnostics.iter().any(|e| same(&e)),
+                    "{}: {d:#?}",
+                    path.display()
+                );
+            }
+        }
+    }
+}

@@ -385,3 +385,55 @@ fn import_cycle_through_a_subfolder_is_reported_as_a_cycle() {
         .stdout_lacks("shared/../shared")
         .run();
 }
+
+/// A 100,000-column line (minified or generated) is shown as a bounded
+/// slice around the label, the rest elided with `…`: no panic (miette
+/// cannot indent past column 65,535), output the size of a short line's,
+/// the header's column the file's, and a secret on such a line masked.
+#[test]
+fn a_hundred_thousand_column_line_is_shown_as_a_slice_around_the_label() {
+    let pad = "a".repeat(100_000);
+    let text = format!(
+        "listen 127.0.0.1:8080\n\
+         upstream app {{ server 127.0.0.1:9001 }} # {pad}\n\
+         auth u jwt {{ issuer \"i\" audience \"a\" algorithms HS256 secret \"PLANTED-{pad}\" }}{spaces}route /{pad} -> ap {{ auth u }}\n",
+        spaces = " ".repeat(70_000)
+    );
+    let json = Gwc::new()
+        .file("long.gw", &text)
+        .args(["check", "--format", "json", "long.gw"])
+        .status(1)
+        .run()
+        .json();
+    let unknown = json["diagnostics"]
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["code"] == "GW0101"))
+        .expect("GW0101")
+        .clone();
+    let column = unknown["column"].as_u64().expect("column");
+    assert!(column > 270_000, "{unknown}");
+    let out = Gwc::new()
+        .file("long.gw", &text)
+        .args(["check", "long.gw"])
+        .status(1)
+        .run();
+    assert!(
+        out.stdout.contains(&format!("[long.gw:3:{column}]")),
+        "{}",
+        &out.stdout[..out.stdout.len().min(4000)]
+    );
+    assert!(
+        out.stdout.contains("…aaaa"),
+        "{}",
+        &out.stdout[..out.stdout.len().min(4000)]
+    );
+    assert!(
+        out.stdout.contains(" -> ap { auth u }"),
+        "{}",
+        &out.stdout[..out.stdout.len().min(4000)]
+    );
+    assert!(out.stdout.len() < 4000, "{} bytes", out.stdout.len());
+    assert!(!out.stdout.contains("PLANTED"), "a secret is shown");
+    let widest = out.stdout.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    assert!(widest < 500, "a line of {widest} characters");
+}

@@ -365,6 +365,56 @@ fn fmt_rewrites_files_in_place_and_check_reports_without_writing() {
         .run();
 }
 
+/// `gwc fmt FILE` replaces the file atomically (a temporary file beside
+/// it, renamed over it): a reader that opened it before reads the old text
+/// whole, never a truncated or half-written one; its permissions are kept,
+/// a symlink stays a symlink to the formatted file, and no temporary file
+/// is left behind.
+#[cfg(unix)]
+#[test]
+fn fmt_replaces_a_file_atomically_keeping_its_permissions() {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new();
+    let app = dir.path().join("app.gw");
+    std::fs::write(&app, MESSY).expect("write");
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    std::fs::create_dir(dir.path().join("conf")).expect("mkdir");
+    std::fs::write(dir.path().join("conf/real.gw"), MESSY).expect("write");
+    std::os::unix::fs::symlink("conf/real.gw", dir.path().join("link.gw")).expect("symlink");
+    let mut reader = std::fs::File::open(&app).expect("open");
+    Gwc::new()
+        .current_dir(dir.path())
+        .args(["fmt", "app.gw", "link.gw"])
+        .status(0)
+        .run();
+    let mut seen = String::new();
+    reader.read_to_string(&mut seen).expect("read");
+    assert_eq!(seen, MESSY, "a reader of the old file saw it change under it");
+    assert_eq!(std::fs::read_to_string(&app).expect("read"), TIDY);
+    let mode = std::fs::metadata(&app).expect("stat").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o640);
+    let link = std::fs::symlink_metadata(dir.path().join("link.gw")).expect("lstat");
+    assert!(link.file_type().is_symlink(), "the symlink was replaced by a file");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("conf/real.gw")).expect("read"),
+        TIDY
+    );
+    for folder in [dir.path().to_path_buf(), dir.path().join("conf")] {
+        let mut names: Vec<String> = std::fs::read_dir(&folder)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let want: &[&str] = if folder == dir.path() {
+            &["app.gw", "conf", "link.gw"]
+        } else {
+            &["real.gw"]
+        };
+        assert_eq!(names, want, "left behind in {}", folder.display());
+    }
+}
+
 #[test]
 fn fmt_reads_stdin_and_writes_stdout() {
     Gwc::new().args(["fmt", "-"]).stdin(MESSY).status(0).stdout(TIDY).run();

@@ -405,6 +405,137 @@ fn rename_changes_every_reference_across_files_and_refuses_keywords() {
     assert!(r["error"]["message"].as_str().unwrap_or("").contains("already"), "{r}");
 }
 
+/// A name defined in an imported file is renamed in every open document
+/// that uses it and in the files they import, whichever file the rename
+/// starts from; a new name that any of them defines is refused.
+#[test]
+fn rename_of_an_imported_name_edits_every_file_that_uses_it() {
+    let (dir, mut client, app, common) = setup();
+    let other_text = "import \"common.gw\"\nlisten 127.0.0.1:8081\n\
+        upstream kitchen { server 127.0.0.1:9003 }\nroute /m -> menu\nroute /k -> kitchen\n";
+    std::fs::write(dir.path().join("other.gw"), other_text).expect("write");
+    let other = uri(&dir.path().join("other.gw"));
+    client.open(&app, APP);
+    client.open(&other, other_text);
+    let renames = [
+        (app.clone(), position(APP, "-> menu", 0, 4)),
+        (other.clone(), position(other_text, "-> menu", 0, 4)),
+        (common.clone(), position(COMMON, "menu", 0, 1)),
+    ];
+    for (n, (from, at_menu)) in renames.iter().enumerate() {
+        if n == 2 {
+            client.open(&common, COMMON);
+        }
+        let edit = client.result(
+            "textDocument/rename",
+            json!({ "textDocument": doc(from), "position": at_menu, "newName": "carte" }),
+        );
+        let changes = edit["changes"].as_object().expect("changes");
+        let mut files: Vec<&str> = changes.keys().map(String::as_str).collect();
+        files.sort();
+        let mut want = vec![app.as_str(), common.as_str(), other.as_str()];
+        want.sort();
+        assert_eq!(files, want, "from {from}: {edit}");
+        assert_eq!(
+            apply_edits(APP, changes[&app].as_array().expect("edits")),
+            APP.replace("-> menu", "-> carte")
+        );
+        assert_eq!(
+            apply_edits(other_text, changes[&other].as_array().expect("edits")),
+            other_text.replace("-> menu", "-> carte")
+        );
+        assert_eq!(
+            apply_edits(COMMON, changes[&common].as_array().expect("edits")),
+            COMMON.replace("menu", "carte")
+        );
+        // other.gw, which uses `menu`, defines `kitchen`: renaming `menu`
+        // to it would make both one.
+        let r = client.request(
+            "textDocument/rename",
+            json!({ "textDocument": doc(from), "position": at_menu, "newName": "kitchen" }),
+        );
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("already a upstream named `kitchen`")
+                || r["error"]["message"].as_str().unwrap_or("").contains("named `kitchen`"),
+            "from {from}: {r}"
+        );
+        let r = client.request(
+            "textDocument/rename",
+            json!({ "textDocument": doc(from), "position": at_menu, "newName": "a b" }),
+        );
+        assert!(
+            r["error"]["message"].as_str().unwrap_or("").contains("is not a name"),
+            "{r}"
+        );
+    }
+}
+
+/// A file several open documents import gets the union of what their
+/// compiles find in it, each diagnostic once; what no importer reports
+/// any more goes, and all of it when the last importer closes.
+#[test]
+fn diagnostics_of_a_file_imported_by_several_documents_are_their_union() {
+    let (dir, mut client, _, _) = setup();
+    let shared_text = "upstream menu { server 127.0.0.1:9002 weight 0 }\nroute /s -> svc\n";
+    let a_text = "import \"shared.gw\"\nlisten 127.0.0.1:8080\nupstream svc { server 127.0.0.1:9003 }\n";
+    let b_text = "import \"shared.gw\"\nlisten 127.0.0.1:8081\nroute /m -> menu\n";
+    std::fs::write(dir.path().join("shared.gw"), shared_text).expect("write");
+    let shared = uri(&dir.path().join("shared.gw"));
+    let (a, b) = (uri(&dir.path().join("a.gw")), uri(&dir.path().join("b.gw")));
+    let codes = |l: &[Value]| {
+        l.iter()
+            .map(|d| d["code"].as_str().unwrap_or("").to_string())
+            .collect::<Vec<_>>()
+    };
+    // b.gw's compile finds `weight 0` and the unknown `svc` in shared.gw.
+    client.open(&b, b_text);
+    let list = client.diagnostics(&shared, |l| !l.is_empty());
+    assert_eq!(codes(&list), ["GW0106", "GW0101"]);
+    // a.gw's finds `weight 0` too, and that `menu` is unused (from its
+    // point of view): the union, `weight 0` once.
+    client.open(&a, a_text);
+    let list = client.diagnostics(&shared, |l| codes(l).contains(&"GW0501".to_string()));
+    assert_eq!(codes(&list), ["GW0501", "GW0106", "GW0101"], "{list:?}");
+    // b.gw defines `svc` now: no importer reports it unknown any more.
+    client.change(&b, 2, &format!("{b_text}upstream svc {{ server 127.0.0.1:9004 }}\n"));
+    let list = client.diagnostics(&shared, |l| !codes(l).contains(&"GW0101".to_string()));
+    assert_eq!(codes(&list), ["GW0501", "GW0106"], "{list:?}");
+    // a.gw closes: what only it found goes.
+    client.notify("textDocument/didClose", json!({ "textDocument": doc(&a) }));
+    let list = client.diagnostics(&shared, |l| !codes(l).contains(&"GW0501".to_string()));
+    assert_eq!(codes(&list), ["GW0106"], "{list:?}");
+    client.notify("textDocument/didClose", json!({ "textDocument": doc(&b) }));
+    client.diagnostics(&shared, |l| l.is_empty());
+}
+
+/// The same file reached through a symlinked folder, through `..` or with
+/// its name percent-encoded is one document: its unsaved text is what the
+/// files importing it read, and a change sent under any of its URIs
+/// changes it.
+#[test]
+fn one_document_whichever_uri_names_it() {
+    let (dir, mut client, app, _) = setup();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).expect("symlink");
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    client.open(&app, APP);
+    client.diagnostics(&app, |l| l.iter().any(|d| d["code"] == "GW0101"));
+    let via_link = uri(&dir.path().join("link").join("common.gw"));
+    let with_order = format!("{COMMON}upstream order {{ server 127.0.0.1:9003 }}\n");
+    client.open(&via_link, &with_order);
+    client.diagnostics(&app, |l| !l.iter().any(|d| d["code"] == "GW0101"));
+    // The same document by another URI: `..` and an escaped letter.
+    let odd = uri(&dir.path().join("sub").join("..").join("c%6Fmmon.gw"));
+    client.change(&odd, 2, COMMON);
+    client.diagnostics(&app, |l| l.iter().any(|d| d["code"] == "GW0101"));
+    // The definition of `menu` is in the document, named as the client named it.
+    let r = client.result("textDocument/definition", at(&app, position(APP, "-> menu", 0, 4)));
+    let target = r.as_array().and_then(|l| l.first()).cloned().unwrap_or(r);
+    assert_eq!(target["uri"], via_link.as_str(), "{target}");
+}
+
 #[test]
 fn quick_fix_replaces_with_the_suggestion() {
     let (_dir, mut client, app, _) = setup();
@@ -421,6 +552,89 @@ fn quick_fix_replaces_with_the_suggestion() {
     let edit = &action["edit"]["changes"][app.as_str()][0];
     assert_eq!(edit["newText"], "orders");
     assert_eq!(edit["range"], d["range"]);
+}
+
+/// `text` with LSP text edits applied (ASCII text: characters are bytes).
+fn apply_edits(text: &str, edits: &[Value]) -> String {
+    let offset = |p: &Value| {
+        let line = p["line"].as_u64().expect("line") as usize;
+        let start: usize = text.split_inclusive('\n').take(line).map(str::len).sum();
+        start + p["character"].as_u64().expect("character") as usize
+    };
+    let mut spans: Vec<(usize, usize, &str)> = edits
+        .iter()
+        .map(|e| {
+            (
+                offset(&e["range"]["start"]),
+                offset(&e["range"]["end"]),
+                e["newText"].as_str().expect("newText"),
+            )
+        })
+        .collect();
+    spans.sort_by_key(|s| std::cmp::Reverse(s.0));
+    let mut out = text.to_string();
+    for (a, b, new) in spans {
+        out.replace_range(a..b, new);
+    }
+    out
+}
+
+/// A suggestion that names part of the diagnostic's span replaces that part
+/// only: `fil("k")` becomes `file("k")`, not `file`; `claims.sub` becomes
+/// `claim.sub`, not `claim`; and each fix leaves no diagnostic of its kind.
+#[test]
+fn quick_fixes_replace_only_the_misspelt_part() {
+    let (dir, mut client, _, _) = setup();
+    std::fs::write(dir.path().join("keys.txt"), "k-0123456789abcdef0123456789abcdef\n").expect("write");
+    let text = "listen 127.0.0.1:8080\n\
+        upstream app { server 127.0.0.1:9 }\n\
+        auth users jwt { issuer \"i\" audience \"a\" algorithms HS256 secret env(\"JWT_SECRET\") }\n\
+        auth k api_key { keys fil(\"keys.txt\") }\n\
+        limit l { rate 1/s key claims.sub }\n\
+        route /x -> app { auth users limit l set request header x-u \"{claims.sub}\" }\n\
+        route /y -> app { auth k }\n";
+    let u = uri(&dir.path().join("fix.gw"));
+    client.open(&u, text);
+    client.diagnostics(&u, |l| l.len() >= 3);
+    let actions = client.result(
+        "textDocument/codeAction",
+        json!({ "textDocument": doc(&u), "range": { "start": { "line": 0, "character": 0 }, "end": { "line": 9, "character": 0 } },
+                "context": { "diagnostics": [] } }),
+    );
+    let actions = actions.as_array().expect("actions").clone();
+    let mut fixed_lines = Vec::new();
+    for (version, action) in (2..).zip(&actions) {
+        let edits = action["edit"]["changes"][u.as_str()].as_array().expect("edits").clone();
+        let code = action["diagnostics"][0]["code"].clone();
+        let line = edits[0]["range"]["start"]["line"].as_u64().expect("line");
+        let fixed = apply_edits(text, &edits);
+        fixed_lines.push(fixed.lines().nth(line as usize).unwrap_or("").to_string());
+        client.change(&u, version, &fixed);
+        let m = client.wait_for(
+            |m| {
+                m["method"] == "textDocument/publishDiagnostics"
+                    && m["params"]["uri"] == u.as_str()
+                    && m["params"]["version"] == version
+            },
+            "diagnostics of the fixed text",
+        );
+        let left: Vec<&Value> = m["params"]["diagnostics"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|d| d["code"] == code && d["range"]["start"]["line"] == line)
+            .collect();
+        assert!(left.is_empty(), "{} left {left:?} in\n{fixed}", action["title"]);
+    }
+    assert_eq!(
+        fixed_lines,
+        [
+            "auth k api_key { keys file(\"keys.txt\") }",
+            "limit l { rate 1/s key claim.sub }",
+            "route /x -> app { auth users limit l set request header x-u \"{claim.sub}\" }",
+        ],
+        "{actions:?}"
+    );
 }
 
 #[test]
@@ -547,4 +761,112 @@ fn dump_schema_lists_every_keyword() {
         .find(|k| k["keyword"] == "timeout" && k["context"] == "upstream")
         .expect("upstream timeout");
     assert_eq!(timeout["default"], "`30s` *(decision)*");
+}
+
+/// A 100,000-column line: diagnostics at the right character, and hover,
+/// completion and formatting there still answered.
+#[test]
+fn a_hundred_thousand_column_line_is_served() {
+    let (dir, mut client, _, _) = setup();
+    let text = format!(
+        "listen 127.0.0.1:8080\nupstream app {{ server 127.0.0.1:9001 }}\n\
+         route /x -> app {{ set request header x-a \"{}\" }} route /y -> ap\n",
+        "é".repeat(100_000)
+    );
+    let u = uri(&dir.path().join("long.gw"));
+    client.open(&u, &text);
+    let list = client.diagnostics(&u, |l| !l.is_empty());
+    let at_ap = position(&text, "-> ap\n", 0, 3);
+    let unknown = list.iter().find(|d| d["code"] == "GW0101").expect("GW0101");
+    assert_eq!(unknown["range"]["start"], at_ap);
+    let hover = client.result("textDocument/hover", at(&u, at_ap.clone()));
+    assert!(hover.to_string().contains("GW0101"), "{hover}");
+    client.result("textDocument/completion", at(&u, at_ap));
+    let r = client.request(
+        "textDocument/formatting",
+        json!({ "textDocument": doc(&u), "options": { "tabSize": 2, "insertSpaces": true } }),
+    );
+    assert!(r.get("result").is_some(), "{r}");
+}
+
+/// Completion inside an aggregate (a part's upstream, method, `optional`)
+/// and a `require` (its reference, then its operator, then nothing: a
+/// value), on lines after half-written ones too; inside a comment, nothing.
+#[test]
+fn completion_in_aggregates_and_requires_and_none_in_comments() {
+    let (dir, mut client, _, _) = setup();
+    let text = "listen 127.0.0.1:8080\n\
+        upstream users { server 127.0.0.1:9001 }\n\
+        upstream orders { server 127.0.0.1:9002 }\n\
+        auth jw jwt { issuer \"i\" audience \"a\" algorithms HS256 secret env(\"JWT_SECRET\") }\n\
+        route GET /me {\n  auth jw\n  require claim.role in [\"a\"] \n  require \n  require claim.scope \n  \
+        require claim.sub == \n  aggregate {\n    profile users GET \"/u/{claim.sub}\"\n    \
+        orders orders GET \"/o\" optional\n    \n    extra users \n    more users GET \"/m\" \n    last \n  }\n}\n\
+        # a comment -> here, auth \nroute /c -> users # auth \n";
+    let u = uri(&dir.path().join("c.gw"));
+    client.open(&u, text);
+    client.result("textDocument/documentSymbol", json!({ "textDocument": doc(&u) }));
+    let mut complete = |needle: &str, shift: u32| {
+        let mut got = labels(&client.result("textDocument/completion", at(&u, position(text, needle, 0, shift))));
+        got.sort();
+        got
+    };
+    let has = |got: &[String], want: &[&str]| want.iter().all(|w| got.iter().any(|g| g == w));
+    let got = complete("  require \n", 10);
+    assert!(has(&got, &["claim.", "header."]), "{got:?}");
+    assert_eq!(complete("claim.scope \n", 12), ["!=", "==", "has", "in"]);
+    assert_eq!(complete("claim.sub == \n", 13), Vec::<String>::new());
+    let got = complete("[\"a\"] \n", 6);
+    assert!(has(&got, &["aggregate", "limit", "require"]), "{got:?}");
+    assert_eq!(complete("    \n    extra", 4), ["timeout"]);
+    let got = complete("extra users \n", 12);
+    assert!(has(&got, &["GET", "POST"]) && !has(&got, &["timeout"]), "{got:?}");
+    assert_eq!(complete("more users GET \"/m\" \n", 20), ["optional", "timeout"]);
+    assert_eq!(complete("last \n", 5), ["orders", "users"]);
+    for (needle, shift) in [
+        ("a comment", 4),
+        ("comment -> ", 11),
+        ("here, auth \n", 11),
+        ("users # auth \n", 13),
+    ] {
+        assert_eq!(
+            complete(needle, shift),
+            Vec::<String>::new(),
+            "in a comment at {needle:?}+{shift}"
+        );
+    }
+}
+
+/// Formatting a large file runs beside the main loop: another file's
+/// diagnostics are published while it runs, and its edits come after.
+#[test]
+fn formatting_a_large_file_holds_up_no_diagnostics() {
+    let (dir, mut client, _, _) = setup();
+    let mut big = String::from("listen 127.0.0.1:8080\nupstream app {server 127.0.0.1:9001}\n");
+    for i in 0..3000 {
+        big.push_str(&format!("route GET /r{i}/{{id}} -> app {{  timeout 5s }}\n"));
+    }
+    let (a, b) = (uri(&dir.path().join("big.gw")), uri(&dir.path().join("small.gw")));
+    client.open(&a, &big);
+    client.diagnostics(&a, |_| true);
+    let id = json!(client.send_request(
+        "textDocument/formatting",
+        json!({ "textDocument": doc(&a), "options": { "tabSize": 2, "insertSpaces": true } }),
+    ));
+    client.open(&b, "listen 127.0.0.1:8081\nroute /x -> nowhere\n");
+    let list = client.diagnostics(&b, |l| !l.is_empty());
+    assert_eq!(list[0]["code"], "GW0101");
+    let answered = client.has_kept(|m| m.get("id") == Some(&id) && m.get("method").is_none());
+    assert!(
+        !answered,
+        "the formatting was answered before the diagnostics of another file"
+    );
+    let r = client.response(&id);
+    let edits = r["result"].as_array().expect("edits");
+    assert_eq!(edits.len(), 1, "{r}");
+    assert!(edits[0]["newText"]
+        .as_str()
+        .unwrap_or("")
+        .contains("route GET /r2999/{id} -> app { timeout 5s }"));
+    assert_eq!(edits[0]["range"]["end"], json!({ "line": 3002, "character": 0 }));
 }

@@ -157,6 +157,15 @@ impl Client {
         }
     }
 
+    /// Whether a message matching `want` has arrived and is kept (not yet
+    /// waited for).
+    pub fn has_kept(&mut self, want: impl Fn(&Value) -> bool) -> bool {
+        while let Ok(m) = self.rx.try_recv() {
+            self.pending.push(m);
+        }
+        self.pending.iter().any(want)
+    }
+
     /// The next diagnostics published for `uri` that satisfy `want`
     /// (earlier ones for that URI are dropped).
     pub fn diagnostics(&mut self, uri: &str, want: impl Fn(&[Value]) -> bool) -> Vec<Value> {

@@ -30,6 +30,16 @@ pub struct Label {
     pub primary: bool,
 }
 
+/// What the help line proposes, as an edit: `replacement` in place of the
+/// text at `span` — only the part it names (`file` of `fil("keys.txt")`,
+/// `claim` of `claims.sub`), so an editor's quick fix applies it without
+/// guessing (rustc's structured suggestions).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Suggestion {
+    pub span: Span,
+    pub replacement: String,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diagnostic {
     pub code: Code,
@@ -37,6 +47,8 @@ pub struct Diagnostic {
     pub message: String,
     pub labels: Vec<Label>,
     pub help: Option<String>,
+    /// The help as an edit, when it proposes one.
+    pub suggestion: Option<Suggestion>,
 }
 
 impl Diagnostic {
@@ -48,6 +60,7 @@ impl Diagnostic {
             message: message.into(),
             labels: Vec::new(),
             help: None,
+            suggestion: None,
         }
     }
 
@@ -85,6 +98,24 @@ impl Diagnostic {
             self.help = help;
         }
         self
+    }
+
+    /// The edit the help proposes: `replacement` for the text at `span`.
+    pub fn suggest(mut self, span: Span, replacement: impl Into<String>) -> Diagnostic {
+        self.suggestion = Some(Suggestion {
+            span,
+            replacement: replacement.into(),
+        });
+        self
+    }
+
+    /// "did you mean `x`?" as the help line, and `x` in place of the text
+    /// at `span` as the edit, when `typo` is one.
+    pub fn did_you_mean(self, span: Span, typo: Option<&str>) -> Diagnostic {
+        match typo {
+            Some(s) => self.help(format!("did you mean `{s}`?")).suggest(span, s),
+            None => self,
+        }
     }
 
     /// The primary span (every diagnostic the compiler makes has one).
@@ -147,6 +178,7 @@ impl Diagnostic {
                 })
                 .collect(),
             help: self.help.as_deref().map(clean),
+            suggestion: self.suggestion.clone(),
         }
     }
 

@@ -4,11 +4,19 @@
 //! syntax errors is left untouched and its diagnostics printed. Exit 0 when
 //! everything is (now) formatted, 1 when `--check` found a file to reformat
 //! or a file did not parse, 2 when a file cannot be read or written.
+//!
+//! A file is rewritten atomically ([`replace`]): the result goes to a
+//! temporary file in the same folder, with the file's permissions (and
+//! owner, where the user may set it), synced, then renamed over it — so a
+//! crash or a full disk leaves the old file or the new one, never half of
+//! one, and a reader that opened it meanwhile reads the old file whole. A
+//! symlink stays a symlink: its target is replaced.
 
 use super::{EXIT_PROBLEMS, EXIT_USAGE};
 use crate::render::{self, Style};
 use gw_compiler::format::{format_source, Refused};
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Format configurations in the canonical layout.
@@ -109,7 +117,7 @@ fn one(file: &str, check: bool) -> Outcome {
             return Outcome::Failed;
         }
     } else if !same {
-        if let Err(e) = std::fs::write(file, formatted.as_bytes()) {
+        if let Err(e) = replace(Path::new(file), formatted.as_bytes()) {
             eprintln!("error: cannot write `{file}`: {}", super::plan::describe(&e));
             return Outcome::Failed;
         }
@@ -130,4 +138,46 @@ fn first_difference(before: &[u8], after: &str) -> usize {
         .position(|(a, b)| a != b)
         .unwrap_or(before.len().min(after.len()));
     before[..at].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// Replaces the file at `path` (a symlink's target) with `bytes`: a
+/// temporary file beside it, with its permissions and (where this user may
+/// set it) its owner, written and synced, then renamed over it, and the
+/// folder synced so that the rename lasts. On an error before the rename,
+/// the temporary file is removed and the file is untouched.
+fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let target = std::fs::canonicalize(path)?;
+    let dir = target
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file in a folder"))?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let metadata = std::fs::metadata(&target)?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".gwfmt")
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mine = temp.as_file().metadata()?;
+        if (mine.uid(), mine.gid()) != (metadata.uid(), metadata.gid()) {
+            // Only root may give a file away, and only a member of the
+            // group may give it that group: keep what can be kept.
+            if std::os::unix::fs::fchown(temp.as_file(), Some(metadata.uid()), Some(metadata.gid())).is_err() {
+                let _ = std::os::unix::fs::fchown(temp.as_file(), None, Some(metadata.gid()));
+            }
+        }
+    }
+    // After chown, which may clear the set-id bits.
+    temp.as_file().set_permissions(metadata.permissions())?;
+    temp.as_file().sync_all()?;
+    temp.persist(&target).map_err(|e| e.error)?;
+    if let Ok(folder) = std::fs::File::open(dir) {
+        let _ = folder.sync_all();
+    }
+    Ok(())
 }

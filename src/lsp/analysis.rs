@@ -6,7 +6,7 @@
 //! the latest version of each document is compiled (and indexed).
 
 use super::index::FileIndex;
-use super::text::{path_to_uri, LineIndex};
+use super::text::{path_key, path_to_uri, LineIndex};
 use crossbeam_channel::{Receiver, Sender};
 use gw_compiler::host::Host;
 use gw_compiler::Diagnostic;
@@ -14,22 +14,30 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 
-/// The texts of the open documents, by the name the compiler reads them as.
+/// The texts of the open documents, by key ([`super::text::doc_key`]).
 pub type Overlay = HashMap<String, Arc<str>>;
 
-/// Compile the document `uri` (read as `name`) at `version`.
+/// Compile the document known as `key`, read as `name`, which its client
+/// calls `uri`, at `version`.
 pub struct Job {
-    pub uri: String,
+    pub key: String,
     pub name: String,
+    pub uri: String,
     pub version: i32,
     pub overlay: Arc<Overlay>,
+    /// The URIs the client uses for the open documents, by key.
+    pub uris: Arc<HashMap<String, String>>,
 }
 
 /// One file of a compilation.
 #[derive(Clone)]
 pub struct FileView {
+    /// The client's URI for an open document, else the file's `file:` URI.
     pub uri: String,
+    /// The name the compiler read it as (for a file, its normalised path).
     pub name: String,
+    /// Its key ([`super::text::path_key`]): the document's when it is open.
+    pub key: String,
     pub text: Arc<str>,
     pub lines: LineIndex,
     pub index: FileIndex,
@@ -37,7 +45,8 @@ pub struct FileView {
 
 /// What the compiler said about one document and the files it imports.
 pub struct Analysis {
-    pub uri: String,
+    /// The key of the document compiled.
+    pub key: String,
     pub version: i32,
     /// The root first, then its imports, in the compiler's order.
     pub files: Vec<FileView>,
@@ -56,7 +65,9 @@ pub struct EditorHost<'a> {
 
 impl Host for EditorHost<'_> {
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
-        match self.overlay.get(path) {
+        // An open document may be imported by another of its names (through
+        // a symlink): the overlay is by key.
+        match self.overlay.get(path).or_else(|| self.overlay.get(&path_key(path))) {
             Some(text) => Ok(text.as_bytes().to_vec()),
             None => std::fs::read(path),
         }
@@ -99,14 +110,14 @@ fn latest<T>(rx: &Receiver<T>, first: T, uri: impl Fn(&T) -> &str) -> Vec<T> {
 
 fn compile_work(jobs: Receiver<Job>, results: Sender<Analysis>, to_index: Sender<Analysis>) {
     while let Ok(first) = jobs.recv() {
-        for job in latest(&jobs, first, |j| &j.uri) {
-            let uri = job.uri.clone();
+        for job in latest(&jobs, first, |j| &j.key) {
+            let key = job.key.clone();
             let version = job.version;
             let analysis =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compile(&job))).unwrap_or_else(|_| {
-                    eprintln!("gwc lsp: the compiler failed on {uri} (a bug: please report it)");
+                    eprintln!("gwc lsp: the compiler failed on {key} (a bug: please report it)");
                     Analysis {
-                        uri,
+                        key,
                         version,
                         files: Vec::new(),
                         diagnostics: Vec::new(),
@@ -114,7 +125,7 @@ fn compile_work(jobs: Receiver<Job>, results: Sender<Analysis>, to_index: Sender
                     }
                 });
             let copy = Analysis {
-                uri: analysis.uri.clone(),
+                key: analysis.key.clone(),
                 version: analysis.version,
                 files: analysis.files.clone(),
                 diagnostics: analysis.diagnostics.clone(),
@@ -130,14 +141,14 @@ fn compile_work(jobs: Receiver<Job>, results: Sender<Analysis>, to_index: Sender
 fn index_work(compiled: Receiver<Analysis>, results: Sender<Analysis>) {
     while let Ok(first) = compiled.recv() {
         // Only the latest compile of each document is worth indexing.
-        for mut analysis in latest(&compiled, first, |a| &a.uri) {
+        for mut analysis in latest(&compiled, first, |a| &a.key) {
             let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 for f in &mut analysis.files {
                     f.index = FileIndex::build(&f.text);
                 }
             }));
             if done.is_err() {
-                eprintln!("gwc lsp: indexing failed on {} (a bug: please report it)", analysis.uri);
+                eprintln!("gwc lsp: indexing failed on {} (a bug: please report it)", analysis.key);
                 for f in &mut analysis.files {
                     f.index = FileIndex::default();
                 }
@@ -153,22 +164,30 @@ fn index_work(compiled: Receiver<Analysis>, results: Sender<Analysis>) {
 /// Compiles one document (its files not yet indexed).
 pub fn compile(job: &Job) -> Analysis {
     let host = EditorHost { overlay: &job.overlay };
-    let text = job.overlay.get(&job.name).cloned().unwrap_or_else(|| Arc::from(""));
+    let text = job.overlay.get(&job.key).cloned().unwrap_or_else(|| Arc::from(""));
     let compilation =
         gw_compiler::compile(&host, &job.name).unwrap_or_else(|_| gw_compiler::compile_text(&host, &job.name, &text));
     let files: Vec<FileView> = compilation
         .sources
         .files()
-        .map(|(id, file)| FileView {
-            uri: if id.0 == 0 {
-                job.uri.clone()
+        .map(|(id, file)| {
+            let key = if id.0 == 0 {
+                job.key.clone()
             } else {
-                path_to_uri(&file.name)
-            },
-            name: file.name.clone(),
-            lines: LineIndex::new(&file.text),
-            index: FileIndex::default(),
-            text: file.text.clone(),
+                path_key(&file.name)
+            };
+            FileView {
+                uri: if id.0 == 0 {
+                    job.uri.clone()
+                } else {
+                    job.uris.get(&key).cloned().unwrap_or_else(|| path_to_uri(&file.name))
+                },
+                name: file.name.clone(),
+                key,
+                lines: LineIndex::new(&file.text),
+                index: FileIndex::default(),
+                text: file.text.clone(),
+            }
         })
         .collect();
     let diagnostics: Vec<(usize, Diagnostic)> = compilation
@@ -177,7 +196,7 @@ pub fn compile(job: &Job) -> Analysis {
         .map(|d| (d.span().map_or(0, |s| s.file.0 as usize), d))
         .collect();
     Analysis {
-        uri: job.uri.clone(),
+        key: job.key.clone(),
         version: job.version,
         files,
         diagnostics,

@@ -78,11 +78,18 @@ pub fn at(text: &str, tokens: &[Token], offset: usize) -> Cursor {
             }
         }
     }
-    Cursor {
-        block: frames.last().and_then(|f| f.block),
-        statement,
-        word,
+    let block = frames.last().and_then(|f| f.block);
+    // In an aggregate, a part is one line: on a new line, a new one starts.
+    let from = word.map_or(offset, |w| w.start);
+    if block == Some(Context::Aggregate)
+        && statement
+            .last()
+            .and_then(|last| text.get(last.end..from))
+            .is_some_and(|gap| gap.contains('\n'))
+    {
+        statement.clear();
     }
+    Cursor { block, statement, word }
 }
 
 /// The block a `{` opens after `statement` in `block`.
@@ -107,6 +114,14 @@ fn starts_statement(text: &str, block: Option<Context>, statement: &[Token], t: 
     let Some(prev) = statement.last() else { return false };
     let word = t.text(text);
     let prev_text = prev.text(text);
+    // On a new line, a keyword of the block (or, in an aggregate, any
+    // word) starts a statement even where a value was expected: the line
+    // before is one being written (`require` alone, `require claim.sub ==`,
+    // a part half typed).
+    let new_line = text.get(prev.end..t.start).is_some_and(|gap| gap.contains('\n'));
+    if new_line && (block == Context::Aggregate || schema::lookup(block, word).is_some()) {
+        return true;
+    }
     if matches!(prev_text, "," | "->" | "==" | "!=") {
         return false;
     }
@@ -167,5 +182,24 @@ mod tests {
         );
         assert_eq!(cursor("route /x { au|").2.as_deref(), Some("au"));
         assert_eq!(cursor("test \"t\" { GET /a -> x POST /b |").1, vec!["POST", "/b"]);
+        // A line left half written ends at its line when the next starts
+        // with a keyword (or, in an aggregate, with anything).
+        assert_eq!(
+            cursor("route /x {\n  require\n  require claim.role |").1,
+            vec!["require", "claim.role"]
+        );
+        assert_eq!(
+            cursor("route /x { aggregate {\n  a users\n  b users GET \"/b\" |").1,
+            vec!["b", "users", "GET", "\"/b\""]
+        );
+        assert_eq!(cursor("route /x { aggregate { a users GET \"/a\" b |").1, vec!["b"]);
+        let c = cursor("route GET /me {\n  auth jw\n  aggregate {\n    profile users GET \"/u/{claim.sub}\"\n    orders orders GET \"/o\" optional\n    |\n    extra users \n");
+        assert_eq!(c.0, Some(Context::Aggregate), "{c:?}");
+        let c = cursor("route GET /me {\n  require claim.sub ==\n  aggregate {\n    |");
+        assert_eq!(c.0, Some(Context::Aggregate), "{c:?}");
+        assert_eq!(
+            cursor("route /x { aggregate {\n  o orders GET \"/o\" optional\n  |").1,
+            Vec::<String>::new()
+        );
     }
 }

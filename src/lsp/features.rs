@@ -12,6 +12,7 @@ use super::analysis::{Analysis, FileView};
 use super::context;
 use super::index::{Class, Name};
 use super::lexer::{self, Lex};
+use super::text::doc_key;
 use super::Server;
 use gw_compiler::format::{format, Refused};
 use gw_compiler::schema::{self, Context, NameKind};
@@ -22,7 +23,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
-type Reply = Result<serde_json::Value, (ErrorCode, String)>;
+pub type Reply = Result<serde_json::Value, (ErrorCode, String)>;
 
 /// What the server can do, for `initialize`.
 pub fn capabilities() -> InitializeResult {
@@ -154,7 +155,8 @@ pub fn handle(server: &mut Server, r: Request) -> Reply {
 
 /// The document, its analysis (if any) and the byte offset of a position.
 struct At<'a> {
-    uri: String,
+    /// The document's key.
+    key: String,
     text: Arc<str>,
     offset: usize,
     analysis: Option<Arc<Analysis>>,
@@ -171,20 +173,25 @@ impl At<'_> {
     }
 
     fn range(&self, start: usize, end: usize) -> Option<Range> {
-        let doc = self.server.docs.get(&self.uri)?;
+        let doc = self.server.docs.get(&self.key)?;
         Some(doc.lines.range(&self.text, start, end))
     }
 }
 
+/// The key of a request's document.
+fn key(doc: &TextDocumentIdentifier) -> String {
+    doc_key(doc.uri.as_str())
+}
+
 fn at<'a>(server: &'a Server, doc: &TextDocumentIdentifier, position: Position) -> Option<At<'a>> {
-    let uri = doc.uri.as_str().to_string();
-    let d = server.docs.get(&uri)?;
+    let key = key(doc);
+    let d = server.docs.get(&key)?;
     let offset = d.lines.offset(&d.text, position);
     Some(At {
         text: d.text.clone(),
         offset,
-        analysis: server.analyses.get(&uri).cloned(),
-        uri,
+        analysis: server.analyses.get(&key).cloned(),
+        key,
         server,
     })
 }
@@ -212,6 +219,109 @@ fn location(f: &FileView, start: usize, end: usize) -> Option<Location> {
         uri: uri(&f.uri)?,
         range: f.lines.range(&f.text, start, end),
     })
+}
+
+/// A definition or use of a name, in one file of the configuration.
+struct Site {
+    /// The URI to name the file by.
+    uri: String,
+    range: Range,
+    definition: bool,
+}
+
+/// The files where `name` (found at the cursor of the document `here`)
+/// may be defined or used: those read by the document's own compile and by
+/// the compile of every open document that reads a file defining the name
+/// (or the document itself, for an undefined name) — the open documents
+/// that may use it and the files they import. An open document is read as
+/// its own compile has it (its current text). `Err` names a document whose
+/// compile is not current (to wait for); `Ok(Err)` says why the uses
+/// cannot all be found (a file that does not parse).
+fn scope<'a>(server: &'a Server, here: &str, name: &Name) -> Result<Result<Vec<&'a FileView>, String>, String> {
+    let Some(a) = server.analyses.get(here) else {
+        return Err(here.to_string());
+    };
+    let same = |n: &&Name| n.kind == name.kind && n.name == name.name;
+    let mut defined_in: Vec<&str> = a
+        .files
+        .iter()
+        .filter(|f| f.index.defs.iter().any(|d| same(&d)))
+        .map(|f| f.key.as_str())
+        .collect();
+    if defined_in.is_empty() {
+        defined_in.push(here);
+    }
+    // The compiles that read a defining file, and the files they read.
+    let mut roots: Vec<&Arc<Analysis>> = vec![a];
+    roots.extend(
+        server
+            .analyses
+            .iter()
+            .filter(|(k, b)| k.as_str() != here && b.files.iter().any(|f| defined_in.contains(&f.key.as_str())))
+            .map(|(_, b)| b),
+    );
+    roots.sort_by(|x, y| x.key.cmp(&y.key));
+    let mut files: Vec<&FileView> = Vec::new();
+    for root in &roots {
+        if !server.fresh(&root.key) {
+            return Err(root.key.clone());
+        }
+        for f in &root.files {
+            if files.iter().any(|g| g.key == f.key) {
+                continue;
+            }
+            // An open document is read as its own compile has it, now.
+            let view = match server.docs.contains_key(&f.key) {
+                true if !server.fresh(&f.key) => return Err(f.key.clone()),
+                true => match server.analyses.get(&f.key).and_then(|b| b.files.first()) {
+                    Some(own) => own,
+                    None => return Err(f.key.clone()),
+                },
+                false => f,
+            };
+            files.push(view);
+        }
+    }
+    if let Some(f) = files.iter().find(|f| !f.index.parsed) {
+        return Ok(Err(format!(
+            "{} does not parse, so its uses of `{}` cannot all be found: fix its syntax error first",
+            f.name, name.name
+        )));
+    }
+    Ok(Ok(files))
+}
+
+/// Every definition and use of `name` in `files`.
+fn sites(server: &Server, files: &[&FileView], name: &Name) -> Vec<Site> {
+    let same = |n: &&Name| n.kind == name.kind && n.name == name.name;
+    let mut out = Vec::new();
+    for f in files {
+        let uri = server.uri_of(&f.key);
+        let mut add = |list: &[Name], definition: bool| {
+            for n in list.iter().filter(same) {
+                out.push(Site {
+                    uri: uri.clone(),
+                    range: f.lines.range(&f.text, n.start, n.end),
+                    definition,
+                });
+            }
+        };
+        add(&f.index.defs, true);
+        add(&f.index.refs, false);
+    }
+    out
+}
+
+/// For rename and references: the open document (other than `key`, whose
+/// compile is current) whose compile the request must wait for, if any.
+pub fn waits_for(server: &Server, r: &Request, key: &str) -> Option<String> {
+    if r.method != req::Rename::METHOD && r.method != req::References::METHOD {
+        return None;
+    }
+    let p: TextDocumentPositionParams = serde_json::from_value(r.params.clone()).ok()?;
+    let here = at(server, &p.text_document, p.position)?;
+    let name = here.name()?;
+    scope(server, key, &name).err()
 }
 
 // ------------------------------------------------------------------ hover
@@ -313,8 +423,15 @@ fn completion(server: &mut Server, p: CompletionParams) -> Reply {
     };
     let text = &here.text;
     let tokens = lexer::lex_from(text, lexer::declaration_start(text, here.offset));
-    let cursor = context::at(text, &tokens, here.offset);
     let mut items = Vec::new();
+    // In a comment, nothing is code.
+    if tokens
+        .iter()
+        .any(|t| t.kind == Lex::Comment && t.start < here.offset && here.offset <= t.end)
+    {
+        return ok(CompletionResponse::Array(items));
+    }
+    let cursor = context::at(text, &tokens, here.offset);
     let names = |kind: NameKind| defined_names(&here, kind);
     let prev = cursor.previous().map(|t| t.text(text)).unwrap_or("");
     let Some(block) = cursor.block else {
@@ -330,8 +447,30 @@ fn completion(server: &mut Server, p: CompletionParams) -> Reply {
         items.extend(keywords(block));
     } else if block == Context::Top && first == "auth" && cursor.statement.len() == 2 {
         items.extend(values(&["jwt", "api_key"], "auth kind"));
-    } else if block == Context::Aggregate && cursor.statement.len() == 1 && first != "timeout" {
-        items.extend(names(NameKind::Upstream));
+    } else if block == Context::Aggregate && first != "timeout" {
+        // A part: `PART UPSTREAM METHOD "path" [optional]`.
+        match cursor.statement.len() {
+            1 => items.extend(names(NameKind::Upstream)),
+            2 => {
+                let methods = schema::lookup(Context::Cors, "methods").map_or(&[][..], |k| k.values);
+                items.extend(values(methods, "method"));
+            }
+            3 => {} // the path: a string
+            4 => items.extend(keywords(Context::Part).chain(keywords(block))),
+            _ => items.extend(keywords(block)),
+        }
+    } else if block == Context::Route && first == "require" && (2..=3).contains(&cursor.statement.len()) {
+        // `require REF OP VALUE`: after the reference its operator; after
+        // the operator a value (a string or a list), no keyword.
+        if cursor.statement.len() == 2 {
+            items.extend(keywords(Context::Require));
+            items.extend(["==", "!="].into_iter().map(|op| CompletionItem {
+                label: op.to_string(),
+                kind: Some(CompletionItemKind::OPERATOR),
+                detail: Some(format!("require REF {op} \"value\"")),
+                ..CompletionItem::default()
+            }));
+        }
     } else if let Some(k) = prev_part.filter(|k| !k.values.is_empty()) {
         items.extend(values(k.values, k.keyword));
     } else if let Some(k) = keyword.filter(|_| cursor.statement.len() == 1 || prev == ",") {
@@ -388,7 +527,7 @@ fn defined_names(here: &At<'_>, kind: NameKind) -> Vec<CompletionItem> {
     let mut names: Vec<(String, String)> = Vec::new();
     let analysis = match &here.analysis {
         Some(a) if a.files.first().is_some_and(|f| f.index.parsed) => Some(a),
-        _ => here.server.parsed.get(&here.uri).or(here.analysis.as_ref()),
+        _ => here.server.parsed.get(&here.key).or(here.analysis.as_ref()),
     };
     if let Some(a) = analysis {
         for f in &a.files {
@@ -434,7 +573,7 @@ fn definition(server: &mut Server, p: GotoDefinitionParams) -> Reply {
     for (path, start, end) in &file.index.imports {
         if *start <= here.offset && here.offset <= *end {
             let target = gw_compiler::host::relative_to(&file.name, path);
-            let Some(u) = uri(&super::text::path_to_uri(&target)) else {
+            let Some(u) = uri(&server.uri_of(&target)) else {
                 return ok(serde_json::Value::Null);
             };
             return ok(GotoDefinitionResponse::Scalar(Location {
@@ -458,30 +597,25 @@ fn references(server: &mut Server, p: ReferenceParams) -> Reply {
     let Some(here) = at(server, &pos.text_document, pos.position) else {
         return ok(serde_json::Value::Null);
     };
-    let (Some(a), Some(name)) = (here.analysis.as_ref(), here.name()) else {
+    let Some(name) = here.name() else {
         return ok(Vec::<Location>::new());
     };
-    let mut found: Vec<Location> = Vec::new();
-    for f in &a.files {
-        let same = |n: &&Name| n.kind == name.kind && n.name == name.name;
-        if p.context.include_declaration {
-            found.extend(
-                f.index
-                    .defs
-                    .iter()
-                    .filter(same)
-                    .filter_map(|n| location(f, n.start, n.end)),
-            );
-        }
-        found.extend(
-            f.index
-                .refs
-                .iter()
-                .filter(same)
-                .filter_map(|n| location(f, n.start, n.end)),
-        );
-    }
-    ok(found)
+    let found = match scope(here.server, &here.key, &name) {
+        Ok(Ok(files)) => sites(here.server, &files, &name),
+        Ok(Err(why)) => return failed(why),
+        Err(key) => return failed(format!("{key} changed while its uses were searched: try again")),
+    };
+    let locations: Vec<Location> = found
+        .into_iter()
+        .filter(|s| p.context.include_declaration || !s.definition)
+        .filter_map(|s| {
+            Some(Location {
+                uri: uri(&s.uri)?,
+                range: s.range,
+            })
+        })
+        .collect();
+    ok(locations)
 }
 
 /// Why the word at the cursor cannot be renamed.
@@ -514,7 +648,7 @@ fn rename(server: &mut Server, p: RenameParams) -> Reply {
     let Some(here) = at(server, &pos.text_document, pos.position) else {
         return ok(serde_json::Value::Null);
     };
-    let (Some(a), Some(name)) = (here.analysis.as_ref(), here.name()) else {
+    let Some(name) = here.name() else {
         return failed(not_renamable(&here));
     };
     let new = p.new_name.trim();
@@ -525,20 +659,28 @@ fn rename(server: &mut Server, p: RenameParams) -> Reply {
             "`{new}` is not a name: names are letters, digits, `_` and `-`, starting with a letter or `_`"
         ));
     }
-    let taken = a
-        .files
+    let files = match scope(here.server, &here.key, &name) {
+        Ok(Ok(files)) => files,
+        Ok(Err(why)) => return failed(format!("`{}` is not renamed: {why}", name.name)),
+        Err(key) => return failed(format!("{key} changed while `{}` was renamed: try again", name.name)),
+    };
+    // The new name is taken if a file where the name may be used defines it.
+    let taken = files
         .iter()
         .any(|f| f.index.defs.iter().any(|d| d.kind == name.kind && d.name == new));
     if taken && new != name.name {
         return failed(format!("there is already a {} named `{new}`", name.kind.as_str()));
     }
     let mut changes: HashMap<Uri, Vec<TextEdit>> = HashMap::new();
-    for (f, s, e) in occurrences(a, &name, true) {
-        if let Some(u) = uri(&f.uri) {
-            changes.entry(u).or_default().push(TextEdit {
-                range: f.lines.range(&f.text, s, e),
-                new_text: new.to_string(),
-            });
+    for s in sites(here.server, &files, &name) {
+        if let Some(u) = uri(&s.uri) {
+            let edits = changes.entry(u).or_default();
+            if !edits.iter().any(|e| e.range == s.range) {
+                edits.push(TextEdit {
+                    range: s.range,
+                    new_text: new.to_string(),
+                });
+            }
         }
     }
     ok(WorkspaceEdit {
@@ -550,10 +692,9 @@ fn rename(server: &mut Server, p: RenameParams) -> Reply {
 // ------------------------------------------------------------------ outline, folding
 
 fn symbols(server: &mut Server, p: DocumentSymbolParams) -> Reply {
-    let key = p.text_document.uri.as_str();
     let Some(file) = server
         .analyses
-        .get(key)
+        .get(&key(&p.text_document))
         .and_then(|a| a.files.first().map(|_| a.clone()))
     else {
         return ok(Vec::<DocumentSymbol>::new());
@@ -589,7 +730,7 @@ fn symbols(server: &mut Server, p: DocumentSymbolParams) -> Reply {
 }
 
 fn folding(server: &mut Server, p: FoldingRangeParams) -> Reply {
-    let Some(doc) = server.docs.get(p.text_document.uri.as_str()) else {
+    let Some(doc) = server.docs.get(&key(&p.text_document)) else {
         return ok(Vec::<FoldingRange>::new());
     };
     let text = &doc.text;
@@ -643,14 +784,42 @@ fn folding(server: &mut Server, p: FoldingRangeParams) -> Reply {
 
 // ------------------------------------------------------------------ formatting, fixes
 
-fn formatting(server: &mut Server, p: DocumentFormattingParams) -> Reply {
-    let Some(doc) = server.docs.get(p.text_document.uri.as_str()) else {
-        return ok(serde_json::Value::Null);
-    };
-    match format(&doc.name, &doc.text) {
-        Ok(out) if out == *doc.text => ok(Vec::<TextEdit>::new()),
+/// A formatting request, for the formatting worker ([`super::formatter`]):
+/// the document's text at `version`, and where it ends.
+pub struct FormatJob {
+    pub id: lsp_server::RequestId,
+    pub key: String,
+    pub version: i32,
+    pub name: String,
+    pub text: Arc<str>,
+    pub end: Position,
+}
+
+/// The job for a formatting request of an open document; `None` for any
+/// other request (answered by [`handle`]).
+pub fn format_job(server: &Server, r: &Request) -> Option<FormatJob> {
+    if r.method != req::Formatting::METHOD {
+        return None;
+    }
+    let p: DocumentFormattingParams = serde_json::from_value(r.params.clone()).ok()?;
+    let key = key(&p.text_document);
+    let doc = server.docs.get(&key)?;
+    Some(FormatJob {
+        id: r.id.clone(),
+        version: doc.version,
+        name: doc.name.clone(),
+        end: doc.lines.position(&doc.text, doc.text.len()),
+        text: doc.text.clone(),
+        key,
+    })
+}
+
+/// Formats a job's text: the reply to its request.
+pub fn format_reply(job: &FormatJob) -> Reply {
+    match format(&job.name, &job.text) {
+        Ok(out) if out == *job.text => ok(Vec::<TextEdit>::new()),
         Ok(out) => ok(vec![TextEdit {
-            range: doc.lines.range(&doc.text, 0, doc.text.len()),
+            range: Range::new(Position::new(0, 0), job.end),
             new_text: out,
         }]),
         Err(Refused::Syntax { sources, diagnostics }) => {
@@ -667,15 +836,14 @@ fn formatting(server: &mut Server, p: DocumentFormattingParams) -> Reply {
     }
 }
 
-/// "did you mean `orders`?" → `orders`.
-fn suggestion(help: &str) -> Option<&str> {
-    let rest = help.strip_prefix("did you mean `")?;
-    let end = rest.find("`?")?;
-    Some(&rest[..end])
+/// Formatting a document that is not open: nothing to format (an open
+/// document's request is a [`format_job`] for the formatting worker).
+fn formatting(_: &mut Server, _: DocumentFormattingParams) -> Reply {
+    ok(serde_json::Value::Null)
 }
 
 fn code_actions(server: &mut Server, p: CodeActionParams) -> Reply {
-    let key = p.text_document.uri.as_str().to_string();
+    let key = key(&p.text_document);
     let (Some(a), Some(doc)) = (server.analyses.get(&key).cloned(), server.docs.get(&key)) else {
         return ok(Vec::<CodeAction>::new());
     };
@@ -687,18 +855,22 @@ fn code_actions(server: &mut Server, p: CodeActionParams) -> Reply {
         if end < from || start > to {
             continue;
         }
-        let Some(new) = d.help.as_deref().and_then(suggestion) else {
+        // The compiler says which text its suggestion replaces (the call's
+        // name of `fil("k")`, the root of `claims.sub`): nothing is guessed.
+        let Some(s) = &d.suggestion else { continue };
+        let f = &a.files[*file];
+        let (s_start, s_end) = (s.span.start as usize, s.span.end as usize);
+        let Some(old) = f.text.get(s_start..s_end) else {
             continue;
         };
-        let f = &a.files[*file];
-        let old = f.text.get(start..end).unwrap_or("");
-        if old.is_empty() || old.contains(char::is_whitespace) {
+        if s.span.file.0 as usize != *file || old.is_empty() || s.replacement.is_empty() {
             continue;
         }
+        let new = s.replacement.as_str();
         let converted = server.convert(d, *file, &a);
         let Some(u) = uri(&f.uri) else { continue };
         let edit = TextEdit {
-            range: f.lines.range(&f.text, start, end),
+            range: f.lines.range(&f.text, s_start, s_end),
             new_text: new.to_string(),
         };
         actions.push(CodeActionOrCommand::CodeAction(CodeAction {
@@ -719,8 +891,7 @@ fn code_actions(server: &mut Server, p: CodeActionParams) -> Reply {
 // ------------------------------------------------------------------ colours
 
 fn semantic_tokens(server: &mut Server, p: SemanticTokensParams) -> Reply {
-    let key = p.text_document.uri.as_str();
-    let Some(a) = server.analyses.get(key) else {
+    let Some(a) = server.analyses.get(&key(&p.text_document)) else {
         return ok(SemanticTokens::default());
     };
     let Some(f) = a.files.first() else {

@@ -5,10 +5,14 @@
 //! reading unsaved buffers before the disk. A change schedules a compile
 //! after [`DEBOUNCE`]; requests that need the compiler's view of the
 //! current text (definition, references, rename, hover, symbols, colours,
-//! quick fixes) wait for it, while completion and formatting answer from
-//! the text at once, so a long compile never holds them up. Diagnostics are
-//! published for each open document and for the files it imports that are
-//! not open themselves. Nothing a client sends can stop the server but
+//! quick fixes) wait for it, while completion answers from the text at
+//! once, so a long compile never holds it up; formatting runs on a worker
+//! of its own ([`formatter`]), so formatting a large file holds up nothing
+//! else either. Documents are known by their path ([`text::doc_key`]),
+//! however the client spells their URI, and named to it by the URI it used. Diagnostics are published for
+//! each open document and for the files it imports that are not open
+//! themselves; a file several open documents import gets the union of what
+//! their compiles found in it. Nothing a client sends can stop the server but
 //! `exit` or the end of its input: malformed messages are answered with
 //! JSON-RPC errors ([`transport`]), positions are clamped ([`text`]), and a
 //! handler that panicked answers `InternalError`.
@@ -36,7 +40,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use text::{path_to_uri, uri_to_path, LineIndex};
+use text::{doc_key, doc_name, path_key, path_to_uri, LineIndex};
 use transport::Incoming;
 
 /// How long after a change the document is compiled (a new change restarts
@@ -45,19 +49,24 @@ pub const DEBOUNCE: Duration = Duration::from_millis(30);
 
 /// An open document.
 pub struct Doc {
-    /// The name the compiler reads it as: its path for a `file:` URI.
+    /// The URI its client calls it by (in what the server sends back).
+    pub uri: String,
+    /// The name the compiler reads it as: its path for a `file:` URI
+    /// ([`text::doc_name`]); its key is that path with symlinks resolved.
     pub name: String,
     pub version: i32,
     pub text: Arc<str>,
     pub lines: LineIndex,
 }
 
-/// A request waiting for the compile of its document's current version.
+/// A request waiting for the compile of a document's current version.
 struct Waiting {
     request: Request,
-    uri: String,
+    /// The document (key) whose compile it waits for.
+    key: String,
 }
 
+/// Maps below are keyed by document key ([`text::doc_key`]).
 pub struct Server {
     out: io::Stdout,
     docs: HashMap<String, Doc>,
@@ -68,9 +77,18 @@ pub struct Server {
     /// Documents to compile, and when.
     due: HashMap<String, Instant>,
     jobs: Sender<Job>,
+    /// Formatting requests, for the formatting worker.
+    formats: Sender<features::FormatJob>,
     waiting: Vec<Waiting>,
-    /// The URIs each document's analysis published diagnostics to.
+    /// The files (not open) each open document's compile found diagnostics
+    /// for, even none.
     published: HashMap<String, HashSet<String>>,
+    /// For each such file, what each open document's compile found in it:
+    /// the file's diagnostics are their union.
+    shared: HashMap<String, HashMap<String, Vec<lsp_types::Diagnostic>>>,
+    /// The `file:` URI of each file (not open) a compile read, by key: of
+    /// the name the compiler read it as (a symlink's, not its target's).
+    file_uris: HashMap<String, String>,
     /// Where explanation pages are written for diagnostics to link to.
     explain_dir: Option<PathBuf>,
     explained: HashSet<&'static str>,
@@ -93,6 +111,11 @@ pub fn run() -> u8 {
         eprintln!("gwc lsp: cannot start the compile thread");
         return 2;
     };
+    let (done_tx, done_rx) = crossbeam_channel::unbounded::<Formatted>();
+    let Ok(formats) = formatter(done_tx) else {
+        eprintln!("gwc lsp: cannot start the formatting thread");
+        return 2;
+    };
     let mut server = Server {
         out: io::stdout(),
         docs: HashMap::new(),
@@ -100,13 +123,55 @@ pub fn run() -> u8 {
         parsed: HashMap::new(),
         due: HashMap::new(),
         jobs,
+        formats,
         waiting: Vec::new(),
         published: HashMap::new(),
+        shared: HashMap::new(),
+        file_uris: HashMap::new(),
         explain_dir: explain_dir(),
         explained: HashSet::new(),
         shut_down: false,
     };
-    server.main_loop(&in_rx, &res_rx)
+    server.main_loop(&in_rx, &res_rx, &done_rx)
+}
+
+/// A formatting request answered by the worker.
+struct Formatted {
+    id: RequestId,
+    key: String,
+    version: i32,
+    reply: features::Reply,
+}
+
+/// Starts the formatting worker: formatting a large file takes as long as
+/// compiling it, and on the main loop it would hold up every diagnostic,
+/// change and request behind it. It stops when the jobs' sender is dropped.
+fn formatter(done: Sender<Formatted>) -> io::Result<Sender<features::FormatJob>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<features::FormatJob>();
+    std::thread::Builder::new()
+        .name("gw-lsp-format".into())
+        .stack_size(16 << 20)
+        .spawn(move || {
+            for job in rx {
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| features::format_reply(&job)))
+                    .unwrap_or_else(|_| {
+                        Err((
+                            ErrorCode::InternalError,
+                            "internal error (a bug: please report it)".into(),
+                        ))
+                    });
+                let formatted = Formatted {
+                    id: job.id,
+                    key: job.key,
+                    version: job.version,
+                    reply,
+                };
+                if done.send(formatted).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(tx)
 }
 
 /// `$XDG_CACHE_HOME/gw/explain/VERSION` (or `~/.cache/...`).
@@ -123,7 +188,12 @@ fn explain_dir() -> Option<PathBuf> {
 }
 
 impl Server {
-    fn main_loop(&mut self, incoming: &Receiver<Incoming>, results: &Receiver<Analysis>) -> u8 {
+    fn main_loop(
+        &mut self,
+        incoming: &Receiver<Incoming>,
+        results: &Receiver<Analysis>,
+        formatted: &Receiver<Formatted>,
+    ) -> u8 {
         let mut initialized = false;
         loop {
             let wait = self.due.values().min().map_or(Duration::from_secs(3600), |at| {
@@ -167,6 +237,11 @@ impl Server {
                         self.analysis(a);
                     }
                 }
+                recv(formatted) -> f => {
+                    if let Ok(f) = f {
+                        self.formatted(f);
+                    }
+                }
                 default(wait) => {}
             }
             self.dispatch_due();
@@ -201,54 +276,61 @@ impl Server {
             note::DidOpenTextDocument::METHOD => {
                 if let Ok(p) = n.extract::<lsp_types::DidOpenTextDocumentParams>(note::DidOpenTextDocument::METHOD) {
                     let uri = p.text_document.uri.as_str().to_string();
-                    let name = uri_to_path(&uri).unwrap_or_else(|| uri.clone());
+                    let name = doc_name(&uri);
+                    let key = path_key(&name);
+                    // Imported and not open until now, its diagnostics were
+                    // published under the file's own URI: they are the
+                    // document's own from now on, under the client's.
+                    if self.shared.remove(&key).is_some() && !self.docs.contains_key(&key) {
+                        let canonical = self.uri_of(&key);
+                        if canonical != uri {
+                            self.publish(&canonical, Vec::new(), None);
+                        }
+                    }
                     let text: Arc<str> = Arc::from(p.text_document.text);
                     self.docs.insert(
-                        uri.clone(),
+                        key.clone(),
                         Doc {
+                            uri,
                             name,
                             version: p.text_document.version,
                             lines: LineIndex::new(&text),
                             text,
                         },
                     );
-                    self.changed(&uri, Duration::ZERO);
+                    self.changed(&key, Duration::ZERO);
                 }
             }
             note::DidChangeTextDocument::METHOD => {
                 if let Ok(p) = n.extract::<lsp_types::DidChangeTextDocumentParams>(note::DidChangeTextDocument::METHOD)
                 {
-                    let uri = p.text_document.uri.as_str().to_string();
-                    let Some(doc) = self.docs.get_mut(&uri) else { return };
+                    let key = doc_key(p.text_document.uri.as_str());
+                    let Some(doc) = self.docs.get_mut(&key) else { return };
                     let mut text = doc.text.to_string();
                     for change in p.content_changes {
-                        apply(&mut text, change);
+                        apply(&mut text, &mut doc.lines, change);
                     }
-                    doc.lines = LineIndex::new(&text);
                     doc.text = Arc::from(text);
                     doc.version = p.text_document.version;
-                    self.changed(&uri, DEBOUNCE);
+                    self.changed(&key, DEBOUNCE);
                 }
             }
             note::DidCloseTextDocument::METHOD => {
                 if let Ok(p) = n.extract::<lsp_types::DidCloseTextDocumentParams>(note::DidCloseTextDocument::METHOD) {
-                    let uri = p.text_document.uri.as_str().to_string();
-                    if self.docs.remove(&uri).is_some() {
-                        self.importers_changed(&uri, Duration::ZERO);
-                    }
-                    self.analyses.remove(&uri);
-                    self.parsed.remove(&uri);
-                    self.due.remove(&uri);
-                    let mut clear: Vec<String> = self.published.remove(&uri).unwrap_or_default().into_iter().collect();
-                    clear.push(uri.clone());
-                    for u in clear {
-                        if !self.docs.contains_key(&u) {
-                            self.publish(&u, Vec::new(), None);
-                        }
-                    }
+                    let key = doc_key(p.text_document.uri.as_str());
+                    let Some(doc) = self.docs.remove(&key) else { return };
+                    // Its importers read it from the disk again.
+                    self.importers_changed(&key, Duration::ZERO);
+                    self.analyses.remove(&key);
+                    self.parsed.remove(&key);
+                    self.due.remove(&key);
+                    // Its own diagnostics go; what its compile found in the
+                    // files it imports leaves their union.
+                    self.publish(&doc.uri, Vec::new(), None);
+                    self.set_published(&key, HashMap::new());
                     let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
                         .into_iter()
-                        .partition(|w| w.uri == uri);
+                        .partition(|w| w.key == key);
                     self.waiting = kept;
                     for w in gone {
                         self.error(w.request.id, ErrorCode::ContentModified, "the document was closed");
@@ -258,7 +340,7 @@ impl Server {
             note::DidSaveTextDocument::METHOD => {
                 // A saved file may be imported by others that read it from disk.
                 if let Ok(p) = n.extract::<lsp_types::DidSaveTextDocumentParams>(note::DidSaveTextDocument::METHOD) {
-                    self.importers_changed(p.text_document.uri.as_str(), Duration::ZERO);
+                    self.importers_changed(&doc_key(p.text_document.uri.as_str()), Duration::ZERO);
                 }
             }
             note::Cancel::METHOD => {
@@ -277,17 +359,18 @@ impl Server {
         }
     }
 
-    /// `uri` changed: compile it after `delay`, and the open documents that import it.
-    fn changed(&mut self, uri: &str, delay: Duration) {
-        self.schedule(uri, delay);
-        self.importers_changed(uri, delay);
+    /// The document `key` changed: compile it after `delay`, and the open
+    /// documents that import it.
+    fn changed(&mut self, key: &str, delay: Duration) {
+        self.schedule(key, delay);
+        self.importers_changed(key, delay);
     }
 
-    fn importers_changed(&mut self, uri: &str, delay: Duration) {
+    fn importers_changed(&mut self, key: &str, delay: Duration) {
         let importers: Vec<String> = self
             .analyses
             .iter()
-            .filter(|(root, a)| root.as_str() != uri && a.files.iter().skip(1).any(|f| f.uri == uri))
+            .filter(|(root, a)| root.as_str() != key && a.files.iter().skip(1).any(|f| f.key == key))
             .map(|(root, _)| root.clone())
             .collect();
         for root in importers {
@@ -295,10 +378,21 @@ impl Server {
         }
     }
 
-    fn schedule(&mut self, uri: &str, delay: Duration) {
-        if self.docs.contains_key(uri) {
+    /// The URI to name a file by: the client's for an open document, else
+    /// the file's own `file:` URI.
+    pub fn uri_of(&self, key: &str) -> String {
+        match (self.docs.get(key), self.file_uris.get(key)) {
+            (Some(doc), _) => doc.uri.clone(),
+            (None, Some(uri)) => uri.clone(),
+            (None, None) if key.starts_with('/') => path_to_uri(key),
+            (None, None) => key.to_string(),
+        }
+    }
+
+    fn schedule(&mut self, key: &str, delay: Duration) {
+        if self.docs.contains_key(key) {
             let at = Instant::now() + delay;
-            let entry = self.due.entry(uri.to_string()).or_insert(at);
+            let entry = self.due.entry(key.to_string()).or_insert(at);
             // A change restarts the wait; a request for fresh results cuts it short.
             *entry = if delay.is_zero() { (*entry).min(at) } else { at };
         }
@@ -315,15 +409,19 @@ impl Server {
         if ready.is_empty() {
             return;
         }
-        let overlay: Arc<Overlay> = Arc::new(self.docs.values().map(|d| (d.name.clone(), d.text.clone())).collect());
-        for uri in ready {
-            self.due.remove(&uri);
-            if let Some(doc) = self.docs.get(&uri) {
+        let overlay: Arc<Overlay> = Arc::new(self.docs.iter().map(|(k, d)| (k.clone(), d.text.clone())).collect());
+        let uris: Arc<HashMap<String, String>> =
+            Arc::new(self.docs.iter().map(|(k, d)| (k.clone(), d.uri.clone())).collect());
+        for key in ready {
+            self.due.remove(&key);
+            if let Some(doc) = self.docs.get(&key) {
                 let _ = self.jobs.send(Job {
-                    uri: uri.clone(),
+                    key: key.clone(),
                     name: doc.name.clone(),
+                    uri: doc.uri.clone(),
                     version: doc.version,
                     overlay: overlay.clone(),
+                    uris: uris.clone(),
                 });
             }
         }
@@ -332,16 +430,16 @@ impl Server {
     // ------------------------------------------------------------ results
 
     fn analysis(&mut self, a: Analysis) {
-        let Some(doc) = self.docs.get(&a.uri) else { return };
+        let Some(doc) = self.docs.get(&a.key) else { return };
         let current = doc.version == a.version;
         // The index worker's result may come after the next compile's.
-        if self.analyses.get(&a.uri).is_some_and(|old| old.version > a.version) {
+        if self.analyses.get(&a.key).is_some_and(|old| old.version > a.version) {
             return;
         }
         let a = Arc::new(a);
-        self.analyses.insert(a.uri.clone(), a.clone());
+        self.analyses.insert(a.key.clone(), a.clone());
         if a.indexed && a.files.first().is_some_and(|f| f.index.parsed) {
-            self.parsed.insert(a.uri.clone(), a.clone());
+            self.parsed.insert(a.key.clone(), a.clone());
         }
         if !current {
             // A newer version is on its way; its diagnostics will follow.
@@ -355,15 +453,15 @@ impl Server {
         }
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|w| w.uri == a.uri);
+            .partition(|w| w.key == a.key);
         self.waiting = waiting;
         for w in ready {
-            self.answer(w.request);
+            // Through `request` again: it may wait for another document.
+            self.request(w.request);
         }
     }
 
     fn publish_analysis(&mut self, a: &Analysis) {
-        let mut targets = HashSet::new();
         let mut by_file: Vec<Vec<lsp_types::Diagnostic>> = a.files.iter().map(|_| Vec::new()).collect();
         for (file, d) in &a.diagnostics {
             if let Some(list) = by_file.get_mut(*file) {
@@ -371,23 +469,66 @@ impl Server {
                 list.push(converted);
             }
         }
+        let mut found = HashMap::new();
         for (n, f) in a.files.iter().enumerate() {
-            if n == 0 || !self.docs.contains_key(&f.uri) {
-                targets.insert(f.uri.clone());
-                let version = (n == 0).then_some(a.version);
-                let list = std::mem::take(&mut by_file[n]);
-                self.publish(&f.uri, list, version);
+            let list = std::mem::take(&mut by_file[n]);
+            if n == 0 {
+                let uri = self.uri_of(&a.key);
+                self.publish(&uri, list, Some(a.version));
+            } else if f.key != a.key && !self.docs.contains_key(&f.key) {
+                self.file_uris.entry(f.key.clone()).or_insert_with(|| f.uri.clone());
+                found.insert(f.key.clone(), list);
             }
         }
-        let before = self
-            .published
-            .insert(a.uri.clone(), targets.clone())
-            .unwrap_or_default();
-        for gone in before.difference(&targets) {
-            if !self.docs.contains_key(gone) {
-                self.publish(gone, Vec::new(), None);
+        self.set_published(&a.key, found);
+    }
+
+    /// What the compile of the open document `root` found in the files it
+    /// imports that are not open (`found`, by file): each file affected is
+    /// published again, with the union over its open importers.
+    fn set_published(&mut self, root: &str, found: HashMap<String, Vec<lsp_types::Diagnostic>>) {
+        let before = self.published.remove(root).unwrap_or_default();
+        let now: HashSet<String> = found.keys().cloned().collect();
+        for file in before.difference(&now) {
+            if let Some(by_root) = self.shared.get_mut(file) {
+                by_root.remove(root);
+                if by_root.is_empty() {
+                    self.shared.remove(file);
+                }
             }
         }
+        let mut touched: Vec<String> = before.union(&now).cloned().collect();
+        touched.sort();
+        for (file, list) in found {
+            self.shared.entry(file).or_default().insert(root.to_string(), list);
+        }
+        if self.docs.contains_key(root) && !now.is_empty() {
+            self.published.insert(root.to_string(), now);
+        }
+        for file in touched {
+            if !self.docs.contains_key(&file) {
+                self.publish_shared(&file);
+            }
+        }
+    }
+
+    /// Publishes a file that is not open: the union, without repeats, of
+    /// what its open importers' compiles found in it.
+    fn publish_shared(&mut self, file: &str) {
+        let mut seen = HashSet::new();
+        let mut union: Vec<lsp_types::Diagnostic> = Vec::new();
+        if let Some(by_root) = self.shared.get(file) {
+            let mut roots: Vec<&String> = by_root.keys().collect();
+            roots.sort();
+            for d in roots.into_iter().flat_map(|r| &by_root[r]) {
+                if seen.insert(serde_json::to_string(d).unwrap_or_default()) {
+                    union.push(d.clone());
+                }
+            }
+        }
+        union.sort_by_key(|d| (d.range.start.line, d.range.start.character));
+        let uri = self.uri_of(file);
+        self.publish(&uri, union, None);
     }
 
     fn publish(&mut self, uri: &str, diagnostics: Vec<lsp_types::Diagnostic>, version: Option<i32>) {
@@ -460,26 +601,74 @@ impl Server {
     // ------------------------------------------------------------ requests
 
     fn request(&mut self, r: Request) {
-        let uri = features::document_of(&r);
+        let key = features::document_of(&r).map(|uri| doc_key(&uri));
         let needs_analysis = features::needs_analysis(&r.method);
-        if let Some(uri) = uri {
-            let fresh = match (self.docs.get(&uri), self.analyses.get(&uri)) {
+        if let Some(key) = key {
+            let fresh = match (self.docs.get(&key), self.analyses.get(&key)) {
                 (Some(doc), Some(a)) => (a.version == doc.version && a.indexed) || !needs_analysis,
                 (None, _) => true, // not open: answered (emptily) at once
                 // Completion waits only for a document's first compile (for
                 // the names of its imports); afterwards it never waits.
                 (Some(_), None) => !needs_analysis && r.method != req::Completion::METHOD,
             };
-            if !fresh {
-                self.schedule(&uri, Duration::ZERO);
-                self.waiting.push(Waiting { request: r, uri });
+            // Rename and references also read the other open documents
+            // that use the name: each waits for its current compile.
+            let other = if fresh {
+                features::waits_for(self, &r, &key)
+            } else {
+                None
+            };
+            if let Some(wait) = (!fresh).then_some(key).or(other) {
+                self.schedule(&wait, Duration::ZERO);
+                self.waiting.push(Waiting { request: r, key: wait });
                 return;
             }
         }
         self.answer(r);
     }
 
+    /// Whether the compile of the open document `key` is of its current
+    /// text, with its index.
+    pub fn fresh(&self, key: &str) -> bool {
+        match (self.docs.get(key), self.analyses.get(key)) {
+            (Some(doc), Some(a)) => a.version == doc.version && a.indexed,
+            _ => false,
+        }
+    }
+
+    /// A formatting worker's reply: sent if the document is still at the
+    /// version formatted, else refused (its edits would not apply).
+    fn formatted(&mut self, f: Formatted) {
+        let current = self.docs.get(&f.key).is_some_and(|d| d.version == f.version);
+        let response = match f.reply {
+            _ if !current => Response::new_err(
+                f.id,
+                ErrorCode::ContentModified as i32,
+                "the document changed while it was formatted".into(),
+            ),
+            Ok(value) => Response::new_ok(f.id, value),
+            Err((code, message)) => Response::new_err(f.id, code as i32, message),
+        };
+        self.respond(response);
+    }
+
     fn answer(&mut self, r: Request) {
+        // Formatting goes to its worker (or, were it gone, is done here).
+        if let Some(job) = features::format_job(self, &r) {
+            match self.formats.send(job) {
+                Ok(()) => return,
+                Err(crossbeam_channel::SendError(job)) => {
+                    let reply = features::format_reply(&job);
+                    self.formatted(Formatted {
+                        id: job.id,
+                        key: job.key,
+                        version: job.version,
+                        reply,
+                    });
+                    return;
+                }
+            }
+        }
         let id = r.id.clone();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| features::handle(self, r)));
         let response = match result {
@@ -495,14 +684,19 @@ impl Server {
     }
 }
 
-/// Applies one change to a text, clamping its range.
-fn apply(text: &mut String, change: TextDocumentContentChangeEvent) {
+/// Applies one change to a text and its index, clamping its range: the
+/// index is edited, not built again, however many changes a notification
+/// carries.
+fn apply(text: &mut String, lines: &mut LineIndex, change: TextDocumentContentChangeEvent) {
     match change.range {
-        None => *text = change.text,
+        None => {
+            *text = change.text;
+            *lines = LineIndex::new(text);
+        }
         Some(range) => {
-            let lines = LineIndex::new(text);
             let (start, end) = lines.offsets(text, range);
             text.replace_range(start..end, &change.text);
+            lines.edit(start, end, &change.text);
         }
     }
 }

@@ -213,7 +213,7 @@ struct Resolver<'c, 'a> {
     used_stores: Vec<bool>,
     /// Help lines already computed for an unknown name (a typo repeated in
     /// many routes costs one search).
-    help_cache: HashMap<(Space, String), String>,
+    help_cache: HashMap<(Space, String), (String, Option<&'a str>)>,
     searches: usize,
     /// Names offered as "did you mean" for an unknown name.
     suggested: Vec<(Space, &'a str)>,
@@ -246,21 +246,25 @@ impl<'a> Resolver<'_, 'a> {
         {
             return;
         }
-        let help = self.help(space, name);
-        diags.push(
-            Diagnostic::new(Code::GW0101, format!("unknown {} `{name}`", space.word()))
-                .primary(span, format!("no {} has this name", space.word()))
-                .help(help),
-        );
+        let (help, typo) = self.help(space, name);
+        let d = Diagnostic::new(Code::GW0101, format!("unknown {} `{name}`", space.word()))
+            .primary(span, format!("no {} has this name", space.word()))
+            .help(help);
+        diags.push(match typo {
+            Some(s) => d.suggest(span, s),
+            None => d,
+        });
     }
 
-    fn help(&mut self, space: Space, name: &str) -> String {
+    /// The help line for an unknown name, and the name it suggests.
+    fn help(&mut self, space: Space, name: &str) -> (String, Option<&'a str>) {
         let key = (space, name.to_string());
         if let Some(h) = self.help_cache.get(&key) {
             return h.clone();
         }
         let defined = self.ctx.names.of(space).len();
-        let help = match self.search(name, space, None) {
+        let typo = self.search(name, space, None);
+        let help = match typo {
             Some(s) => {
                 self.suggested.push((space, s));
                 format!("did you mean `{s}`?")
@@ -271,8 +275,8 @@ impl<'a> Resolver<'_, 'a> {
             }
             None => format!("define it: `{}`", space.example(name)),
         };
-        self.help_cache.insert(key, help.clone());
-        help
+        self.help_cache.insert(key, (help.clone(), typo));
+        (help, typo)
     }
 
     /// The name of `space` (or `extra`) closest to `name`. Each search costs
@@ -299,14 +303,12 @@ impl<'a> Resolver<'_, 'a> {
     }
 
     fn unknown_expectation(&mut self, name: &str, span: Span, diags: &mut Diagnostics) {
-        let help = match self.search(name, Space::Upstream, Some("aggregate")) {
-            Some(s) => format!("did you mean `{s}`?"),
-            None => "expect an upstream's name, `aggregate`, or a status such as `404`".into(),
-        };
+        let typo = self.search(name, Space::Upstream, Some("aggregate"));
         diags.push(
             Diagnostic::new(Code::GW0101, format!("unknown upstream `{name}` in a test expectation"))
                 .primary(span, "no upstream has this name")
-                .help(help),
+                .help("expect an upstream's name, `aggregate`, or a status such as `404`")
+                .did_you_mean(span, typo),
         );
     }
 }

@@ -191,7 +191,8 @@ fn params(route: &Route, diags: &mut Diagnostics) {
             return;
         }
         let names: Vec<&str> = path.params().collect();
-        let help = match suggest(name, names.iter().copied()) {
+        let typo = suggest(name, names.iter().copied());
+        let help = match typo {
             Some(s) => format!("did you mean `param.{s}`?"),
             None if names.is_empty() => format!(
                 "the path `{}` has no parameters; name a segment with `{{{name}}}` to capture it",
@@ -202,15 +203,18 @@ fn params(route: &Route, diags: &mut Diagnostics) {
                 format!("the path `{}` has {}", path.raw, list.join(", "))
             }
         };
-        diags.push(
-            Diagnostic::new(
-                Code::GW0203,
-                format!("`param.{name}` is not a parameter of the route's path `{}`", path.raw),
-            )
-            .primary(r.span, "not in the path")
-            .secondary(route.path.span, "the route's path")
-            .help(help),
-        );
+        let d = Diagnostic::new(
+            Code::GW0203,
+            format!("`param.{name}` is not a parameter of the route's path `{}`", path.raw),
+        )
+        .primary(r.span, "not in the path")
+        .secondary(route.path.span, "the route's path")
+        .help(help);
+        // The reference as written (`param.idd`) is the span.
+        diags.push(match typo {
+            Some(s) => d.suggest(r.span, format!("param.{s}")),
+            None => d,
+        });
     });
 }
 

@@ -10,7 +10,7 @@
 use super::*;
 use crate::ast;
 use crate::codes::Code;
-use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::diagnostic::{suggest, Diagnostic};
 use crate::source::{SourceMap, Span};
 use router::{canonical_host, BuildError, Router};
 use std::collections::HashMap;
@@ -85,11 +85,11 @@ impl<'c> Lower<'c> {
         if let Some(&i) = map.get(name.node.as_str()) {
             return Some(i);
         }
-        let help = did_you_mean(&name.node, map.keys().copied());
+        let typo = suggest(&name.node, map.keys().copied());
         self.diags.push(
             Diagnostic::new(Code::GW0101, format!("unknown {what} `{}`", name.node))
                 .primary(name.span, format!("no {what} of this name"))
-                .maybe_help(help),
+                .did_you_mean(name.span, typo),
         );
         None
     }

@@ -10,7 +10,7 @@ use super::router::{lookup, Lookup};
 use super::{Origin, Plan, Target};
 use crate::ast::{Config, Expectation, Expected};
 use crate::codes::Code;
-use crate::diagnostic::{did_you_mean, Diagnostic};
+use crate::diagnostic::{suggest, Diagnostic};
 
 /// What running the tests found.
 #[derive(Clone, Debug, Default)]
@@ -167,8 +167,11 @@ fn run_one(config: &Config, plan: &Plan, e: &Expectation, reached: &mut [bool]) 
     }
     let help = match &e.expect.node {
         Expected::Upstream(n) if n != "aggregate" && !plan.upstreams.iter().any(|u| &u.name == n) => {
-            did_you_mean(n, plan.upstreams.iter().map(|u| u.name.as_str()))
-                .or_else(|| Some(format!("there is no upstream `{n}`")))
+            let typo = suggest(n, plan.upstreams.iter().map(|u| u.name.as_str()));
+            return Some(
+                d.help(format!("there is no upstream `{n}`"))
+                    .did_you_mean(e.expect.span, typo),
+            );
         }
         Expected::Upstream(n) => {
             let heads: Vec<String> = plan

@@ -15,7 +15,7 @@ pub use error::syntax_error;
 
 use crate::ast::*;
 use crate::codes::Code;
-use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use crate::diagnostic::{suggest, Diagnostic, Diagnostics, Suggestion};
 use crate::source::{FileId, Span, Spanned};
 use gw_grammar::{Pair, Rule};
 use value::{lower_value, span_of, Expect, SVal, Val};
@@ -274,11 +274,11 @@ impl<'a> Lowerer<'a> {
             return;
         }
         let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-        let help = did_you_mean(word, known.iter().copied()).unwrap_or_else(|| format!("{block} takes {list}"));
         self.diags.push(
             Diagnostic::new(Code::GW0103, format!("unknown attribute `{word}` in {block}"))
                 .primary(span, "unknown attribute")
-                .help(help),
+                .help(format!("{block} takes {list}"))
+                .did_you_mean(span, suggest(word, known.iter().copied())),
         );
     }
 
@@ -326,6 +326,10 @@ impl<'a> Lowerer<'a> {
         };
         if fits {
             d.help = Some(format!("write the number and its unit as one word: `{n}{unit}`"));
+            d.suggestion = Some(Suggestion {
+                span: Span::new(span.file, number_start, span.end as usize),
+                replacement: format!("{n}{unit}"),
+            });
         }
         true
     }
@@ -389,13 +393,11 @@ impl<'a> Lowerer<'a> {
                 let known = [
                     "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
                 ];
-                let help = did_you_mean(word, known).unwrap_or_else(|| {
-                    "a declaration starts with `import`, `listen`, `admin`, `limits`, `upstream`, `auth`, `limit`, `store`, `route` or `test`".into()
-                });
                 self.diags.push(
                     Diagnostic::new(Code::GW0001, format!("expected a declaration, found `{word}`"))
                         .primary(span, "unknown declaration")
-                        .help(help),
+                        .help("a declaration starts with `import`, `listen`, `admin`, `limits`, `upstream`, `auth`, `limit`, `store`, `route` or `test`")
+                        .did_you_mean(span, suggest(word, known)),
                 );
             }
             _ => {}
@@ -671,13 +673,11 @@ impl<'a> Lowerer<'a> {
                     return None;
                 }
                 other => {
-                    let help = did_you_mean(other, KNOWN.iter().copied()).unwrap_or_else(|| {
-                        "strategies are `round_robin`, `least_conn`, `random`, `p2c`, `ip_hash` and `hash(KEY)`".into()
-                    });
                     self.diags.push(
                         Diagnostic::new(Code::GW0106, format!("unknown balancing strategy `{other}`"))
                             .primary(v.span, "unknown strategy")
-                            .help(help),
+                            .help("strategies are `round_robin`, `least_conn`, `random`, `p2c`, `ip_hash` and `hash(KEY)`")
+                            .did_you_mean(v.span, suggest(other, KNOWN.iter().copied())),
                     );
                     return None;
                 }
@@ -951,12 +951,11 @@ impl<'a> Lowerer<'a> {
                 return None;
             }
             Val::Ident(s) => {
-                let help = did_you_mean(s, ["connect_error", "reset", "timeout"])
-                    .unwrap_or_else(|| "retry on `connect_error`, `reset`, `timeout` or a 5xx status".into());
                 self.diags.push(
                     Diagnostic::new(Code::GW0106, format!("unknown retry condition `{s}`"))
                         .primary(v.span, "unknown condition")
-                        .help(help),
+                        .help("retry on `connect_error`, `reset`, `timeout` or a 5xx status")
+                        .did_you_mean(v.span, suggest(s, ["connect_error", "reset", "timeout"])),
                 );
                 return None;
             }
@@ -980,12 +979,11 @@ impl<'a> Lowerer<'a> {
         let kind_name = match &kind.val {
             Val::Ident(k) if k == "jwt" || k == "api_key" => k.clone(),
             Val::Ident(k) => {
-                let help =
-                    did_you_mean(k, ["jwt", "api_key"]).unwrap_or_else(|| "an auth is `jwt` or `api_key`".into());
                 self.diags.push(
                     Diagnostic::new(Code::GW0106, format!("unknown auth kind `{k}`"))
                         .primary(kind.span, "not an auth kind")
-                        .help(help),
+                        .help("an auth is `jwt` or `api_key`")
+                        .did_you_mean(kind.span, suggest(k, ["jwt", "api_key"])),
                 );
                 return;
             }
@@ -1065,11 +1063,17 @@ impl<'a> Lowerer<'a> {
                             continue;
                         }
                         _ => {
-                            let help = match &place.val {
-                                Val::Ident(p) => did_you_mean(p, ["header", "query", "cookie"]),
+                            let typo = match &place.val {
+                                Val::Ident(p) => suggest(p, ["header", "query", "cookie"]),
                                 _ => None,
                             };
-                            self.expect().mismatch(&place, "`header`, `query` or `cookie`", help);
+                            self.expect().mismatch_typo(
+                                &place,
+                                "`header`, `query` or `cookie`",
+                                None,
+                                place.span,
+                                typo,
+                            );
                             continue;
                         }
                     };
@@ -1329,21 +1333,22 @@ impl<'a> Lowerer<'a> {
             return Some(Spanned::new(a, v.span));
         }
         let upper = text.to_ascii_uppercase();
-        let help = Algorithm::ALL
+        let typo = Algorithm::ALL
             .iter()
             .find(|a| a.as_str().to_ascii_uppercase() == upper)
-            .map(|a| format!("did you mean `{}`?", a.as_str()))
-            .or_else(|| did_you_mean(text, Algorithm::ALL.iter().map(|a| a.as_str())))
-            .unwrap_or_else(|| {
-                "algorithms are HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 and EdDSA".into()
-            });
+            .map(|a| a.as_str())
+            .or_else(|| suggest(text, Algorithm::ALL.iter().map(|a| a.as_str())));
         let (message, label) = if upper == "NONE" {
             ("unsigned tokens (`none`) are never accepted".to_string(), "not allowed")
         } else {
             (format!("unknown algorithm `{text}`"), "unknown algorithm")
         };
-        self.diags
-            .push(Diagnostic::new(Code::GW0106, message).primary(v.span, label).help(help));
+        self.diags.push(
+            Diagnostic::new(Code::GW0106, message)
+                .primary(v.span, label)
+                .help("algorithms are HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 and EdDSA")
+                .did_you_mean(v.span, typo),
+        );
         None
     }
 
@@ -1415,13 +1420,11 @@ impl<'a> Lowerer<'a> {
             }
             Val::Ref(r) => LimitKey::Ref(r.clone()),
             Val::Ident(s) => {
-                let help = did_you_mean(s, ["none", "client_ip", "api_key"]).unwrap_or_else(|| {
-                    "key on `client_ip`, `claim.X`, `header.X`, `query.X`, `api_key` or `none`".into()
-                });
                 self.diags.push(
                     Diagnostic::new(Code::GW0106, format!("unknown limit key `{s}`"))
                         .primary(v.span, "not a key")
-                        .help(help),
+                        .help("key on `client_ip`, `claim.X`, `header.X`, `query.X`, `api_key` or `none`")
+                        .did_you_mean(v.span, suggest(s, ["none", "client_ip", "api_key"])),
                 );
                 return None;
             }
@@ -1455,12 +1458,11 @@ impl<'a> Lowerer<'a> {
                     match &v.val {
                         Val::Ident(k) if k == "redis" => {}
                         Val::Ident(k) => {
-                            let help =
-                                did_you_mean(k, ["redis"]).unwrap_or_else(|| "the only store kind is `redis`".into());
                             self.diags.push(
                                 Diagnostic::new(Code::GW0106, format!("unknown store kind `{k}`"))
                                     .primary(v.span, "not a store kind")
-                                    .help(help),
+                                    .help("the only store kind is `redis`")
+                                    .did_you_mean(v.span, suggest(k, ["redis"])),
                             );
                         }
                         _ => self.expect().mismatch(&v, "a store kind (`redis`)", None),
@@ -1861,11 +1863,12 @@ impl<'a> Lowerer<'a> {
             Val::Ident(s) if s == "request" => Direction::Request,
             Val::Ident(s) if s == "response" => Direction::Response,
             _ => {
-                let help = match &dir_v.val {
-                    Val::Ident(s) => did_you_mean(s, ["request", "response"]),
+                let typo = match &dir_v.val {
+                    Val::Ident(s) => suggest(s, ["request", "response"]),
                     _ => None,
                 };
-                self.expect().mismatch(&dir_v, "`request` or `response`", help);
+                self.expect()
+                    .mismatch_typo(&dir_v, "`request` or `response`", None, dir_v.span, typo);
                 return None;
             }
         };

@@ -4,7 +4,7 @@
 
 use crate::ast::*;
 use crate::codes::Code;
-use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
+use crate::diagnostic::{suggest, Diagnostic, Diagnostics};
 use crate::source::{FileId, Span, Spanned};
 use gw_grammar::{Pair, Rule};
 use std::net::{IpAddr, Ipv4Addr};
@@ -281,6 +281,13 @@ impl Expect<'_> {
     /// Reports that `v` is not `what` (e.g. "a duration such as `5s`").
     /// A malformed literal is GW0003, a well-formed value of another kind GW0106.
     pub fn mismatch(&mut self, v: &SVal, what: &str, help: Option<String>) {
+        self.mismatch_typo(v, what, help, v.span, None);
+    }
+
+    /// [`mismatch`](Self::mismatch) whose help, when `typo` is one, is "did
+    /// you mean `typo`?", with `typo` in place of the text at `span` (all of
+    /// `v`, or the part of it that is misspelt) as its edit.
+    pub fn mismatch_typo(&mut self, v: &SVal, what: &str, help: Option<String>, span: Span, typo: Option<&str>) {
         if matches!(v.val, Val::Unterminated) {
             return; // already reported as GW0002
         }
@@ -290,7 +297,7 @@ impl Expect<'_> {
             other => (Code::GW0106, format!("this is {}", other.kind_name())),
         };
         let d = Diagnostic::new(code, format!("expected {what}, found `{found}`")).primary(v.span, label);
-        self.diags.push(d.maybe_help(help));
+        self.diags.push(d.maybe_help(help).did_you_mean(span, typo));
     }
 
     pub fn out_of_range(&mut self, span: Span, message: String, help: &str) {
@@ -620,13 +627,16 @@ impl Expect<'_> {
                             None => {
                                 let roots = ["claim", "header", "query", "param", "cookie", "client_ip"];
                                 let root = inner.split('.').next().unwrap_or(inner);
+                                // The edit replaces the root only: `claims.sub` → `claim.sub`.
+                                let root_span = Span {
+                                    end: span.start + root.len() as u32,
+                                    ..span
+                                };
                                 self.diags.push(
                                     Diagnostic::new(Code::GW0003, format!("unknown reference `{inner}` in template"))
                                         .primary(span, "not a reference")
-                                        .help(match did_you_mean(root, roots) {
-                                            Some(d) => d,
-                                            None => "references are `claim.X`, `header.X`, `query.X`, `param.X`, `cookie.X` or `client_ip`; write `\\{` for a literal brace".into(),
-                                        }),
+                                        .help("references are `claim.X`, `header.X`, `query.X`, `param.X`, `cookie.X` or `client_ip`; write `\\{` for a literal brace")
+                                        .did_you_mean(root_span, suggest(root, roots)),
                                 );
                                 ok = false;
                             }
@@ -822,10 +832,14 @@ impl Expect<'_> {
             Val::Ref(r) => Some(Spanned::new(r.clone(), v.span)),
             Val::Bad(b) if b.contains('.') => {
                 let root = b.split('.').next().unwrap_or("");
-                let help = did_you_mean(root, ["claim", "header", "query", "param", "cookie"]).unwrap_or_else(|| {
-                    "references are `claim.X`, `header.X`, `query.X`, `param.X`, `cookie.X` or `client_ip`".into()
-                });
-                self.mismatch(v, what, Some(help));
+                let help = "references are `claim.X`, `header.X`, `query.X`, `param.X`, `cookie.X` or `client_ip`";
+                // The edit replaces the root only: `claims.sub` → `claim.sub`.
+                let root_span = Span {
+                    end: v.span.start + root.len() as u32,
+                    ..v.span
+                };
+                let typo = suggest(root, ["claim", "header", "query", "param", "cookie"]);
+                self.mismatch_typo(v, what, Some(help.into()), root_span, typo);
                 None
             }
             _ => {
@@ -840,18 +854,15 @@ impl Expect<'_> {
         if let Some(m) = Method::parse(text) {
             return Some(Spanned::new(m, span));
         }
-        let help = match Method::parse(&text.to_ascii_uppercase()) {
-            Some(m) => format!("methods are upper-case: `{}`", m.as_str()),
-            None => match did_you_mean(text, Method::ALL.iter().map(|m| m.as_str())) {
-                Some(h) => h,
-                None => "methods are GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT and TRACE".into(),
-            },
-        };
-        self.diags.push(
-            Diagnostic::new(Code::GW0003, format!("unknown method `{text}`"))
-                .primary(span, "not an HTTP method")
-                .help(help),
-        );
+        let d = Diagnostic::new(Code::GW0003, format!("unknown method `{text}`")).primary(span, "not an HTTP method");
+        self.diags.push(match Method::parse(&text.to_ascii_uppercase()) {
+            Some(m) => d
+                .help(format!("methods are upper-case: `{}`", m.as_str()))
+                .suggest(span, m.as_str()),
+            None => d
+                .help("methods are GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT and TRACE")
+                .did_you_mean(span, suggest(text, Method::ALL.iter().map(|m| m.as_str()))),
+        });
         None
     }
 
@@ -886,12 +897,16 @@ impl Expect<'_> {
                 Some(Spanned::new(src, v.span))
             }
             Val::Call(name, _) => {
-                let help = did_you_mean(name, ["env", "file"])
-                    .unwrap_or_else(|| "use `env(\"NAME\")` or `file(\"path\")`".into());
+                // The edit replaces the call's name only: `fil("k")` → `file("k")`.
+                let name_span = Span {
+                    end: v.span.start + name.len() as u32,
+                    ..v.span
+                };
                 self.diags.push(
                     Diagnostic::new(Code::GW0106, format!("unknown function `{name}`"))
                         .primary(v.span, "not a function here")
-                        .help(help),
+                        .help("use `env(\"NAME\")` or `file(\"path\")`")
+                        .did_you_mean(name_span, suggest(name, ["env", "file"])),
                 );
                 None
             }
