@@ -244,3 +244,60 @@ async fn serve_log_admin_plan_and_metrics_never_show_a_secret() {
     served.wait_exit(Duration::from_secs(30)).await;
     assert_clean("the serve log", &served.output());
 }
+
+/// Passwords written without percent-encoding what cuts a URL: `/` (a base64
+/// password has it), `?`, `#`, a space, a quote, a backtick.
+const CUTTING_PASSWORDS: [&str; 6] = [
+    "q7Zk/9vR+CUTPASSWORD/aXe2=",
+    "q7Zk?CUTPASSWORD",
+    "q7Zk#CUTPASSWORD",
+    "q7Zk CUTPASSWORD",
+    "q7Zk\\\"CUTPASSWORD",
+    "q7Zk`CUTPASSWORD",
+];
+
+fn cut_store(password: &str) -> String {
+    app().replace("gw:PLANTEDREDISPASSWORD", &format!(":{password}"))
+}
+
+#[test]
+fn a_store_url_whose_password_cuts_the_url_is_refused_without_printing_it() {
+    for pw in CUTTING_PASSWORDS {
+        for args in [
+            vec!["check", "app.gw"],
+            vec!["check", "--format", "json", "app.gw"],
+            vec!["plan", "app.gw"],
+        ] {
+            let out = Gwc::new().file("app.gw", cut_store(pw)).args(args.clone()).run();
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert_eq!(out.status, Some(1), "gwc {args:?} with {pw}: {all}");
+            assert!(all.contains("GW0003") && all.contains("percent-encode"), "{pw}: {all}");
+            assert!(!all.contains("CUTPASSWORD"), "gwc {args:?} prints {pw}:\n{all}");
+        }
+    }
+}
+
+/// A built plan edited by hand to carry such a URL (the checker never lets
+/// one through): `/plan` hides the password and the log's error quotes no
+/// part of the URL.
+#[tokio::test]
+async fn a_store_url_whose_password_cuts_the_url_is_never_served_in_plan_or_log() {
+    let out = Gwc::new().file("app.gw", app()).args(["build", "app.gw", "-o", "-"]).run();
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    for pw in ["q7Zk/9vR+CUTPASSWORD/aXe2=", "q7Zk?CUTPASSWORD", "q7Zk CUTPASSWORD"] {
+        let mut plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("plan JSON");
+        plan["stores"][0]["url"] = format!("redis://:{pw}@127.0.0.1:6379").into();
+        let served = Served::start(&[("app.plan.json", &plan.to_string())], &["app.plan.json"]);
+        let admin = served.admin().await;
+        let shown = get(admin, "/plan").await;
+        assert!(!shown.contains("CUTPASSWORD"), "/plan shows {pw}:\n{shown}");
+        assert!(shown.contains("redis://:<redacted>@127.0.0.1:6379"), "{shown}");
+        served
+            .wait_lines(Duration::from_secs(20), 1, |l| l.contains("redis store cannot be used"))
+            .await;
+        served.signal("TERM");
+        served.wait_exit(Duration::from_secs(30)).await;
+        let log = served.output();
+        assert!(!log.contains("CUTPASSWORD"), "the log shows {pw}:\n{log}");
+    }
+}

@@ -145,37 +145,70 @@ fn secret_values(text: &str, mut i: usize, out: &mut Vec<Range<usize>>) -> usize
     }
 }
 
-/// The password (or bare user part) of a URL in `text[range]`.
+/// The passwords of the URLs in `text[range]` (a string's content).
 fn url_password(text: &str, range: Range<usize>, out: &mut Vec<Range<usize>>) {
-    let start = range.start;
-    if let Some(r) = text.get(range).and_then(userinfo_secret) {
-        out.push(start + r.start..start + r.end);
+    let Some(part) = text.get(range.clone()) else { return };
+    for r in url_secrets(part) {
+        out.push(range.start + r.start..range.start + r.end);
     }
 }
 
-/// In `s`, the range of a URL's password: after `user:` and before `@` in
-/// the authority, or the whole user part when it has no `:`.
-fn userinfo_secret(s: &str) -> Option<Range<usize>> {
-    let scheme_end = s.find("://")? + 3;
-    let rest = &s[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#', ' ', '`', '"']).unwrap_or(rest.len());
-    let at = rest[..authority_end].rfind('@')?;
-    let userinfo = &rest[..at];
-    let secret_start = userinfo.find(':').map_or(0, |c| c + 1);
-    (secret_start < at).then(|| scheme_end + secret_start..scheme_end + at)
+/// In `s`, the secret part of each URL: everything between `://` and the
+/// last `@` of the URL, except a plain user name before the first `:`
+/// (`redis://user:` stays; a user part without `:` is a token, hidden
+/// whole). A password may hold `/ ? #`, a space or a quote that a careless
+/// writer did not encode, so the URL is taken to run to the end of its
+/// line, or to the next URL on it, not to the end of its host; a path
+/// holding an `@` (`https://example.com/@user`) is hidden too, which is the
+/// safe mistake.
+fn url_secrets(s: &str) -> impl Iterator<Item = Range<usize>> + '_ {
+    s.match_indices("://").filter_map(move |(i, _)| {
+        let after = i + 3;
+        let rest = &s[after..];
+        let mut end = rest.find('\n').unwrap_or(rest.len());
+        if let Some(next) = rest[..end].find("://") {
+            end = scheme_start(rest, next);
+        }
+        let at = rest[..end].rfind('@')?;
+        let userinfo = &rest[..at];
+        let keep = match userinfo.find(':') {
+            Some(c) if userinfo[..c].bytes().all(is_plain_user) => c + 1,
+            _ => 0,
+        };
+        (keep < at).then(|| after + keep..after + at)
+    })
 }
 
-/// `s` with the password of each URL in it replaced by `<redacted>`
-/// (`redis://user:<redacted>@host`; a user part without `:` is replaced
-/// whole), for plans, logs and messages. Borrowed when there is none.
+/// Where the scheme of the `://` at `colon` in `s` starts.
+fn scheme_start(s: &str, colon: usize) -> usize {
+    let b = s.as_bytes();
+    let mut i = colon;
+    while i > 0 && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'+' | b'-' | b'.')) {
+        i -= 1;
+    }
+    i
+}
+
+/// A byte of a user name shown as it is (RFC 3986's unreserved characters
+/// and escapes).
+fn is_plain_user(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
+}
+
+/// `s` with the secret part of each URL in it ([`url_secrets`]) replaced
+/// by `<redacted>` (`redis://user:<redacted>@host`), for plans, logs and
+/// messages. Borrowed when there is none.
 pub fn redact_url(s: &str) -> Cow<'_, str> {
     let mut out: Option<String> = None;
     let mut from = 0;
-    while let Some(r) = userinfo_secret(&s[from..]) {
+    for r in url_secrets(s) {
+        if r.start < from {
+            continue; // inside the last one hidden
+        }
         let o = out.get_or_insert_with(String::new);
-        o.push_str(&s[from..from + r.start]);
+        o.push_str(&s[from..r.start]);
         o.push_str("<redacted>");
-        from += r.end;
+        from = r.end;
     }
     match out {
         None => Cow::Borrowed(s),
@@ -295,7 +328,15 @@ mod tests {
         assert_eq!(secrets(r#"store s redis "redis://u:pa55@h:6379/0""#), ["pa55"]);
         assert_eq!(secrets(r#"jwks url "https://token@auth.example.com/jwks""#), ["token"]);
         assert!(secrets(r#"store s redis "redis://h:6379""#).is_empty());
-        assert!(secrets(r#"redirect "https://example.com/@user""#).is_empty());
+        // Everything up to the last `@`: a password holding `/ ? #` unencoded.
+        assert_eq!(
+            secrets(r#"store s redis "redis://:q7Zk/9vR+PW/aXe2=@127.0.0.1:6379""#),
+            [":q7Zk/9vR+PW/aXe2="[1..].to_string()]
+        );
+        assert_eq!(secrets(r#""redis://u:a?b#c d\"e`f@h/0""#), [r#"a?b#c d\"e`f"#]);
+        assert_eq!(secrets(r#""https://a/b:c@h""#), ["a/b:c"]);
+        // A path holding an `@` is hidden too: the safe mistake.
+        assert_eq!(secrets(r#"redirect "https://example.com/@user""#), ["example.com/"]);
     }
 
     #[test]
@@ -336,6 +377,19 @@ mod tests {
             "a `redis://u:<redacted>@h` and `redis://v:<redacted>@i`"
         );
         assert!(matches!(redact_url("redis://h:6379"), Cow::Borrowed(_)));
+        // A URL without a password does not end the search.
+        assert_eq!(
+            redact_url("`redis://h:6379` then `redis://u:p@h`"),
+            "`redis://h:6379` then `redis://u:<redacted>@h`"
+        );
+        // To the last `@`: `/ ? #`, a space, a quote or a backtick unencoded.
+        for pw in ["q7Zk/9vR+PASSWORD/aXe2=", "a?PASSWORD", "a#PASSWORD", "a PASSWORD", "a\"PASSWORD", "a`PASSWORD"] {
+            let line = format!("error=`redis://:{pw}@127.0.0.1:6379` and more");
+            let clean = redact_url(&line);
+            assert!(!clean.contains("PASSWORD"), "{clean}");
+            assert!(clean.contains("127.0.0.1:6379"), "{clean}");
+        }
+        assert_eq!(redact_url("https://tok/en@h/x\nnext@line"), "https://<redacted>@h/x\nnext@line");
     }
 
     #[test]
