@@ -301,3 +301,35 @@ async fn a_store_url_whose_password_cuts_the_url_is_never_served_in_plan_or_log(
         assert!(!log.contains("CUTPASSWORD"), "the log shows {pw}:\n{log}");
     }
 }
+
+/// Secrets and URLs written without quotes: a message quoting the value
+/// ("found `...`", shortened) and the snippet both hide them.
+#[test]
+fn unquoted_secrets_and_urls_are_never_printed() {
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let text = format!(
+        "listen 127.0.0.1:0
+upstream app {{ server 127.0.0.1:9 }}
+auth users jwt {{ issuer \"i\" audience \"a\" algorithms HS256 secret {hex} }}
+auth remote jwt {{
+  issuer \"i\"
+  audience \"a\"
+  algorithms RS256
+  jwks url https://tok:BAREJWKSPASSWORD@auth.example.com/jwks
+}}
+store s redis redis://user:BAREREDISPASSWORD@h:6379
+limit l {{ rate 1/s store s }}
+route GET /a -> app {{ auth users limit l }}
+route GET /b -> app {{ auth remote }}
+"
+    );
+    for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+        let out = Gwc::new().file("app.gw", &text).args(args.clone()).run();
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(out.status, Some(1), "{all}");
+        for secret in [&hex[..12], "BAREJWKSPASSWORD", "BAREREDISPASSWORD"] {
+            assert!(!all.contains(secret), "gwc {args:?} prints {secret}:\n{all}");
+        }
+        assert!(all.contains("GW0003"), "{all}");
+    }
+}

@@ -157,7 +157,8 @@ pub fn parse(text: &str) -> Option<Pairs<'_, Rule>> {
 fn syntax_errors(name: &str, text: &str) -> Vec<Diagnostic> {
     let mut diags = Diagnostics::default();
     let mut config = Config::default();
-    crate::syntax::lower_file(FileId(0), name, text, &mut config, &mut diags);
+    let secrets = crate::redact::secret_ranges(text);
+    crate::syntax::lower_file(FileId(0), name, text, &secrets, &mut config, &mut diags);
     diags
         .into_sorted()
         .into_iter()

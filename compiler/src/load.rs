@@ -78,7 +78,15 @@ impl Loader<'_> {
                     .help("save the file as UTF-8"),
             );
         }
-        let out = syntax::lower_file(id, name, &text, &mut self.loaded.config, &mut self.loaded.diagnostics);
+        let out = syntax::lower_file(
+            id,
+            name,
+            &text,
+            self.loaded.sources.get(id).secrets(),
+            &mut self.loaded.config,
+            &mut self.loaded.diagnostics,
+        );
+        self.loaded.sources.get_mut(id).set_secrets(out.secrets);
         self.done.push(name.to_string());
         for import in out.imports {
             self.import(name, import);

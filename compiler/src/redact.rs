@@ -28,7 +28,18 @@ pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'#' => i = line_end(b, i),
+            b'#' => {
+                // A comment: a URL's password there is still one.
+                let end = line_end(b, i);
+                url_password(text, i..end, &mut out);
+                i = end;
+            }
+            b':' if b[i..].starts_with(b"://") => {
+                // A URL outside a string (`redis://user:PW@host`, which
+                // does not parse as a value but is shown in snippets).
+                url_password(text, i..line_end(b, i), &mut out);
+                i += 3;
+            }
             b'"' => {
                 let end = string_end(b, i);
                 url_password(text, content(b, i, end), &mut out);
@@ -47,8 +58,44 @@ pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
             _ => i += 1,
         }
     }
-    out.sort_by_key(|r| r.start);
-    out.dedup_by(|b, a| b.start < a.end);
+    merge(out)
+}
+
+/// `ranges` sorted, overlapping ones made one.
+pub fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// `text[range]` with the bytes of `secrets` (sorted ranges of `text`)
+/// replaced by `*`, byte for byte; a character a secret cuts is masked
+/// whole.
+pub fn masked(text: &str, range: Range<usize>, secrets: &[Range<usize>]) -> String {
+    let Some(part) = text.get(range.clone()) else {
+        return String::new();
+    };
+    let first = secrets.partition_point(|r| r.end <= range.start);
+    let mut next = secrets[first..].iter().peekable();
+    let mut out = String::with_capacity(part.len());
+    for (k, c) in part.char_indices() {
+        let i = range.start + k;
+        while next.peek().is_some_and(|r| r.end <= i) {
+            next.next();
+        }
+        if next.peek().is_some_and(|r| r.start < i + c.len_utf8()) {
+            out.extend(std::iter::repeat_n('*', c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
     out
 }
 
@@ -365,6 +412,23 @@ mod tests {
                 assert_eq!(shown_part.len(), shown_width(t, i..t.len(), &ranges), "{t:?}");
             }
         }
+    }
+
+    #[test]
+    fn urls_outside_strings_and_in_comments_are_found() {
+        assert_eq!(secrets("store s redis redis://user:PW1@h:6379 { on_error allow }"), ["PW1"]);
+        assert_eq!(secrets("jwks url https://tok:PW2@auth.example/jwks\n"), ["PW2"]);
+        assert_eq!(secrets("# was redis://:PW3@old-host:6379\nroute /x"), ["PW3"]);
+        assert_eq!(secrets("x https://h/a secret PW4"), ["PW4"]);
+    }
+
+    #[test]
+    fn masked_text_hides_secret_bytes() {
+        let text = "secret 9f86d081884c7d65 é";
+        let ranges = secret_ranges(text);
+        assert_eq!(masked(text, 0..text.len(), &ranges), "secret **************** é");
+        assert_eq!(masked(text, 10..text.len(), &ranges), "************* é");
+        assert_eq!(merge(vec![5..9, 0..2, 1..3, 9..10, 4..4]), vec![0..3, 5..10]);
     }
 
     #[test]

@@ -18,12 +18,15 @@ use crate::codes::Code;
 use crate::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
 use crate::source::{FileId, Span, Spanned};
 use gw_grammar::{Pair, Rule};
+use std::ops::Range;
 use value::{lower_value, span_of, Expect, SVal, Val};
 
 /// What lowering one file yields besides declarations: its imports
-/// (resolved relative to the file) with the span of each.
+/// (resolved relative to the file) with the span of each, and where the
+/// file holds secrets: the ranges given, with what the parse tree showed.
 pub struct FileOutput {
     pub imports: Vec<Spanned<String>>,
+    pub secrets: Vec<Range<usize>>,
 }
 
 /// Deeper nesting of `{ [ (` is refused before parsing, so that neither the
@@ -44,8 +47,22 @@ pub const MAX_NESTING: usize = 64;
 /// Each byte is parsed at most three times (as part of a batch, once more
 /// on its own after a batch fails, and once more after the first error), so
 /// the whole stays linear in the size of the file.
-pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, diags: &mut Diagnostics) -> FileOutput {
-    let mut out = FileOutput { imports: Vec::new() };
+///
+/// `secrets` are where the text holds secrets as the lexical scan found
+/// them ([`crate::redact::secret_ranges`]): a message quoting a value
+/// ("found `...`") masks them, and those the parse tree shows are added.
+pub fn lower_file(
+    file: FileId,
+    name: &str,
+    text: &str,
+    secrets: &[Range<usize>],
+    config: &mut Config,
+    diags: &mut Diagnostics,
+) -> FileOutput {
+    let mut out = FileOutput {
+        imports: Vec::new(),
+        secrets: secrets.to_vec(),
+    };
     if let Some(at) = error::too_deep(text, MAX_NESTING) {
         diags.push(
             Diagnostic::new(
@@ -62,6 +79,7 @@ pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, dia
         base: 0,
         name,
         text,
+        secrets: std::mem::take(&mut out.secrets),
         diags,
         config,
     };
@@ -133,8 +151,9 @@ pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, dia
         }
     }
     if let (Some(d), false) = (first_error, reported) {
-        diags.push(d);
+        l.diags.push(d);
     }
+    out.secrets = l.secrets;
     out
 }
 
@@ -207,6 +226,8 @@ struct Lowerer<'a> {
     base: usize,
     name: &'a str,
     text: &'a str,
+    /// Where the text holds secrets, sorted and disjoint.
+    secrets: Vec<Range<usize>>,
     diags: &'a mut Diagnostics,
     config: &'a mut Config,
 }
@@ -228,6 +249,7 @@ impl<'a> Lowerer<'a> {
         Expect {
             diags: self.diags,
             source: self.text,
+            secrets: &self.secrets,
         }
     }
 
