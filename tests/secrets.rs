@@ -282,7 +282,10 @@ fn a_store_url_whose_password_cuts_the_url_is_refused_without_printing_it() {
 /// part of the URL.
 #[tokio::test]
 async fn a_store_url_whose_password_cuts_the_url_is_never_served_in_plan_or_log() {
-    let out = Gwc::new().file("app.gw", app()).args(["build", "app.gw", "-o", "-"]).run();
+    let out = Gwc::new()
+        .file("app.gw", app())
+        .args(["build", "app.gw", "-o", "-"])
+        .run();
     assert_eq!(out.status, Some(0), "{}", out.stderr);
     for pw in ["q7Zk/9vR+CUTPASSWORD/aXe2=", "q7Zk?CUTPASSWORD", "q7Zk CUTPASSWORD"] {
         let mut plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("plan JSON");
@@ -331,5 +334,184 @@ route GET /b -> app {{ auth remote }}
             assert!(!all.contains(secret), "gwc {args:?} prints {secret}:\n{all}");
         }
         assert!(all.contains("GW0003"), "{all}");
+    }
+}
+
+// ------------------------------------------------------------------ any layout
+
+mod layouts {
+    //! The values of `secret` and `keys` in every layout the grammar takes
+    //! (on the next line, after comments, one per line after commas as
+    //! `gwc fmt` writes them, in lists, after references), in files that
+    //! parse and in files that do not: no secret appears in any diagnostic
+    //! (its JSON, and the lines its snippets show as the renderer draws
+    //! them), of the file or of `gwc fmt`'s layout of it.
+
+    use gw_compiler::format::{format_source, Refused};
+    use gw_compiler::host::MemoryHost;
+    use gw_compiler::{redact, Diagnostic, SourceMap};
+    use proptest::prelude::*;
+
+    fn blank() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            " ",
+            "  ",
+            "\n",
+            "\n    ",
+            " # note \"q\" [\n  ",
+            "\n# note\n",
+            "\t",
+            "\r\n  ",
+        ])
+    }
+
+    fn secret() -> impl Strategy<Value = String> {
+        "[a-z0-9]{10}".prop_map(|s| format!("SeK{s}"))
+    }
+
+    /// A value of `keys` or `secret`: its text and the secrets in it.
+    fn value() -> impl Strategy<Value = (String, Vec<String>)> {
+        let leaf = prop_oneof![
+            4 => secret().prop_map(|s| (format!("\"{s}\""), vec![s])),
+            1 => secret().prop_map(|s| (s.clone(), vec![s])),
+            1 => Just(("env(\"GW_K\")".to_string(), vec![])),
+            1 => Just(("file(\"k.txt\")".to_string(), vec![])),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            (prop::collection::vec((inner, blank()), 1..4), blank()).prop_map(|(items, end)| {
+                let mut text = "[".to_string();
+                let mut all = Vec::new();
+                for (i, ((t, s), b)) in items.into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    text.push_str(b);
+                    text.push_str(&t);
+                    all.extend(s);
+                }
+                text.push_str(end);
+                text.push(']');
+                (text, all)
+            })
+        })
+    }
+
+    /// `word` and its values, laid out with the blanks given.
+    fn statement(word: &'static str) -> impl Strategy<Value = (String, Vec<String>)> {
+        (blank(), prop::collection::vec((blank(), value(), blank()), 1..4)).prop_map(move |(first, values)| {
+            let mut text = word.to_string();
+            let mut all = Vec::new();
+            for (i, (before, (t, s), after)) in values.into_iter().enumerate() {
+                text.push_str(if i == 0 { first } else { before });
+                text.push_str(&t);
+                text.push_str(after);
+                all.extend(s);
+                text.push(',');
+            }
+            text.pop();
+            (text, all)
+        })
+    }
+
+    /// A configuration holding secrets, with a mistake or not.
+    fn configuration() -> impl Strategy<Value = (String, Vec<String>)> {
+        (statement("keys"), statement("secret"), 0..5u8).prop_map(|((keys, mut k), (secret, s), mistake)| {
+            let extra = match mistake {
+                0 => "",
+                1 => "\n  leeway forever",
+                2 => "\n  issuer = \"x\"",
+                3 => "\n  Secret \"x\"",
+                _ => "\n  from nowhere x",
+            };
+            let text = format!(
+                "listen 127.0.0.1:0\nupstream app {{ server 127.0.0.1:9 }}\n\
+                 auth partners api_key {{\n  {keys}\n}}\n\
+                 auth users jwt {{\n  issuer \"i\"\n  audience \"a\"\n  algorithms HS256\n  {secret}{extra}\n}}\n\
+                 route GET /a -> app {{ auth users }}\nroute GET /b -> app {{ auth partners }}\n"
+            );
+            k.extend(s);
+            (text, k)
+        })
+    }
+
+    /// Fails naming the first secret (or 8 bytes of one) in `shown`.
+    fn assert_hidden(what: &str, shown: &str, secrets: &[String], text: &str) {
+        for s in secrets {
+            for w in s.as_bytes().windows(8) {
+                let w = std::str::from_utf8(w).expect("ASCII");
+                assert!(
+                    !shown.contains(w),
+                    "{what} shows `{w}` of {s}:\n{shown}\n--- in ---\n{text}"
+                );
+            }
+        }
+    }
+
+    /// Every diagnostic as shown: JSON, and the lines around each label as
+    /// the renderer draws them (masked, escaped).
+    fn check_all(diagnostics: &[Diagnostic], sources: &SourceMap, secrets: &[String], text: &str) {
+        for d in diagnostics {
+            assert_hidden(d.code.as_str(), &d.to_json(sources).to_string(), secrets, text);
+            for l in &d.labels {
+                let f = sources.get(l.span.file);
+                let (first, _) = f.line_col(l.span.start);
+                let (last, _) = f.line_col(l.span.end);
+                let lines = f.lines(first.saturating_sub(3), last + 2);
+                let shown = redact::shown(&f.text, lines, f.secrets());
+                assert_hidden(&format!("{}'s snippet", d.code), &shown, secrets, text);
+            }
+        }
+    }
+
+    fn compile_and_check(text: &str, secrets: &[String]) {
+        let host = MemoryHost::new().file("k.txt", "k1\n");
+        let c = gw_compiler::compile_text(&host, "app.gw", text);
+        assert!(!c.diagnostics.is_empty(), "GW0505 at least");
+        check_all(&c.diagnostics, &c.sources, secrets, text);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_layout_shows_a_secret((text, secrets) in configuration()) {
+            compile_and_check(&text, &secrets);
+            match format_source("app.gw", text.as_bytes()) {
+                Ok(formatted) => compile_and_check(&formatted, &secrets),
+                Err(Refused::Syntax { sources, diagnostics }) => check_all(&diagnostics, &sources, &secrets, &text),
+                Err(Refused::Unsafe(why)) => panic!("gwc fmt: {why}"),
+            }
+        }
+    }
+}
+
+/// The layouts a review found shown in GW0505's snippet or GW0106's
+/// message, `gwc fmt`'s own among them, through `gwc check`.
+#[test]
+fn secrets_in_any_layout_are_masked_by_gwc_check() {
+    let layouts = [
+        "keys\n    \"LAYOUTKEY-1\"",
+        "keys \"LAYOUTKEY-1\"\n  , \"LAYOUTKEY-2\"",
+        "keys \"LAYOUTKEY-1\", \"LAYOUTKEY-2\",  # partner b\n    \"LAYOUTKEY-3\"",
+        "keys env(\"GW_K\"), \"LAYOUTKEY-1\"",
+        "keys [\"LAYOUTKEY-1\",\"LAYOUTKEY-2\"]",
+    ];
+    for keys in layouts {
+        let text = format!(
+            "listen 127.0.0.1:0\nupstream app {{ server 127.0.0.1:9 }}\n\
+             auth partners api_key {{\n  {keys}\n}}\n\
+             auth users jwt {{\n  issuer \"i\"\n  audience \"a\"\n  algorithms HS256\n  secret\n    \"LAYOUTSECRET\"\n}}\n\
+             route GET /a -> app {{ auth users }}\nroute GET /b -> app {{ auth partners }}\n"
+        );
+        for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+            let out = Gwc::new()
+                .file("app.gw", &text)
+                .env("GW_K", "x")
+                .args(args.clone())
+                .run();
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(all.contains("GW0505"), "{all}");
+            assert!(!all.contains("LAYOUT"), "gwc {args:?} shows a secret:\n{all}");
+        }
     }
 }

@@ -149,45 +149,119 @@ fn content(b: &[u8], open: usize, end: usize) -> Range<usize> {
     open + 1..stop.max(open + 1)
 }
 
-/// The values after a secret word at `from` (same line; after a comma, the
-/// next may be on the next line). Returns where scanning goes on.
-fn secret_values(text: &str, mut i: usize, out: &mut Vec<Range<usize>>) -> usize {
+/// Lists and calls nested deeper than this are not descended into (the
+/// parser refuses more than 64).
+const MAX_DEPTH: usize = 64;
+
+/// The characters that end a bare value (as the grammar's `bad` token).
+const BARE_END: &[u8] = b" \t\r\n;,{}()[]#\"";
+
+/// Skips blanks (newlines included) and comments from `i`, as the grammar
+/// does between a keyword and its value, noting URL passwords in the
+/// comments it skips.
+fn skip_blanks(text: &str, mut i: usize, out: &mut Vec<Range<usize>>) -> usize {
     let b = text.as_bytes();
-    loop {
-        while i < b.len() && matches!(b[i], b' ' | b'\t') {
-            i += 1;
+    while i < b.len() {
+        match b[i] {
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'#' => {
+                let end = line_end(b, i);
+                url_password(text, i..end, out);
+                i = end;
+            }
+            _ if text[i..].starts_with('\u{FEFF}') => i += 3,
+            _ => break,
         }
-        let Some(&c) = b.get(i) else { return i };
-        if c == b'"' {
+    }
+    i
+}
+
+/// The values after a secret word, from `i`: every value of the statement,
+/// laid out as the grammar accepts it — on the next line, after a comment,
+/// one per line after commas (as `gwc fmt` writes them), in a list
+/// (`["a", "b"]`) — except references (`env("...")`, `file("...")`) and
+/// keywords (`secret` on a line of its own followed by `issuer`, or a name
+/// `keys` followed by the next declaration). Returns where scanning goes on.
+fn secret_values(text: &str, i: usize, out: &mut Vec<Range<usize>>) -> usize {
+    let b = text.as_bytes();
+    let mut i = i;
+    loop {
+        let at = skip_blanks(text, i, out);
+        let Some(next) = secret_value(text, at, 0, out) else {
+            return i.max(at.min(b.len()));
+        };
+        i = next;
+        let comma = skip_blanks(text, i, out);
+        if b.get(comma) != Some(&b',') {
+            return i;
+        }
+        i = comma + 1;
+    }
+}
+
+/// The one value at `i` (a string, a list, a call or a bare value), its
+/// secrets noted; where it ends, or `None` when there is no value at `i`.
+fn secret_value(text: &str, i: usize, depth: usize, out: &mut Vec<Range<usize>>) -> Option<usize> {
+    let b = text.as_bytes();
+    match *b.get(i)? {
+        b'"' => {
             let end = string_end(b, i);
             let inside = content(b, i, end);
             if !inside.is_empty() {
                 out.push(inside);
             }
-            i = end;
-        } else if is_word_start(c) || c.is_ascii_digit() || !b" \t\r\n;,{}()[]#\"".contains(&c) {
+            Some(end)
+        }
+        b'[' => Some(secret_items(text, i + 1, b']', true, depth + 1, out)),
+        c if !BARE_END.contains(&c) => {
             let start = i;
-            while i < b.len() && !b" \t\r\n;,{}()[]#\"".contains(&b[i]) {
-                i += 1;
+            let mut j = i;
+            while j < b.len() && !BARE_END.contains(&b[j]) {
+                j += 1;
             }
-            if b.get(i) == Some(&b'(') {
-                return start; // env("..."), file("..."): a reference, not a secret
+            let word = &text[start..j];
+            if b.get(j) == Some(&b'(') {
+                // env("..."), file("..."): a reference, not a secret; the
+                // arguments of any other call are taken as values.
+                let keep = matches!(word, "env" | "file");
+                return Some(secret_items(text, j + 1, b')', !keep, depth + 1, out));
             }
-            out.push(start..i);
-        } else {
-            return i;
+            if crate::schema::all_named(word).next().is_some() {
+                return None; // the next statement, not a value
+            }
+            out.push(start..j);
+            Some(j)
         }
-        // Another value after a comma.
-        let mut j = i;
-        while j < b.len() && matches!(b[j], b' ' | b'\t' | b'\r') {
-            j += 1;
-        }
-        if b.get(j) != Some(&b',') {
-            return i;
-        }
-        i = j + 1;
-        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
-            i += 1;
+        _ => None,
+    }
+}
+
+/// The items of a list or the arguments of a call from `i` up to the
+/// `close` that ends them (nested brackets and strings skipped whole);
+/// noted as secrets when `secret`. Returns just past `close` (or where the
+/// text stops being a list: a line that starts a declaration, the end).
+fn secret_items(text: &str, mut i: usize, close: u8, secret: bool, depth: usize, out: &mut Vec<Range<usize>>) -> usize {
+    let b = text.as_bytes();
+    let mut scratch = Vec::new();
+    let sink = if secret { out } else { &mut scratch };
+    if depth > MAX_DEPTH {
+        // Deeper than any file that parses (the parser refuses it): the
+        // rest of the line is taken as a secret, without recursing.
+        let end = line_end(b, i);
+        sink.push(i..end);
+        return end;
+    }
+    loop {
+        i = skip_blanks(text, i, sink);
+        match b.get(i) {
+            None => return i,
+            Some(&c) if c == close => return i + 1,
+            Some(b',') => i += 1,
+            Some(b'}' | b'{' | b';') => return i,
+            Some(_) => match secret_value(text, i, depth, sink) {
+                Some(next) => i = next,
+                None => return i,
+            },
         }
     }
 }
@@ -363,6 +437,26 @@ mod tests {
         assert_eq!(secrets(r#"secret "a\"b" issuer "x""#), [r#"a\"b"#]);
     }
 
+    /// Every layout the grammar accepts, `gwc fmt`'s included.
+    #[test]
+    fn secrets_are_found_in_any_layout() {
+        assert_eq!(secrets("keys\n  \"K1\"\n"), ["K1"]);
+        assert_eq!(secrets("secret\n\n  S1\n}"), ["S1"]);
+        assert_eq!(secrets("keys \"K1\"\n  , \"K2\""), ["K1", "K2"]);
+        assert_eq!(
+            secrets("keys \"K1\", \"K2\",  # partner b\n    \"K3\"\n"),
+            ["K1", "K2", "K3"]
+        );
+        assert_eq!(secrets("keys # first\n  \"K1\" # after\n  , \"K2\""), ["K1", "K2"]);
+        assert_eq!(secrets(r#"keys env("X"), "K1", file("f"), K2"#), ["K1", "K2"]);
+        assert_eq!(secrets(r#"keys ["K1","K2", [K3]], "K4""#), ["K1", "K2", "K3", "K4"]);
+        assert_eq!(secrets(r#"secret base64("S1")"#), ["S1"]);
+        // A keyword ends the values: a name `keys`, a `secret` with none.
+        assert!(secrets("route /x -> keys\n  # c\nroute /y -> app").is_empty());
+        assert!(secrets("auth a jwt {\n  secret\n  issuer \"i\"\n}").is_empty());
+        assert!(secrets("route /x -> app { auth keys limit l }").is_empty());
+    }
+
     #[test]
     fn references_names_and_comments_are_not_secrets() {
         assert!(secrets(r#"secret env("JWT_SECRET") keys file("k.txt")"#).is_empty());
@@ -384,6 +478,21 @@ mod tests {
         assert_eq!(secrets(r#""https://a/b:c@h""#), ["a/b:c"]);
         // A path holding an `@` is hidden too: the safe mistake.
         assert_eq!(secrets(r#"redirect "https://example.com/@user""#), ["example.com/"]);
+    }
+
+    #[test]
+    fn deep_lists_are_scanned_without_recursing_deeper() {
+        let deep = format!("keys {}\"K1\"{}\nroute /x", "[".repeat(100_000), "]".repeat(100_000));
+        let found = secrets(&deep);
+        assert!(found.iter().any(|s| s.contains("K1")), "{:?}", found.len());
+        assert!(
+            !found.iter().any(|s| s.contains("route")),
+            "{:?}",
+            found
+                .iter()
+                .map(|s| &s[s.len().saturating_sub(30)..])
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -416,7 +525,10 @@ mod tests {
 
     #[test]
     fn urls_outside_strings_and_in_comments_are_found() {
-        assert_eq!(secrets("store s redis redis://user:PW1@h:6379 { on_error allow }"), ["PW1"]);
+        assert_eq!(
+            secrets("store s redis redis://user:PW1@h:6379 { on_error allow }"),
+            ["PW1"]
+        );
         assert_eq!(secrets("jwks url https://tok:PW2@auth.example/jwks\n"), ["PW2"]);
         assert_eq!(secrets("# was redis://:PW3@old-host:6379\nroute /x"), ["PW3"]);
         assert_eq!(secrets("x https://h/a secret PW4"), ["PW4"]);
@@ -447,13 +559,23 @@ mod tests {
             "`redis://h:6379` then `redis://u:<redacted>@h`"
         );
         // To the last `@`: `/ ? #`, a space, a quote or a backtick unencoded.
-        for pw in ["q7Zk/9vR+PASSWORD/aXe2=", "a?PASSWORD", "a#PASSWORD", "a PASSWORD", "a\"PASSWORD", "a`PASSWORD"] {
+        for pw in [
+            "q7Zk/9vR+PASSWORD/aXe2=",
+            "a?PASSWORD",
+            "a#PASSWORD",
+            "a PASSWORD",
+            "a\"PASSWORD",
+            "a`PASSWORD",
+        ] {
             let line = format!("error=`redis://:{pw}@127.0.0.1:6379` and more");
             let clean = redact_url(&line);
             assert!(!clean.contains("PASSWORD"), "{clean}");
             assert!(clean.contains("127.0.0.1:6379"), "{clean}");
         }
-        assert_eq!(redact_url("https://tok/en@h/x\nnext@line"), "https://<redacted>@h/x\nnext@line");
+        assert_eq!(
+            redact_url("https://tok/en@h/x\nnext@line"),
+            "https://<redacted>@h/x\nnext@line"
+        );
     }
 
     #[test]

@@ -199,10 +199,16 @@ mod tests {
 
     #[test]
     fn urls_parse() {
-        assert_eq!(parse("redis://127.0.0.1:6379"), Ok(url("127.0.0.1", 6379, 0, None, None)));
+        assert_eq!(
+            parse("redis://127.0.0.1:6379"),
+            Ok(url("127.0.0.1", 6379, 0, None, None))
+        );
         assert_eq!(parse("rediss://cache"), Ok(url("cache", 6379, 0, None, None)));
         assert_eq!(parse("redis://cache:7000/2/"), Ok(url("cache", 7000, 2, None, None)));
-        assert_eq!(parse("redis://:pw@cache/?x=1#y"), Ok(url("cache", 6379, 0, None, Some("pw"))));
+        assert_eq!(
+            parse("redis://:pw@cache/?x=1#y"),
+            Ok(url("cache", 6379, 0, None, Some("pw")))
+        );
         assert_eq!(
             parse("redis://gw:p%40ss%2F%3F%23@[::1]:6380/1"),
             Ok(url("::1", 6380, 1, Some("gw"), Some("p@ss/?#")))

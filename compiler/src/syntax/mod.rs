@@ -253,6 +253,49 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// Notes where `v`, a secret value (of `secret` or `keys`), is written:
+    /// a string's content, each item of a list, the arguments of a call
+    /// other than `env()` and `file()` (references, not secrets), any other
+    /// value whole. What the lexical scan missed (a layout it does not
+    /// follow) is masked all the same.
+    fn note_secret(&mut self, v: &SVal) {
+        let (start, end) = (v.span.start as usize, v.span.end as usize);
+        match &v.val {
+            Val::Str(_) => self.secret_range(start + 1..end.saturating_sub(1)),
+            Val::Unterminated => self.secret_range(start + 1..end),
+            Val::List(items) | Val::Call(_, items) => {
+                if !matches!(&v.val, Val::Call(name, _) if name == "env" || name == "file") {
+                    for item in items {
+                        self.note_secret(item);
+                    }
+                }
+            }
+            _ => self.secret_range(start..end),
+        }
+    }
+
+    /// Adds `r` to the file's secrets, keeping them sorted and disjoint.
+    fn secret_range(&mut self, r: Range<usize>) {
+        if r.start >= r.end {
+            return;
+        }
+        let i = self.secrets.partition_point(|x| x.end < r.start);
+        if self
+            .secrets
+            .get(i)
+            .is_some_and(|x| x.start <= r.start && r.end <= x.end)
+        {
+            return; // the lexical scan found it: the usual case
+        }
+        let mut j = i;
+        let mut merged = r;
+        while let Some(x) = self.secrets.get(j).filter(|x| x.start <= merged.end) {
+            merged = merged.start.min(x.start)..merged.end.max(x.end);
+            j += 1;
+        }
+        self.secrets.splice(i..j, [merged]);
+    }
+
     /// Records attribute `kw` of `block`; false (and GW0105) if already given.
     fn first(&mut self, seen: &mut Seen, kw: &str, span: Span, block: &str) -> bool {
         if let Some((_, first)) = seen.0.iter().find(|(k, _)| k == kw) {
@@ -1083,6 +1126,11 @@ impl<'a> Lowerer<'a> {
                     let Some((kw, kw_span, values)) = self.list_setting(a) else {
                         continue;
                     };
+                    if matches!(kw.as_str(), "secret" | "keys") {
+                        for v in &values {
+                            self.note_secret(v);
+                        }
+                    }
                     if !known.contains(&kw.as_str()) {
                         let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
                         let kind_word = if jwt { "a `jwt` auth" } else { "an `api_key` auth" };
