@@ -515,3 +515,39 @@ fn secrets_in_any_layout_are_masked_by_gwc_check() {
         }
     }
 }
+
+/// A secret under a misspelled name (`key` for `keys`, `Secret`) is an
+/// unknown attribute (GW0103), whose snippet shows its line: masked, in a
+/// declaration that parses and in one that does not.
+#[test]
+fn secrets_under_misspelled_names_are_masked() {
+    let text = "listen 127.0.0.1:0
+upstream app { server 127.0.0.1:9 }
+auth partners api_key {
+  key \"MISSPELTKEY-1\", [\"MISSPELTKEY-2\"]
+}
+auth users jwt {
+  issuer \"i\"
+  audience \"a\"
+  algorithms HS256
+  Secret \"MISSPELTSECRET-1\"
+  secret env(\"GW_K\")
+}
+auth broken jwt {
+  Secret \"MISSPELTSECRET-2\"
+  issuer = \"i\"
+}
+route GET /a -> app { auth users }
+route GET /b -> app { auth partners }
+";
+    for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+        let out = Gwc::new()
+            .file("app.gw", text)
+            .env("GW_K", "k")
+            .args(args.clone())
+            .run();
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(all.contains("GW0103") && all.contains("GW0001"), "{all}");
+        assert!(!all.contains("MISSPELT"), "gwc {args:?} shows a secret:\n{all}");
+    }
+}

@@ -5,7 +5,8 @@
 //! draw it, those ranges masked with `*` and control characters escaped;
 //! [`redact_url`] and [`escape_controls`] clean a string for a message or a
 //! log. The scan is lexical, not a parse, so it holds for text that does not
-//! parse too.
+//! parse too; lowering adds what the parse tree shows
+//! ([`crate::source::SourceFile::set_secrets`]).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -13,19 +14,45 @@ use std::ops::Range;
 /// The words whose values are secrets when written inline.
 const SECRET_WORDS: [&str; 2] = ["secret", "keys"];
 
-/// Byte ranges of `text` that hold secrets, sorted and disjoint: the content
-/// of each string (or the bare word) after `secret` or `keys` on the same
-/// line (`keys "a", "b"` continues after each comma), except `env(...)` and
-/// `file(...)`; and, in any string, a URL's password (`user:PASSWORD@`, or
-/// the whole user part when it has no `:`). Comments are skipped.
+/// Whether the values after `word` are taken for secrets: `secret` and
+/// `keys`; and, inside an `auth` declaration, where no other attribute
+/// comes close, any spelling of them a writer may have meant (`Secret`,
+/// `key`, `secrets`: within one edit of `secret`, `keys` or `key`, case
+/// ignored), whose values the checker reports as an unknown attribute
+/// (GW0103) with the line in its snippet.
+fn is_secret_word(word: &str, in_auth: bool) -> bool {
+    if SECRET_WORDS.contains(&word) {
+        return true;
+    }
+    if !in_auth || !(2..=8).contains(&word.len()) {
+        return false;
+    }
+    let lower = word.to_ascii_lowercase();
+    ["secret", "keys", "key"]
+        .iter()
+        .any(|w| crate::diagnostic::edit_distance(&lower, w) <= 1)
+}
+
+/// Byte ranges of `text` that hold secrets, sorted and disjoint: the values
+/// after `secret` or `keys` (and their misspellings in an `auth`
+/// declaration: [`is_secret_word`]) in any layout — the content of each
+/// string, a bare value whole, the items of a list — except `env(...)`
+/// and `file(...)`; and anywhere (strings, bare values, comments) a URL's
+/// password. A word right after `auth`, `upstream`, `limit`, `store` or
+/// `->` is a name, not a secret word.
 pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     // Most files hold none: a fast search says so without the scan.
-    if !SECRET_WORDS.iter().any(|w| text.contains(w)) && !text.contains("://") {
+    let has_auth = text.starts_with("auth") || text.contains("\nauth");
+    if !has_auth && !SECRET_WORDS.iter().any(|w| text.contains(w)) && !text.contains("://") {
         return Vec::new();
     }
     let b = text.as_bytes();
     let mut out: Vec<Range<usize>> = Vec::new();
     let mut i = 0;
+    // Inside an `auth` declaration (from `auth` in column 1 to the next
+    // declaration keyword there); the word before, when it names.
+    let mut in_auth = false;
+    let mut names_next = false;
     while i < b.len() {
         match b[i] {
             b'#' => {
@@ -43,19 +70,36 @@ pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
             b'"' => {
                 let end = string_end(b, i);
                 url_password(text, content(b, i, end), &mut out);
+                names_next = false;
                 i = end;
+            }
+            b'-' if b.get(i + 1) == Some(&b'>') => {
+                names_next = true;
+                i += 2;
             }
             c if is_word_start(c) && (i == 0 || !is_word(b[i - 1])) => {
                 let mut j = i;
                 while j < b.len() && is_word(b[j]) {
                     j += 1;
                 }
-                if SECRET_WORDS.contains(&&text[i..j]) {
+                let word = &text[i..j];
+                if i == 0 || b[i - 1] == b'\n' {
+                    if let Some(kw) = crate::syntax::DECLARATION_KEYWORDS.iter().find(|k| **k == word) {
+                        in_auth = *kw == "auth";
+                    }
+                }
+                let named = std::mem::replace(&mut names_next, matches!(word, "auth" | "upstream" | "limit" | "store"));
+                if !named && is_secret_word(word, in_auth) {
                     j = secret_values(text, j, &mut out);
+                    names_next = false;
                 }
                 i = j;
             }
-            _ => i += 1,
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            _ => {
+                names_next = false;
+                i += 1;
+            }
         }
     }
     merge(out)
@@ -455,13 +499,25 @@ mod tests {
         assert!(secrets("route /x -> keys\n  # c\nroute /y -> app").is_empty());
         assert!(secrets("auth a jwt {\n  secret\n  issuer \"i\"\n}").is_empty());
         assert!(secrets("route /x -> app { auth keys limit l }").is_empty());
+        assert!(secrets("upstream keys { server 1.2.3.4:80 }\nauth secret jwt { issuer \"i\" }").is_empty());
+    }
+
+    /// What a writer may have meant for `secret` or `keys`, in an `auth`
+    /// declaration only.
+    #[test]
+    fn misspelled_secret_words_in_auth_are_found() {
+        let auth = "auth a api_key {\n  key \"K1\"\n  Secret \"S1\"\n  KEYS \"K2\"\n  secrets S2\n  sercet \"x\"\n}\n";
+        assert_eq!(secrets(auth), ["K1", "S1", "K2", "S2"]);
+        // Elsewhere `key` is an attribute of its own.
+        assert!(secrets("limit l { key api_key }\nroute /x -> app { limit l }").is_empty());
+        assert!(secrets(&format!("{auth}limit l {{ key api_key }}")).len() == 4);
     }
 
     #[test]
     fn references_names_and_comments_are_not_secrets() {
         assert!(secrets(r#"secret env("JWT_SECRET") keys file("k.txt")"#).is_empty());
         assert!(secrets("upstream keys { server 1.2.3.4:80 }\nroute /x -> keys\nroute /y -> app").is_empty());
-        assert!(secrets("# secret \"in a comment\"\nsecrets \"x\" mysecret \"y\"").is_empty());
+        assert!(secrets("# secret \"in a comment\"\nsecrets \"x\" mysecret \"y\" Secret \"z\"").is_empty());
     }
 
     #[test]

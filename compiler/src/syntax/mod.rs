@@ -189,7 +189,7 @@ fn skip_blanks(text: &str, mut pos: usize) -> usize {
 }
 
 /// The declaration keywords, which recovery looks for in column 1.
-const DECLARATION_KEYWORDS: [&str; 10] = [
+pub(crate) const DECLARATION_KEYWORDS: [&str; 10] = [
     "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
 ];
 
@@ -271,6 +271,44 @@ impl<'a> Lowerer<'a> {
                 }
             }
             _ => self.secret_range(start..end),
+        }
+    }
+
+    /// Notes the values an unknown attribute of an `auth` block swallowed
+    /// (the pair's children after its name) as secrets.
+    fn note_loose_secrets(&mut self, pair: Pair<'_, Rule>) {
+        for child in pair.into_inner().skip(1) {
+            self.note_loose(child);
+        }
+    }
+
+    /// A string's content, a bare value whole, lists and blocks item by
+    /// item, the arguments of a call other than `env()` and `file()`.
+    fn note_loose(&mut self, pair: Pair<'_, Rule>) {
+        match pair.as_rule() {
+            Rule::value | Rule::any_block | Rule::list => {
+                for child in pair.into_inner() {
+                    self.note_loose(child);
+                }
+            }
+            Rule::call => {
+                let mut inner = pair.into_inner();
+                if inner.next().is_some_and(|n| !matches!(n.as_str(), "env" | "file")) {
+                    for child in inner {
+                        self.note_loose(child);
+                    }
+                }
+            }
+            Rule::string | Rule::unterminated_string => {
+                let span = self.span(&pair);
+                let end = span.end as usize - usize::from(pair.as_rule() == Rule::string);
+                self.secret_range(span.start as usize + 1..end);
+            }
+            Rule::comma | Rule::arrow | Rule::lbrace | Rule::rbrace => {}
+            _ => {
+                let span = self.span(&pair);
+                self.secret_range(span.start as usize..span.end as usize);
+            }
         }
     }
 
@@ -1221,7 +1259,12 @@ impl<'a> Lowerer<'a> {
                             .help("an `api_key` auth takes `from` and `keys`"),
                     );
                 }
-                Rule::auth_unknown => self.unknown(a, &block, known),
+                Rule::auth_unknown => {
+                    // `key "..."`, `Secret "..."`: most likely a secret under
+                    // a misspelled name, shown in GW0103's snippet.
+                    self.note_loose_secrets(a.clone());
+                    self.unknown(a, &block, known)
+                }
                 _ => {}
             }
         }
