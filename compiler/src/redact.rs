@@ -229,6 +229,12 @@ fn skip_blanks(text: &str, mut i: usize, out: &mut Vec<Range<usize>>) -> usize {
 fn secret_values(text: &str, i: usize, out: &mut Vec<Range<usize>>) -> usize {
     let b = text.as_bytes();
     let mut i = i;
+    // `secret = "..."`, `secret: "..."`: not the grammar, but what a writer
+    // used to other formats types; the value after the sign is the secret.
+    let sign = skip_blanks(text, i, out);
+    if matches!(b.get(sign), Some(b'=' | b':')) {
+        i = sign + 1;
+    }
     loop {
         let at = skip_blanks(text, i, out);
         let Some(next) = secret_value(text, at, 0, out) else {
@@ -508,6 +514,9 @@ mod tests {
     fn misspelled_secret_words_in_auth_are_found() {
         let auth = "auth a api_key {\n  key \"K1\"\n  Secret \"S1\"\n  KEYS \"K2\"\n  secrets S2\n  sercet \"x\"\n}\n";
         assert_eq!(secrets(auth), ["K1", "S1", "K2", "S2"]);
+        // With a sign other formats take.
+        let signs = "auth a jwt {\n  secret = abc1\n  Secret: \"abc2\"\n  secret =abc3\n}\n";
+        assert_eq!(secrets(signs), ["abc1", "abc2", "abc3"]);
         // Elsewhere `key` is an attribute of its own.
         assert!(secrets("limit l { key api_key }\nroute /x -> app { limit l }").is_empty());
         assert!(secrets(&format!("{auth}limit l {{ key api_key }}")).len() == 4);

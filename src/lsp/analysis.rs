@@ -12,6 +12,7 @@ use gw_compiler::host::Host;
 use gw_compiler::Diagnostic;
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// The texts of the open documents, by the name the compiler reads them as.
@@ -33,6 +34,17 @@ pub struct FileView {
     pub text: Arc<str>,
     pub lines: LineIndex,
     pub index: FileIndex,
+    /// Where `text` holds secrets (as the compiler found them): whatever
+    /// the server shows of the text is masked there, as `gwc check` does.
+    pub secrets: Arc<[Range<usize>]>,
+}
+
+impl FileView {
+    /// `text[range]` as it may be shown: secrets masked, control
+    /// characters escaped ([`gw_compiler::redact::shown`]).
+    pub fn shown(&self, range: Range<usize>) -> String {
+        gw_compiler::redact::shown(&self.text, range, &self.secrets)
+    }
 }
 
 /// What the compiler said about one document and the files it imports.
@@ -169,12 +181,19 @@ pub fn compile(job: &Job) -> Analysis {
             lines: LineIndex::new(&file.text),
             index: FileIndex::default(),
             text: file.text.clone(),
+            secrets: Arc::from(file.secrets()),
         })
         .collect();
     let diagnostics: Vec<(usize, Diagnostic)> = compilation
         .diagnostics
         .into_iter()
-        .map(|d| (d.span().map_or(0, |s| s.file.0 as usize), d))
+        // Shown as `gwc check` shows them: secrets masked, URLs redacted.
+        .map(|d| {
+            (
+                d.span().map_or(0, |s| s.file.0 as usize),
+                d.redacted(&compilation.sources),
+            )
+        })
         .collect();
     Analysis {
         uri: job.uri.clone(),
