@@ -2,7 +2,8 @@
 //! runtime/src/secrets.rs): only regular files once symlinks are followed,
 //! at most 64 MiB. `import "/dev/zero"` once grew `gwc check` without end
 //! and a FIFO import hung it; both are GW0005 now, at once, and the file on
-//! the command line is refused alike (exit status 2).
+//! the command line is refused alike (exit status 2). `gwc fmt` (files and
+//! standard input) and `gwc lsp` (imports) read with the same bounds.
 
 use crate::support::{gwc_path, TempDir};
 use gw_compiler::host::{MemoryHost, Refusal, MAX_FILE_SIZE};
@@ -14,11 +15,16 @@ use std::time::{Duration, Instant};
 /// Runs `gwc ARGS` in `dir`, killing it (and failing) if it takes longer
 /// than 20 s: before the fix, a FIFO made it wait forever.
 fn gwc_within(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    gwc_within_reading(dir, args, Stdio::null())
+}
+
+/// [`gwc_within`] with `stdin` as its standard input.
+fn gwc_within_reading(dir: &Path, args: &[&str], stdin: Stdio) -> (Option<i32>, String, String) {
     let mut child = Command::new(gwc_path())
         .args(args)
         .current_dir(dir)
         .env_clear()
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -230,4 +236,77 @@ fn the_memory_host_refuses_what_a_real_host_refuses() {
     // The root file: a usage error, with the refusal as its reason.
     let e = compile(&host, "pipe.gw").err().expect("refused");
     assert_eq!(e.to_string(), "it is a FIFO, not a regular file");
+}
+
+#[test]
+fn gwc_fmt_reads_files_and_standard_input_with_the_same_bounds() {
+    let dir = TempDir::new();
+    mkfifo(&dir.path().join("pipe.gw"));
+    sparse(&dir.path().join("huge.gw"), MAX_FILE_SIZE + 1);
+    for (file, why) in [
+        ("pipe.gw", "it is a FIFO, not a regular file"),
+        ("/dev/zero", "it is a character device, not a regular file"),
+        ("huge.gw", "it is 67108865 bytes, more than the 64 MiB a file may have"),
+    ] {
+        for args in [vec!["fmt", file], vec!["fmt", "--check", file]] {
+            let (status, stdout, stderr) = gwc_within(dir.path(), &args);
+            assert_eq!(status, Some(2), "gwc {args:?}: {stdout}{stderr}");
+            assert!(
+                stderr.contains(&format!("error: cannot read `{file}`: {why}")),
+                "gwc {args:?}: {stderr}"
+            );
+        }
+    }
+    // Standard input stops at the same 64 MiB (a sparse file: no disk spent).
+    for input in ["/dev/zero", "huge.gw"] {
+        let stdin = std::fs::File::open(dir.path().join(input)).expect("open");
+        let (status, stdout, stderr) = gwc_within_reading(dir.path(), &["fmt", "-"], stdin.into());
+        assert_eq!(status, Some(2), "gwc fmt < {input}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("error: cannot read standard input: it is larger than the 64 MiB a file may have"),
+            "gwc fmt < {input}: {stderr}"
+        );
+        assert!(stdout.is_empty());
+    }
+}
+
+#[test]
+fn gwc_lsp_reads_imports_with_the_same_bounds() {
+    use crate::lsp_support::{uri, Client};
+    let dir = TempDir::new();
+    mkfifo(&dir.path().join("pipe.gw"));
+    let (mut client, _) = Client::start(dir.path(), &[]);
+    let app = dir.path().join("app.gw");
+    let text = format!("import \"pipe.gw\"\nimport \"/dev/zero\"\n{ROUTES}");
+    std::fs::write(&app, &text).expect("write");
+    let app = uri(&app);
+    let start = Instant::now();
+    client.open(&app, &text);
+    // Before, the compile worker waited for a writer to the FIFO forever.
+    let list = client.diagnostics(&app, |l| !l.is_empty());
+    let found: Vec<(&str, &str)> = list
+        .iter()
+        .map(|d| {
+            let message = d["message"].as_str().unwrap_or("");
+            (
+                d["code"].as_str().unwrap_or(""),
+                message.split('\n').next().unwrap_or(""),
+            )
+        })
+        .collect();
+    let pipe = dir.path().join("pipe.gw");
+    assert_eq!(
+        found,
+        vec![
+            (
+                "GW0005",
+                format!("cannot import `{}`: it is a FIFO, not a regular file", pipe.display()).as_str()
+            ),
+            (
+                "GW0005",
+                "cannot import `/dev/zero`: it is a character device, not a regular file"
+            ),
+        ]
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
 }

@@ -61,7 +61,9 @@ pub struct Analysis {
 }
 
 /// The compiler's [`Host`] for the server: open documents as the editor has
-/// them, everything else from the disk, variables from the environment.
+/// them, everything else from the disk as `gwc check` reads it
+/// ([`RealHost`](crate::host::RealHost): regular files of at most 64 MiB),
+/// variables from the environment.
 pub struct EditorHost<'a> {
     pub overlay: &'a Overlay,
 }
@@ -70,7 +72,9 @@ impl Host for EditorHost<'_> {
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
         match self.overlay.get(path) {
             Some(text) => Ok(text.as_bytes().to_vec()),
-            None => std::fs::read(path),
+            // Bounded as `gwc check` reads: a FIFO or `/dev/zero` is
+            // GW0005 at once, never a compile worker stuck for good.
+            None => crate::host::RealHost.read(path),
         }
     }
 
