@@ -20,4 +20,8 @@ impl Host for RealHost {
     fn env(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
+
+    fn identity(&self, path: &str) -> Option<(u64, u64)> {
+        gw_compiler::host::file_identity(path)
+    }
 }

@@ -81,6 +81,10 @@ impl Host for EditorHost<'_> {
     fn env(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
+
+    fn identity(&self, path: &str) -> Option<(u64, u64)> {
+        crate::host::RealHost.identity(path)
+    }
 }
 
 /// Starts the workers; they stop when `jobs`' sender is dropped or
