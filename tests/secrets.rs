@@ -179,6 +179,30 @@ fn control_characters_from_the_file_are_escaped() {
     assert!(out.stdout.contains("5\\u{1b}[31m\\r\\0s"), "{}", out.stdout);
 }
 
+/// Bidirectional overrides and isolates ("Trojan Source": a line that
+/// reads in another order than it parses) and zero-width characters are
+/// shown escaped in diagnostics, like control characters.
+#[test]
+fn invisible_characters_from_the_file_are_escaped() {
+    let text = "upstream app { server 127.0.0.1:9 }\n\
+                route GET /a { respond 999 \"ok\u{202e} \u{2066}admin\u{2069}\" }\n\
+                route GET /b -> app { timeout 5\u{200b}s }\n\
+                route GET /c -> ap\u{feff}p\n";
+    let invisible = ['\u{202e}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{feff}'];
+    for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+        let out = Gwc::new().file("app.gw", text).args(args.clone()).run();
+        assert_eq!(out.status, Some(1));
+        let all = format!("{}{}", out.stdout, out.stderr);
+        for c in invisible {
+            assert!(!all.contains(c), "gwc {args:?} prints {c:?} raw:\n{all}");
+        }
+    }
+    let out = Gwc::new().file("app.gw", text).args(["check", "app.gw"]).run();
+    for escaped in ["ok\\u{202e} \\u{2066}admin\\u{2069}", "5\\u{200b}s"] {
+        assert!(out.stdout.contains(escaped), "{escaped}: {}", out.stdout);
+    }
+}
+
 #[test]
 fn build_says_its_plan_carries_the_secrets() {
     // The one exception: serving a built plan needs inline secrets.

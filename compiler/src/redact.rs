@@ -392,9 +392,35 @@ pub fn redact_url(s: &str) -> Cow<'_, str> {
 
 /// Whether a character must not reach a terminal as it is: C0 controls
 /// other than tab and newline (ESC, BEL, NUL, backspace, ...), DEL and C1
-/// controls (U+0080..U+009F; U+009B is a CSI on some terminals).
-fn is_control(c: char) -> bool {
-    (c.is_control() && c != '\t' && c != '\n') || ('\u{80}'..='\u{9f}').contains(&c)
+/// controls (U+0080..U+009F; U+009B is a CSI on some terminals), and the
+/// invisible ones ([`is_invisible`]).
+pub fn is_control(c: char) -> bool {
+    (c.is_control() && c != '\t' && c != '\n') || ('\u{80}'..='\u{9f}').contains(&c) || is_invisible(c)
+}
+
+/// The invisible format characters that change what a reader sees without
+/// showing themselves: the bidirectional overrides, embeddings and
+/// isolates (U+202A..U+202E, U+2066..U+2069: "Trojan Source", text that
+/// reads in another order than it parses), the marks U+200E/U+200F/U+061C,
+/// zero-width spaces and joiners (U+200B..U+200D, U+2060..U+2064, U+FEFF),
+/// the line and paragraph separators (U+2028, U+2029), the deprecated
+/// format characters U+206A..U+206F, U+180E, the soft hyphen U+00AD and
+/// the interlinear annotations U+FFF9..U+FFFB.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+}
+
+/// How a control character is written: as Rust escapes it (`\u{1b}`,
+/// `\r`, `\0`), an invisible one always as `\u{202e}`.
+fn escape(c: char) -> impl Iterator<Item = char> {
+    let (unicode, debug) = if is_invisible(c) {
+        (Some(c.escape_unicode()), None)
+    } else {
+        (None, Some(c.escape_debug()))
+    };
+    unicode.into_iter().flatten().chain(debug.into_iter().flatten())
 }
 
 /// `s` with control characters escaped as Rust writes them (`\u{1b}`,
@@ -406,7 +432,7 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if is_control(c) {
-            out.extend(c.escape_debug());
+            out.extend(escape(c));
         } else {
             out.push(c);
         }
@@ -439,7 +465,7 @@ pub fn shown(text: &str, range: Range<usize>, secrets: &[Range<usize>]) -> Strin
         if next.peek().is_some_and(|r| r.start <= i) {
             out.extend(std::iter::repeat_n('*', c.len_utf8()));
         } else if escaped_at(text, i, c) {
-            out.extend(c.escape_debug());
+            out.extend(escape(c));
         } else {
             out.push(c);
         }
@@ -463,7 +489,7 @@ pub fn shown_width(text: &str, range: Range<usize>, secrets: &[Range<usize>]) ->
             next.next();
         }
         if next.peek().is_none_or(|r| r.start > i) && escaped_at(text, i, c) {
-            width += c.escape_debug().len() - c.len_utf8();
+            width += escape(c).count() - c.len_utf8();
         }
     }
     width
@@ -648,6 +674,16 @@ mod tests {
         assert_eq!(escape_controls("a\u{1b}[2Jb\u{7}\0\r\n"), "a\\u{1b}[2Jb\\u{7}\\0\\r\n");
         assert_eq!(escape_controls("x\u{9b}y"), "x\\u{9b}y");
         assert!(matches!(escape_controls("plain\ttext\n"), Cow::Borrowed(_)));
+        // Bidirectional overrides and isolates, zero-width characters.
+        assert_eq!(
+            escape_controls("/a\u{202e}b\u{2066}c\u{2069}\u{200b}\u{feff}\u{2028}"),
+            "/a\\u{202e}b\\u{2066}c\\u{2069}\\u{200b}\\u{feff}\\u{2028}"
+        );
+        assert!(matches!(escape_controls("café naïve → ü"), Cow::Borrowed(_)));
+        let text = "x \u{202e}\"y\" z";
+        let all = 0..text.len();
+        assert_eq!(shown(text, all.clone(), &[]), "x \\u{202e}\"y\" z");
+        assert_eq!(shown_width(text, all, &[]), shown(text, 0..text.len(), &[]).len());
     }
 
     #[test]
