@@ -63,17 +63,33 @@ pub fn lower_file(
         imports: Vec::new(),
         secrets: secrets.to_vec(),
     };
-    if let Some(at) = error::too_deep(text, MAX_NESTING) {
-        diags.push(
-            Diagnostic::new(
-                Code::GW0001,
-                format!("blocks and lists are nested more than {MAX_NESTING} deep"),
-            )
-            .primary(Span::new(file, at, at + 1), "too deep")
-            .help("a `.gw` file never needs this much nesting: look for unbalanced brackets"),
-        );
-        return out;
-    }
+    let too_deep = |at: usize| {
+        Diagnostic::new(
+            Code::GW0001,
+            format!("blocks and lists are nested more than {MAX_NESTING} deep"),
+        )
+        .primary(Span::new(file, at, at + 1), "too deep")
+        .help("a `.gw` file never needs this much nesting: look for unbalanced brackets")
+    };
+    // Too deep: once per declaration (from a declaration keyword in column
+    // 1 to the next), which is then blanked (its bytes made spaces, so
+    // offsets stay) and the rest checked as usual. Should the rest still
+    // nest too deep (unclosed brackets adding up across declarations), the
+    // file is refused whole, once.
+    let blanked = blank_too_deep(text);
+    let text: &str = match &blanked {
+        None => text,
+        Some((blanked, deep)) => {
+            if let Some(at) = error::too_deep(blanked, MAX_NESTING) {
+                diags.push(too_deep(at));
+                return out;
+            }
+            for &at in deep {
+                diags.push(too_deep(at));
+            }
+            blanked
+        }
+    };
     let mut l = Lowerer {
         file,
         base: 0,
@@ -186,6 +202,30 @@ fn skip_blanks(text: &str, mut pos: usize) -> usize {
         }
     }
     pos
+}
+
+/// `text` with each declaration that nests deeper than [`MAX_NESTING`]
+/// blanked (every byte but newlines made a space), and where each went
+/// too deep; `None` when none does.
+fn blank_too_deep(text: &str) -> Option<(String, Vec<usize>)> {
+    error::too_deep(text, MAX_NESTING)?;
+    let mut bytes = text.as_bytes().to_vec();
+    let mut deep = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let end = next_declaration_line(text, start);
+        if let Some(at) = error::too_deep(&text[start..end], MAX_NESTING) {
+            deep.push(start + at);
+            for b in &mut bytes[start..end] {
+                if *b != b'\n' {
+                    *b = b' ';
+                }
+            }
+        }
+        start = end;
+    }
+    // Whole declarations were blanked, so the text is still UTF-8.
+    String::from_utf8(bytes).ok().map(|blanked| (blanked, deep))
 }
 
 /// The declaration keywords, which recovery looks for in column 1.
