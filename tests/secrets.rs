@@ -575,3 +575,22 @@ route GET /b -> app { auth partners }
         assert!(!all.contains("MISSPELT"), "gwc {args:?} shows a secret:\n{all}");
     }
 }
+
+/// A misspelled `auth` declaration with a misspelled secret word in it is
+/// a syntax error whose snippet shows the line: the value is masked.
+#[test]
+fn secrets_in_a_misspelled_auth_declaration_are_masked() {
+    let text = "listen 127.0.0.1:0
+upstream app { server 127.0.0.1:9 }
+auht users jwt { issuer \"i\" audience \"a\" algorithms HS256 Secret \"MISSPELT-1\" }
+Auth other jwt { issuer \"i\" audience \"a\" algorithms HS256 secrte \"MISSPELT-2\" }
+auth partners api_key { kyes \"MISSPELT-3\" }
+route GET /a -> app
+";
+    for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+        let out = Gwc::new().file("app.gw", text).args(args.clone()).run();
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(all.contains("GW0001"), "{all}");
+        assert!(!all.contains("MISSPELT"), "gwc {args:?} shows a secret:\n{all}");
+    }
+}

@@ -17,9 +17,10 @@ const SECRET_WORDS: [&str; 2] = ["secret", "keys"];
 /// Whether the values after `word` are taken for secrets: `secret` and
 /// `keys`; and, inside an `auth` declaration, where no other attribute
 /// comes close, any spelling of them a writer may have meant (`Secret`,
-/// `key`, `secrets`: within one edit of `secret`, `keys` or `key`, case
-/// ignored), whose values the checker reports as an unknown attribute
-/// (GW0103) with the line in its snippet.
+/// `key`, `secrets`, `secrte`, `kyes`: case ignored, within two edits of
+/// `secret`, one edit or a swap of two letters of `keys` or `key`), whose
+/// values the checker reports as an unknown attribute (GW0103) with the
+/// line in its snippet.
 fn is_secret_word(word: &str, in_auth: bool) -> bool {
     if SECRET_WORDS.contains(&word) {
         return true;
@@ -28,9 +29,38 @@ fn is_secret_word(word: &str, in_auth: bool) -> bool {
         return false;
     }
     let lower = word.to_ascii_lowercase();
-    ["secret", "keys", "key"]
-        .iter()
-        .any(|w| crate::diagnostic::edit_distance(&lower, w) <= 1)
+    crate::diagnostic::edit_distance(&lower, "secret") <= 2 || ["keys", "key"].iter().any(|w| near(&lower, w))
+}
+
+/// Whether `word` (lower case) is within one edit of `to`, or `to` with two
+/// neighbouring letters swapped.
+fn near(word: &str, to: &str) -> bool {
+    if crate::diagnostic::edit_distance(word, to) <= 1 {
+        return true;
+    }
+    let (a, b) = (word.as_bytes(), to.as_bytes());
+    a.len() == b.len() && {
+        let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        differ.len() == 2 && differ[1] == differ[0] + 1 && a[differ[0]] == b[differ[1]] && a[differ[1]] == b[differ[0]]
+    }
+}
+
+/// Whether a word starting a line opens an `auth` declaration as a writer
+/// may have spelled it (`auth`, `Auth`, `auht`, `oauth`): a misspelled
+/// declaration is shown whole in its GW0001 snippet.
+fn opens_auth(word: &str) -> bool {
+    word.len() <= 6 && near(&word.to_ascii_lowercase(), "auth")
+}
+
+/// Whether some line of `text` starts with a word [`opens_auth`] takes.
+fn has_auth_line(text: &str) -> bool {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .any(|start| {
+            let rest = &text.as_bytes()[start..];
+            let len = rest.iter().take(7).take_while(|c| c.is_ascii_alphabetic()).count();
+            len >= 3 && opens_auth(&text[start..start + len])
+        })
 }
 
 /// Byte ranges of `text` that hold secrets, sorted and disjoint: the values
@@ -42,7 +72,7 @@ fn is_secret_word(word: &str, in_auth: bool) -> bool {
 /// `->` is a name, not a secret word.
 pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     // Most files hold none: a fast search says so without the scan.
-    let has_auth = text.starts_with("auth") || text.contains("\nauth");
+    let has_auth = text.contains("auth") || has_auth_line(text);
     if !has_auth && !SECRET_WORDS.iter().any(|w| text.contains(w)) && !text.contains("://") {
         return Vec::new();
     }
@@ -86,6 +116,8 @@ pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
                 if i == 0 || b[i - 1] == b'\n' {
                     if let Some(kw) = crate::syntax::DECLARATION_KEYWORDS.iter().find(|k| **k == word) {
                         in_auth = *kw == "auth";
+                    } else if opens_auth(word) {
+                        in_auth = true;
                     }
                 }
                 let named = std::mem::replace(&mut names_next, matches!(word, "auth" | "upstream" | "limit" | "store"));
@@ -538,14 +570,17 @@ mod tests {
     /// declaration only.
     #[test]
     fn misspelled_secret_words_in_auth_are_found() {
-        let auth = "auth a api_key {\n  key \"K1\"\n  Secret \"S1\"\n  KEYS \"K2\"\n  secrets S2\n  sercet \"x\"\n}\n";
-        assert_eq!(secrets(auth), ["K1", "S1", "K2", "S2"]);
+        let auth = "auth a api_key {\n  key \"K1\"\n  Secret \"S1\"\n  KEYS \"K2\"\n  secrets S2\n  sercet \"S3\"\n  issuer \"i\"\n}\n";
+        assert_eq!(secrets(auth), ["K1", "S1", "K2", "S2", "S3"]);
         // With a sign other formats take.
         let signs = "auth a jwt {\n  secret = abc1\n  Secret: \"abc2\"\n  secret =abc3\n}\n";
         assert_eq!(secrets(signs), ["abc1", "abc2", "abc3"]);
+        // Swapped letters, two edits of `secret`, a misspelled `auth`.
+        let swapped = "auht a jwt { secrte \"S3\" }\nAuth b api_key { kyes \"K3\" }\n";
+        assert_eq!(secrets(swapped), ["S3", "K3"]);
         // Elsewhere `key` is an attribute of its own.
         assert!(secrets("limit l { key api_key }\nroute /x -> app { limit l }").is_empty());
-        assert!(secrets(&format!("{auth}limit l {{ key api_key }}")).len() == 4);
+        assert!(secrets(&format!("{auth}limit l {{ key api_key }}")).len() == 5);
     }
 
     #[test]
