@@ -2,7 +2,10 @@
 //! runtime/src/secrets.rs): only regular files once symlinks are followed,
 //! at most 64 MiB. `import "/dev/zero"` once grew `gwc check` without end
 //! and a FIFO import hung it; both are GW0005 now, at once, and the file on
-//! the command line is refused alike (exit status 2).
+//! the command line is refused alike (exit status 2). `gwc fmt` (files and
+//! standard input) and `gwc lsp` (imports) read with the same bounds.
+//! Imports are known by device and inode, capped in depth and number, and
+//! name `.gw` files only (GW0006, GW0007).
 
 use crate::support::{gwc_path, TempDir};
 use gw_compiler::host::{MemoryHost, Refusal, MAX_FILE_SIZE};
@@ -14,11 +17,16 @@ use std::time::{Duration, Instant};
 /// Runs `gwc ARGS` in `dir`, killing it (and failing) if it takes longer
 /// than 20 s: before the fix, a FIFO made it wait forever.
 fn gwc_within(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    gwc_within_reading(dir, args, Stdio::null())
+}
+
+/// [`gwc_within`] with `stdin` as its standard input.
+fn gwc_within_reading(dir: &Path, args: &[&str], stdin: Stdio) -> (Option<i32>, String, String) {
     let mut child = Command::new(gwc_path())
         .args(args)
         .current_dir(dir)
         .env_clear()
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -61,11 +69,13 @@ const ROUTES: &str = "listen 127.0.0.1:8080\nupstream app { server 127.0.0.1:900
 fn importing_a_device_a_fifo_or_a_directory_is_gw0005_at_once() {
     let dir = TempDir::new();
     mkfifo(&dir.path().join("pipe.gw"));
-    std::fs::create_dir(dir.path().join("conf.d")).expect("a folder");
+    std::fs::create_dir(dir.path().join("conf.gw")).expect("a folder");
+    // Imports name `.gw` files (GW0007 otherwise): a symlink to the device.
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.gw")).expect("symlink");
     for (import, kind) in [
-        ("/dev/zero", "it is a character device, not a regular file"),
+        ("zero.gw", "it is a character device, not a regular file"),
         ("pipe.gw", "it is a FIFO, not a regular file"),
-        ("conf.d", "it is a directory, not a regular file"),
+        ("conf.gw", "it is a directory, not a regular file"),
     ] {
         std::fs::write(dir.path().join("app.gw"), format!("import \"{import}\"\n{ROUTES}")).expect("write");
         let (status, stdout, _) = gwc_within(dir.path(), &["check", "--format", "json", "app.gw"]);
@@ -230,4 +240,130 @@ fn the_memory_host_refuses_what_a_real_host_refuses() {
     // The root file: a usage error, with the refusal as its reason.
     let e = compile(&host, "pipe.gw").err().expect("refused");
     assert_eq!(e.to_string(), "it is a FIFO, not a regular file");
+}
+
+#[test]
+fn gwc_fmt_reads_files_and_standard_input_with_the_same_bounds() {
+    let dir = TempDir::new();
+    mkfifo(&dir.path().join("pipe.gw"));
+    sparse(&dir.path().join("huge.gw"), MAX_FILE_SIZE + 1);
+    for (file, why) in [
+        ("pipe.gw", "it is a FIFO, not a regular file"),
+        ("/dev/zero", "it is a character device, not a regular file"),
+        ("huge.gw", "it is 67108865 bytes, more than the 64 MiB a file may have"),
+    ] {
+        for args in [vec!["fmt", file], vec!["fmt", "--check", file]] {
+            let (status, stdout, stderr) = gwc_within(dir.path(), &args);
+            assert_eq!(status, Some(2), "gwc {args:?}: {stdout}{stderr}");
+            assert!(
+                stderr.contains(&format!("error: cannot read `{file}`: {why}")),
+                "gwc {args:?}: {stderr}"
+            );
+        }
+    }
+    // Standard input stops at the same 64 MiB (a sparse file: no disk spent).
+    for input in ["/dev/zero", "huge.gw"] {
+        let stdin = std::fs::File::open(dir.path().join(input)).expect("open");
+        let (status, stdout, stderr) = gwc_within_reading(dir.path(), &["fmt", "-"], stdin.into());
+        assert_eq!(status, Some(2), "gwc fmt < {input}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("error: cannot read standard input: it is larger than the 64 MiB a file may have"),
+            "gwc fmt < {input}: {stderr}"
+        );
+        assert!(stdout.is_empty());
+    }
+}
+
+#[test]
+fn gwc_lsp_reads_imports_with_the_same_bounds() {
+    use crate::lsp_support::{uri, Client};
+    let dir = TempDir::new();
+    mkfifo(&dir.path().join("pipe.gw"));
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("zero.gw")).expect("symlink");
+    let (mut client, _) = Client::start(dir.path(), &[]);
+    let app = dir.path().join("app.gw");
+    let text = format!("import \"pipe.gw\"\nimport \"zero.gw\"\n{ROUTES}");
+    std::fs::write(&app, &text).expect("write");
+    let app = uri(&app);
+    let start = Instant::now();
+    client.open(&app, &text);
+    // Before, the compile worker waited for a writer to the FIFO forever.
+    let list = client.diagnostics(&app, |l| !l.is_empty());
+    let found: Vec<(&str, &str)> = list
+        .iter()
+        .map(|d| {
+            let message = d["message"].as_str().unwrap_or("");
+            (
+                d["code"].as_str().unwrap_or(""),
+                message.split('\n').next().unwrap_or(""),
+            )
+        })
+        .collect();
+    let (pipe, zero) = (dir.path().join("pipe.gw"), dir.path().join("zero.gw"));
+    assert_eq!(
+        found,
+        vec![
+            (
+                "GW0005",
+                format!("cannot import `{}`: it is a FIFO, not a regular file", pipe.display()).as_str()
+            ),
+            (
+                "GW0005",
+                format!(
+                    "cannot import `{}`: it is a character device, not a regular file",
+                    zero.display()
+                )
+                .as_str()
+            ),
+        ]
+    );
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+/// Imports on a real file system: one file under two names (a symlink, a
+/// hard link, `sub/../`) is read once, where its upstream was GW0102 twice;
+/// a cycle through a symlink is GW0004; a non-`.gw` name is never read.
+#[test]
+fn a_file_imported_under_two_names_is_one_file() {
+    let dir = TempDir::new();
+    let d = dir.path();
+    std::fs::create_dir(d.join("sub")).expect("a folder");
+    std::fs::write(d.join("sub/shared.gw"), "upstream shared { server 127.0.0.1:9001 }\n").expect("write");
+    std::os::unix::fs::symlink("sub/shared.gw", d.join("link.gw")).expect("symlink");
+    std::fs::hard_link(d.join("sub/shared.gw"), d.join("hard.gw")).expect("hard link");
+    std::os::unix::fs::symlink("sub", d.join("alias")).expect("symlink to the folder");
+    std::fs::write(
+        d.join("app.gw"),
+        format!(
+            "import \"sub/shared.gw\"\nimport \"link.gw\"\nimport \"hard.gw\"\nimport \"alias/shared.gw\"\n{ROUTES}route GET /s -> shared\n"
+        ),
+    )
+    .expect("write");
+    let (status, stdout, stderr) = gwc_within(d, &["check", "app.gw"]);
+    assert_eq!(status, Some(0), "{stdout}{stderr}");
+    // A cycle that goes through a symlink back to the root file.
+    std::os::unix::fs::symlink("../app.gw", d.join("sub/back.gw")).expect("symlink");
+    std::fs::write(
+        d.join("sub/shared.gw"),
+        "import \"back.gw\"\nupstream shared { server 127.0.0.1:9001 }\n",
+    )
+    .expect("write");
+    let (status, stdout, _) = gwc_within(d, &["check", "--format", "json", "app.gw"]);
+    assert_eq!(status, Some(1), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    let codes: Vec<&str> = json["diagnostics"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| d["code"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(codes, ["GW0004"], "{stdout}");
+    // A key imported by mistake: refused by its name, its text never shown.
+    std::fs::write(d.join("sub/shared.gw"), "upstream shared { server 127.0.0.1:9001 }\n").expect("write");
+    std::fs::write(d.join("partners.key"), "k-live-SECRETKEYTEXT acme\n").expect("write");
+    std::fs::write(d.join("app.gw"), format!("import \"partners.key\"\n{ROUTES}")).expect("write");
+    let (status, stdout, stderr) = gwc_within(d, &["check", "app.gw"]);
+    assert_eq!(status, Some(1), "{stdout}");
+    assert!(stdout.contains("error[GW0007]"), "{stdout}");
+    assert!(!format!("{stdout}{stderr}").contains("SECRETKEYTEXT"), "{stdout}");
 }

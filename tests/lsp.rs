@@ -870,3 +870,78 @@ fn formatting_a_large_file_holds_up_no_diagnostics() {
         .contains("route GET /r2999/{id} -> app { timeout 5s }"));
     assert_eq!(edits[0]["range"]["end"], json!({ "line": 3002, "character": 0 }));
 }
+
+/// The server redacts secrets as `gwc check` does: nothing it sends
+/// (diagnostics, their related information, hover, outline, quick fixes, a
+/// refused formatting's reason) holds an inline secret or a URL's password,
+/// in a file that parses or not.
+#[test]
+fn nothing_the_server_sends_shows_a_secret() {
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let text = format!(
+        "listen 127.0.0.1:0
+upstream app {{ server 127.0.0.1:9 }}
+auth users jwt {{ issuer \"i\" audience \"a\" algorithms HS256 secret {hex} }}
+auth remote jwt {{
+  issuer \"i\"
+  audience \"a\"
+  algorithms RS256
+  jwks url \"https://tok:JWKSPASSWORD@auth.example.com/jwks\"
+}}
+auth partners api_key {{
+  key \"MISSPELTKEY-1\"
+}}
+store cache redis \"redis://user:REDISPASSWORD@h:6379\"
+limit l {{ rate 1/s store cache }}
+route GET /a -> app {{ auth users limit l }}
+route GET /b -> app {{ auth remote }}
+route GET /c -> app {{ auth partners }}
+route GET /d -> ap
+"
+    );
+    let secrets = [&hex[..12], "JWKSPASSWORD", "REDISPASSWORD", "MISSPELTKEY"];
+    let dir = TempDir::new();
+    let (mut client, _) = Client::start(dir.path(), &[]);
+    let app = uri(&dir.path().join("app.gw"));
+    let mut sent = Vec::new();
+    client.open(&app, &text);
+    let list = client.diagnostics(&app, |l| l.iter().any(|d| d["code"] == "GW0103"));
+    sent.push(json!(list));
+    // The declarations' texts a name's hover shows.
+    for (needle, n) in [("auth users", 1), ("auth remote", 1), ("auth partners", 1)] {
+        let hover = client.result("textDocument/hover", at(&app, position(&text, needle, n, 6)));
+        assert!(hover.to_string().contains("defined in"), "{needle}: {hover}");
+        sent.push(hover);
+    }
+    sent.push(client.result("textDocument/documentSymbol", json!({ "textDocument": doc(&app) })));
+    let end = position(&text, "route GET /d", 0, 0);
+    sent.push(client.result(
+        "textDocument/codeAction",
+        json!({ "textDocument": doc(&app), "range": { "start": { "line": 0, "character": 0 }, "end": end },
+                "context": { "diagnostics": [] } }),
+    ));
+    // URLs without quotes: a syntax error quoting one.
+    let bare = text
+        .replace('"', "")
+        .replace("issuer i audience a", "issuer \"i\" audience \"a\"");
+    client.change(&app, 2, &bare);
+    sent.push(json!(
+        client.diagnostics(&app, |l| l.iter().any(|d| d["code"] == "GW0001"))
+    ));
+    // `secret = ...`: not formatted, and why.
+    let broken = text.replace(&format!("secret {hex} }}"), &format!("secret = {hex} }}"));
+    client.change(&app, 3, &broken);
+    sent.push(json!(
+        client.diagnostics(&app, |l| l.iter().any(|d| d["code"] == "GW0001"))
+    ));
+    let refused = client.request(
+        "textDocument/formatting",
+        json!({ "textDocument": doc(&app), "options": { "tabSize": 2, "insertSpaces": true } }),
+    );
+    assert!(refused.to_string().contains("not formatted"), "{refused}");
+    sent.push(refused);
+    let all = serde_json::to_string_pretty(&sent).expect("JSON");
+    for secret in secrets {
+        assert!(!all.contains(secret), "gwc lsp sends {secret}:\n{all}");
+    }
+}

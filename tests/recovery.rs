@@ -212,3 +212,39 @@ fn recovery_stays_linear() {
     assert_eq!(c.diagnostics.iter().filter(|d| d.code == Code::GW0001).count(), n);
     assert!(took < Duration::from_secs(20), "took {took:?}");
 }
+
+/// Nesting past the limit is reported once per declaration that goes too
+/// deep, at the bracket that does, however deep it goes; that declaration
+/// is skipped and the rest of the file is checked as usual. Unclosed
+/// brackets adding up across declarations refuse the file, once.
+#[test]
+fn too_deep_is_once_per_declaration_and_hides_no_other_mistake() {
+    let deep_list = format!(
+        "route GET /a -> app {{ x {}{} }}\n",
+        "[".repeat(20_000),
+        "]".repeat(20_000)
+    );
+    let deep_block = format!("route GET /b -> app {{ y {}\n", "{".repeat(100));
+    let text = format!(
+        "listen 127.0.0.1:8080\nupstream app {{ server 127.0.0.1:9001 }}\n{deep_list}{deep_block}route GET /c -> ap\n"
+    );
+    let c = compile(&text);
+    let deep: Vec<_> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("nested more than"))
+        .map(|d| c.sources.line_col(d.span().expect("a span")))
+        .collect();
+    assert_eq!(deep, [(3, 88), (4, 88)], "{:?}", c.diagnostics);
+    assert!(codes(&c).contains(&Code::GW0101), "{:?}", codes(&c));
+    // 40 unclosed braces in each of three routes: 120 deep in all.
+    let route = |p: &str| format!("route GET /{p} -> app {{ {}\n", "{ x ".repeat(40));
+    let text = format!("{}{}{}", route("a"), route("b"), route("c"));
+    let c = compile(&text);
+    let deep = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.message.contains("nested more than"))
+        .count();
+    assert_eq!(deep, 1, "{:?}", codes(&c));
+}

@@ -179,6 +179,30 @@ fn control_characters_from_the_file_are_escaped() {
     assert!(out.stdout.contains("5\\u{1b}[31m\\r\\0s"), "{}", out.stdout);
 }
 
+/// Bidirectional overrides and isolates ("Trojan Source": a line that
+/// reads in another order than it parses) and zero-width characters are
+/// shown escaped in diagnostics, like control characters.
+#[test]
+fn invisible_characters_from_the_file_are_escaped() {
+    let text = "upstream app { server 127.0.0.1:9 }\n\
+                route GET /a { respond 999 \"ok\u{202e} \u{2066}admin\u{2069}\" }\n\
+                route GET /b -> app { timeout 5\u{200b}s }\n\
+                route GET /c -> ap\u{feff}p\n";
+    let invisible = ['\u{202e}', '\u{2066}', '\u{2069}', '\u{200b}', '\u{feff}'];
+    for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+        let out = Gwc::new().file("app.gw", text).args(args.clone()).run();
+        assert_eq!(out.status, Some(1));
+        let all = format!("{}{}", out.stdout, out.stderr);
+        for c in invisible {
+            assert!(!all.contains(c), "gwc {args:?} prints {c:?} raw:\n{all}");
+        }
+    }
+    let out = Gwc::new().file("app.gw", text).args(["check", "app.gw"]).run();
+    for escaped in ["ok\\u{202e} \\u{2066}admin\\u{2069}", "5\\u{200b}s"] {
+        assert!(out.stdout.contains(escaped), "{escaped}: {}", out.stdout);
+    }
+}
+
 #[test]
 fn build_says_its_plan_carries_the_secrets() {
     // The one exception: serving a built plan needs inline secrets.
@@ -243,4 +267,330 @@ async fn serve_log_admin_plan_and_metrics_never_show_a_secret() {
     served.signal("TERM");
     served.wait_exit(Duration::from_secs(30)).await;
     assert_clean("the serve log", &served.output());
+}
+
+/// Passwords written without percent-encoding what cuts a URL: `/` (a base64
+/// password has it), `?`, `#`, a space, a quote, a backtick.
+const CUTTING_PASSWORDS: [&str; 6] = [
+    "q7Zk/9vR+CUTPASSWORD/aXe2=",
+    "q7Zk?CUTPASSWORD",
+    "q7Zk#CUTPASSWORD",
+    "q7Zk CUTPASSWORD",
+    "q7Zk\\\"CUTPASSWORD",
+    "q7Zk`CUTPASSWORD",
+];
+
+fn cut_store(password: &str) -> String {
+    app().replace("gw:PLANTEDREDISPASSWORD", &format!(":{password}"))
+}
+
+#[test]
+fn a_store_url_whose_password_cuts_the_url_is_refused_without_printing_it() {
+    for pw in CUTTING_PASSWORDS {
+        for args in [
+            vec!["check", "app.gw"],
+            vec!["check", "--format", "json", "app.gw"],
+            vec!["plan", "app.gw"],
+        ] {
+            let out = Gwc::new().file("app.gw", cut_store(pw)).args(args.clone()).run();
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert_eq!(out.status, Some(1), "gwc {args:?} with {pw}: {all}");
+            assert!(all.contains("GW0003") && all.contains("percent-encode"), "{pw}: {all}");
+            assert!(!all.contains("CUTPASSWORD"), "gwc {args:?} prints {pw}:\n{all}");
+        }
+    }
+}
+
+/// A built plan edited by hand to carry such a URL (the checker never lets
+/// one through): `/plan` hides the password and the log's error quotes no
+/// part of the URL.
+#[tokio::test]
+async fn a_store_url_whose_password_cuts_the_url_is_never_served_in_plan_or_log() {
+    let out = Gwc::new()
+        .file("app.gw", app())
+        .args(["build", "app.gw", "-o", "-"])
+        .run();
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    for pw in ["q7Zk/9vR+CUTPASSWORD/aXe2=", "q7Zk?CUTPASSWORD", "q7Zk CUTPASSWORD"] {
+        let mut plan: serde_json::Value = serde_json::from_str(&out.stdout).expect("plan JSON");
+        plan["stores"][0]["url"] = format!("redis://:{pw}@127.0.0.1:6379").into();
+        let served = Served::start(&[("app.plan.json", &plan.to_string())], &["app.plan.json"]);
+        let admin = served.admin().await;
+        let shown = get(admin, "/plan").await;
+        assert!(!shown.contains("CUTPASSWORD"), "/plan shows {pw}:\n{shown}");
+        assert!(shown.contains("redis://:<redacted>@127.0.0.1:6379"), "{shown}");
+        served
+            .wait_lines(Duration::from_secs(20), 1, |l| l.contains("redis store cannot be used"))
+            .await;
+        served.signal("TERM");
+        served.wait_exit(Duration::from_secs(30)).await;
+        let log = served.output();
+        assert!(!log.contains("CUTPASSWORD"), "the log shows {pw}:\n{log}");
+    }
+}
+
+/// Secrets and URLs written without quotes: a message quoting the value
+/// ("found `...`", shortened) and the snippet both hide them.
+#[test]
+fn unquoted_secrets_and_urls_are_never_printed() {
+    let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let text = format!(
+        "listen 127.0.0.1:0
+upstream app {{ server 127.0.0.1:9 }}
+auth users jwt {{ issuer \"i\" audience \"a\" algorithms HS256 secret {hex} }}
+auth remote jwt {{
+  issuer \"i\"
+  audience \"a\"
+  algorithms RS256
+  jwks url https://tok:BAREJWKSPASSWORD@auth.example.com/jwks
+}}
+store s redis redis://user:BAREREDISPASSWORD@h:6379
+limit l {{ rate 1/s store s }}
+route GET /a -> app {{ auth users limit l }}
+route GET /b -> app {{ auth remote }}
+"
+    );
+    for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+        let out = Gwc::new().file("app.gw", &text).args(args.clone()).run();
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(out.status, Some(1), "{all}");
+        for secret in [&hex[..12], "BAREJWKSPASSWORD", "BAREREDISPASSWORD"] {
+            assert!(!all.contains(secret), "gwc {args:?} prints {secret}:\n{all}");
+        }
+        assert!(all.contains("GW0003"), "{all}");
+    }
+}
+
+// ------------------------------------------------------------------ any layout
+
+mod layouts {
+    //! The values of `secret` and `keys` in every layout the grammar takes
+    //! (on the next line, after comments, one per line after commas as
+    //! `gwc fmt` writes them, in lists, after references), in files that
+    //! parse and in files that do not: no secret appears in any diagnostic
+    //! (its JSON, and the lines its snippets show as the renderer draws
+    //! them), of the file or of `gwc fmt`'s layout of it.
+
+    use gw_compiler::format::{format_source, Refused};
+    use gw_compiler::host::MemoryHost;
+    use gw_compiler::{redact, Diagnostic, SourceMap};
+    use proptest::prelude::*;
+
+    fn blank() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            " ",
+            "  ",
+            "\n",
+            "\n    ",
+            " # note \"q\" [\n  ",
+            "\n# note\n",
+            "\t",
+            "\r\n  ",
+        ])
+    }
+
+    fn secret() -> impl Strategy<Value = String> {
+        "[a-z0-9]{10}".prop_map(|s| format!("SeK{s}"))
+    }
+
+    /// A value of `keys` or `secret`: its text and the secrets in it.
+    fn value() -> impl Strategy<Value = (String, Vec<String>)> {
+        let leaf = prop_oneof![
+            4 => secret().prop_map(|s| (format!("\"{s}\""), vec![s])),
+            1 => secret().prop_map(|s| (s.clone(), vec![s])),
+            1 => Just(("env(\"GW_K\")".to_string(), vec![])),
+            1 => Just(("file(\"k.txt\")".to_string(), vec![])),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            (prop::collection::vec((inner, blank()), 1..4), blank()).prop_map(|(items, end)| {
+                let mut text = "[".to_string();
+                let mut all = Vec::new();
+                for (i, ((t, s), b)) in items.into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    text.push_str(b);
+                    text.push_str(&t);
+                    all.extend(s);
+                }
+                text.push_str(end);
+                text.push(']');
+                (text, all)
+            })
+        })
+    }
+
+    /// `word` and its values, laid out with the blanks given.
+    fn statement(word: &'static str) -> impl Strategy<Value = (String, Vec<String>)> {
+        (blank(), prop::collection::vec((blank(), value(), blank()), 1..4)).prop_map(move |(first, values)| {
+            let mut text = word.to_string();
+            let mut all = Vec::new();
+            for (i, (before, (t, s), after)) in values.into_iter().enumerate() {
+                text.push_str(if i == 0 { first } else { before });
+                text.push_str(&t);
+                text.push_str(after);
+                all.extend(s);
+                text.push(',');
+            }
+            text.pop();
+            (text, all)
+        })
+    }
+
+    /// A configuration holding secrets, with a mistake or not.
+    fn configuration() -> impl Strategy<Value = (String, Vec<String>)> {
+        (statement("keys"), statement("secret"), 0..5u8).prop_map(|((keys, mut k), (secret, s), mistake)| {
+            let extra = match mistake {
+                0 => "",
+                1 => "\n  leeway forever",
+                2 => "\n  issuer = \"x\"",
+                3 => "\n  Secret \"x\"",
+                _ => "\n  from nowhere x",
+            };
+            let text = format!(
+                "listen 127.0.0.1:0\nupstream app {{ server 127.0.0.1:9 }}\n\
+                 auth partners api_key {{\n  {keys}\n}}\n\
+                 auth users jwt {{\n  issuer \"i\"\n  audience \"a\"\n  algorithms HS256\n  {secret}{extra}\n}}\n\
+                 route GET /a -> app {{ auth users }}\nroute GET /b -> app {{ auth partners }}\n"
+            );
+            k.extend(s);
+            (text, k)
+        })
+    }
+
+    /// Fails naming the first secret (or 8 bytes of one) in `shown`.
+    fn assert_hidden(what: &str, shown: &str, secrets: &[String], text: &str) {
+        for s in secrets {
+            for w in s.as_bytes().windows(8) {
+                let w = std::str::from_utf8(w).expect("ASCII");
+                assert!(
+                    !shown.contains(w),
+                    "{what} shows `{w}` of {s}:\n{shown}\n--- in ---\n{text}"
+                );
+            }
+        }
+    }
+
+    /// Every diagnostic as shown: JSON, and the lines around each label as
+    /// the renderer draws them (masked, escaped).
+    fn check_all(diagnostics: &[Diagnostic], sources: &SourceMap, secrets: &[String], text: &str) {
+        for d in diagnostics {
+            assert_hidden(d.code.as_str(), &d.to_json(sources).to_string(), secrets, text);
+            for l in &d.labels {
+                let f = sources.get(l.span.file);
+                let (first, _) = f.line_col(l.span.start);
+                let (last, _) = f.line_col(l.span.end);
+                let lines = f.lines(first.saturating_sub(3), last + 2);
+                let shown = redact::shown(&f.text, lines, f.secrets());
+                assert_hidden(&format!("{}'s snippet", d.code), &shown, secrets, text);
+            }
+        }
+    }
+
+    fn compile_and_check(text: &str, secrets: &[String]) {
+        let host = MemoryHost::new().file("k.txt", "k1\n");
+        let c = gw_compiler::compile_text(&host, "app.gw", text);
+        assert!(!c.diagnostics.is_empty(), "GW0505 at least");
+        check_all(&c.diagnostics, &c.sources, secrets, text);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_layout_shows_a_secret((text, secrets) in configuration()) {
+            compile_and_check(&text, &secrets);
+            match format_source("app.gw", text.as_bytes()) {
+                Ok(formatted) => compile_and_check(&formatted, &secrets),
+                Err(Refused::Syntax { sources, diagnostics }) => check_all(&diagnostics, &sources, &secrets, &text),
+                Err(Refused::Unsafe(why)) => panic!("gwc fmt: {why}"),
+            }
+        }
+    }
+}
+
+/// The layouts a review found shown in GW0505's snippet or GW0106's
+/// message, `gwc fmt`'s own among them, through `gwc check`.
+#[test]
+fn secrets_in_any_layout_are_masked_by_gwc_check() {
+    let layouts = [
+        "keys\n    \"LAYOUTKEY-1\"",
+        "keys \"LAYOUTKEY-1\"\n  , \"LAYOUTKEY-2\"",
+        "keys \"LAYOUTKEY-1\", \"LAYOUTKEY-2\",  # partner b\n    \"LAYOUTKEY-3\"",
+        "keys env(\"GW_K\"), \"LAYOUTKEY-1\"",
+        "keys [\"LAYOUTKEY-1\",\"LAYOUTKEY-2\"]",
+    ];
+    for keys in layouts {
+        let text = format!(
+            "listen 127.0.0.1:0\nupstream app {{ server 127.0.0.1:9 }}\n\
+             auth partners api_key {{\n  {keys}\n}}\n\
+             auth users jwt {{\n  issuer \"i\"\n  audience \"a\"\n  algorithms HS256\n  secret\n    \"LAYOUTSECRET\"\n}}\n\
+             route GET /a -> app {{ auth users }}\nroute GET /b -> app {{ auth partners }}\n"
+        );
+        for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+            let out = Gwc::new()
+                .file("app.gw", &text)
+                .env("GW_K", "x")
+                .args(args.clone())
+                .run();
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(all.contains("GW0505"), "{all}");
+            assert!(!all.contains("LAYOUT"), "gwc {args:?} shows a secret:\n{all}");
+        }
+    }
+}
+
+/// A secret under a misspelled name (`key` for `keys`, `Secret`) is an
+/// unknown attribute (GW0103), whose snippet shows its line: masked, in a
+/// declaration that parses and in one that does not.
+#[test]
+fn secrets_under_misspelled_names_are_masked() {
+    let text = "listen 127.0.0.1:0
+upstream app { server 127.0.0.1:9 }
+auth partners api_key {
+  key \"MISSPELTKEY-1\", [\"MISSPELTKEY-2\"]
+}
+auth users jwt {
+  issuer \"i\"
+  audience \"a\"
+  algorithms HS256
+  Secret \"MISSPELTSECRET-1\"
+  secret env(\"GW_K\")
+}
+auth broken jwt {
+  Secret \"MISSPELTSECRET-2\"
+  issuer = \"i\"
+}
+route GET /a -> app { auth users }
+route GET /b -> app { auth partners }
+";
+    for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+        let out = Gwc::new()
+            .file("app.gw", text)
+            .env("GW_K", "k")
+            .args(args.clone())
+            .run();
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(all.contains("GW0103") && all.contains("GW0001"), "{all}");
+        assert!(!all.contains("MISSPELT"), "gwc {args:?} shows a secret:\n{all}");
+    }
+}
+
+/// A misspelled `auth` declaration with a misspelled secret word in it is
+/// a syntax error whose snippet shows the line: the value is masked.
+#[test]
+fn secrets_in_a_misspelled_auth_declaration_are_masked() {
+    let text = "listen 127.0.0.1:0
+upstream app { server 127.0.0.1:9 }
+auht users jwt { issuer \"i\" audience \"a\" algorithms HS256 Secret \"MISSPELT-1\" }
+Auth other jwt { issuer \"i\" audience \"a\" algorithms HS256 secrte \"MISSPELT-2\" }
+auth partners api_key { kyes \"MISSPELT-3\" }
+route GET /a -> app
+";
+    for args in [vec!["check", "app.gw"], vec!["check", "--format", "json", "app.gw"]] {
+        let out = Gwc::new().file("app.gw", text).args(args.clone()).run();
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(all.contains("GW0001"), "{all}");
+        assert!(!all.contains("MISSPELT"), "gwc {args:?} shows a secret:\n{all}");
+    }
 }

@@ -191,7 +191,7 @@ impl Diagnostic {
             let (line, column) = sources.line_col(span);
             (sources.get(span.file).name.clone(), line, column)
         };
-        let labels: Vec<_> = self
+        let labels: Vec<_> = this
             .labels
             .iter()
             .map(|l| {
@@ -305,4 +305,24 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
         std::mem::swap(&mut prev, &mut cur);
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceFile;
+
+    #[test]
+    fn json_labels_are_redacted_too() {
+        let mut sources = SourceMap::new();
+        let id = sources.add(SourceFile::new("app.gw", "store s redis \"x\"\n"));
+        let d = Diagnostic::new(Code::GW0003, "invalid")
+            .primary(Span::new(id, 14, 17), "not `redis://u:LABELPASSWORD@h`")
+            .secondary(Span::new(id, 0, 5), "see `redis://:OTHERPASSWORD@h` and \u{1b}[2J");
+        let json = d.to_json(&sources).to_string();
+        assert!(!json.contains("LABELPASSWORD"), "{json}");
+        assert!(!json.contains("OTHERPASSWORD"), "{json}");
+        assert!(!json.contains("\\u001b"), "{json}");
+        assert!(json.contains("<redacted>"), "{json}");
+    }
 }

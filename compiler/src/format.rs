@@ -24,6 +24,7 @@ use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::source::{FileId, SourceFile, SourceMap, Span};
 use gw_grammar::{Pair, Pairs, Rule};
+use std::ops::Range;
 
 /// Lines are kept within this many columns where the layout has a choice
 /// (a block written on one line stays on one line only if it fits).
@@ -66,9 +67,10 @@ pub fn format_source(name: &str, bytes: &[u8]) -> Result<String, Refused> {
 
 /// `text` (the file `name`) in canonical layout, or why not.
 pub fn format(name: &str, text: &str) -> Result<String, Refused> {
-    let refuse = |syntax: Vec<Diagnostic>| {
+    let refuse = |(syntax, secrets): (Vec<Diagnostic>, Vec<Range<usize>>)| {
         let mut sources = SourceMap::new();
-        sources.add(SourceFile::new(name, text));
+        let id = sources.add(SourceFile::new(name, text));
+        sources.get_mut(id).set_secrets(secrets);
         Refused::Syntax {
             sources,
             diagnostics: syntax,
@@ -84,7 +86,7 @@ pub fn format(name: &str, text: &str) -> Result<String, Refused> {
             // with no syntax error from the compiler, nesting is fine.
             let syntax = syntax_errors(name, text);
             match gw_grammar::parse_file(text) {
-                Ok(pairs) if syntax.is_empty() => pairs,
+                Ok(pairs) if syntax.0.is_empty() => pairs,
                 _ => return Err(refuse(syntax)),
             }
         }
@@ -95,7 +97,7 @@ pub fn format(name: &str, text: &str) -> Result<String, Refused> {
         .any(|p| matches!(p.as_rule(), Rule::top_unknown | Rule::unterminated_string));
     if suspicious {
         let syntax = syntax_errors(name, text);
-        if !syntax.is_empty() {
+        if !syntax.0.is_empty() {
             return Err(refuse(syntax));
         }
     }
@@ -153,16 +155,19 @@ pub fn parse(text: &str) -> Option<Pairs<'_, Rule>> {
     gw_grammar::parse_file(text).ok()
 }
 
-/// The syntax errors (GW0001, GW0002) of one file on its own.
-fn syntax_errors(name: &str, text: &str) -> Vec<Diagnostic> {
+/// The syntax errors (GW0001, GW0002) of one file on its own, and where
+/// it holds secrets (lexically and in the declarations that parse).
+fn syntax_errors(name: &str, text: &str) -> (Vec<Diagnostic>, Vec<Range<usize>>) {
     let mut diags = Diagnostics::default();
     let mut config = Config::default();
-    crate::syntax::lower_file(FileId(0), name, text, &mut config, &mut diags);
-    diags
+    let secrets = crate::redact::secret_ranges(text);
+    let out = crate::syntax::lower_file(FileId(0), name, text, &secrets, &mut config, &mut diags);
+    let errors = diags
         .into_sorted()
         .into_iter()
         .filter(|d| matches!(d.code, Code::GW0001 | Code::GW0002))
-        .collect()
+        .collect();
+    (errors, out.secrets)
 }
 
 /// The parse tree as (depth, rule, leaf text) in pre-order: what the

@@ -25,6 +25,30 @@ pub trait Host {
     fn read(&self, path: &str) -> io::Result<Vec<u8>>;
     /// An environment variable.
     fn env(&self, name: &str) -> Option<String>;
+    /// What makes the file at `path` the same file under another name
+    /// (a hard link, a symlink, `a/../b.gw`): its device and inode, symlinks
+    /// followed. `None` (the default, and a file that cannot be looked
+    /// at) makes its normalized path its identity.
+    fn identity(&self, path: &str) -> Option<(u64, u64)> {
+        let _ = path;
+        None
+    }
+}
+
+/// [`Host::identity`] over the real file system: the device and inode
+/// `stat` gives once symlinks are followed.
+pub fn file_identity(path: &str) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// Why a host would not read a file, carried inside the `io::Error` that

@@ -5,7 +5,8 @@
 //! draw it, those ranges masked with `*` and control characters escaped;
 //! [`redact_url`] and [`escape_controls`] clean a string for a message or a
 //! log. The scan is lexical, not a parse, so it holds for text that does not
-//! parse too.
+//! parse too; lowering adds what the parse tree shows
+//! ([`crate::source::SourceFile::set_secrets`]).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -13,42 +14,164 @@ use std::ops::Range;
 /// The words whose values are secrets when written inline.
 const SECRET_WORDS: [&str; 2] = ["secret", "keys"];
 
-/// Byte ranges of `text` that hold secrets, sorted and disjoint: the content
-/// of each string (or the bare word) after `secret` or `keys` on the same
-/// line (`keys "a", "b"` continues after each comma), except `env(...)` and
-/// `file(...)`; and, in any string, a URL's password (`user:PASSWORD@`, or
-/// the whole user part when it has no `:`). Comments are skipped.
+/// Whether the values after `word` are taken for secrets: `secret` and
+/// `keys`; and, inside an `auth` declaration, where no other attribute
+/// comes close, any spelling of them a writer may have meant (`Secret`,
+/// `key`, `secrets`, `secrte`, `kyes`: case ignored, within two edits of
+/// `secret`, one edit or a swap of two letters of `keys` or `key`), whose
+/// values the checker reports as an unknown attribute (GW0103) with the
+/// line in its snippet.
+fn is_secret_word(word: &str, in_auth: bool) -> bool {
+    if SECRET_WORDS.contains(&word) {
+        return true;
+    }
+    if !in_auth || !(2..=8).contains(&word.len()) {
+        return false;
+    }
+    let lower = word.to_ascii_lowercase();
+    crate::diagnostic::edit_distance(&lower, "secret") <= 2 || ["keys", "key"].iter().any(|w| near(&lower, w))
+}
+
+/// Whether `word` (lower case) is within one edit of `to`, or `to` with two
+/// neighbouring letters swapped.
+fn near(word: &str, to: &str) -> bool {
+    if crate::diagnostic::edit_distance(word, to) <= 1 {
+        return true;
+    }
+    let (a, b) = (word.as_bytes(), to.as_bytes());
+    a.len() == b.len() && {
+        let differ: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        differ.len() == 2 && differ[1] == differ[0] + 1 && a[differ[0]] == b[differ[1]] && a[differ[1]] == b[differ[0]]
+    }
+}
+
+/// Whether a word starting a line opens an `auth` declaration as a writer
+/// may have spelled it (`auth`, `Auth`, `auht`, `oauth`): a misspelled
+/// declaration is shown whole in its GW0001 snippet.
+fn opens_auth(word: &str) -> bool {
+    word.len() <= 6 && near(&word.to_ascii_lowercase(), "auth")
+}
+
+/// Whether some line of `text` starts with a word [`opens_auth`] takes.
+fn has_auth_line(text: &str) -> bool {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .any(|start| {
+            let rest = &text.as_bytes()[start..];
+            let len = rest.iter().take(7).take_while(|c| c.is_ascii_alphabetic()).count();
+            len >= 3 && opens_auth(&text[start..start + len])
+        })
+}
+
+/// Byte ranges of `text` that hold secrets, sorted and disjoint: the values
+/// after `secret` or `keys` (and their misspellings in an `auth`
+/// declaration: [`is_secret_word`]) in any layout — the content of each
+/// string, a bare value whole, the items of a list — except `env(...)`
+/// and `file(...)`; and anywhere (strings, bare values, comments) a URL's
+/// password. A word right after `auth`, `upstream`, `limit`, `store` or
+/// `->` is a name, not a secret word.
 pub fn secret_ranges(text: &str) -> Vec<Range<usize>> {
     // Most files hold none: a fast search says so without the scan.
-    if !SECRET_WORDS.iter().any(|w| text.contains(w)) && !text.contains("://") {
+    let has_auth = text.contains("auth") || has_auth_line(text);
+    if !has_auth && !SECRET_WORDS.iter().any(|w| text.contains(w)) && !text.contains("://") {
         return Vec::new();
     }
     let b = text.as_bytes();
     let mut out: Vec<Range<usize>> = Vec::new();
     let mut i = 0;
+    // Inside an `auth` declaration (from `auth` in column 1 to the next
+    // declaration keyword there); the word before, when it names.
+    let mut in_auth = false;
+    let mut names_next = false;
     while i < b.len() {
         match b[i] {
-            b'#' => i = line_end(b, i),
+            b'#' => {
+                // A comment: a URL's password there is still one.
+                let end = line_end(b, i);
+                url_password(text, i..end, &mut out);
+                i = end;
+            }
+            b':' if b[i..].starts_with(b"://") => {
+                // A URL outside a string (`redis://user:PW@host`, which
+                // does not parse as a value but is shown in snippets).
+                url_password(text, i..line_end(b, i), &mut out);
+                i += 3;
+            }
             b'"' => {
                 let end = string_end(b, i);
                 url_password(text, content(b, i, end), &mut out);
+                names_next = false;
                 i = end;
+            }
+            b'-' if b.get(i + 1) == Some(&b'>') => {
+                names_next = true;
+                i += 2;
             }
             c if is_word_start(c) && (i == 0 || !is_word(b[i - 1])) => {
                 let mut j = i;
                 while j < b.len() && is_word(b[j]) {
                     j += 1;
                 }
-                if SECRET_WORDS.contains(&&text[i..j]) {
+                let word = &text[i..j];
+                if i == 0 || b[i - 1] == b'\n' {
+                    if let Some(kw) = crate::syntax::DECLARATION_KEYWORDS.iter().find(|k| **k == word) {
+                        in_auth = *kw == "auth";
+                    } else if opens_auth(word) {
+                        in_auth = true;
+                    }
+                }
+                let named = std::mem::replace(&mut names_next, matches!(word, "auth" | "upstream" | "limit" | "store"));
+                if !named && is_secret_word(word, in_auth) {
                     j = secret_values(text, j, &mut out);
+                    names_next = false;
                 }
                 i = j;
             }
-            _ => i += 1,
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            _ => {
+                names_next = false;
+                i += 1;
+            }
         }
     }
-    out.sort_by_key(|r| r.start);
-    out.dedup_by(|b, a| b.start < a.end);
+    merge(out)
+}
+
+/// `ranges` sorted, overlapping ones made one.
+pub fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// `text[range]` with the bytes of `secrets` (sorted ranges of `text`)
+/// replaced by `*`, byte for byte; a character a secret cuts is masked
+/// whole.
+pub fn masked(text: &str, range: Range<usize>, secrets: &[Range<usize>]) -> String {
+    let Some(part) = text.get(range.clone()) else {
+        return String::new();
+    };
+    let first = secrets.partition_point(|r| r.end <= range.start);
+    let mut next = secrets[first..].iter().peekable();
+    let mut out = String::with_capacity(part.len());
+    for (k, c) in part.char_indices() {
+        let i = range.start + k;
+        while next.peek().is_some_and(|r| r.end <= i) {
+            next.next();
+        }
+        if next.peek().is_some_and(|r| r.start < i + c.len_utf8()) {
+            out.extend(std::iter::repeat_n('*', c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
     out
 }
 
@@ -102,80 +225,193 @@ fn content(b: &[u8], open: usize, end: usize) -> Range<usize> {
     open + 1..stop.max(open + 1)
 }
 
-/// The values after a secret word at `from` (same line; after a comma, the
-/// next may be on the next line). Returns where scanning goes on.
-fn secret_values(text: &str, mut i: usize, out: &mut Vec<Range<usize>>) -> usize {
+/// Lists and calls nested deeper than this are not descended into (the
+/// parser refuses more than 64).
+const MAX_DEPTH: usize = 64;
+
+/// The characters that end a bare value (as the grammar's `bad` token).
+const BARE_END: &[u8] = b" \t\r\n;,{}()[]#\"";
+
+/// Skips blanks (newlines included) and comments from `i`, as the grammar
+/// does between a keyword and its value, noting URL passwords in the
+/// comments it skips.
+fn skip_blanks(text: &str, mut i: usize, out: &mut Vec<Range<usize>>) -> usize {
     let b = text.as_bytes();
-    loop {
-        while i < b.len() && matches!(b[i], b' ' | b'\t') {
-            i += 1;
+    while i < b.len() {
+        match b[i] {
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'#' => {
+                let end = line_end(b, i);
+                url_password(text, i..end, out);
+                i = end;
+            }
+            _ if text[i..].starts_with('\u{FEFF}') => i += 3,
+            _ => break,
         }
-        let Some(&c) = b.get(i) else { return i };
-        if c == b'"' {
+    }
+    i
+}
+
+/// The values after a secret word, from `i`: every value of the statement,
+/// laid out as the grammar accepts it — on the next line, after a comment,
+/// one per line after commas (as `gwc fmt` writes them), in a list
+/// (`["a", "b"]`) — except references (`env("...")`, `file("...")`) and
+/// keywords (`secret` on a line of its own followed by `issuer`, or a name
+/// `keys` followed by the next declaration). Returns where scanning goes on.
+fn secret_values(text: &str, i: usize, out: &mut Vec<Range<usize>>) -> usize {
+    let b = text.as_bytes();
+    let mut i = i;
+    // `secret = "..."`, `secret: "..."`: not the grammar, but what a writer
+    // used to other formats types; the value after the sign is the secret.
+    let sign = skip_blanks(text, i, out);
+    if matches!(b.get(sign), Some(b'=' | b':')) {
+        i = sign + 1;
+    }
+    loop {
+        let at = skip_blanks(text, i, out);
+        let Some(next) = secret_value(text, at, 0, out) else {
+            return i.max(at.min(b.len()));
+        };
+        i = next;
+        let comma = skip_blanks(text, i, out);
+        if b.get(comma) != Some(&b',') {
+            return i;
+        }
+        i = comma + 1;
+    }
+}
+
+/// The one value at `i` (a string, a list, a call or a bare value), its
+/// secrets noted; where it ends, or `None` when there is no value at `i`.
+fn secret_value(text: &str, i: usize, depth: usize, out: &mut Vec<Range<usize>>) -> Option<usize> {
+    let b = text.as_bytes();
+    match *b.get(i)? {
+        b'"' => {
             let end = string_end(b, i);
             let inside = content(b, i, end);
             if !inside.is_empty() {
                 out.push(inside);
             }
-            i = end;
-        } else if is_word_start(c) || c.is_ascii_digit() || !b" \t\r\n;,{}()[]#\"".contains(&c) {
+            Some(end)
+        }
+        b'[' => Some(secret_items(text, i + 1, b']', true, depth + 1, out)),
+        c if !BARE_END.contains(&c) => {
             let start = i;
-            while i < b.len() && !b" \t\r\n;,{}()[]#\"".contains(&b[i]) {
-                i += 1;
+            let mut j = i;
+            while j < b.len() && !BARE_END.contains(&b[j]) {
+                j += 1;
             }
-            if b.get(i) == Some(&b'(') {
-                return start; // env("..."), file("..."): a reference, not a secret
+            let word = &text[start..j];
+            if b.get(j) == Some(&b'(') {
+                // env("..."), file("..."): a reference, not a secret; the
+                // arguments of any other call are taken as values.
+                let keep = matches!(word, "env" | "file");
+                return Some(secret_items(text, j + 1, b')', !keep, depth + 1, out));
             }
-            out.push(start..i);
-        } else {
-            return i;
+            if crate::schema::all_named(word).next().is_some() {
+                return None; // the next statement, not a value
+            }
+            out.push(start..j);
+            Some(j)
         }
-        // Another value after a comma.
-        let mut j = i;
-        while j < b.len() && matches!(b[j], b' ' | b'\t' | b'\r') {
-            j += 1;
-        }
-        if b.get(j) != Some(&b',') {
-            return i;
-        }
-        i = j + 1;
-        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
-            i += 1;
+        _ => None,
+    }
+}
+
+/// The items of a list or the arguments of a call from `i` up to the
+/// `close` that ends them (nested brackets and strings skipped whole);
+/// noted as secrets when `secret`. Returns just past `close` (or where the
+/// text stops being a list: a line that starts a declaration, the end).
+fn secret_items(text: &str, mut i: usize, close: u8, secret: bool, depth: usize, out: &mut Vec<Range<usize>>) -> usize {
+    let b = text.as_bytes();
+    let mut scratch = Vec::new();
+    let sink = if secret { out } else { &mut scratch };
+    if depth > MAX_DEPTH {
+        // Deeper than any file that parses (the parser refuses it): the
+        // rest of the line is taken as a secret, without recursing.
+        let end = line_end(b, i);
+        sink.push(i..end);
+        return end;
+    }
+    loop {
+        i = skip_blanks(text, i, sink);
+        match b.get(i) {
+            None => return i,
+            Some(&c) if c == close => return i + 1,
+            Some(b',') => i += 1,
+            Some(b'}' | b'{' | b';') => return i,
+            Some(_) => match secret_value(text, i, depth, sink) {
+                Some(next) => i = next,
+                None => return i,
+            },
         }
     }
 }
 
-/// The password (or bare user part) of a URL in `text[range]`.
+/// The passwords of the URLs in `text[range]` (a string's content).
 fn url_password(text: &str, range: Range<usize>, out: &mut Vec<Range<usize>>) {
-    let start = range.start;
-    if let Some(r) = text.get(range).and_then(userinfo_secret) {
-        out.push(start + r.start..start + r.end);
+    let Some(part) = text.get(range.clone()) else { return };
+    for r in url_secrets(part) {
+        out.push(range.start + r.start..range.start + r.end);
     }
 }
 
-/// In `s`, the range of a URL's password: after `user:` and before `@` in
-/// the authority, or the whole user part when it has no `:`.
-fn userinfo_secret(s: &str) -> Option<Range<usize>> {
-    let scheme_end = s.find("://")? + 3;
-    let rest = &s[scheme_end..];
-    let authority_end = rest.find(['/', '?', '#', ' ', '`', '"']).unwrap_or(rest.len());
-    let at = rest[..authority_end].rfind('@')?;
-    let userinfo = &rest[..at];
-    let secret_start = userinfo.find(':').map_or(0, |c| c + 1);
-    (secret_start < at).then(|| scheme_end + secret_start..scheme_end + at)
+/// In `s`, the secret part of each URL: everything between `://` and the
+/// last `@` of the URL, except a plain user name before the first `:`
+/// (`redis://user:` stays; a user part without `:` is a token, hidden
+/// whole). A password may hold `/ ? #`, a space or a quote that a careless
+/// writer did not encode, so the URL is taken to run to the end of its
+/// line, or to the next URL on it, not to the end of its host; a path
+/// holding an `@` (`https://example.com/@user`) is hidden too, which is the
+/// safe mistake.
+fn url_secrets(s: &str) -> impl Iterator<Item = Range<usize>> + '_ {
+    s.match_indices("://").filter_map(move |(i, _)| {
+        let after = i + 3;
+        let rest = &s[after..];
+        let mut end = rest.find('\n').unwrap_or(rest.len());
+        if let Some(next) = rest[..end].find("://") {
+            end = scheme_start(rest, next);
+        }
+        let at = rest[..end].rfind('@')?;
+        let userinfo = &rest[..at];
+        let keep = match userinfo.find(':') {
+            Some(c) if userinfo[..c].bytes().all(is_plain_user) => c + 1,
+            _ => 0,
+        };
+        (keep < at).then(|| after + keep..after + at)
+    })
 }
 
-/// `s` with the password of each URL in it replaced by `<redacted>`
-/// (`redis://user:<redacted>@host`; a user part without `:` is replaced
-/// whole), for plans, logs and messages. Borrowed when there is none.
+/// Where the scheme of the `://` at `colon` in `s` starts.
+fn scheme_start(s: &str, colon: usize) -> usize {
+    let b = s.as_bytes();
+    let mut i = colon;
+    while i > 0 && (b[i - 1].is_ascii_alphanumeric() || matches!(b[i - 1], b'+' | b'-' | b'.')) {
+        i -= 1;
+    }
+    i
+}
+
+/// A byte of a user name shown as it is (RFC 3986's unreserved characters
+/// and escapes).
+fn is_plain_user(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
+}
+
+/// `s` with the secret part of each URL in it ([`url_secrets`]) replaced
+/// by `<redacted>` (`redis://user:<redacted>@host`), for plans, logs and
+/// messages. Borrowed when there is none.
 pub fn redact_url(s: &str) -> Cow<'_, str> {
     let mut out: Option<String> = None;
     let mut from = 0;
-    while let Some(r) = userinfo_secret(&s[from..]) {
+    for r in url_secrets(s) {
+        if r.start < from {
+            continue; // inside the last one hidden
+        }
         let o = out.get_or_insert_with(String::new);
-        o.push_str(&s[from..from + r.start]);
+        o.push_str(&s[from..r.start]);
         o.push_str("<redacted>");
-        from += r.end;
+        from = r.end;
     }
     match out {
         None => Cow::Borrowed(s),
@@ -188,9 +424,35 @@ pub fn redact_url(s: &str) -> Cow<'_, str> {
 
 /// Whether a character must not reach a terminal as it is: C0 controls
 /// other than tab and newline (ESC, BEL, NUL, backspace, ...), DEL and C1
-/// controls (U+0080..U+009F; U+009B is a CSI on some terminals).
-fn is_control(c: char) -> bool {
-    (c.is_control() && c != '\t' && c != '\n') || ('\u{80}'..='\u{9f}').contains(&c)
+/// controls (U+0080..U+009F; U+009B is a CSI on some terminals), and the
+/// invisible ones ([`is_invisible`]).
+pub fn is_control(c: char) -> bool {
+    (c.is_control() && c != '\t' && c != '\n') || ('\u{80}'..='\u{9f}').contains(&c) || is_invisible(c)
+}
+
+/// The invisible format characters that change what a reader sees without
+/// showing themselves: the bidirectional overrides, embeddings and
+/// isolates (U+202A..U+202E, U+2066..U+2069: "Trojan Source", text that
+/// reads in another order than it parses), the marks U+200E/U+200F/U+061C,
+/// zero-width spaces and joiners (U+200B..U+200D, U+2060..U+2064, U+FEFF),
+/// the line and paragraph separators (U+2028, U+2029), the deprecated
+/// format characters U+206A..U+206F, U+180E, the soft hyphen U+00AD and
+/// the interlinear annotations U+FFF9..U+FFFB.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+}
+
+/// How a control character is written: as Rust escapes it (`\u{1b}`,
+/// `\r`, `\0`), an invisible one always as `\u{202e}`.
+fn escape(c: char) -> impl Iterator<Item = char> {
+    let (unicode, debug) = if is_invisible(c) {
+        (Some(c.escape_unicode()), None)
+    } else {
+        (None, Some(c.escape_debug()))
+    };
+    unicode.into_iter().flatten().chain(debug.into_iter().flatten())
 }
 
 /// `s` with control characters escaped as Rust writes them (`\u{1b}`,
@@ -202,7 +464,7 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         if is_control(c) {
-            out.extend(c.escape_debug());
+            out.extend(escape(c));
         } else {
             out.push(c);
         }
@@ -235,7 +497,7 @@ pub fn shown(text: &str, range: Range<usize>, secrets: &[Range<usize>]) -> Strin
         if next.peek().is_some_and(|r| r.start <= i) {
             out.extend(std::iter::repeat_n('*', c.len_utf8()));
         } else if escaped_at(text, i, c) {
-            out.extend(c.escape_debug());
+            out.extend(escape(c));
         } else {
             out.push(c);
         }
@@ -259,7 +521,7 @@ pub fn shown_width(text: &str, range: Range<usize>, secrets: &[Range<usize>]) ->
             next.next();
         }
         if next.peek().is_none_or(|r| r.start > i) && escaped_at(text, i, c) {
-            width += c.escape_debug().len() - c.len_utf8();
+            width += escape(c).count() - c.len_utf8();
         }
     }
     width
@@ -283,11 +545,49 @@ mod tests {
         assert_eq!(secrets(r#"secret "a\"b" issuer "x""#), [r#"a\"b"#]);
     }
 
+    /// Every layout the grammar accepts, `gwc fmt`'s included.
+    #[test]
+    fn secrets_are_found_in_any_layout() {
+        assert_eq!(secrets("keys\n  \"K1\"\n"), ["K1"]);
+        assert_eq!(secrets("secret\n\n  S1\n}"), ["S1"]);
+        assert_eq!(secrets("keys \"K1\"\n  , \"K2\""), ["K1", "K2"]);
+        assert_eq!(
+            secrets("keys \"K1\", \"K2\",  # partner b\n    \"K3\"\n"),
+            ["K1", "K2", "K3"]
+        );
+        assert_eq!(secrets("keys # first\n  \"K1\" # after\n  , \"K2\""), ["K1", "K2"]);
+        assert_eq!(secrets(r#"keys env("X"), "K1", file("f"), K2"#), ["K1", "K2"]);
+        assert_eq!(secrets(r#"keys ["K1","K2", [K3]], "K4""#), ["K1", "K2", "K3", "K4"]);
+        assert_eq!(secrets(r#"secret base64("S1")"#), ["S1"]);
+        // A keyword ends the values: a name `keys`, a `secret` with none.
+        assert!(secrets("route /x -> keys\n  # c\nroute /y -> app").is_empty());
+        assert!(secrets("auth a jwt {\n  secret\n  issuer \"i\"\n}").is_empty());
+        assert!(secrets("route /x -> app { auth keys limit l }").is_empty());
+        assert!(secrets("upstream keys { server 1.2.3.4:80 }\nauth secret jwt { issuer \"i\" }").is_empty());
+    }
+
+    /// What a writer may have meant for `secret` or `keys`, in an `auth`
+    /// declaration only.
+    #[test]
+    fn misspelled_secret_words_in_auth_are_found() {
+        let auth = "auth a api_key {\n  key \"K1\"\n  Secret \"S1\"\n  KEYS \"K2\"\n  secrets S2\n  sercet \"S3\"\n  issuer \"i\"\n}\n";
+        assert_eq!(secrets(auth), ["K1", "S1", "K2", "S2", "S3"]);
+        // With a sign other formats take.
+        let signs = "auth a jwt {\n  secret = abc1\n  Secret: \"abc2\"\n  secret =abc3\n}\n";
+        assert_eq!(secrets(signs), ["abc1", "abc2", "abc3"]);
+        // Swapped letters, two edits of `secret`, a misspelled `auth`.
+        let swapped = "auht a jwt { secrte \"S3\" }\nAuth b api_key { kyes \"K3\" }\n";
+        assert_eq!(secrets(swapped), ["S3", "K3"]);
+        // Elsewhere `key` is an attribute of its own.
+        assert!(secrets("limit l { key api_key }\nroute /x -> app { limit l }").is_empty());
+        assert!(secrets(&format!("{auth}limit l {{ key api_key }}")).len() == 5);
+    }
+
     #[test]
     fn references_names_and_comments_are_not_secrets() {
         assert!(secrets(r#"secret env("JWT_SECRET") keys file("k.txt")"#).is_empty());
         assert!(secrets("upstream keys { server 1.2.3.4:80 }\nroute /x -> keys\nroute /y -> app").is_empty());
-        assert!(secrets("# secret \"in a comment\"\nsecrets \"x\" mysecret \"y\"").is_empty());
+        assert!(secrets("# secret \"in a comment\"\nsecrets \"x\" mysecret \"y\" Secret \"z\"").is_empty());
     }
 
     #[test]
@@ -295,7 +595,30 @@ mod tests {
         assert_eq!(secrets(r#"store s redis "redis://u:pa55@h:6379/0""#), ["pa55"]);
         assert_eq!(secrets(r#"jwks url "https://token@auth.example.com/jwks""#), ["token"]);
         assert!(secrets(r#"store s redis "redis://h:6379""#).is_empty());
-        assert!(secrets(r#"redirect "https://example.com/@user""#).is_empty());
+        // Everything up to the last `@`: a password holding `/ ? #` unencoded.
+        assert_eq!(
+            secrets(r#"store s redis "redis://:q7Zk/9vR+PW/aXe2=@127.0.0.1:6379""#),
+            [":q7Zk/9vR+PW/aXe2="[1..].to_string()]
+        );
+        assert_eq!(secrets(r#""redis://u:a?b#c d\"e`f@h/0""#), [r#"a?b#c d\"e`f"#]);
+        assert_eq!(secrets(r#""https://a/b:c@h""#), ["a/b:c"]);
+        // A path holding an `@` is hidden too: the safe mistake.
+        assert_eq!(secrets(r#"redirect "https://example.com/@user""#), ["example.com/"]);
+    }
+
+    #[test]
+    fn deep_lists_are_scanned_without_recursing_deeper() {
+        let deep = format!("keys {}\"K1\"{}\nroute /x", "[".repeat(100_000), "]".repeat(100_000));
+        let found = secrets(&deep);
+        assert!(found.iter().any(|s| s.contains("K1")), "{:?}", found.len());
+        assert!(
+            !found.iter().any(|s| s.contains("route")),
+            "{:?}",
+            found
+                .iter()
+                .map(|s| &s[s.len().saturating_sub(30)..])
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -327,6 +650,26 @@ mod tests {
     }
 
     #[test]
+    fn urls_outside_strings_and_in_comments_are_found() {
+        assert_eq!(
+            secrets("store s redis redis://user:PW1@h:6379 { on_error allow }"),
+            ["PW1"]
+        );
+        assert_eq!(secrets("jwks url https://tok:PW2@auth.example/jwks\n"), ["PW2"]);
+        assert_eq!(secrets("# was redis://:PW3@old-host:6379\nroute /x"), ["PW3"]);
+        assert_eq!(secrets("x https://h/a secret PW4"), ["PW4"]);
+    }
+
+    #[test]
+    fn masked_text_hides_secret_bytes() {
+        let text = "secret 9f86d081884c7d65 é";
+        let ranges = secret_ranges(text);
+        assert_eq!(masked(text, 0..text.len(), &ranges), "secret **************** é");
+        assert_eq!(masked(text, 10..text.len(), &ranges), "************* é");
+        assert_eq!(merge(vec![5..9, 0..2, 1..3, 9..10, 4..4]), vec![0..3, 5..10]);
+    }
+
+    #[test]
     fn urls_are_redacted() {
         assert_eq!(redact_url("redis://u:pw@h:1/2"), "redis://u:<redacted>@h:1/2");
         assert_eq!(redact_url("redis://:pw@h"), "redis://:<redacted>@h");
@@ -336,6 +679,29 @@ mod tests {
             "a `redis://u:<redacted>@h` and `redis://v:<redacted>@i`"
         );
         assert!(matches!(redact_url("redis://h:6379"), Cow::Borrowed(_)));
+        // A URL without a password does not end the search.
+        assert_eq!(
+            redact_url("`redis://h:6379` then `redis://u:p@h`"),
+            "`redis://h:6379` then `redis://u:<redacted>@h`"
+        );
+        // To the last `@`: `/ ? #`, a space, a quote or a backtick unencoded.
+        for pw in [
+            "q7Zk/9vR+PASSWORD/aXe2=",
+            "a?PASSWORD",
+            "a#PASSWORD",
+            "a PASSWORD",
+            "a\"PASSWORD",
+            "a`PASSWORD",
+        ] {
+            let line = format!("error=`redis://:{pw}@127.0.0.1:6379` and more");
+            let clean = redact_url(&line);
+            assert!(!clean.contains("PASSWORD"), "{clean}");
+            assert!(clean.contains("127.0.0.1:6379"), "{clean}");
+        }
+        assert_eq!(
+            redact_url("https://tok/en@h/x\nnext@line"),
+            "https://<redacted>@h/x\nnext@line"
+        );
     }
 
     #[test]
@@ -343,6 +709,16 @@ mod tests {
         assert_eq!(escape_controls("a\u{1b}[2Jb\u{7}\0\r\n"), "a\\u{1b}[2Jb\\u{7}\\0\\r\n");
         assert_eq!(escape_controls("x\u{9b}y"), "x\\u{9b}y");
         assert!(matches!(escape_controls("plain\ttext\n"), Cow::Borrowed(_)));
+        // Bidirectional overrides and isolates, zero-width characters.
+        assert_eq!(
+            escape_controls("/a\u{202e}b\u{2066}c\u{2069}\u{200b}\u{feff}\u{2028}"),
+            "/a\\u{202e}b\\u{2066}c\\u{2069}\\u{200b}\\u{feff}\\u{2028}"
+        );
+        assert!(matches!(escape_controls("café naïve → ü"), Cow::Borrowed(_)));
+        let text = "x \u{202e}\"y\" z";
+        let all = 0..text.len();
+        assert_eq!(shown(text, all.clone(), &[]), "x \\u{202e}\"y\" z");
+        assert_eq!(shown_width(text, all, &[]), shown(text, 0..text.len(), &[]).len());
     }
 
     #[test]

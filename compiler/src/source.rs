@@ -109,21 +109,19 @@ impl SourceFile {
     /// The text at `span`, and the same with its secrets masked with `*`
     /// (byte for byte).
     pub fn masked(&self, span: Span) -> (String, String) {
-        let (start, end) = (span.start as usize, span.end as usize);
-        let Some(text) = self.text.get(start..end) else {
+        let range = span.start as usize..span.end as usize;
+        let Some(text) = self.text.get(range.clone()) else {
             return (String::new(), String::new());
         };
-        let mut masked = text.as_bytes().to_vec();
-        let first = self.secrets.partition_point(|r| r.end <= start);
-        for r in self.secrets[first..].iter().take_while(|r| r.start < end) {
-            for b in &mut masked[r.start.max(start) - start..r.end.min(end) - start] {
-                *b = b'*';
-            }
-        }
-        // A secret range ends on character boundaries, but a span may cut
-        // one: anything not UTF-8 left is shown masked.
-        let masked = String::from_utf8(masked).unwrap_or_else(|_| "*".repeat(text.len()));
-        (text.to_string(), masked)
+        (text.to_string(), redact::masked(&self.text, range, &self.secrets))
+    }
+
+    /// Sets where the text holds secrets: what the lexical scan found, with
+    /// what lowering found in the parse tree (the values of `secret` and
+    /// `keys` however they are laid out).
+    pub fn set_secrets(&mut self, ranges: Vec<Range<usize>>) {
+        let len = self.text.len();
+        self.secrets = redact::merge(ranges.into_iter().filter(|r| r.end <= len).collect());
     }
 
     /// The secrets written on the lines `span` covers (what a message
@@ -174,6 +172,10 @@ impl SourceMap {
 
     pub fn get(&self, id: FileId) -> &SourceFile {
         &self.files[id.0 as usize]
+    }
+
+    pub fn get_mut(&mut self, id: FileId) -> &mut SourceFile {
+        &mut self.files[id.0 as usize]
     }
 
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {

@@ -3,7 +3,9 @@
 //! `-` (or no file) formats standard input to standard output. A file with
 //! syntax errors is left untouched and its diagnostics printed. Exit 0 when
 //! everything is (now) formatted, 1 when `--check` found a file to reformat
-//! or a file did not parse, 2 when a file cannot be read or written.
+//! or a file did not parse, 2 when a file cannot be read or written. Files
+//! are read as `gwc check` reads them (regular files of at most 64 MiB:
+//! [`RealHost`]), standard input up to the same 64 MiB.
 //!
 //! A file is rewritten atomically ([`replace`]): the result goes to a
 //! temporary file in the same folder, with the file's permissions (and
@@ -13,8 +15,10 @@
 //! symlink stays a symlink: its target is replaced.
 
 use super::{EXIT_PROBLEMS, EXIT_USAGE};
+use crate::host::RealHost;
 use crate::render::{self, Style};
 use gw_compiler::format::{format_source, Refused};
+use gw_compiler::host::{Host, Refusal, MAX_FILE_SIZE};
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
@@ -67,16 +71,16 @@ pub fn run(args: FmtArgs) -> ExitCode {
 fn one(file: &str, check: bool) -> Outcome {
     let stdin = file == "-";
     let bytes = if stdin {
-        let mut bytes = Vec::new();
-        match io::stdin().lock().read_to_end(&mut bytes) {
-            Ok(_) => bytes,
+        match read_stdin() {
+            Ok(bytes) => bytes,
             Err(e) => {
                 eprintln!("error: cannot read standard input: {e}");
                 return Outcome::Failed;
             }
         }
     } else {
-        match std::fs::read(file) {
+        // Bounded as `gwc check` reads: a regular file of at most 64 MiB.
+        match RealHost.read(file) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("error: cannot read `{file}`: {}", super::plan::describe(&e));
@@ -128,6 +132,21 @@ fn one(file: &str, check: bool) -> Outcome {
     } else {
         Outcome::Changed
     }
+}
+
+/// Standard input, of at most [`MAX_FILE_SIZE`] bytes (`gwc fmt <
+/// /dev/zero` stops there, as a file that large is refused).
+fn read_stdin() -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    io::stdin().lock().take(MAX_FILE_SIZE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(Refusal::TooLarge {
+            size: None,
+            limit: MAX_FILE_SIZE,
+        }
+        .into());
+    }
+    Ok(bytes)
 }
 
 /// The 1-based line where `before` and `after` first differ.

@@ -16,6 +16,11 @@
 //!   again every interval: the file is looked at (`stat`, then opened without
 //!   blocking, never read) and the configuration is read again as soon as
 //!   it looks different (a new stamp, or it opens now).
+//! - A configuration that does not compile while a file it read was written
+//!   less than an interval ago (a save in progress: truncated, then written
+//!   in pieces) is read again at the next interval, without a refusal
+//!   logged or counted, up to [`MAX_SETTLING`] times in a row; the running
+//!   plan keeps serving meanwhile.
 //! - `SIGHUP` always reads the configuration again.
 //! - Reading and compiling run on a blocking thread, one at a time; the
 //!   watcher's loop only waits for them, so signals and changes are noticed
@@ -192,6 +197,10 @@ impl Host for WatchingHost {
     fn env(&self, name: &str) -> Option<String> {
         RealHost.env(name)
     }
+
+    fn identity(&self, path: &str) -> Option<(u64, u64)> {
+        RealHost.identity(path)
+    }
 }
 
 /// The files the configuration read last time, and how to tell that it
@@ -216,6 +225,22 @@ impl Watched {
                 .failed
                 .iter()
                 .any(|(path, seen, could)| stamp(path) != *seen || access(path) != *could)
+    }
+
+    /// Whether a file it read (or failed to read) was modified less than
+    /// `window` ago, by its modification time: a save may be in progress
+    /// (an editor or `cp` truncates, then writes in pieces). A time in the
+    /// future is not "recent".
+    pub fn written_within(&self, window: Duration) -> bool {
+        let now = std::time::SystemTime::now();
+        let paths = self
+            .files
+            .iter()
+            .map(|(p, _)| p)
+            .chain(self.failed.iter().map(|(p, ..)| p));
+        paths
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .any(|modified| now.duration_since(modified).is_ok_and(|age| age < window))
     }
 }
 
@@ -336,6 +361,11 @@ pub struct Watcher {
     pub max_stuck: usize,
 }
 
+/// How many reads in a row a failing configuration that is still being
+/// written is read again before its refusal is logged anyway (a file
+/// rewritten without end by a broken generator is still reported).
+pub const MAX_SETTLING: u32 = 3;
+
 /// The read in progress.
 struct Reading {
     task: JoinHandle<Outcome>,
@@ -357,13 +387,19 @@ impl Watcher {
         // A change or `SIGHUP` came while a read was running: read again after it.
         let mut again = false;
         let mut hup_open = true;
+        // Reads in a row that failed on a file still being written: the
+        // next interval reads again (`retry`), without a refusal logged.
+        let mut settling = 0;
+        let mut retry = false;
         loop {
             let want = tokio::select! {
                 done = finished(&mut reading) => {
                     reading = None;
                     let reloads = self.reloads();
                     match done {
-                        Ok(outcome) => self.apply(outcome, &mut watched).await,
+                        Ok(outcome) => {
+                            retry = self.apply(outcome, &mut watched, &mut settling).await;
+                        }
                         Err(e) => tracing::error!(target: RELOAD, file = %self.root, error = %e, "reading the configuration failed; keeping the running plan"),
                     }
                     // Swapped in or refused, the gateway serves again.
@@ -375,7 +411,7 @@ impl Watcher {
                     std::mem::take(&mut again)
                 }
                 _ = tick.tick() => match reading.as_mut() {
-                    None => watched.changed(),
+                    None => watched.changed() || std::mem::take(&mut retry),
                     Some(r) => {
                         if !r.said && r.since.elapsed() >= self.stuck_after {
                             r.said = true;
@@ -441,22 +477,33 @@ impl Watcher {
         self.gateway.shared().metrics.reloads.load(Ordering::Relaxed)
     }
 
-    /// Swaps the plan in, or logs why the running plan stays.
-    async fn apply(&mut self, outcome: Outcome, watched: &mut Watched) {
+    /// Swaps the plan in, or logs why the running plan stays. A plan that
+    /// does not compile while a file it read was written less than an
+    /// interval ago (or since it was read) is a save in progress, most
+    /// likely: nothing is logged or counted, and `true` asks for another
+    /// read at the next interval (up to [`MAX_SETTLING`] in a row).
+    async fn apply(&mut self, outcome: Outcome, watched: &mut Watched, settling: &mut u32) -> bool {
         let Outcome { plan, watched: seen } = outcome;
         *watched = seen;
         let mut plan = match plan {
             Ok(plan) => plan,
+            Err(_) if *settling < MAX_SETTLING && (watched.changed() || watched.written_within(self.every)) => {
+                *settling += 1;
+                tracing::debug!(target: RELOAD, file = %self.root, "the configuration does not compile and is being written; reading it again at the next interval");
+                return true;
+            }
             Err(refused) => {
+                *settling = 0;
                 self.gateway
                     .shared()
                     .metrics
                     .reload_failures
                     .fetch_add(1, Ordering::Relaxed);
                 log_refused(&self.root, &refused);
-                return;
+                return false;
             }
         };
+        *settling = 0;
         if let Some(d) = self.demo.as_mut() {
             for b in d.start(&plan).await {
                 tracing::info!(service = %b.service, address = %b.address, bound = %b.addr, "demo backend started");
@@ -473,7 +520,7 @@ impl Watcher {
         .await;
         let Ok((plan, changes)) = compared else {
             tracing::error!(target: RELOAD, file = %self.root, "comparing the plans failed; keeping the running plan");
-            return;
+            return false;
         };
         match self.gateway.reload(plan).await {
             Ok(()) => log_reloaded(&self.root, &changes),
@@ -481,6 +528,7 @@ impl Watcher {
                 tracing::error!(target: RELOAD, file = %self.root, "reload refused, keeping the running plan: {e}")
             }
         }
+        false
     }
 }
 
@@ -715,6 +763,52 @@ mod tests {
         gate.open();
         until("the edit to be served", || routes(&gateway) == ["/two"]).await;
         assert_eq!(gate.loads.load(Ordering::SeqCst), 2, "read once more, for the edit");
+        watching.abort();
+    }
+
+    /// A save caught half-way (the file truncated, then written): the read
+    /// that fails on it is tried again at the next interval, not refused;
+    /// the running plan serves meanwhile. A file that stays bad is refused
+    /// once it is older than an interval, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_half_written_file_is_read_again_not_refused() {
+        let dir = Dir::new();
+        let app = dir.join("app.gw");
+        let text = |route: &str| format!("listen 127.0.0.1:0\nroute {route} {{ respond 200 }}\n");
+        let gateway = gateway().await;
+        let loads = Arc::new(AtomicUsize::new(0));
+        let l = loads.clone();
+        let (mut w, hup) = watcher(
+            &gateway,
+            &app,
+            Arc::new(move |root| {
+                let outcome = load(root);
+                l.fetch_add(1, Ordering::SeqCst);
+                outcome
+            }),
+        );
+        // Long enough that the first read comes well within one interval
+        // of the write, even on a loaded machine.
+        w.every = Duration::from_millis(700);
+        let failures = || gateway.shared().metrics.reload_failures.load(Ordering::Relaxed);
+        let watching = tokio::spawn(w.run(Watched::default()));
+        // Half of a save: the file cut in the middle of a route.
+        let full = text("/two");
+        std::fs::write(&app, &full[..full.len() - 12]).expect("write");
+        hup.send(()).await.expect("send");
+        until("the first read", || loads.load(Ordering::SeqCst) >= 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(failures(), 0, "a save in progress is not a refused reload");
+        // The rest of the save.
+        std::fs::write(&app, &full).expect("write");
+        until("the saved file to be served", || routes(&gateway) == ["/two"]).await;
+        assert_eq!(failures(), 0);
+        // A file that stays bad: refused once it has settled, and only once.
+        std::fs::write(&app, "listen 127.0.0.1:0\nroute /three {").expect("write");
+        until("the refusal", || failures() == 1).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(failures(), 1, "no storm of refusals");
+        assert_eq!(routes(&gateway), ["/two"], "the running plan keeps serving");
         watching.abort();
     }
 

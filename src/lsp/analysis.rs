@@ -12,6 +12,7 @@ use gw_compiler::host::Host;
 use gw_compiler::Diagnostic;
 use std::collections::HashMap;
 use std::io;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// The texts of the open documents, by key ([`super::text::doc_key`]).
@@ -41,6 +42,17 @@ pub struct FileView {
     pub text: Arc<str>,
     pub lines: LineIndex,
     pub index: FileIndex,
+    /// Where `text` holds secrets (as the compiler found them): whatever
+    /// the server shows of the text is masked there, as `gwc check` does.
+    pub secrets: Arc<[Range<usize>]>,
+}
+
+impl FileView {
+    /// `text[range]` as it may be shown: secrets masked, control
+    /// characters escaped ([`gw_compiler::redact::shown`]).
+    pub fn shown(&self, range: Range<usize>) -> String {
+        gw_compiler::redact::shown(&self.text, range, &self.secrets)
+    }
 }
 
 /// What the compiler said about one document and the files it imports.
@@ -58,7 +70,9 @@ pub struct Analysis {
 }
 
 /// The compiler's [`Host`] for the server: open documents as the editor has
-/// them, everything else from the disk, variables from the environment.
+/// them, everything else from the disk as `gwc check` reads it
+/// ([`RealHost`](crate::host::RealHost): regular files of at most 64 MiB),
+/// variables from the environment.
 pub struct EditorHost<'a> {
     pub overlay: &'a Overlay,
 }
@@ -69,12 +83,18 @@ impl Host for EditorHost<'_> {
         // a symlink): the overlay is by key.
         match self.overlay.get(path).or_else(|| self.overlay.get(&path_key(path))) {
             Some(text) => Ok(text.as_bytes().to_vec()),
-            None => std::fs::read(path),
+            // Bounded as `gwc check` reads: a FIFO or `/dev/zero` is
+            // GW0005 at once, never a compile worker stuck for good.
+            None => crate::host::RealHost.read(path),
         }
     }
 
     fn env(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
+    }
+
+    fn identity(&self, path: &str) -> Option<(u64, u64)> {
+        crate::host::RealHost.identity(path)
     }
 }
 
@@ -187,13 +207,20 @@ pub fn compile(job: &Job) -> Analysis {
                 lines: LineIndex::new(&file.text),
                 index: FileIndex::default(),
                 text: file.text.clone(),
+                secrets: Arc::from(file.secrets()),
             }
         })
         .collect();
     let diagnostics: Vec<(usize, Diagnostic)> = compilation
         .diagnostics
         .into_iter()
-        .map(|d| (d.span().map_or(0, |s| s.file.0 as usize), d))
+        // Shown as `gwc check` shows them: secrets masked, URLs redacted.
+        .map(|d| {
+            (
+                d.span().map_or(0, |s| s.file.0 as usize),
+                d.redacted(&compilation.sources),
+            )
+        })
         .collect();
     Analysis {
         key: job.key.clone(),

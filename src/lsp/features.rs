@@ -393,13 +393,14 @@ fn name_hover(a: &Analysis, name: &Name) -> String {
     let Some((f, start, _)) = defs.first() else {
         return format!("{} `{}`: not defined (GW0101)", name.kind.as_str(), name.name);
     };
+    // Masked like a diagnostic's snippet: an auth's secret, a store's URL.
     let decl = f
         .index
         .symbols
         .iter()
         .find(|s| s.name_start == *start)
-        .map(|s| &f.text[s.start..s.end])
-        .unwrap_or("");
+        .map(|s| f.shown(s.start..s.end))
+        .unwrap_or_default();
     let mut lines: Vec<&str> = decl.lines().take(12).collect();
     if decl.lines().count() > 12 {
         lines.push("  ...");
@@ -410,7 +411,7 @@ fn name_hover(a: &Analysis, name: &Name) -> String {
         name.kind.as_str(),
         name.name,
         lines.join("\n"),
-        f.name
+        gw_compiler::redact::escape_controls(&f.name)
     )
 }
 
@@ -715,7 +716,7 @@ fn symbols(server: &mut Server, p: DocumentSymbolParams) -> Reply {
         };
         #[allow(deprecated)]
         DocumentSymbol {
-            name: s.name.clone(),
+            name: shown_name(f, s),
             detail: None,
             kind,
             tags: None,
@@ -727,6 +728,18 @@ fn symbols(server: &mut Server, p: DocumentSymbolParams) -> Reply {
     }
     let list: Vec<DocumentSymbol> = f.index.symbols.iter().map(|s| convert(f, s)).collect();
     ok(DocumentSymbolResponse::Nested(list))
+}
+
+/// A symbol's name as it may be shown: the secrets of its declaration's
+/// text masked (a URL's password in a head), control characters escaped.
+fn shown_name(f: &FileView, s: &super::index::Symbol) -> String {
+    let mut name = s.name.clone();
+    for r in f.secrets.iter().filter(|r| r.start < s.end && s.start < r.end) {
+        if let Some(secret) = f.text.get(r.clone()).filter(|t| !t.is_empty()) {
+            name = name.replace(secret, &"*".repeat(secret.len()));
+        }
+    }
+    gw_compiler::redact::escape_controls(&name).into_owned()
 }
 
 fn folding(server: &mut Server, p: FoldingRangeParams) -> Reply {
@@ -825,7 +838,8 @@ pub fn format_reply(job: &FormatJob) -> Reply {
         Err(Refused::Syntax { sources, diagnostics }) => {
             let first = diagnostics.first().map(|d| {
                 let (line, col) = d.span().map_or((0, 0), |s| sources.line_col(s));
-                format!(": {} {} at line {line}, column {col}", d.code, d.message)
+                let message = d.redacted(&sources).message;
+                format!(": {} {message} at line {line}, column {col}", d.code)
             });
             failed(format!(
                 "not formatted: the file does not parse{}",
@@ -867,6 +881,8 @@ fn code_actions(server: &mut Server, p: CodeActionParams) -> Reply {
             continue;
         }
         let new = s.replacement.as_str();
+        // The title shows the text as `gwc check` would: masked, escaped.
+        let old = f.shown(s_start..s_end);
         let converted = server.convert(d, *file, &a);
         let Some(u) = uri(&f.uri) else { continue };
         let edit = TextEdit {

@@ -388,7 +388,9 @@ impl fmt::Display for Template {
                             '\n' => f.write_str("\\n")?,
                             '\t' => f.write_str("\\t")?,
                             // Never a raw control character: `\u{1b}` as gw writes it.
-                            c if c.is_control() => write!(f, "{}", c.escape_debug())?,
+                            c if crate::redact::is_control(c) => {
+                                write!(f, "{}", crate::redact::escape_controls(&c.to_string()))?
+                            }
                             c => write!(f, "{c}")?,
                         }
                     }

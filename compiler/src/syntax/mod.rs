@@ -18,12 +18,15 @@ use crate::codes::Code;
 use crate::diagnostic::{suggest, Diagnostic, Diagnostics, Suggestion};
 use crate::source::{FileId, Span, Spanned};
 use gw_grammar::{Pair, Rule};
+use std::ops::Range;
 use value::{lower_value, span_of, Expect, SVal, Val};
 
 /// What lowering one file yields besides declarations: its imports
-/// (resolved relative to the file) with the span of each.
+/// (resolved relative to the file) with the span of each, and where the
+/// file holds secrets: the ranges given, with what the parse tree showed.
 pub struct FileOutput {
     pub imports: Vec<Spanned<String>>,
+    pub secrets: Vec<Range<usize>>,
 }
 
 /// Deeper nesting of `{ [ (` is refused before parsing, so that neither the
@@ -44,24 +47,55 @@ pub const MAX_NESTING: usize = 64;
 /// Each byte is parsed at most three times (as part of a batch, once more
 /// on its own after a batch fails, and once more after the first error), so
 /// the whole stays linear in the size of the file.
-pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, diags: &mut Diagnostics) -> FileOutput {
-    let mut out = FileOutput { imports: Vec::new() };
-    if let Some(at) = error::too_deep(text, MAX_NESTING) {
-        diags.push(
-            Diagnostic::new(
-                Code::GW0001,
-                format!("blocks and lists are nested more than {MAX_NESTING} deep"),
-            )
-            .primary(Span::new(file, at, at + 1), "too deep")
-            .help("a `.gw` file never needs this much nesting: look for unbalanced brackets"),
-        );
-        return out;
-    }
+///
+/// `secrets` are where the text holds secrets as the lexical scan found
+/// them ([`crate::redact::secret_ranges`]): a message quoting a value
+/// ("found `...`") masks them, and those the parse tree shows are added.
+pub fn lower_file(
+    file: FileId,
+    name: &str,
+    text: &str,
+    secrets: &[Range<usize>],
+    config: &mut Config,
+    diags: &mut Diagnostics,
+) -> FileOutput {
+    let mut out = FileOutput {
+        imports: Vec::new(),
+        secrets: secrets.to_vec(),
+    };
+    let too_deep = |at: usize| {
+        Diagnostic::new(
+            Code::GW0001,
+            format!("blocks and lists are nested more than {MAX_NESTING} deep"),
+        )
+        .primary(Span::new(file, at, at + 1), "too deep")
+        .help("a `.gw` file never needs this much nesting: look for unbalanced brackets")
+    };
+    // Too deep: once per declaration (from a declaration keyword in column
+    // 1 to the next), which is then blanked (its bytes made spaces, so
+    // offsets stay) and the rest checked as usual. Should the rest still
+    // nest too deep (unclosed brackets adding up across declarations), the
+    // file is refused whole, once.
+    let blanked = blank_too_deep(text);
+    let text: &str = match &blanked {
+        None => text,
+        Some((blanked, deep)) => {
+            if let Some(at) = error::too_deep(blanked, MAX_NESTING) {
+                diags.push(too_deep(at));
+                return out;
+            }
+            for &at in deep {
+                diags.push(too_deep(at));
+            }
+            blanked
+        }
+    };
     let mut l = Lowerer {
         file,
         base: 0,
         name,
         text,
+        secrets: std::mem::take(&mut out.secrets),
         diags,
         config,
     };
@@ -133,8 +167,9 @@ pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, dia
         }
     }
     if let (Some(d), false) = (first_error, reported) {
-        diags.push(d);
+        l.diags.push(d);
     }
+    out.secrets = l.secrets;
     out
 }
 
@@ -189,8 +224,32 @@ fn unit_word(word: &str) -> Option<&'static str> {
     })
 }
 
+/// `text` with each declaration that nests deeper than [`MAX_NESTING`]
+/// blanked (every byte but newlines made a space), and where each went
+/// too deep; `None` when none does.
+fn blank_too_deep(text: &str) -> Option<(String, Vec<usize>)> {
+    error::too_deep(text, MAX_NESTING)?;
+    let mut bytes = text.as_bytes().to_vec();
+    let mut deep = Vec::new();
+    let mut start = 0;
+    while start < text.len() {
+        let end = next_declaration_line(text, start);
+        if let Some(at) = error::too_deep(&text[start..end], MAX_NESTING) {
+            deep.push(start + at);
+            for b in &mut bytes[start..end] {
+                if *b != b'\n' {
+                    *b = b' ';
+                }
+            }
+        }
+        start = end;
+    }
+    // Whole declarations were blanked, so the text is still UTF-8.
+    String::from_utf8(bytes).ok().map(|blanked| (blanked, deep))
+}
+
 /// The declaration keywords, which recovery looks for in column 1.
-const DECLARATION_KEYWORDS: [&str; 10] = [
+pub(crate) const DECLARATION_KEYWORDS: [&str; 10] = [
     "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
 ];
 
@@ -227,6 +286,8 @@ struct Lowerer<'a> {
     base: usize,
     name: &'a str,
     text: &'a str,
+    /// Where the text holds secrets, sorted and disjoint.
+    secrets: Vec<Range<usize>>,
     diags: &'a mut Diagnostics,
     config: &'a mut Config,
 }
@@ -248,7 +309,89 @@ impl<'a> Lowerer<'a> {
         Expect {
             diags: self.diags,
             source: self.text,
+            secrets: &self.secrets,
         }
+    }
+
+    /// Notes where `v`, a secret value (of `secret` or `keys`), is written:
+    /// a string's content, each item of a list, the arguments of a call
+    /// other than `env()` and `file()` (references, not secrets), any other
+    /// value whole. What the lexical scan missed (a layout it does not
+    /// follow) is masked all the same.
+    fn note_secret(&mut self, v: &SVal) {
+        let (start, end) = (v.span.start as usize, v.span.end as usize);
+        match &v.val {
+            Val::Str(_) => self.secret_range(start + 1..end.saturating_sub(1)),
+            Val::Unterminated => self.secret_range(start + 1..end),
+            Val::List(items) | Val::Call(_, items) => {
+                if !matches!(&v.val, Val::Call(name, _) if name == "env" || name == "file") {
+                    for item in items {
+                        self.note_secret(item);
+                    }
+                }
+            }
+            _ => self.secret_range(start..end),
+        }
+    }
+
+    /// Notes the values an unknown attribute of an `auth` block swallowed
+    /// (the pair's children after its name) as secrets.
+    fn note_loose_secrets(&mut self, pair: Pair<'_, Rule>) {
+        for child in pair.into_inner().skip(1) {
+            self.note_loose(child);
+        }
+    }
+
+    /// A string's content, a bare value whole, lists and blocks item by
+    /// item, the arguments of a call other than `env()` and `file()`.
+    fn note_loose(&mut self, pair: Pair<'_, Rule>) {
+        match pair.as_rule() {
+            Rule::value | Rule::any_block | Rule::list => {
+                for child in pair.into_inner() {
+                    self.note_loose(child);
+                }
+            }
+            Rule::call => {
+                let mut inner = pair.into_inner();
+                if inner.next().is_some_and(|n| !matches!(n.as_str(), "env" | "file")) {
+                    for child in inner {
+                        self.note_loose(child);
+                    }
+                }
+            }
+            Rule::string | Rule::unterminated_string => {
+                let span = self.span(&pair);
+                let end = span.end as usize - usize::from(pair.as_rule() == Rule::string);
+                self.secret_range(span.start as usize + 1..end);
+            }
+            Rule::comma | Rule::arrow | Rule::lbrace | Rule::rbrace => {}
+            _ => {
+                let span = self.span(&pair);
+                self.secret_range(span.start as usize..span.end as usize);
+            }
+        }
+    }
+
+    /// Adds `r` to the file's secrets, keeping them sorted and disjoint.
+    fn secret_range(&mut self, r: Range<usize>) {
+        if r.start >= r.end {
+            return;
+        }
+        let i = self.secrets.partition_point(|x| x.end < r.start);
+        if self
+            .secrets
+            .get(i)
+            .is_some_and(|x| x.start <= r.start && r.end <= x.end)
+        {
+            return; // the lexical scan found it: the usual case
+        }
+        let mut j = i;
+        let mut merged = r;
+        while let Some(x) = self.secrets.get(j).filter(|x| x.start <= merged.end) {
+            merged = merged.start.min(x.start)..merged.end.max(x.end);
+            j += 1;
+        }
+        self.secrets.splice(i..j, [merged]);
     }
 
     /// Records attribute `kw` of `block`; false (and GW0105) if already given.
@@ -1136,6 +1279,11 @@ impl<'a> Lowerer<'a> {
                     let Some((kw, kw_span, values)) = self.list_setting(a) else {
                         continue;
                     };
+                    if matches!(kw.as_str(), "secret" | "keys") {
+                        for v in &values {
+                            self.note_secret(v);
+                        }
+                    }
                     if !known.contains(&kw.as_str()) {
                         let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
                         let kind_word = if jwt { "a `jwt` auth" } else { "an `api_key` auth" };
@@ -1226,7 +1374,12 @@ impl<'a> Lowerer<'a> {
                             .help("an `api_key` auth takes `from` and `keys`"),
                     );
                 }
-                Rule::auth_unknown => self.unknown(a, &block, known),
+                Rule::auth_unknown => {
+                    // `key "..."`, `Secret "..."`: most likely a secret under
+                    // a misspelled name, shown in GW0103's snippet.
+                    self.note_loose_secrets(a.clone());
+                    self.unknown(a, &block, known)
+                }
                 _ => {}
             }
         }
@@ -1471,14 +1624,15 @@ impl<'a> Lowerer<'a> {
                 Rule::string => {
                     let v = self.value(a);
                     if let Some(url) = self.expect().string(&v, "a URL") {
-                        if !(url.node.starts_with("redis://") || url.node.starts_with("rediss://")) {
-                            self.diags.push(
-                                Diagnostic::new(Code::GW0003, format!("invalid Redis URL `{}`", url.node))
-                                    .primary(url.span, "not a `redis://` URL")
-                                    .help("write `\"redis://127.0.0.1:6379\"`"),
-                            );
-                        } else {
-                            store.url = Some(url);
+                        // The runtime's parser: what passes here connects. The
+                        // message quotes none of the URL (a password is in it).
+                        match crate::redis_url::parse(&url.node) {
+                            Ok(_) => store.url = Some(url),
+                            Err(e) => self.diags.push(
+                                Diagnostic::new(Code::GW0003, format!("invalid Redis URL: {e}"))
+                                    .primary(url.span, "not a usable `redis://` URL")
+                                    .help(e.help),
+                            ),
                         }
                         seen.0.push(("url".into(), v.span));
                     }

@@ -261,14 +261,15 @@ pub fn parse_reference(text: &str) -> Option<Reference> {
 pub struct Expect<'d> {
     pub diags: &'d mut Diagnostics,
     pub source: &'d str,
+    /// Where the source holds secrets (sorted): "found `...`" masks them.
+    pub secrets: &'d [std::ops::Range<usize>],
 }
 
 impl Expect<'_> {
+    /// The value as a message quotes it: its text with secrets masked,
+    /// shortened to 40 characters.
     fn found(&self, v: &SVal) -> String {
-        let text = self
-            .source
-            .get(v.span.start as usize..v.span.end as usize)
-            .unwrap_or("");
+        let text = crate::redact::masked(self.source, v.span.start as usize..v.span.end as usize, self.secrets);
         let short: String = text.chars().take(40).collect();
         let short = if short.len() < text.len() {
             format!("{short}…")

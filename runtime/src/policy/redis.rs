@@ -103,98 +103,18 @@ impl From<io::Error> for Error {
     }
 }
 
-/// Where a `redis://` URL points.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub db: u32,
-    pub username: Option<String>,
-    pub password: Option<String>,
-}
+/// Where a `redis://` URL points: the compiler's parser, which the checker
+/// ran on this URL already (GW0003).
+pub use gw_compiler::redis_url::RedisUrl as Target;
 
 /// Parses `redis://[[user]:password@]host[:port][/db]` (a query string is
-/// ignored). `rediss://` is refused: TLS is not implemented.
+/// ignored). `rediss://` is refused: TLS is not implemented. The error
+/// quotes no part of the URL (a password is in it).
 pub fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = if let Some(r) = url.strip_prefix("redis://") {
-        r
-    } else if url.starts_with("rediss://") {
+    if gw_compiler::redis_url::is_tls(url) {
         return Err("TLS (`rediss://`) is not supported; use `redis://` (e.g. through a local TLS tunnel)".into());
-    } else {
-        return Err("not a `redis://` URL".into());
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or("");
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let db = match path.trim_end_matches('/') {
-        "" => 0,
-        p => p
-            .parse::<u32>()
-            .map_err(|_| format!("`/{p}` is not a database number"))?,
-    };
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, authority),
-    };
-    let (username, password) = match userinfo {
-        None => (None, None),
-        Some(u) => match u.split_once(':') {
-            Some((user, pass)) => {
-                let user = percent_decode(user)?;
-                (Some(user).filter(|u| !u.is_empty()), Some(percent_decode(pass)?))
-            }
-            None if u.is_empty() => (None, None),
-            None => return Err("a user name needs a password: `redis://user:password@host`".into()),
-        },
-    };
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or("unclosed `[` in the host")?;
-        match after.strip_prefix(':') {
-            Some(p) => (h, Some(p)),
-            None if after.is_empty() => (h, None),
-            None => return Err(format!("unexpected `{after}` after the host")),
-        }
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("no host".into());
     }
-    let port = match port {
-        None | Some("") => 6379,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| format!("`{p}` is not a port"))?,
-    };
-    Ok(Target {
-        host: host.to_string(),
-        port,
-        db,
-        username,
-        password,
-    })
-}
-
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or("a `%` not followed by two hex digits")?;
-            let b = u8::from_str_radix(hex, 16).map_err(|_| "a `%` not followed by two hex digits")?;
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "a percent-encoded part that is not UTF-8".to_string())
+    gw_compiler::redis_url::parse(url).map_err(|e| e.to_string())
 }
 
 /// A RESP reply.
