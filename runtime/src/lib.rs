@@ -33,3 +33,6 @@ mod text;
 pub mod upstream;
 
 pub use server::{Gateway, Options};
+
+#[cfg(test)]
+mod sizes;
