@@ -17,6 +17,7 @@ mod bufpool;
 pub mod demo;
 pub mod error;
 pub mod h1client;
+#[path = "listen/h1server.rs"]
 mod h1server;
 pub mod health;
 pub mod health_check;
