@@ -16,6 +16,7 @@ pub mod body;
 mod bufpool;
 pub mod demo;
 pub mod error;
+#[path = "upstream/h1client.rs"]
 pub mod h1client;
 #[path = "listen/h1server.rs"]
 mod h1server;
