@@ -312,7 +312,7 @@ fn servers_that_are_only_ejected_are_used_when_nothing_else_is() {
     let b = Balancer::new(Strategy::RoundRobin, &s);
     // The first primary is ejected; the second is marked down by its checks.
     assert!(s[0]
-        .record(Outcome::Failed, &policy, gw_runtime::health::now_millis, |_| true)
+        .record(Outcome::Failed, &policy, gw_runtime::clock::now_millis, |_| true)
         .is_some());
     s[1].set_healthy(false);
     assert_eq!(counts(&b, &s, 10), [0, 0, 10], "the backup before an ejected primary");
@@ -320,7 +320,7 @@ fn servers_that_are_only_ejected_are_used_when_nothing_else_is() {
     // usable as it failed): ejection never empties the upstream, and the
     // primaries come first; a server down by its checks stays out.
     assert!(s[2]
-        .record(Outcome::Failed, &policy, gw_runtime::health::now_millis, |_| true)
+        .record(Outcome::Failed, &policy, gw_runtime::clock::now_millis, |_| true)
         .is_some());
     assert_eq!(counts(&b, &s, 10), [10, 0, 0]);
     assert_eq!(b.pick(&s, None, &[0]), Some(2), "then the ejected backup");

@@ -69,7 +69,7 @@ impl Balancer {
     pub fn pick_hashed(&self, servers: &[Arc<ServerState>], hash: Option<u64>, tried: Tried<'_>) -> Option<usize> {
         // The clock is read only if some server was ever ejected.
         let now = std::cell::OnceCell::new();
-        let now = || *now.get_or_init(crate::health::now_millis);
+        let now = || *now.get_or_init(crate::clock::now_millis);
         let usable = |i: usize, backup: bool| {
             servers.get(i).is_some_and(|s| s.backup == backup && s.usable(now)) && !tried.contains(&i)
         };
@@ -364,7 +364,8 @@ pub fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{now_millis, EjectPolicy, Outcome};
+    use crate::clock::now_millis;
+    use crate::health::{EjectPolicy, Outcome};
 
     #[test]
     fn an_ejected_server_is_no_last_resort_while_a_tried_one_is_usable() {

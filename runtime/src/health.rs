@@ -13,21 +13,9 @@
 //! may break every server it reaches (and a retry carries it to each). Either way the caller says whether another server
 //! would still be usable: the last usable server is never ejected.
 
+use crate::clock::now_millis;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-static START: OnceLock<Instant> = OnceLock::new();
-
-/// Milliseconds since the process started (monotonic).
-pub fn now_millis() -> u64 {
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// The instant `millis` (as [`now_millis`] counts) stands for.
-pub fn instant_at(millis: u64) -> Instant {
-    *START.get_or_init(Instant::now) + Duration::from_millis(millis)
-}
+use std::time::Duration;
 
 /// Passive ejection settings of an upstream: its `eject { errors N for D }`
 /// block, or the default without one.

@@ -14,6 +14,7 @@ pub mod aggregate;
 pub mod balance;
 pub mod body;
 mod bufpool;
+pub mod clock;
 pub mod demo;
 pub mod error;
 #[path = "upstream/h1client.rs"]
@@ -22,7 +23,7 @@ pub mod h1client;
 mod h1server;
 pub mod health;
 pub mod health_check;
-pub mod logbuf;
+pub mod log;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -117,7 +117,7 @@ where
         }
         let route = route.and_then(|i| rt.route_labels.get(i)).map_or("-", String::as_str);
         let upstream = upstream_server.as_deref().unwrap_or("-");
-        let line = crate::logbuf::AccessLine {
+        let line = crate::log::AccessLine {
             client: conn.client.ip(),
             method: method.as_str(),
             path: uri.path(),
@@ -128,7 +128,7 @@ where
         };
         // `gwc serve` has the line written directly (the same text, cheaper);
         // anywhere else it is a tracing event.
-        if !crate::logbuf::access(&line) {
+        if !crate::log::access(&line) {
             tracing::info!(
                 target: "gw::access",
                 client = %conn.client.ip(),

@@ -34,9 +34,9 @@
 //! machines is logged as a warning at start.
 
 use crate::body::{full, Body};
+use crate::clock::now_millis;
 use crate::error::{closing_response, status_response};
 use crate::h1server::{self, Served, Transport};
-use crate::health::now_millis;
 use crate::health_check;
 use crate::metrics::{self, LimitSample, Metrics, Rejection, RouteSample, ServerSample};
 use crate::proxy::{self, Conn};

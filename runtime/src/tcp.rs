@@ -93,11 +93,11 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
             .last
             .load(Ordering::Relaxed)
             .saturating_add(idle.as_millis() as u64);
-        let nap = Duration::from_millis(quiet_at.saturating_sub(crate::health::now_millis()).max(1));
+        let nap = Duration::from_millis(quiet_at.saturating_sub(crate::clock::now_millis()).max(1));
         tokio::select! {
             _ = copy.as_mut() => return,
             _ = tokio::time::sleep(nap) => {
-                let quiet = crate::health::now_millis().saturating_sub(clocks.last.load(Ordering::Relaxed));
+                let quiet = crate::clock::now_millis().saturating_sub(clocks.last.load(Ordering::Relaxed));
                 if quiet >= idle.as_millis() as u64 {
                     tracing::debug!(upstream = %up.name, client = %peer, "tcp: idle_timeout; closing");
                     return;

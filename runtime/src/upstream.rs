@@ -25,8 +25,8 @@
 
 use crate::balance::{Balancer, Strategy};
 use crate::body::Body;
+use crate::clock::now_millis;
 use crate::h1client::{self, Failed, ResponseBody};
-use crate::health::now_millis;
 use crate::health::{EjectPolicy, Outcome, ServerState};
 use crate::request::RequestCtx;
 use arc_swap::ArcSwap;

@@ -24,8 +24,8 @@
 
 use crate::body::Body;
 use crate::bufpool::CLIENT;
+use crate::clock::{instant_at, now_millis};
 use crate::error::status_response;
-use crate::health::{instant_at, now_millis};
 use crate::metrics::Rejection;
 use crate::proxy::{self, Conn};
 use crate::server::{Activity, Clocks};
@@ -56,7 +56,7 @@ const MAX_HEADERS: usize = 100;
 
 /// How much a read asks for at least (the read buffer's size, from
 /// [`crate::bufpool::CLIENT`], and what it grows by).
-pub(crate) const READ_CHUNK: usize = 4096;
+const READ_CHUNK: usize = crate::bufpool::CLIENT_SIZE;
 
 /// A first body frame up to this size goes out in the response head's write.
 const COALESCE: usize = 16 * 1024;

@@ -53,7 +53,7 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_FRAME: usize = 64 * 1024;
 /// How much a read asks for at a time (the read buffer's size, from
 /// [`crate::bufpool::UPSTREAM`]).
-pub(crate) const READ_SIZE: usize = 8 * 1024;
+const READ_SIZE: usize = crate::bufpool::UPSTREAM_SIZE;
 /// A chunk-size line (with extensions) may be at most this long.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// A chunked body's trailer section may be at most this long.
