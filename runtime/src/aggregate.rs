@@ -8,9 +8,9 @@
 //! upstream's), so a slow optional part cannot hold the response past it.
 
 use crate::body::{empty, full, Body};
+use crate::conn::Conn;
 use crate::error::status_response;
 use crate::health::Outcome;
-use crate::proxy::Conn;
 use crate::request::RequestCtx;
 use crate::state::Runtime;
 use crate::upstream::UpstreamRt;

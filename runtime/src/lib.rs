@@ -15,6 +15,7 @@ pub mod balance;
 pub mod body;
 mod bufpool;
 pub mod clock;
+mod conn;
 pub mod demo;
 pub mod error;
 #[path = "upstream/h1client.rs"]

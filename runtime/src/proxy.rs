@@ -14,6 +14,7 @@
 use crate::body::{
     boxed, buffer, empty, full, Body, Buffered, ClientBody, ClientBodyError, Stall, TrailerRule, Trailers,
 };
+use crate::conn::Conn;
 use crate::error::{closing_response, error_response, status_response, ErrorKind};
 use crate::health::{self, InFlight};
 use crate::metrics::Rejection;
@@ -29,7 +30,6 @@ use hyper::header::{self, HeaderValue};
 use hyper::http::uri::{Authority, PathAndQuery, Scheme};
 use hyper::{Request, Response, StatusCode, Uri};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -47,13 +47,6 @@ impl<B> ClientStream for B where
 
 /// Bodies up to this size are buffered so that a retry can replay them.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
-
-/// What the connection knows about itself.
-#[derive(Clone, Copy, Debug)]
-pub struct Conn {
-    pub client: SocketAddr,
-    pub tls: bool,
-}
 
 fn method_of(m: &hyper::Method) -> Option<Method> {
     Some(match *m {

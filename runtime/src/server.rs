@@ -35,11 +35,12 @@
 
 use crate::body::{full, Body};
 use crate::clock::now_millis;
+use crate::conn::{Activity, Clocks, Conn, ConnGuard, ConnInFlight, ConnTracker};
 use crate::error::{closing_response, status_response};
 use crate::h1server::{self, Served, Transport};
 use crate::health_check;
-use crate::metrics::{self, LimitSample, Metrics, Rejection, RouteSample, ServerSample};
-use crate::proxy::{self, Conn};
+use crate::metrics::{self, LimitSample, Rejection, RouteSample, ServerSample};
+use crate::proxy;
 use crate::secrets;
 use crate::state::{Runtime, Shared};
 use crate::tcp;
@@ -52,7 +53,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -149,50 +150,6 @@ pub struct Gateway {
     health_stop: tokio::sync::Mutex<watch::Sender<bool>>,
     connections: Arc<ConnTracker>,
     shutdown: watch::Sender<bool>,
-}
-
-/// Counts open client connections (one atomic, shown as
-/// `gw_open_connections`): enforces `max_connections` and lets shutdown wait
-/// for the count to reach zero.
-pub struct ConnTracker {
-    metrics: Arc<Metrics>,
-    notify: tokio::sync::Notify,
-}
-
-impl ConnTracker {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> ConnTracker {
-        ConnTracker {
-            metrics,
-            notify: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn live(&self) -> u64 {
-        self.metrics.open_connections.load(Ordering::SeqCst)
-    }
-
-    /// Counts a new connection unless `max` are open already.
-    pub(crate) fn try_enter(self: &Arc<Self>, max: u64) -> Option<ConnGuard> {
-        let before = self.metrics.open_connections.fetch_add(1, Ordering::SeqCst);
-        let guard = ConnGuard(self.clone());
-        if before >= max.max(1) {
-            self.metrics.reject(Rejection::TooManyConnections);
-            return None; // the guard's drop undoes the count
-        }
-        self.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-        Some(guard)
-    }
-}
-
-/// One open connection; dropping it uncounts it.
-pub(crate) struct ConnGuard(Arc<ConnTracker>);
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        if self.0.metrics.open_connections.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.notify.notify_waiters();
-        }
-    }
 }
 
 /// `:8080` → `0.0.0.0:8080`; `[::1]:80` and `1.2.3.4:80` as they are.
@@ -607,16 +564,7 @@ impl Gateway {
             }
         }
         let _ = self.health_stop.lock().await.send(true);
-        let wait = async {
-            loop {
-                let notified = self.connections.notify.notified();
-                if self.connections.live() == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        let _ = tokio::time::timeout(drain, wait).await;
+        let _ = tokio::time::timeout(drain, self.connections.all_closed()).await;
         self.connections.live()
     }
 }
@@ -922,110 +870,6 @@ async fn serve_tls(
     }
 }
 
-/// A connection's clocks, shared by its IO wrapper, its requests and its
-/// watcher: all atomics, none shared with another connection.
-#[derive(Default)]
-pub(crate) struct Clocks {
-    /// [`now_millis`] of the last byte read or written.
-    pub(crate) last: AtomicU64,
-    /// Requests whose response head has not been returned yet.
-    in_flight: AtomicU32,
-    /// Requests started on this connection.
-    pub(crate) requests: AtomicU64,
-}
-
-impl Clocks {
-    pub(crate) fn new() -> Arc<Clocks> {
-        let c = Clocks::default();
-        c.last.store(now_millis(), Ordering::Relaxed);
-        Arc::new(c)
-    }
-}
-
-/// Uncounts a request in flight, also when its future is dropped.
-struct InFlight(Arc<Clocks>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An IO wrapper that notes the time of the last byte read or written, for
-/// `idle_timeout`. It holds the connection's place in the count, so that a
-/// connection upgraded to a tunnel (WebSocket) still counts, and drains,
-/// until the tunnel drops it.
-pub(crate) struct Activity<T> {
-    pub(crate) inner: T,
-    pub(crate) clocks: Arc<Clocks>,
-    pub(crate) _guard: Option<ConnGuard>,
-}
-
-impl<T> Activity<T> {
-    fn touch(&self) {
-        self.clocks.last.store(now_millis(), Ordering::Relaxed);
-    }
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Activity<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.touch();
-        }
-        r
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Activity<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 /// The size of a request head as HTTP/1.1 writes it (request line and
 /// header lines with their CRLFs).
 fn head_size<B>(req: &Request<B>) -> u64 {
@@ -1079,10 +923,7 @@ where
                 let service_clocks = clocks.clone();
                 service_fn(move |req: Request<hyper::body::Incoming>| {
                     let shared = service_shared.clone();
-                    let clocks = service_clocks.clone();
-                    clocks.in_flight.fetch_add(1, Ordering::Relaxed);
-                    clocks.requests.fetch_add(1, Ordering::Relaxed);
-                    let guard = InFlight(clocks);
+                    let guard = ConnInFlight::start(service_clocks.clone());
                     async move {
                         let _guard = guard;
                         if max_head.is_some_and(|max| head_size(&req) > max) {

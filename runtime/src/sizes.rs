@@ -10,8 +10,9 @@
 //! they were set (the release build's are smaller, and in the commit that
 //! set them).
 
-use crate::proxy::{self, Conn};
-use crate::server::{serve_accepted, ConnTracker};
+use crate::conn::{Conn, ConnTracker};
+use crate::proxy;
+use crate::server::serve_accepted;
 use crate::state::{Runtime, Shared};
 use hyper::Request;
 use std::sync::Arc;

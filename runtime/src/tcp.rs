@@ -7,8 +7,9 @@
 //! or nothing moves for `idle_timeout`. Connections count towards
 //! `max_connections`.
 
+use crate::conn::{Activity, Clocks, ConnTracker};
 use crate::health::Outcome;
-use crate::server::{admit, connect, Activity, Clocks, ConnTracker};
+use crate::server::{admit, connect};
 use crate::state::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -25,10 +25,10 @@
 use crate::body::Body;
 use crate::bufpool::CLIENT;
 use crate::clock::{instant_at, now_millis};
+use crate::conn::{Activity, Clocks, Conn};
 use crate::error::status_response;
 use crate::metrics::Rejection;
-use crate::proxy::{self, Conn};
-use crate::server::{Activity, Clocks};
+use crate::proxy;
 use crate::state::Shared;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};

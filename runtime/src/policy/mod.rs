@@ -23,9 +23,9 @@ pub mod limit;
 pub mod redis;
 
 use crate::body::Body;
+use crate::conn::Conn;
 use crate::error::status_response;
 use crate::metrics::Rejection;
-use crate::proxy::Conn;
 use crate::request::RequestCtx;
 use crate::state::Runtime;
 use gw_compiler::ast::Reference;
