@@ -2,8 +2,8 @@
 //! distributions for weighted round robin, least_conn avoiding busy servers,
 //! consistent hashing moving only the removed server's keys, backups.
 
-use gw_runtime::balance::{Balancer, Strategy};
-use gw_runtime::health::{EjectPolicy, Outcome, ServerState};
+use gw_runtime::upstream::balance::{Balancer, Strategy};
+use gw_runtime::upstream::health::{EjectPolicy, Outcome, ServerState};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -174,7 +174,7 @@ async fn resetter(arrivals: Arrivals, gate: usize) -> (SocketAddr, Arc<AtomicUsi
 }
 
 /// The server state of upstream `upstream` at `addr` in the running plan.
-fn state_of(live: &Live, upstream: usize, addr: SocketAddr) -> Arc<gw_runtime::health::ServerState> {
+fn state_of(live: &Live, upstream: usize, addr: SocketAddr) -> Arc<gw_runtime::upstream::health::ServerState> {
     let rt = live.gateway.shared().current.load_full();
     let set = rt.upstreams[upstream].set.load_full();
     let backend = set.backends.iter().find(|b| b.addr == addr).expect("the server");

@@ -10,9 +10,9 @@
 use crate::body::{empty, full, Body};
 use crate::conn::Conn;
 use crate::error::status_response;
-use crate::health::Outcome;
 use crate::request::RequestCtx;
 use crate::state::Runtime;
+use crate::upstream::health::Outcome;
 use crate::upstream::UpstreamRt;
 use gw_compiler::plan;
 use http_body_util::{BodyExt, Limited};

@@ -11,19 +11,14 @@
 //! response transforms → access log and [`metrics`].
 
 pub mod aggregate;
-pub mod balance;
 pub mod body;
 mod bufpool;
 pub mod clock;
 mod conn;
 pub mod demo;
 pub mod error;
-#[path = "upstream/h1client.rs"]
-pub mod h1client;
 #[path = "listen/h1server.rs"]
 mod h1server;
-pub mod health;
-pub mod health_check;
 pub mod log;
 pub mod metrics;
 pub mod policy;

@@ -16,11 +16,11 @@ use crate::body::{
 };
 use crate::conn::Conn;
 use crate::error::{closing_response, error_response, status_response, ErrorKind};
-use crate::health::{self, InFlight};
 use crate::metrics::Rejection;
 use crate::policy;
 use crate::request::{add_forwarded, filter_trailer, is_upgrade, request_host, strip_hop_by_hop, RequestCtx};
 use crate::state::{Runtime, Shared};
+use crate::upstream::health::{self, InFlight};
 use crate::upstream::{SendError, UpstreamBody, UpstreamRt};
 use bytes::Bytes;
 use gw_compiler::ast::Method;
@@ -672,7 +672,7 @@ impl<'a> Forward<'a> {
                 let result = if up.config.http2 {
                     tokio::time::timeout(timeout, backend.send_h2(out)).await
                 } else {
-                    tokio::time::timeout(timeout, backend.h1.send(out)).await
+                    tokio::time::timeout(timeout, backend.send_h1(out)).await
                 };
                 drop(retry_slot);
                 let (kind, outcome) = match result {

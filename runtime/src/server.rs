@@ -38,12 +38,12 @@ use crate::clock::now_millis;
 use crate::conn::{Activity, Clocks, Conn, ConnGuard, ConnInFlight, ConnTracker};
 use crate::error::{closing_response, status_response};
 use crate::h1server::{self, Served, Transport};
-use crate::health_check;
 use crate::metrics::{self, LimitSample, Rejection, RouteSample, ServerSample};
 use crate::proxy;
 use crate::secrets;
 use crate::state::{Runtime, Shared};
 use crate::tcp;
+use crate::upstream::checks;
 use arc_swap::ArcSwap;
 use gw_compiler::plan::{ListenerKind, Plan};
 use hyper::header::{self, HeaderValue};
@@ -213,7 +213,7 @@ impl Gateway {
             let prepared = gw.prepare(&plan, &listeners).await?;
             gw.commit(&mut listeners, prepared).await;
         }
-        health_check::spawn(&gw.shared.current.load_full(), health_rx);
+        checks::spawn(&gw.shared.current.load_full(), health_rx);
         Ok(gw)
     }
 
@@ -544,7 +544,7 @@ impl Gateway {
         let (stop, rx) = watch::channel(false);
         let previous = std::mem::replace(&mut *self.health_stop.lock().await, stop);
         let _ = previous.send(true);
-        health_check::spawn(&runtime, rx);
+        checks::spawn(&runtime, rx);
         self.shared.metrics.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -1210,12 +1210,4 @@ fn redact_url_password(s: &str) -> Option<String> {
         "<redacted>".to_string()
     };
     Some(format!("{scheme}://{hidden}@{host}{}", &rest[authority_end..]))
-}
-
-/// Dials `addr` within `timeout`.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
-    }
 }

@@ -5,8 +5,8 @@
 //! counters — then swaps it in atomically; requests in flight finish on the
 //! runtime they started with.
 
-use crate::health::ServerState;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::upstream::health::ServerState;
 use crate::upstream::UpstreamRt;
 use arc_swap::ArcSwap;
 use gw_compiler::plan::{HeaderOp, Plan};

@@ -8,9 +8,10 @@
 //! `max_connections`.
 
 use crate::conn::{Activity, Clocks, ConnTracker};
-use crate::health::Outcome;
-use crate::server::{admit, connect};
+use crate::server::admit;
 use crate::state::Shared;
+use crate::upstream::connect;
+use crate::upstream::health::Outcome;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;

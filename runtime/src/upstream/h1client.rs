@@ -28,9 +28,10 @@
 //! connection. A `101 Switching Protocols` hands the raw socket (and any
 //! bytes read past the head) to the caller for tunnelling.
 
+use super::pool::H1Pool;
+use super::{SendError, UpstreamBody};
 use crate::body::{Body, BoxError};
 use crate::bufpool::UPSTREAM;
-use crate::upstream::{H1Pool, UpstreamBody};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -363,6 +364,44 @@ pub(crate) fn prepare(req: Request<Body>) -> Prepared {
     // The head is encoded: its map can serve another message.
     crate::bufpool::give_header_map(parts.headers);
     Prepared { writer, meta }
+}
+
+/// Sends `req` (origin-form URI, `Host` set, hop-by-hop headers gone) to
+/// `pool`'s server on an idle connection or a new one, and returns once the
+/// response head is in. A reused connection that fails before any byte of an
+/// answer, with the whole request still in hand (and either an idempotent
+/// method or a request of which not one byte went), gets the request once
+/// more on a fresh connection.
+///
+/// The request is encoded when this is called, before the future exists:
+/// the future then holds the encoded head, not the request as well.
+pub(crate) fn send(
+    pool: &Arc<H1Pool>,
+    req: Request<Body>,
+) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + use<'_> {
+    let prepared = prepare(req);
+    async move {
+        let (stream, reused) = match pool.take(usable) {
+            Some(s) => (s, true),
+            // Boxed: connecting is rare, and its state would otherwise
+            // be part of every request's future.
+            None => (Box::pin(pool.connect()).await?, false),
+        };
+        let replay = match exchange(pool, stream, reused, prepared).await {
+            Ok(resp) => return Ok(resp),
+            Err(Failed::Error(e)) => return Err(SendError::Exchange(e)),
+            Err(Failed::Reset) => return Err(SendError::Reset { fresh: !reused }),
+            Err(Failed::Replay(replay)) => replay,
+        };
+        tracing::debug!(server = %pool.addr(), "a pooled connection had closed; sending again on a new one");
+        // A refused connect now says the server is gone (not the
+        // keep-alive race): it is a connect error like any other.
+        let stream = Box::pin(pool.connect()).await?;
+        Box::pin(self::replay(pool, stream, replay)).await.map_err(|e| match e {
+            Failed::Error(e) => SendError::Exchange(e),
+            Failed::Reset | Failed::Replay(_) => SendError::Reset { fresh: true },
+        })
+    }
 }
 
 /// Writes a replayed request on a fresh connection and reads the answer's head.
@@ -902,7 +941,7 @@ impl ResponseBody {
         let Some(wire) = self.wire.take() else { return };
         let whole = self.sending.take().is_none() && !wire.broken && wire.rbuf.is_empty();
         if let (true, true, Some(pool)) = (self.reuse, whole, self.pool.take()) {
-            pool.park(wire.stream);
+            pool.park(wire.stream, usable);
         }
         // The last frame split off the buffer is on its way to the client,
         // and usually gone by the time the thread takes a buffer again.

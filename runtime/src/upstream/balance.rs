@@ -9,7 +9,7 @@
 //! Each strategy is deterministic given its inputs except `random` and
 //! `p2c`, which draw from a per-thread generator.
 
-use crate::health::ServerState;
+use super::health::ServerState;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -365,7 +365,7 @@ pub fn random_u64() -> u64 {
 mod tests {
     use super::*;
     use crate::clock::now_millis;
-    use crate::health::{EjectPolicy, Outcome};
+    use crate::upstream::health::{EjectPolicy, Outcome};
 
     #[test]
     fn an_ejected_server_is_no_last_resort_while_a_tried_one_is_usable() {

@@ -1,125 +1,49 @@
-//! Upstream pools at run time: the resolved servers with their shared health
-//! state, the balancer over them, and the pooled HTTP clients that talk to
-//! them. The server set sits behind an `ArcSwap` so that DNS re-resolution
-//! replaces it without a lock on the request path; servers that survive a
-//! re-resolution or a reload keep their health.
+//! The server side: an upstream at run time ([`Upstream`]) — its servers,
+//! resolved, with their shared health state ([`health`]), the balancer over
+//! them ([`balance`]), the retry budget, and each server's connections. The
+//! server set sits behind an `ArcSwap`, so that DNS re-resolution
+//! ([`checks`]) replaces it without a lock on the request path; servers that
+//! survive a re-resolution or a reload keep their health, and their pools.
 //!
-//! Each server has its own connections. HTTP/1.1 requests go through
-//! [`H1Pool`] and the gateway's own client ([`crate::h1client`]): an idle
-//! connection is just its socket and a timestamp (no task, no buffers), on
-//! a stack (most recently used first, at most `pool { max_idle }`, none older
-//! than `idle_timeout`), taken and given back with one short lock and no
-//! hashing. A request drives its exchange itself; the connection comes back
-//! when the response body has been read to its end. A connection the server
-//! closed while idle is noticed when it is taken (from the socket's
-//! readiness, with at most one non-blocking read); one that fails before
-//! any byte of an answer gets a request that went whole in one write once
-//! more on a fresh connection, when that is safe (see [`H1Pool::send`]). With several worker
-//! threads ([`set_workers`]) each thread has its own stack, holding its share
-//! of `max_idle` (rounded up), so a connection is reused by the thread whose
-//! request finished with it and no request wakes another thread. `http2`
-//! servers use a hyper-util client per server (one multiplexed connection):
-//! its connector always dials that server, whatever the request's URI says,
-//! so an `http2` request can carry the client's host as `:authority` and
-//! still reach the server chosen.
+//! Each server has its own connections: HTTP/1.1 requests go through the
+//! gateway's own client ([`h1client`]) over the server's pool of idle
+//! sockets ([`pool`]); `http2` servers, aggregate parts and health checks
+//! use hyper-util's client ([`client`]). The request's task drives its
+//! exchange itself: no connection task, no channel.
+//!
+//! Nothing here knows the client side of the gateway: a request arrives as a
+//! `Request` whose URI and headers the proxy has already made, and an
+//! exchange's outcome reaches passive ejection through
+//! [`ServerSet::record`], with the knowledge of the other servers.
 
-use crate::balance::{Balancer, Strategy};
+pub mod balance;
+pub mod checks;
+pub(crate) mod client;
+pub(crate) mod h1client;
+pub mod health;
+pub mod pool;
+
 use crate::body::Body;
 use crate::clock::now_millis;
-use crate::h1client::{self, Failed, ResponseBody};
-use crate::health::{EjectPolicy, Outcome, ServerState};
 use crate::request::RequestCtx;
 use arc_swap::ArcSwap;
+use balance::{Balancer, Strategy};
+use client::{http_client, HttpClient};
 use gw_compiler::ast::Reference;
 use gw_compiler::plan;
+use health::{EjectPolicy, Outcome, ServerState};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper::{Request, Response, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::cell::Cell;
+use hyper::{Request, Response};
+use pool::H1Pool;
+pub use pool::{set_worker_index, set_workers};
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
-
-/// Dials upstream servers: a fixed server (a server's own client), or the
-/// IP address and port of the request's URI (the upstream-wide client).
-/// Connecting is bounded by `connect_timeout`; the error is then
-/// `io::ErrorKind::TimedOut`.
-#[derive(Clone, Debug)]
-pub struct Connector {
-    to: Option<SocketAddr>,
-    timeout: Duration,
-}
-
-impl Connector {
-    pub fn new(to: Option<SocketAddr>, timeout: Duration) -> Connector {
-        Connector { to, timeout }
-    }
-}
-
-type Connecting = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = std::io::Error;
-    type Future = Connecting;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Connecting {
-        let (to, timeout) = (self.to, self.timeout);
-        Box::pin(async move {
-            let addr = match to {
-                Some(a) => a,
-                None => uri_addr(&uri).await?,
-            };
-            let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(r) => r?,
-                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
-            };
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
-        })
-    }
-}
-
-/// The socket address a URI names (port 80 by default).
-async fn uri_addr(uri: &Uri) -> std::io::Result<SocketAddr> {
-    let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
-}
-
-pub type HttpClient = Client<Connector, Body>;
-
-/// A pooled client for `config`'s servers dialling `to` (or the URI's address).
-fn http_client(config: &plan::Upstream, to: Option<SocketAddr>) -> HttpClient {
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_max_idle_per_host(config.pool.max_idle as usize)
-        .pool_idle_timeout(config.pool.idle_timeout.as_duration())
-        .http2_only(config.http2);
-    if config.http2 {
-        builder.http2_keep_alive_interval(Some(Duration::from_secs(30)));
-    }
-    builder.build(Connector::new(to, config.connect_timeout.as_duration()))
-}
 
 /// Why an exchange with a server failed.
 #[derive(Debug)]
@@ -141,185 +65,6 @@ pub enum SendError {
     Exchange(crate::body::BoxError),
 }
 
-/// An idle HTTP/1.1 connection and when it became idle ([`now_millis`]).
-struct Idle {
-    stream: TcpStream,
-    since: u64,
-}
-
-static WORKERS: AtomicUsize = AtomicUsize::new(1);
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// How many worker threads serve requests (each gets its own idle stacks
-/// in pools built from now on). The default is 1.
-pub fn set_workers(n: usize) {
-    WORKERS.store(n.max(1), Ordering::Relaxed);
-}
-
-/// Marks the calling thread as worker `i` (0, the default, is the thread
-/// the gateway was started on).
-pub fn set_worker_index(i: usize) {
-    WORKER.with(|w| w.set(i));
-}
-
-/// One server's HTTP/1.1 connections (see the module docs).
-pub struct H1Pool {
-    addr: SocketAddr,
-    connect_timeout: Duration,
-    max_idle: usize,
-    idle_timeout: u64,
-    /// One stack per worker thread.
-    idle: Vec<Mutex<Vec<Idle>>>,
-    /// A task closes connections idle past `idle_timeout` (started with the
-    /// first idle connection, ends with the pool).
-    reaping: AtomicBool,
-}
-
-impl std::fmt::Debug for H1Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("H1Pool")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl H1Pool {
-    fn new(config: &plan::Upstream, addr: SocketAddr) -> H1Pool {
-        H1Pool {
-            addr,
-            connect_timeout: config.connect_timeout.as_duration(),
-            // `max_idle` counts per server: each thread keeps its share.
-            max_idle: (config.pool.max_idle as usize).div_ceil(WORKERS.load(Ordering::Relaxed).max(1)),
-            idle_timeout: config.pool.idle_timeout.0.max(1),
-            idle: (0..WORKERS.load(Ordering::Relaxed))
-                .map(|_| Mutex::new(Vec::new()))
-                .collect(),
-            reaping: AtomicBool::new(false),
-        }
-    }
-
-    /// The calling thread's stack.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        let i = WORKER.with(Cell::get) % self.idle.len().max(1);
-        lock_stack(&self.idle[i])
-    }
-
-    /// The most recently used idle connection that is still fresh and
-    /// open (see [`h1client::usable`]).
-    fn take(&self) -> Option<TcpStream> {
-        let now = now_millis();
-        let mut idle = self.lock();
-        while let Some(c) = idle.pop() {
-            if now.saturating_sub(c.since) < self.idle_timeout && h1client::usable(&c.stream) {
-                return Some(c.stream);
-            }
-        }
-        None
-    }
-
-    /// Parks a connection whose exchange ended cleanly (its body read to the
-    /// end, both sides willing to keep it), unless the stack is full.
-    pub(crate) fn park(self: Arc<Self>, stream: TcpStream) {
-        if self.max_idle == 0 {
-            return;
-        }
-        {
-            let mut idle = self.lock();
-            if idle.len() >= self.max_idle {
-                return; // dropped: the connection closes
-            }
-            idle.push(Idle {
-                stream,
-                since: now_millis(),
-            });
-        }
-        if !self.reaping.swap(true, Ordering::Relaxed) {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(reap(Arc::downgrade(&self), self.idle_timeout));
-            }
-        }
-    }
-
-    /// Dials the server.
-    async fn connect(&self) -> Result<TcpStream, SendError> {
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) => return Err(SendError::Connect { timed_out: false }),
-            Err(_) => return Err(SendError::Connect { timed_out: true }),
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    }
-
-    /// Sends `req` (origin-form URI, `Host` set, hop-by-hop headers gone)
-    /// on an idle connection or a new one, and returns once the response
-    /// head is in. A reused connection that fails before any byte of an
-    /// answer, with the whole request still in hand (and either an
-    /// idempotent method or a request of which not one byte went), gets
-    /// the request once more on a fresh connection.
-    ///
-    /// The request is encoded when this is called, before the future exists:
-    /// the future then holds the encoded head, not the request as well.
-    pub fn send(
-        self: &Arc<Self>,
-        req: Request<Body>,
-    ) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, SendError>> + use<'_> {
-        let prepared = h1client::prepare(req);
-        async move {
-            let (stream, reused) = match self.take() {
-                Some(s) => (s, true),
-                // Boxed: connecting is rare, and its state would otherwise
-                // be part of every request's future.
-                None => (Box::pin(self.connect()).await?, false),
-            };
-            let replay = match h1client::exchange(self, stream, reused, prepared).await {
-                Ok(resp) => return Ok(resp),
-                Err(Failed::Error(e)) => return Err(SendError::Exchange(e)),
-                Err(Failed::Reset) => return Err(SendError::Reset { fresh: !reused }),
-                Err(Failed::Replay(replay)) => replay,
-            };
-            tracing::debug!(server = %self.addr, "a pooled connection had closed; sending again on a new one");
-            // A refused connect now says the server is gone (not the
-            // keep-alive race): it is a connect error like any other.
-            let stream = Box::pin(self.connect()).await?;
-            Box::pin(h1client::replay(self, stream, replay))
-                .await
-                .map_err(|e| match e {
-                    Failed::Error(e) => SendError::Exchange(e),
-                    Failed::Reset | Failed::Replay(_) => SendError::Reset { fresh: true },
-                })
-        }
-    }
-}
-
-/// Closes the connections of `pool` idle for longer than `timeout` ms.
-async fn reap(pool: Weak<H1Pool>, timeout: u64) {
-    let every = Duration::from_millis((timeout / 2).clamp(50, 30_000));
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(pool) = pool.upgrade() else { return };
-        let now = now_millis();
-        for stack in &pool.idle {
-            let stale: Vec<Idle> = {
-                let mut idle = lock_stack(stack);
-                let (keep, stale) = std::mem::take(&mut *idle)
-                    .into_iter()
-                    .partition(|c| now.saturating_sub(c.since) < timeout && h1client::usable(&c.stream));
-                *idle = keep;
-                stale
-            };
-            drop(stale);
-        }
-    }
-}
-
-fn lock_stack(stack: &Mutex<Vec<Idle>>) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-    stack.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// One server address of an upstream (a DNS name may give several).
 #[derive(Debug)]
 pub struct Backend {
@@ -332,60 +77,22 @@ pub struct Backend {
     /// `ADDR` as text, for logs (shared, not copied per request).
     pub label: Arc<str>,
     /// This server's client (`http2` upstreams, aggregate parts).
-    pub client: HttpClient,
+    pub(crate) client: HttpClient,
     /// This server's HTTP/1.1 connections (proxied requests).
-    pub h1: Arc<H1Pool>,
+    pub(crate) h1: Arc<H1Pool>,
 }
 
 impl Backend {
-    /// Sends a proxied request to this `http2` server through its client
-    /// (`:authority` from the URI); an HTTP/1.1 server's go through its pool
-    /// ([`H1Pool::send`], origin-form). The response body holds the
-    /// connection until it is done.
-    pub async fn send_h2(&self, req: Request<Body>) -> Result<Response<UpstreamBody>, SendError> {
-        match self.client.request(req).await {
-            Ok(r) => Ok(r.map(UpstreamBody::H2)),
-            Err(e) if e.is_connect() => {
-                let mut timed_out = false;
-                let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-                while let Some(s) = source {
-                    if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                        timed_out |= io.kind() == std::io::ErrorKind::TimedOut;
-                    }
-                    source = s.source();
-                }
-                Err(SendError::Connect { timed_out })
-            }
-            // The multiplexed connection may be older than this request: a
-            // broken one is no sign against the server by itself.
-            Err(e) if broke_before_answer(&e) => Err(SendError::Reset { fresh: false }),
-            Err(e) => Err(SendError::Exchange(Box::new(e))),
-        }
+    /// Sends a proxied request to this HTTP/1.1 server through its pool
+    /// (origin-form; see [`h1client::send`]); an `http2` server's go through
+    /// [`Backend::send_h2`]. The response body holds the connection until it
+    /// is done. Not a layer: the client's future is returned as it is.
+    pub(crate) fn send_h1(
+        &self,
+        req: Request<Body>,
+    ) -> impl std::future::Future<Output = Result<Response<UpstreamBody>, SendError>> + use<'_> {
+        h1client::send(&self.h1, req)
     }
-}
-
-/// Did the `http2` exchange fail because its connection closed or reset
-/// before a response head (rather than on an answer it could not read)?
-fn broke_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
-                return true;
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            if matches!(
-                io.kind(),
-                K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
-            ) {
-                return true;
-            }
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// An upstream's response body: the gateway's own HTTP/1.1 client's, or
@@ -393,7 +100,7 @@ fn broke_before_answer(e: &(dyn std::error::Error + 'static)) -> bool {
 /// wraps it once.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    H1(ResponseBody),
+    H1(h1client::ResponseBody),
     H2(Incoming),
 }
 
@@ -491,7 +198,7 @@ pub struct UpstreamRt {
     pub set: ArcSwap<ServerSet>,
     /// A client that dials the address in the request's URI (health checks,
     /// aggregate parts); proxied requests use their server's own client.
-    pub client: HttpClient,
+    pub(crate) client: HttpClient,
     /// The hash key's source for `hash(...)` (client IP for `ip_hash`).
     pub key: Option<Reference>,
     pub ip_hash: bool,
@@ -526,6 +233,14 @@ pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
     let port = address[i + 1..].parse().ok()?;
     let host = address[..i].trim_start_matches('[').trim_end_matches(']');
     Some((host, port))
+}
+
+/// Dials `addr` within `timeout` (the layer-4 proxy's connections).
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+    }
 }
 
 /// Resolves a server address: IP literals directly, names through DNS.
@@ -628,10 +343,10 @@ impl UpstreamRt {
     /// hash or the request has no key (round robin then).
     pub fn hash_of(&self, ctx: &RequestCtx<'_>) -> Option<u64> {
         if self.ip_hash {
-            return Some(crate::balance::hash_display(&ctx.client_ip));
+            return Some(balance::hash_display(&ctx.client_ip));
         }
         let value = ctx.value(self.key.as_ref()?)?;
-        Some(crate::balance::hash64(value.as_bytes()))
+        Some(balance::hash64(value.as_bytes()))
     }
 
     /// A place for one more retry, if the budget has one: retries in flight
@@ -707,7 +422,8 @@ fn backend(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::PoisonError;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::{Mutex, PoisonError};
 
     /// An upstream of `text`'s plan (its servers are never dialled).
     pub(crate) async fn upstream(text: &str) -> UpstreamRt {

@@ -4,9 +4,9 @@
 //! consecutive failures or `healthy` consecutive passes. Also re-resolves
 //! servers named by DNS with `resolve`.
 
+use super::UpstreamRt;
 use crate::body::empty;
 use crate::state::Runtime;
-use crate::upstream::UpstreamRt;
 use hyper::{Request, Uri};
 use std::sync::Arc;
 use std::time::Duration;
