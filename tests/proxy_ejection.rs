@@ -177,8 +177,8 @@ async fn resetter(arrivals: Arrivals, gate: usize) -> (SocketAddr, Arc<AtomicUsi
 fn state_of(live: &Live, upstream: usize, addr: SocketAddr) -> Arc<gw_runtime::upstream::health::ServerState> {
     let rt = live.gateway.shared().current.load_full();
     let set = rt.upstreams[upstream].set.load_full();
-    let backend = set.backends.iter().find(|b| b.addr == addr).expect("the server");
-    backend.state.clone()
+    let server = set.servers.iter().find(|b| b.addr == addr).expect("the server");
+    server.state.clone()
 }
 
 fn retries(live: &Live) -> u64 {

@@ -91,10 +91,10 @@ async fn unchanged_servers_keep_their_health_across_a_reload() {
     };
     let live = Live::start(&text("/one")).await;
     let rt = live.gateway.shared().current.load_full();
-    rt.upstreams[0].set.load().backends[0].state.set_healthy(false);
+    rt.upstreams[0].set.load().servers[0].state.set_healthy(false);
     live.gateway.reload(plan_of(&text("/two"), &[])).await.expect("reload");
     let rt = live.gateway.shared().current.load_full();
-    assert!(!rt.upstreams[0].set.load().backends[0].state.is_healthy());
+    assert!(!rt.upstreams[0].set.load().servers[0].state.is_healthy());
     for _ in 0..4 {
         assert_eq!(get(&live.url("/two")).await.json()["upstream"], "b");
     }

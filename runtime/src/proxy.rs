@@ -20,8 +20,8 @@ use crate::metrics::Rejection;
 use crate::policy;
 use crate::request::{add_forwarded, filter_trailer, is_upgrade, request_host, strip_hop_by_hop, RequestCtx};
 use crate::state::{Runtime, Shared};
-use crate::upstream::health::{self, InFlight};
-use crate::upstream::{SendError, UpstreamBody, UpstreamRt};
+use crate::upstream::health::{self, ServerInFlight};
+use crate::upstream::{SendError, Upstream, UpstreamBody};
 use bytes::Bytes;
 use gw_compiler::ast::Method;
 use gw_compiler::plan::router::{lookup, Lookup};
@@ -142,7 +142,7 @@ type Outcome = (Response<Body>, Option<usize>, Option<Arc<str>>);
 
 /// What an upstream target needs once the request has been taken apart.
 struct Prepared<'a> {
-    up: &'a UpstreamRt,
+    up: &'a Upstream,
     request_ops: Vec<RenderedOp>,
     path: PathAndQuery,
     hash: Option<u64>,
@@ -518,7 +518,7 @@ impl ReqBody {
 struct Answer {
     response: Response<UpstreamBody>,
     server: Arc<str>,
-    in_flight: InFlight,
+    in_flight: ServerInFlight,
 }
 
 type Failure = (ErrorKind, Option<Arc<str>>);
@@ -527,7 +527,7 @@ type Failure = (ErrorKind, Option<Arc<str>>);
 struct Forward<'a> {
     shared: &'a Shared,
     route: &'a Route,
-    up: &'a UpstreamRt,
+    up: &'a Upstream,
     path: PathAndQuery,
     hash: Option<u64>,
     max_body: u64,
@@ -635,8 +635,8 @@ impl<'a> Forward<'a> {
                     }
                     break;
                 };
-                let Some(backend) = set.backends.get(i) else { break };
-                let server = backend.label.clone();
+                let Some(server) = set.servers.get(i) else { break };
+                let label = server.label.clone();
                 let last_attempt = attempt + 1 == attempts || !body.replayable();
                 let parts = if last_attempt { head.take() } else { head.clone() };
                 let (Some(mut parts), Some(this_body)) = (parts, body.take()) else {
@@ -648,31 +648,31 @@ impl<'a> Forward<'a> {
                 if up.config.http2 {
                     // The request's host as `:authority`, else the server's.
                     uri.scheme = Some(Scheme::HTTP);
-                    uri.authority = Some(h2_authority.clone().unwrap_or_else(|| backend.authority.clone()));
+                    uri.authority = Some(h2_authority.clone().unwrap_or_else(|| server.authority.clone()));
                     parts.version = hyper::Version::HTTP_2;
                     parts.headers.remove(header::HOST);
                 } else {
                     // Origin form; a request that came without a host names the server.
                     parts.version = hyper::Version::HTTP_11;
                     if !parts.headers.contains_key(header::HOST) {
-                        parts.headers.insert(header::HOST, backend.host.clone());
+                        parts.headers.insert(header::HOST, server.host.clone());
                     }
                 }
                 let Ok(uri) = Uri::from_parts(uri) else {
-                    return Err((ErrorKind::Upstream, Some(server)));
+                    return Err((ErrorKind::Upstream, Some(label)));
                 };
                 parts.uri = uri;
                 let out = Request::from_parts(parts, this_body);
-                let in_flight = backend.state.start();
+                let in_flight = server.state.start();
                 if retry_slot.is_some() {
                     self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }
                 // Each protocol's exchange is awaited here, with no layer between
                 // (every layer moves the request and the answer once more).
                 let result = if up.config.http2 {
-                    tokio::time::timeout(timeout, backend.send_h2(out)).await
+                    tokio::time::timeout(timeout, server.send_h2(out)).await
                 } else {
-                    tokio::time::timeout(timeout, backend.send_h1(out)).await
+                    tokio::time::timeout(timeout, server.send_h1(out)).await
                 };
                 drop(retry_slot);
                 let (kind, outcome) = match result {
@@ -688,7 +688,7 @@ impl<'a> Forward<'a> {
                         set.record(i, outcome, up);
                         let answer = Answer {
                             response,
-                            server,
+                            server: label,
                             in_flight,
                         };
                         let retry_status = retry.is_some_and(|r| r.on.contains(&RetryOn::Status(status)));
@@ -709,11 +709,11 @@ impl<'a> Forward<'a> {
                     kind,
                     ErrorKind::BodyTooLarge | ErrorKind::ClientBody | ErrorKind::ClientTimeout
                 ) {
-                    return Err((kind, Some(server)));
+                    return Err((kind, Some(label)));
                 }
                 set.record(i, outcome, up);
-                tracing::debug!(upstream = %up.name, server = %server, error = kind.as_str(), "upstream attempt failed");
-                last = Some((kind, Some(server)));
+                tracing::debug!(upstream = %up.name, server = %label, error = kind.as_str(), "upstream attempt failed");
+                last = Some((kind, Some(label)));
                 let retryable = retry.is_some_and(|r| match kind {
                     ErrorKind::Connect | ErrorKind::ConnectTimeout => r.on.contains(&RetryOn::ConnectError),
                     ErrorKind::Reset => idempotent && r.on.contains(&RetryOn::Reset),
@@ -733,7 +733,7 @@ impl<'a> Forward<'a> {
     }
 }
 
-struct ActiveGuard<'a>(&'a UpstreamRt);
+struct ActiveGuard<'a>(&'a Upstream);
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);

@@ -1127,7 +1127,7 @@ fn render_metrics(shared: &Shared, rt: &Runtime) -> String {
         .collect();
     let mut servers = Vec::new();
     for up in &rt.upstreams {
-        for b in &up.set.load().backends {
+        for b in &up.set.load().servers {
             servers.push((
                 up.name.as_str(),
                 b.state.label(),

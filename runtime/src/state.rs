@@ -7,7 +7,7 @@
 
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::health::ServerState;
-use crate::upstream::UpstreamRt;
+use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use gw_compiler::plan::{HeaderOp, Plan};
 use hyper::header::HeaderName;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 pub struct Runtime {
     pub plan: Arc<Plan>,
-    pub upstreams: Vec<Arc<UpstreamRt>>,
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Indexed like `plan.routes`.
     pub route_metrics: Vec<Arc<RouteMetrics>>,
     /// `route.head()` for each route, the metrics label.
@@ -42,7 +42,7 @@ impl Runtime {
             .unwrap_or_default();
         let mut upstreams = Vec::with_capacity(plan.upstreams.len());
         for u in &plan.upstreams {
-            upstreams.push(Arc::new(UpstreamRt::build(u, &old_states).await));
+            upstreams.push(Arc::new(Upstream::build(u, &old_states).await));
         }
         let old_metrics: HashMap<&str, &Arc<RouteMetrics>> = previous
             .map(|p| {

@@ -56,39 +56,39 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
     let key = up.ip_hash.then(|| peer.ip().to_string().into_bytes());
     let mut tried = Vec::new();
     let timeout = up.config.connect_timeout.as_duration();
-    let (mut server, backend) = loop {
+    let (mut stream, server) = loop {
         let Some(i) = set.balancer.pick(&set.states, key.as_deref(), &tried) else {
             shared.metrics.reject(crate::metrics::Rejection::NoServer);
             tracing::debug!(upstream = %up.name, client = %peer, "tcp: no usable server");
             return;
         };
         tried.push(i);
-        let Some(backend) = set.backends.get(i) else {
+        let Some(server) = set.servers.get(i) else {
             return;
         };
-        match connect(backend.addr, timeout).await {
-            Ok(server) => {
+        match connect(server.addr, timeout).await {
+            Ok(stream) => {
                 set.record(i, Outcome::Ok, &up);
-                break (server, backend);
+                break (stream, server);
             }
             Err(e) => {
                 set.record(i, Outcome::Unreachable, &up);
                 if tried.len() > 1 {
                     shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }
-                tracing::debug!(upstream = %up.name, server = %backend.addr, error = %e, "tcp: connect failed");
+                tracing::debug!(upstream = %up.name, server = %server.addr, error = %e, "tcp: connect failed");
             }
         }
     };
-    let _ = server.set_nodelay(true);
-    let _in_flight = backend.state.start();
+    let _ = stream.set_nodelay(true);
+    let _in_flight = server.state.start();
     let clocks = Clocks::new();
     let mut client = Activity {
         inner: client,
         clocks: clocks.clone(),
         _guard: None,
     };
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut stream);
     tokio::pin!(copy);
     loop {
         let quiet_at = clocks

@@ -6,7 +6,7 @@
 //! client's host as `:authority` and still reach the server chosen; the
 //! upstream-wide client (health checks) dials the URI's address.
 
-use super::{Backend, SendError, UpstreamBody};
+use super::{SendError, Server, UpstreamBody};
 use crate::body::Body;
 use gw_compiler::plan;
 use hyper::{Request, Response, Uri};
@@ -93,7 +93,7 @@ pub(crate) fn http_client(config: &plan::Upstream, to: Option<SocketAddr>) -> Ht
     builder.build(Connector::new(to, config.connect_timeout.as_duration()))
 }
 
-impl Backend {
+impl Server {
     /// Sends a proxied request to this `http2` server through its client
     /// (`:authority` from the URI); an HTTP/1.1 server's go through its pool
     /// ([`H1Pool::send`], origin-form). The response body holds the

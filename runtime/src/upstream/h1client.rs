@@ -1184,7 +1184,7 @@ mod tests {
             "listen 127.0.0.1:0\nupstream a { server 127.0.0.1:9 }\nroute /{*rest} -> a\n",
         )
         .await;
-        let pool = up.set.load().backends[0].h1.clone();
+        let pool = up.set.load().servers[0].h1.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let post = |len: usize| {

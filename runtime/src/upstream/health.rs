@@ -144,9 +144,9 @@ impl ServerState {
     }
 
     /// Counts a request in flight until the guard drops.
-    pub fn start(self: &std::sync::Arc<Self>) -> InFlight {
+    pub fn start(self: &std::sync::Arc<Self>) -> ServerInFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        ServerInFlight(self.clone())
     }
 
     /// Records an active health check result; flips state after `threshold`
@@ -251,11 +251,12 @@ impl ServerState {
     }
 }
 
-/// Decrements the in-flight count when dropped.
+/// A request (or a layer-4 connection) in flight on a server, counted for
+/// `least_conn` and the metrics until it drops.
 #[derive(Debug)]
-pub struct InFlight(std::sync::Arc<ServerState>);
+pub struct ServerInFlight(std::sync::Arc<ServerState>);
 
-impl Drop for InFlight {
+impl Drop for ServerInFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

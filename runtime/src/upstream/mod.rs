@@ -67,7 +67,7 @@ pub enum SendError {
 
 /// One server address of an upstream (a DNS name may give several).
 #[derive(Debug)]
-pub struct Backend {
+pub struct Server {
     pub state: Arc<ServerState>,
     pub addr: SocketAddr,
     /// `ADDR` as a URI authority, built once.
@@ -82,10 +82,10 @@ pub struct Backend {
     pub(crate) h1: Arc<H1Pool>,
 }
 
-impl Backend {
+impl Server {
     /// Sends a proxied request to this HTTP/1.1 server through its pool
     /// (origin-form; see [`h1client::send`]); an `http2` server's go through
-    /// [`Backend::send_h2`]. The response body holds the connection until it
+    /// [`Server::send_h2`]. The response body holds the connection until it
     /// is done. Not a layer: the client's future is returned as it is.
     pub(crate) fn send_h1(
         &self,
@@ -147,17 +147,17 @@ impl HttpBody for UpstreamBody {
 /// The servers of an upstream at one moment, and the balancer over them.
 #[derive(Debug)]
 pub struct ServerSet {
-    pub backends: Vec<Backend>,
+    pub servers: Vec<Server>,
     pub states: Vec<Arc<ServerState>>,
     pub balancer: Balancer,
 }
 
 impl ServerSet {
-    fn new(backends: Vec<Backend>, strategy: Strategy) -> ServerSet {
-        let states: Vec<_> = backends.iter().map(|b| b.state.clone()).collect();
+    fn new(servers: Vec<Server>, strategy: Strategy) -> ServerSet {
+        let states: Vec<_> = servers.iter().map(|b| b.state.clone()).collect();
         let balancer = Balancer::new(strategy, &states);
         ServerSet {
-            backends,
+            servers,
             states,
             balancer,
         }
@@ -167,7 +167,7 @@ impl ServerSet {
     /// (see [`ServerState::record`]): it is never ejected while no other
     /// server of the set would be usable. The clock is read for failures
     /// only.
-    pub fn record(&self, i: usize, outcome: Outcome, up: &UpstreamRt) {
+    pub fn record(&self, i: usize, outcome: Outcome, up: &Upstream) {
         let Some(state) = self.states.get(i) else { return };
         let others_usable = |now: u64| self.states.iter().enumerate().any(|(j, s)| j != i && s.usable(|| now));
         if let Some(out) = state.record(outcome, &up.eject, now_millis, others_usable) {
@@ -182,8 +182,8 @@ impl ServerSet {
 }
 
 /// A retry's place in its upstream's budget, held while the retry is in
-/// flight ([`UpstreamRt::start_retry`]).
-pub struct RetrySlot<'a>(&'a UpstreamRt);
+/// flight ([`Upstream::start_retry`]).
+pub struct RetrySlot<'a>(&'a Upstream);
 
 impl Drop for RetrySlot<'_> {
     fn drop(&mut self) {
@@ -192,7 +192,7 @@ impl Drop for RetrySlot<'_> {
 }
 
 /// An upstream pool as the runtime uses it.
-pub struct UpstreamRt {
+pub struct Upstream {
     pub name: String,
     pub config: plan::Upstream,
     pub set: ArcSwap<ServerSet>,
@@ -209,9 +209,9 @@ pub struct UpstreamRt {
     pub retries_active: AtomicU64,
 }
 
-impl std::fmt::Debug for UpstreamRt {
+impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamRt")
+        f.debug_struct("Upstream")
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
@@ -265,15 +265,15 @@ pub async fn resolve(address: &str) -> Vec<SocketAddr> {
     }
 }
 
-impl UpstreamRt {
+impl Upstream {
     /// Builds the upstream, resolving its servers. `previous` holds the
     /// server states of the plan being replaced (by server id), so that
     /// unchanged servers keep their health.
-    pub async fn build(config: &plan::Upstream, previous: &HashMap<String, Arc<ServerState>>) -> UpstreamRt {
-        let mut backends = Vec::new();
+    pub async fn build(config: &plan::Upstream, previous: &HashMap<String, Arc<ServerState>>) -> Upstream {
+        let mut servers = Vec::new();
         for s in &config.servers {
             for addr in resolve(&s.address).await {
-                backends.push(backend(config, s, addr, previous));
+                servers.push(Server::new(config, s, addr, previous));
             }
         }
         let strategy = strategy_of(&config.balance);
@@ -284,10 +284,10 @@ impl UpstreamRt {
         };
         let client = http_client(config, None);
         let eject = EjectPolicy::of(config.eject.as_ref());
-        UpstreamRt {
+        Upstream {
             name: config.name.clone(),
             config: config.clone(),
-            set: ArcSwap::from_pointee(ServerSet::new(backends, strategy)),
+            set: ArcSwap::from_pointee(ServerSet::new(servers, strategy)),
             client,
             key,
             ip_hash,
@@ -301,18 +301,18 @@ impl UpstreamRt {
     /// only if it changed. Returns true when it changed.
     pub async fn refresh(&self) -> bool {
         let current = self.set.load_full();
-        let previous: HashMap<&str, &Backend> = current.backends.iter().map(|b| (b.state.id.as_str(), b)).collect();
-        let mut backends = Vec::new();
+        let previous: HashMap<&str, &Server> = current.servers.iter().map(|b| (b.state.id.as_str(), b)).collect();
+        let mut servers = Vec::new();
         for s in &self.config.servers {
             let addrs = resolve(&s.address).await;
             if addrs.is_empty() {
                 // Keep the last good addresses of a name that failed to resolve.
-                backends.extend(
+                servers.extend(
                     current
-                        .backends
+                        .servers
                         .iter()
                         .filter(|b| b.state.id.starts_with(&format!("{}@", s.address)))
-                        .map(Backend::same),
+                        .map(Server::same),
                 );
                 continue;
             }
@@ -320,20 +320,20 @@ impl UpstreamRt {
                 // A server that is still there keeps its state and its pool.
                 match previous.get(format!("{}@{}", s.address, addr).as_str()) {
                     Some(b) if b.state.weight == s.weight.max(1) && b.state.backup == s.backup => {
-                        backends.push(b.same());
+                        servers.push(b.same());
                     }
-                    _ => backends.push(backend(&self.config, s, addr, &HashMap::new())),
+                    _ => servers.push(Server::new(&self.config, s, addr, &HashMap::new())),
                 }
             }
         }
-        let same = backends.len() == current.backends.len()
-            && backends
+        let same = servers.len() == current.servers.len()
+            && servers
                 .iter()
-                .zip(&current.backends)
+                .zip(&current.servers)
                 .all(|(a, b)| a.state.id == b.state.id);
         if !same {
             self.set
-                .store(Arc::new(ServerSet::new(backends, strategy_of(&self.config.balance))));
+                .store(Arc::new(ServerSet::new(servers, strategy_of(&self.config.balance))));
         }
         !same
     }
@@ -370,10 +370,10 @@ impl UpstreamRt {
     }
 }
 
-impl Backend {
+impl Server {
     /// The same server in a new set: shared state and pool.
-    fn same(&self) -> Backend {
-        Backend {
+    fn same(&self) -> Server {
+        Server {
             state: self.state.clone(),
             addr: self.addr,
             authority: self.authority.clone(),
@@ -383,39 +383,41 @@ impl Backend {
             h1: self.h1.clone(),
         }
     }
-}
 
-fn backend(
-    config: &plan::Upstream,
-    s: &plan::Server,
-    addr: SocketAddr,
-    previous: &HashMap<String, Arc<ServerState>>,
-) -> Backend {
-    let id = format!("{}@{}", s.address, addr);
-    let state = match previous.get(&id) {
-        // The same server: keep its state (health, ejection, in-flight count).
-        Some(old) if old.weight == s.weight.max(1) && old.backup == s.backup => old.clone(),
-        Some(old) => {
-            let state = Arc::new(ServerState::new(id.clone(), s.weight, s.backup));
-            state.inherit(old);
-            state
+    /// Server `addr` of `s`, keeping the state `previous` has for it (by
+    /// id) when its weight and role are unchanged.
+    fn new(
+        config: &plan::Upstream,
+        s: &plan::Server,
+        addr: SocketAddr,
+        previous: &HashMap<String, Arc<ServerState>>,
+    ) -> Server {
+        let id = format!("{}@{}", s.address, addr);
+        let state = match previous.get(&id) {
+            // The same server: keep its state (health, ejection, in-flight count).
+            Some(old) if old.weight == s.weight.max(1) && old.backup == s.backup => old.clone(),
+            Some(old) => {
+                let state = Arc::new(ServerState::new(id.clone(), s.weight, s.backup));
+                state.inherit(old);
+                state
+            }
+            None => Arc::new(ServerState::new(id.clone(), s.weight, s.backup)),
+        };
+        let label: Arc<str> = addr.to_string().into();
+        let authority = label
+            .parse()
+            .unwrap_or_else(|_| hyper::http::uri::Authority::from_static("invalid"));
+        let host = hyper::header::HeaderValue::from_str(&label)
+            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("invalid"));
+        Server {
+            state,
+            addr,
+            authority,
+            host,
+            label,
+            client: http_client(config, Some(addr)),
+            h1: Arc::new(H1Pool::new(config, addr)),
         }
-        None => Arc::new(ServerState::new(id.clone(), s.weight, s.backup)),
-    };
-    let label: Arc<str> = addr.to_string().into();
-    let authority = label
-        .parse()
-        .unwrap_or_else(|_| hyper::http::uri::Authority::from_static("invalid"));
-    let host = hyper::header::HeaderValue::from_str(&label)
-        .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("invalid"));
-    Backend {
-        state,
-        addr,
-        authority,
-        host,
-        label,
-        client: http_client(config, Some(addr)),
-        h1: Arc::new(H1Pool::new(config, addr)),
     }
 }
 
@@ -426,13 +428,13 @@ pub(crate) mod tests {
     use std::sync::{Mutex, PoisonError};
 
     /// An upstream of `text`'s plan (its servers are never dialled).
-    pub(crate) async fn upstream(text: &str) -> UpstreamRt {
+    pub(crate) async fn upstream(text: &str) -> Upstream {
         let host = gw_compiler::host::MemoryHost::new();
         let plan = gw_compiler::compile_text(&host, "t.gw", text)
             .plan
             .take()
             .expect("a plan");
-        UpstreamRt::build(&plan.upstreams[0], &HashMap::new()).await
+        Upstream::build(&plan.upstreams[0], &HashMap::new()).await
     }
 
     #[tokio::test]
