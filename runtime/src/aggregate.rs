@@ -8,10 +8,8 @@
 //! upstream's), so a slow optional part cannot hold the response past it.
 
 use crate::body::{empty, full, Body};
-use crate::conn::Conn;
 use crate::error::status_response;
 use crate::request::RequestCtx;
-use crate::state::Runtime;
 use crate::upstream::health::Outcome;
 use crate::upstream::Upstream;
 use gw_compiler::plan;
@@ -34,11 +32,13 @@ impl Drop for Part {
     }
 }
 
-pub async fn run(rt: &Runtime, agg: &plan::Aggregate, ctx: &RequestCtx<'_>, conn: Conn) -> Response<Body> {
+/// Answers `agg` for the request of `ctx` from `upstreams` (the plan's, by
+/// index).
+pub async fn run(upstreams: &[Arc<Upstream>], agg: &plan::Aggregate, ctx: &RequestCtx<'_>) -> Response<Body> {
     let mut tasks = Vec::with_capacity(agg.parts.len());
-    let client = conn.client.ip().to_string();
+    let client = ctx.client_ip.to_string();
     for part in &agg.parts {
-        let Some(up) = rt.upstreams.get(part.upstream).cloned() else {
+        let Some(up) = upstreams.get(part.upstream).cloned() else {
             return status_response(StatusCode::BAD_GATEWAY);
         };
         // Values are percent-encoded: a claim cannot add query parameters.

@@ -85,7 +85,7 @@ where
         // every request's future.
         let preflight = match req.method() == hyper::Method::OPTIONS {
             true => match request_host(req.version(), &uri, req.headers()) {
-                Ok(host) => policy::cors::preflight(&rt, &req, host.as_ref()),
+                Ok(host) => policy::cors::preflight(&rt.plan, &req, host.as_ref()),
                 Err(_) => None,
             },
             false => None,
@@ -95,7 +95,7 @@ where
             None => {
                 let origin = policy::cors::origin(&req);
                 let (resp, route, server) = route_request(&shared, &rt, conn, &uri, req).await;
-                (policy::cors::decorate(&rt, route, origin, resp), route, server)
+                (policy::cors::decorate(&rt.plan, route, origin, resp), route, server)
             }
         };
         let status = resp.status().as_u16();
@@ -218,7 +218,7 @@ fn route_request<'a, B: ClientStream>(
         let checked = if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
             Ok(policy::Identity::default())
         } else {
-            Box::pin(policy::check(rt, route, &req, conn)).await
+            Box::pin(policy::check(&rt.policies, route, &req, conn.client.ip())).await
         };
         let identity = match checked {
             Ok(identity) => identity,
@@ -251,7 +251,7 @@ fn route_request<'a, B: ClientStream>(
                     }
                     Some(r)
                 }
-                Target::Aggregate(agg) => Some(Box::pin(crate::aggregate::run(rt, agg, &ctx, conn)).await),
+                Target::Aggregate(agg) => Some(Box::pin(crate::aggregate::run(&rt.upstreams, agg, &ctx)).await),
                 Target::Upstream { upstream } => match rt.upstreams.get(*upstream) {
                     Some(up) => {
                         prepared = Some(Prepared {
