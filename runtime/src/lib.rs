@@ -19,6 +19,7 @@ pub mod demo;
 pub mod error;
 #[path = "listen/h1server.rs"]
 mod h1server;
+pub mod loaded;
 pub mod log;
 pub mod metrics;
 pub mod policy;
@@ -26,7 +27,6 @@ pub mod proxy;
 pub mod request;
 pub mod secrets;
 pub mod server;
-pub mod state;
 pub mod tcp;
 mod text;
 pub mod upstream;

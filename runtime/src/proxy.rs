@@ -16,10 +16,10 @@ use crate::body::{
 };
 use crate::conn::Conn;
 use crate::error::{closing_response, error_response, status_response, ErrorKind};
+use crate::loaded::{LoadedPlan, Shared};
 use crate::metrics::Rejection;
 use crate::policy;
 use crate::request::{add_forwarded, filter_trailer, is_upgrade, request_host, strip_hop_by_hop, RequestCtx};
-use crate::state::{Runtime, Shared};
 use crate::upstream::health::{self, ServerInFlight};
 use crate::upstream::{SendError, Upstream, UpstreamBody};
 use bytes::Bytes;
@@ -75,7 +75,7 @@ where
     // An async block, as [`route_request`]: the request is kept once.
     async move {
         let started = Instant::now();
-        let rt = shared.current.load_full();
+        let loaded = shared.current.load_full();
         let method = req.method().clone();
         let uri = req.uri().clone();
         // CORS is answered at the gateway: a preflight before routing (once
@@ -85,7 +85,7 @@ where
         // every request's future.
         let preflight = match req.method() == hyper::Method::OPTIONS {
             true => match request_host(req.version(), &uri, req.headers()) {
-                Ok(host) => policy::cors::preflight(&rt.plan, &req, host.as_ref()),
+                Ok(host) => policy::cors::preflight(&loaded.plan, &req, host.as_ref()),
                 Err(_) => None,
             },
             false => None,
@@ -94,21 +94,23 @@ where
             Some((resp, route)) => (resp, Some(route), None),
             None => {
                 let origin = policy::cors::origin(&req);
-                let (resp, route, server) = route_request(&shared, &rt, conn, &uri, req).await;
-                (policy::cors::decorate(&rt.plan, route, origin, resp), route, server)
+                let (resp, route, server) = route_request(&shared, &loaded, conn, &uri, req).await;
+                (policy::cors::decorate(&loaded.plan, route, origin, resp), route, server)
             }
         };
         let status = resp.status().as_u16();
         let micros = started.elapsed().as_micros() as u64;
         match route {
             Some(i) => {
-                if let Some(m) = rt.route_metrics.get(i) {
+                if let Some(m) = loaded.route_metrics.get(i) {
                     m.record(status, micros);
                 }
             }
             None => shared.metrics.unmatched.record(status, micros),
         }
-        let route = route.and_then(|i| rt.route_labels.get(i)).map_or("-", String::as_str);
+        let route = route
+            .and_then(|i| loaded.route_labels.get(i))
+            .map_or("-", String::as_str);
         let upstream = upstream_server.as_deref().unwrap_or("-");
         let line = crate::log::AccessLine {
             client: conn.client.ip(),
@@ -156,13 +158,13 @@ struct Prepared<'a> {
 #[allow(clippy::manual_async_fn)] // see above: an `async fn` stores its arguments twice
 fn route_request<'a, B: ClientStream>(
     shared: &'a Shared,
-    rt: &'a Arc<Runtime>,
+    loaded: &'a Arc<LoadedPlan>,
     conn: Conn,
     uri: &'a Uri,
     mut req: Request<B>,
 ) -> impl Future<Output = Outcome> + use<'a, B> {
     async move {
-        let plan = &rt.plan;
+        let plan = &loaded.plan;
         // The request's host first: routing and the forwarded `Host` both take
         // it, so they cannot disagree.
         let host = match request_host(req.version(), uri, req.headers()) {
@@ -218,7 +220,7 @@ fn route_request<'a, B: ClientStream>(
         let checked = if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
             Ok(policy::Identity::default())
         } else {
-            Box::pin(policy::check(&rt.policies, route, &req, conn.client.ip())).await
+            Box::pin(policy::check(&loaded.policies, route, &req, conn.client.ip())).await
         };
         let identity = match checked {
             Ok(identity) => identity,
@@ -251,8 +253,8 @@ fn route_request<'a, B: ClientStream>(
                     }
                     Some(r)
                 }
-                Target::Aggregate(agg) => Some(Box::pin(crate::aggregate::run(&rt.upstreams, agg, &ctx)).await),
-                Target::Upstream { upstream } => match rt.upstreams.get(*upstream) {
+                Target::Aggregate(agg) => Some(Box::pin(crate::aggregate::run(&loaded.upstreams, agg, &ctx)).await),
+                Target::Upstream { upstream } => match loaded.upstreams.get(*upstream) {
                     Some(up) => {
                         prepared = Some(Prepared {
                             up,
@@ -318,7 +320,7 @@ fn route_request<'a, B: ClientStream>(
                 // Trailer fields may not undo the route's response header
                 // transforms.
                 let transformed = if keep_trailer {
-                    rt.transformed_response_headers.get(route_index).cloned().flatten()
+                    loaded.transformed_response_headers.get(route_index).cloned().flatten()
                 } else {
                     None
                 };

@@ -38,10 +38,10 @@ use crate::clock::now_millis;
 use crate::conn::{Activity, Clocks, Conn, ConnGuard, ConnInFlight, ConnTracker};
 use crate::error::{closing_response, status_response};
 use crate::h1server::{self, Served, Transport};
+use crate::loaded::{LoadedPlan, Shared};
 use crate::metrics::{self, LimitSample, Rejection, RouteSample, ServerSample};
 use crate::proxy;
 use crate::secrets;
-use crate::state::{Runtime, Shared};
 use crate::tcp;
 use crate::upstream::checks;
 use arc_swap::ArcSwap;
@@ -146,7 +146,7 @@ pub struct Gateway {
     /// Bound addresses: listeners in plan order, and admin; read without
     /// waiting on a reload.
     addrs: ArcSwap<(Vec<SocketAddr>, Option<SocketAddr>)>,
-    /// Stops the health checkers of the current runtime.
+    /// Stops the health checkers of the current plan.
     health_stop: tokio::sync::Mutex<watch::Sender<bool>>,
     connections: Arc<ConnTracker>,
     shutdown: watch::Sender<bool>,
@@ -175,7 +175,7 @@ fn listener_key(l: &gw_compiler::plan::Listener, plan: &Plan) -> String {
 }
 
 impl Gateway {
-    /// Builds the runtime of `plan`, binds every listener and starts serving.
+    /// Loads `plan`, binds every listener and starts serving.
     pub async fn start(plan: Plan, options: Options) -> Result<Arc<Gateway>, String> {
         Gateway::start_with_workers(plan, options, Vec::new()).await
     }
@@ -194,8 +194,8 @@ impl Gateway {
             return Err(NO_LISTENER.to_string());
         }
         let plan = Arc::new(plan);
-        let runtime = Runtime::build(plan.clone(), None).await;
-        let shared = Arc::new(Shared::new(runtime));
+        let loaded = LoadedPlan::load(plan.clone(), None).await;
+        let shared = Arc::new(Shared::new(loaded));
         let (shutdown, _) = watch::channel(false);
         let (health_stop, health_rx) = watch::channel(false);
         let gw = Arc::new(Gateway {
@@ -213,7 +213,7 @@ impl Gateway {
             let prepared = gw.prepare(&plan, &listeners).await?;
             gw.commit(&mut listeners, prepared).await;
         }
-        checks::spawn(&gw.shared.current.load_full(), health_rx);
+        checks::spawn(&gw.shared.current.load().upstreams, health_rx);
         Ok(gw)
     }
 
@@ -506,7 +506,7 @@ impl Gateway {
     }
 
     /// Swaps in a new plan: binds what it adds (a listener that cannot be
-    /// bound refuses the reload and changes nothing), builds its runtime
+    /// bound refuses the reload and changes nothing), loads it
     /// (unchanged servers keep their health), swaps atomically,
     /// restarts health checks, and closes what it drops. Requests in flight
     /// finish on the plan they started with.
@@ -537,14 +537,14 @@ impl Gateway {
             }
         };
         let old = self.shared.current.load_full();
-        let runtime = Arc::new(Runtime::build(plan.clone(), Some(&old)).await);
-        self.shared.current.store(runtime.clone());
+        let loaded = Arc::new(LoadedPlan::load(plan.clone(), Some(&old)).await);
+        self.shared.current.store(loaded.clone());
         self.commit(&mut listeners, prepared).await;
         drop(listeners);
         let (stop, rx) = watch::channel(false);
         let previous = std::mem::replace(&mut *self.health_stop.lock().await, stop);
         let _ = previous.send(true);
-        checks::spawn(&runtime, rx);
+        checks::spawn(&loaded.upstreams, rx);
         self.shared.metrics.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -691,8 +691,8 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// the connection's watcher would count it).
 async fn sniff(stream: &TcpStream, shared: &Shared, client: SocketAddr) -> Option<Proto> {
     let (header_timeout, idle_timeout) = {
-        let rt = shared.current.load();
-        (rt.plan.limits.header_timeout.0, rt.plan.limits.idle_timeout.0)
+        let loaded = shared.current.load();
+        (loaded.plan.limits.header_timeout.0, loaded.plan.limits.idle_timeout.0)
     };
     let wait = header_timeout.min(idle_timeout.max(1));
     let looking = async {
@@ -1097,16 +1097,16 @@ fn admin<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let rt = shared.current.load_full();
+    let loaded = shared.current.load_full();
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            render_metrics(shared, &rt),
+            render_metrics(shared, &loaded),
         ),
         "/plan" => {
-            let mut value = serde_json::to_value(&*rt.plan).unwrap_or(serde_json::Value::Null);
+            let mut value = serde_json::to_value(&*loaded.plan).unwrap_or(serde_json::Value::Null);
             redact(&mut value);
             text(
                 StatusCode::OK,
@@ -1118,15 +1118,15 @@ fn admin<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
     }
 }
 
-fn render_metrics(shared: &Shared, rt: &Runtime) -> String {
-    let routes: Vec<_> = rt
+fn render_metrics(shared: &Shared, loaded: &LoadedPlan) -> String {
+    let routes: Vec<_> = loaded
         .route_labels
         .iter()
-        .zip(&rt.route_metrics)
+        .zip(&loaded.route_metrics)
         .map(|(l, m)| RouteSample { route: l, metrics: m })
         .collect();
     let mut servers = Vec::new();
-    for up in &rt.upstreams {
+    for up in &loaded.upstreams {
         for b in &up.set.load().servers {
             servers.push((
                 up.name.as_str(),
@@ -1147,7 +1147,7 @@ fn render_metrics(shared: &Shared, rt: &Runtime) -> String {
             in_flight: *in_flight,
         })
         .collect();
-    let limits: Vec<_> = rt
+    let limits: Vec<_> = loaded
         .policies
         .limits
         .iter()

@@ -11,9 +11,9 @@
 //! set them).
 
 use crate::conn::{Conn, ConnTracker};
+use crate::loaded::{LoadedPlan, Shared};
 use crate::proxy;
 use crate::server::serve_accepted;
-use crate::state::{Runtime, Shared};
 use hyper::Request;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -33,7 +33,7 @@ async fn shared() -> Arc<Shared> {
         .plan
         .take()
         .expect("a plan");
-    Arc::new(Shared::new(Runtime::build(Arc::new(plan), None).await))
+    Arc::new(Shared::new(LoadedPlan::load(Arc::new(plan), None).await))
 }
 
 /// Checks `size` against `bound`, naming the future (and printing the sizes
@@ -71,8 +71,8 @@ async fn a_request_s_future_stays_small() {
 #[tokio::test]
 async fn the_policy_check_stays_small() {
     let shared = shared().await;
-    let rt = shared.current.load_full();
-    let route = rt
+    let loaded = shared.current.load_full();
+    let route = loaded
         .plan
         .routes
         .iter()
@@ -80,6 +80,6 @@ async fn the_policy_check_stays_small() {
         .expect("a route with policies");
     let client_ip = "127.0.0.1".parse().expect("an address");
     let req = Request::new(());
-    let check = crate::policy::check(&rt.policies, route, &req, client_ip);
+    let check = crate::policy::check(&loaded.policies, route, &req, client_ip);
     within("the policy check", std::mem::size_of_val(&check), 376);
 }

@@ -8,8 +8,8 @@
 //! `max_connections`.
 
 use crate::conn::{Activity, Clocks, ConnTracker};
+use crate::loaded::Shared;
 use crate::server::admit;
-use crate::state::Shared;
 use crate::upstream::connect;
 use crate::upstream::health::Outcome;
 use std::sync::atomic::Ordering;
@@ -45,13 +45,18 @@ pub(crate) async fn accept_loop(
 }
 
 async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared: &Shared, upstream: &str) {
-    let rt = shared.current.load_full();
+    let loaded = shared.current.load_full();
     // By name: the plan a reload swapped in may number its upstreams anew.
-    let Some(up) = rt.upstreams.iter().find(|u| u.name == upstream).cloned() else {
+    let Some(up) = loaded.upstreams.iter().find(|u| u.name == upstream).cloned() else {
         return;
     };
-    let idle = rt.plan.limits.idle_timeout.as_duration().max(Duration::from_millis(1));
-    drop(rt);
+    let idle = loaded
+        .plan
+        .limits
+        .idle_timeout
+        .as_duration()
+        .max(Duration::from_millis(1));
+    drop(loaded);
     let set = up.set.load_full();
     let key = up.ip_hash.then(|| peer.ip().to_string().into_bytes());
     let mut tried = Vec::new();

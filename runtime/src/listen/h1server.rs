@@ -27,9 +27,9 @@ use crate::bufpool::CLIENT;
 use crate::clock::{instant_at, now_millis};
 use crate::conn::{Activity, Clocks, Conn};
 use crate::error::status_response;
+use crate::loaded::Shared;
 use crate::metrics::Rejection;
 use crate::proxy;
-use crate::state::Shared;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as HttpBody;
@@ -187,8 +187,8 @@ fn serve_with<'a, S: Transport>(
     buf: &'a mut BytesMut,
 ) -> impl Future<Output = Served<Activity<S>>> + use<'a, S> {
     let bounds = {
-        let rt = shared.current.load();
-        let limits = &rt.plan.limits;
+        let loaded = shared.current.load();
+        let limits = &loaded.plan.limits;
         Bounds {
             max_head: usize::try_from(limits.max_header_size).unwrap_or(usize::MAX).max(1),
             header_timeout: limits.header_timeout.0,

@@ -6,15 +6,15 @@
 
 use super::Upstream;
 use crate::body::empty;
-use crate::state::Runtime;
 use hyper::{Request, Uri};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Starts the checkers of `rt`; they stop when `stop` flips (reload, shutdown).
-pub fn spawn(rt: &Arc<Runtime>, stop: watch::Receiver<bool>) {
-    for up in &rt.upstreams {
+/// Starts the checkers of `upstreams`; they stop when `stop` flips (reload,
+/// shutdown).
+pub fn spawn(upstreams: &[Arc<Upstream>], stop: watch::Receiver<bool>) {
+    for up in upstreams {
         if up.config.health.is_some() {
             tokio::spawn(check_loop(up.clone(), stop.clone()));
         }

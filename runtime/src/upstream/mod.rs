@@ -191,7 +191,7 @@ impl Drop for RetrySlot<'_> {
     }
 }
 
-/// An upstream pool as the runtime uses it.
+/// An upstream at run time: its servers, its balancer, its retry budget.
 pub struct Upstream {
     pub name: String,
     pub config: plan::Upstream,
