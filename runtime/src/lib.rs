@@ -10,7 +10,6 @@
 //! server on a retryable failure | [`aggregate`] | respond | redirect →
 //! response transforms → access log and [`metrics`].
 
-pub mod aggregate;
 pub mod body;
 mod bufpool;
 pub mod clock;
