@@ -11,9 +11,9 @@
 //! set them).
 
 use crate::conn::{Conn, ConnTracker};
+use crate::listen::serve_accepted;
 use crate::loaded::{LoadedPlan, Shared};
 use crate::proxy;
-use crate::server::serve_accepted;
 use hyper::Request;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};

@@ -3,7 +3,7 @@
 //! route's policies (auth → require → limit, [`crate::policy`]), the target
 //! rendered (templates, header transforms, the upstream's path and hash
 //! key), then the answer: made here (`respond`, `redirect`, [`aggregate`]),
-//! or the request forwarded to an upstream ([`forward`]: a server picked, a
+//! or the request forwarded to an upstream (`forward`: a server picked, a
 //! pooled connection, retries) and the upstream's answer passed on (hop-by-
 //! hop headers, trailers, response transforms, a WebSocket tunnel); then
 //! the route's counters and the access line.
@@ -11,7 +11,7 @@
 //! The path is built for throughput: the plan is read through an `ArcSwap`
 //! (no lock), URIs and header values are shared rather than copied, and
 //! bodies stream frame by frame in both directions. The layers of a
-//! request's future ([`handle`], `route_request`, [`forward::Forward::run`])
+//! request's future ([`handle`], `route_request`, `Forward::run`)
 //! are functions returning async blocks, because an `async fn` stores each
 //! argument twice in its future; the rare states (the policy check, an
 //! aggregate, a body buffered for a replay) are boxed.

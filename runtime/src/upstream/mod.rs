@@ -6,9 +6,9 @@
 //! survive a re-resolution or a reload keep their health, and their pools.
 //!
 //! Each server has its own connections: HTTP/1.1 requests go through the
-//! gateway's own client ([`h1client`]) over the server's pool of idle
+//! gateway's own client (`h1client`) over the server's pool of idle
 //! sockets ([`pool`]); `http2` servers, aggregate parts and health checks
-//! use hyper-util's client ([`client`]). The request's task drives its
+//! use hyper-util's client (`client`). The request's task drives its
 //! exchange itself: no connection task, no channel.
 //!
 //! Nothing here knows the client side of the gateway: a request arrives as a

@@ -6,7 +6,7 @@
 //! `max_idle` (rounded up), so a connection is reused by the thread whose
 //! request finished with it and no request wakes another thread.
 //!
-//! The pool knows nothing of HTTP: the client ([`super::h1client`]) takes a
+//! The pool knows nothing of HTTP: the client (`h1client`) takes a
 //! connection, drives its exchange, and parks it again when the answer has
 //! been read to its end, and it says whether an idle socket is still usable
 //! (a connection the server closed while idle is noticed as it is taken).

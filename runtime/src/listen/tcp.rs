@@ -7,9 +7,9 @@
 //! or nothing moves for `idle_timeout`. Connections count towards
 //! `max_connections`.
 
+use super::admit;
 use crate::conn::{Activity, Clocks, ConnTracker};
 use crate::loaded::Shared;
-use crate::server::admit;
 use crate::upstream::connect;
 use crate::upstream::health::Outcome;
 use std::sync::atomic::Ordering;
