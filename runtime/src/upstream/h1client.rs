@@ -27,6 +27,15 @@
 //! connection is its socket and a timestamp); a body dropped early closes the
 //! connection. A `101 Switching Protocols` hands the raw socket (and any
 //! bytes read past the head) to the caller for tunnelling.
+//!
+//! [`send`] is the client's entry: it takes an idle connection from the
+//! server's pool (or dials), exchanges, and sends a request whose reused
+//! connection had closed once more on a new one when that is safe.
+//!
+//! Longer than the runtime's other files, on purpose: the writer, the head
+//! parser, the chunked decoder and the response body share the exchange's
+//! private types (`Wire`, `Writer`, `ReqMeta`, `Framing`) and stay private
+//! to one module (about 170 of its lines are tests).
 
 use super::pool::H1Pool;
 use super::{SendError, UpstreamBody};
@@ -342,14 +351,14 @@ impl Wire {
 
 /// A request taken apart for the wire: its head encoded (with the body when
 /// it is ready) and what reading the answer depends on.
-pub(crate) struct Prepared {
+pub(crate) struct Encoded {
     writer: Writer,
     meta: ReqMeta,
 }
 
 /// Encodes `req` for the wire ([`exchange`] sends it). Not async, so the
 /// request is taken apart where it is, not moved into another future first.
-pub(crate) fn prepare(req: Request<Body>) -> Prepared {
+pub(crate) fn encode(req: Request<Body>) -> Encoded {
     let (parts, body) = req.into_parts();
     let meta = ReqMeta {
         head: parts.method == Method::HEAD,
@@ -363,7 +372,7 @@ pub(crate) fn prepare(req: Request<Body>) -> Prepared {
     let writer = request_writer(&parts, body);
     // The head is encoded: its map can serve another message.
     crate::bufpool::give_header_map(parts.headers);
-    Prepared { writer, meta }
+    Encoded { writer, meta }
 }
 
 /// Sends `req` (origin-form URI, `Host` set, hop-by-hop headers gone) to
@@ -379,7 +388,7 @@ pub(crate) fn send(
     pool: &Arc<H1Pool>,
     req: Request<Body>,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + use<'_> {
-    let prepared = prepare(req);
+    let encoded = encode(req);
     async move {
         let (stream, reused) = match pool.take(usable) {
             Some(s) => (s, true),
@@ -387,7 +396,7 @@ pub(crate) fn send(
             // be part of every request's future.
             None => (Box::pin(pool.connect()).await?, false),
         };
-        let replay = match exchange(pool, stream, reused, prepared).await {
+        let replay = match exchange(pool, stream, reused, encoded).await {
             Ok(resp) => return Ok(resp),
             Err(Failed::Error(e)) => return Err(SendError::Exchange(e)),
             Err(Failed::Reset) => return Err(SendError::Reset { fresh: !reused }),
@@ -415,23 +424,23 @@ pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Re
         sent: 0,
         whole: true,
     };
-    let prepared = Prepared {
+    let encoded = Encoded {
         writer,
         meta: replay.meta,
     };
-    exchange(pool, stream, false, prepared).await
+    exchange(pool, stream, false, encoded).await
 }
 
-/// Sends a prepared request on `stream` and reads the answer's head.
+/// Sends an encoded request on `stream` and reads the answer's head.
 /// `reused`: the connection came from the pool (a failure before any answer
 /// may then be replayed on a fresh one).
 pub(crate) async fn exchange(
     pool: &Arc<H1Pool>,
     stream: TcpStream,
     reused: bool,
-    prepared: Prepared,
+    encoded: Encoded,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    let Prepared { writer, meta } = prepared;
+    let Encoded { writer, meta } = encoded;
     let mut wire = Wire {
         stream,
         rbuf: BytesMut::new(),
@@ -443,7 +452,7 @@ pub(crate) async fn exchange(
     let mut replay = None;
     let head = poll_fn(|cx| poll_head(cx, &mut wire, &mut writer, &mut replay, meta)).await;
     match head {
-        Ok(head) => Ok(respond(pool, wire, writer, head, meta)),
+        Ok(head) => Ok(build_response(pool, wire, writer, head, meta)),
         Err(HeadError::Body(e)) => Err(Failed::Error(e)),
         Err(HeadError::Upstream(e, answered)) => {
             // Sent again only when the upstream cannot have acted on it:
@@ -721,7 +730,7 @@ fn request_writer(parts: &hyper::http::request::Parts, body: Body) -> Writer {
 /// `writer` is the request when its body is still being sent (an early or
 /// full-duplex answer): the body goes on sending it (boxed: that is rare,
 /// and the body stays small).
-fn respond(
+fn build_response(
     pool: &Arc<H1Pool>,
     wire: Wire,
     writer: Option<Writer>,
@@ -1190,7 +1199,7 @@ mod tests {
         let post = |len: usize| {
             let body = crate::body::full(vec![b'x'; len]);
             let req = Request::post("/orders").header(header::HOST, "h").body(body);
-            prepare(req.expect("a request"))
+            encode(req.expect("a request"))
         };
         #[allow(deprecated)] // SO_LINGER 0: the close resets at once, never blocks
         let reset = |s: TcpStream| {
