@@ -33,6 +33,7 @@ mod proxy_support;
 mod proxy_wire;
 mod robustness;
 mod router_differential;
+mod runtime_layers;
 mod serve_admin;
 mod serve_harness;
 mod serve_health;
