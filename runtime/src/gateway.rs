@@ -12,7 +12,9 @@
 use crate::conn::ConnTracker;
 use crate::listen;
 use crate::loaded::{LoadedPlan, Shared};
+use crate::metrics::Metrics;
 use crate::upstream::checks;
+use crate::upstream::health::ServerState;
 use arc_swap::ArcSwap;
 use gw_compiler::plan::{ListenerKind, Plan};
 use std::net::SocketAddr;
@@ -187,8 +189,36 @@ impl Gateway {
         self.addrs.load().1
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// The plan being served (the last one a reload swapped in).
+    pub fn plan(&self) -> Arc<Plan> {
+        self.shared.current.load().plan.clone()
+    }
+
+    /// The process-wide counters (what `/metrics` shows).
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Counts a reload refused before it reached the gateway (the new
+    /// configuration did not compile); [`Gateway::reload`] counts its own.
+    pub fn count_refused_reload(&self) {
+        self.shared.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The servers of upstream `upstream` in the plan being served, with
+    /// their health, ejection and load (empty when the plan has no such
+    /// upstream); a server named by DNS gives one per address.
+    pub fn servers(&self, upstream: &str) -> Vec<(SocketAddr, Arc<ServerState>)> {
+        let loaded = self.shared.current.load();
+        let Some(up) = loaded.upstreams.iter().find(|u| u.name == upstream) else {
+            return Vec::new();
+        };
+        up.set
+            .load()
+            .servers
+            .iter()
+            .map(|s| (s.addr, s.state.clone()))
+            .collect()
     }
 
     /// Binds what `plan` adds and builds TLS configurations (re-reading

@@ -389,11 +389,7 @@ impl Watcher {
         let mut plan = match plan {
             Ok(plan) => plan,
             Err(why) => {
-                self.gateway
-                    .shared()
-                    .metrics
-                    .reload_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                self.gateway.count_refused_reload();
                 tracing::error!(file = %self.root, "reload refused, keeping the running plan: {why}");
                 return;
             }
@@ -603,15 +599,7 @@ mod tests {
     }
 
     fn routes(gateway: &Gateway) -> Vec<String> {
-        gateway
-            .shared()
-            .current
-            .load()
-            .plan
-            .routes
-            .iter()
-            .map(|r| r.path.clone())
-            .collect()
+        gateway.plan().routes.iter().map(|r| r.path.clone()).collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -662,7 +650,7 @@ mod tests {
                 }
             }),
         );
-        let failures = || gateway.shared().metrics.reload_failures.load(Ordering::Relaxed);
+        let failures = || gateway.metrics().reload_failures.load(Ordering::Relaxed);
         let watching = tokio::spawn(w.run(Watched::default()));
         hup.send(()).await.expect("send");
         until("the first read", || gate.loads.load(Ordering::SeqCst) == 1).await;

@@ -19,8 +19,6 @@
 pub mod aggregate;
 mod forward;
 
-pub use forward::REPLAY_LIMIT;
-
 use crate::body::{boxed, empty, full, Body, Stall, TrailerRule, Trailers};
 use crate::conn::Conn;
 use crate::error::{closing_response, error_response, status_response, ErrorKind};
