@@ -62,7 +62,20 @@ impl Served {
         Served::spawn(dir, args, true)
     }
 
+    /// Like [`Served::start`], with these environment variables (and no other).
+    pub fn start_with_env(files: &[(&str, &str)], args: &[&str], env: &[(&str, &str)]) -> Served {
+        let dir = TempDir::new();
+        for (name, text) in files {
+            write(dir.path(), name, text);
+        }
+        Served::spawn_with(dir, args, false, env)
+    }
+
     fn spawn(dir: TempDir, args: &[&str], grouped: bool) -> Served {
+        Served::spawn_with(dir, args, grouped, &[])
+    }
+
+    fn spawn_with(dir: TempDir, args: &[&str], grouped: bool, env: &[(&str, &str)]) -> Served {
         let mut command = Command::new(gwc_path());
         if grouped {
             std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -72,6 +85,7 @@ impl Served {
             .args(args)
             .current_dir(dir.path())
             .env_clear()
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

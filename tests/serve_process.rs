@@ -357,6 +357,23 @@ async fn demo_serves_the_food_court_with_built_in_backends_and_prints_curl_comma
         "demo-user",
         "the gateway set x-user-id from the token"
     );
+    // The first signed-in command of the tour: the caller's own profile.
+    let req = hyper::Request::get(format!("http://{addr}/me"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let me = crate::live::send(req).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(
+        (
+            me.json()["service"].as_str(),
+            me.json()["path"].as_str(),
+            me.json()["user"].as_str()
+        ),
+        (Some("login"), Some("/users/demo-user"), Some("demo-user")),
+        "{}",
+        me.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,34 +181,55 @@ async fn an_import_that_is_a_fifo_is_refused_and_sighup_still_reloads() {
     until_status(&format!("http://{addr}/piped"), 204, &served).await;
 }
 
+/// What the kubelet's `AtomicWriter` does to a ConfigMap volume, step by
+/// step: the payload goes into a new folder `..YYYY_MM_DD_HH_MM_SS.N`, a
+/// symlink `..data_tmp` to it is renamed over `..data` (the one atomic
+/// step), the file's own symlink `NAME -> ..data/NAME` is made if missing,
+/// and the previous folder is removed. Returns the new folder's name.
+fn kubelet_write(dir: &std::path::Path, name: &str, text: &str, previous: Option<&str>, n: u32) -> String {
+    let folder = format!("..2026_12_07_10_00_0{n}.12345678{n}");
+    std::fs::create_dir(dir.join(&folder)).expect("mkdir");
+    let file = dir.join(&folder).join(name);
+    std::fs::write(&file, text).expect("write");
+    if let Some(previous) = previous {
+        // The same length and modification time as the version it replaces:
+        // only the file behind the name tells them apart.
+        let old = dir.join(previous).join(name);
+        let mtime = std::fs::metadata(&old).and_then(|m| m.modified()).expect("mtime");
+        let f = std::fs::File::options().write(true).open(&file).expect("open");
+        f.set_modified(mtime).expect("set the modification time");
+    }
+    std::os::unix::fs::symlink(&folder, dir.join("..data_tmp")).expect("symlink");
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap ..data");
+    let visible = dir.join(name);
+    if std::fs::symlink_metadata(&visible).is_err() {
+        std::os::unix::fs::symlink(format!("..data/{name}"), &visible).expect("symlink");
+    }
+    if let Some(previous) = previous {
+        std::fs::remove_dir_all(dir.join(previous)).expect("remove the previous folder");
+    }
+    folder
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configmap_update_through_symlinks_is_reloaded() {
     let up = Upstream::named("a").await;
-    // As the kubelet mounts a ConfigMap: app.gw -> ..data/app.gw, ..data -> ..2026_12_07_01.
+    let version = |status: u16| app(up.addr, &format!("route GET /v {{ respond {status} }}"));
     let dir = TempDir::new();
-    let first = dir.path().join("..2026_12_07_01");
-    std::fs::create_dir(&first).expect("mkdir");
-    std::fs::write(first.join("app.gw"), app(up.addr, "route GET /v { respond 201 }")).expect("write");
-    std::os::unix::fs::symlink("..2026_12_07_01", dir.path().join("..data")).expect("symlink");
-    std::os::unix::fs::symlink("..data/app.gw", dir.path().join("app.gw")).expect("symlink");
+    let first = kubelet_write(dir.path(), "app.gw", &version(201), None, 1);
     let served = Served::start_in(dir, &["app.gw", "--watch-interval", "50ms"]);
     let addr = served.bound(1).await[0];
     assert_eq!(get(&format!("http://{addr}/v")).await.status, 201);
 
-    // An update: a new folder, then `..data` swapped to it atomically. The
-    // new file has the same length and modification time as the old one.
-    let second = served.path("..2026_12_07_02");
-    std::fs::create_dir(&second).expect("mkdir");
-    let old = served.path("..2026_12_07_01/app.gw");
-    std::fs::write(second.join("app.gw"), app(up.addr, "route GET /v { respond 202 }")).expect("write");
-    let mtime = std::fs::metadata(&old).and_then(|m| m.modified()).expect("mtime");
-    let f = std::fs::File::options()
-        .write(true)
-        .open(second.join("app.gw"))
-        .expect("open");
-    f.set_modified(mtime).expect("set the modification time");
-    drop(f);
-    std::os::unix::fs::symlink("..2026_12_07_02", served.path("..data_tmp")).expect("symlink");
-    std::fs::rename(served.path("..data_tmp"), served.path("..data")).expect("swap ..data");
+    // Two updates: the second is read through the link the first made, once
+    // the folder the gateway first read is gone.
+    let second = kubelet_write(served.dir.path(), "app.gw", &version(202), Some(&first), 2);
     until_status(&format!("http://{addr}/v"), 202, &served).await;
+    kubelet_write(served.dir.path(), "app.gw", &version(203), Some(&second), 3);
+    until_status(&format!("http://{addr}/v"), 203, &served).await;
+    assert!(
+        !served.output().contains("reload refused"),
+        "a swap is never seen half done\n{}",
+        served.output()
+    );
 }

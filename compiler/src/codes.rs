@@ -40,6 +40,7 @@ codes! {
     GW0002 Error "unterminated string or block",
     GW0003 Error "invalid literal (duration, size, rate, address, status, path pattern)",
     GW0004 Error "import not found, or import cycle",
+    GW0005 Error "import or file is not a regular file, or too large",
     GW0101 Error "unknown name (upstream, auth, limit, store)",
     GW0102 Error "duplicate definition",
     GW0103 Error "unknown attribute in a block",

@@ -27,7 +27,7 @@ pub mod metrics;
 pub mod policy;
 mod proxy;
 pub mod request;
-mod secrets;
+pub mod secrets;
 mod text;
 pub mod upstream;
 

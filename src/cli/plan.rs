@@ -1,8 +1,11 @@
 //! `gwc plan FILE`: compile a configuration and print its routing plan as a
 //! tree a person reads at a glance (host → path tree → methods → route →
-//! policies in order → target and strategy). Secrets appear as `env("NAME")`
-//! or `file("path")`, never as values. Also holds the compile step shared by
-//! `gwc plan`, `gwc build` and `gwc route`.
+//! policies in order → target and strategy), or with `--format json` as the
+//! plan's JSON (what `/plan` serves: inline secrets and URL passwords
+//! redacted, unlike the plan file `gwc build` writes). Secrets appear as
+//! `env("NAME")` or `file("path")`, never as values. Also holds the compile
+//! step shared by `gwc plan`, `gwc build`, `gwc route`, `gwc diff` and
+//! `gwc serve`.
 
 use super::{EXIT_PROBLEMS, EXIT_USAGE};
 use crate::host::RealHost;
@@ -19,13 +22,32 @@ pub struct PlanArgs {
     /// The `.gw` file (compiled with the files it imports).
     #[arg(value_name = "FILE")]
     file: String,
+    /// How to print the plan.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// The plan as a tree: host, paths, methods, route, policies, target.
+    Text,
+    /// The plan's JSON (`gwc build`'s format) with inline secrets and URL
+    /// passwords redacted, as the admin endpoint `/plan` serves it.
+    Json,
 }
 
 pub fn run(args: PlanArgs) -> ExitCode {
     match compile_plan(&args.file) {
         Ok((plan, _)) => {
+            let text = match args.format {
+                Format::Text => plan.render(),
+                Format::Json => format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&plan.redacted_json()).unwrap_or_default()
+                ),
+            };
             let mut stdout = io::stdout().lock();
-            let _ = stdout.write_all(plan.render().as_bytes());
+            let _ = stdout.write_all(text.as_bytes());
             let _ = stdout.flush();
             ExitCode::SUCCESS
         }

@@ -14,6 +14,10 @@
 //! signal within a second (a supervisor signalling the process and its
 //! group) are the same stop, and a signal after that stops at once.
 //!
+//! Under a service manager (`NOTIFY_SOCKET`, systemd's `Type=notify`) it
+//! says when it is ready, reloading and stopping, and pings the watchdog
+//! ([`crate::notify`]).
+//!
 //! `--demo` starts demo backends on the plan's loopback server addresses
 //! (moved to a free port when another program holds one, see
 //! [`gw_runtime::demo`]), listens on a free port if the plan's is taken, and
@@ -35,10 +39,11 @@ use std::time::{Duration, Instant};
 /// then its process group, so gw gets the signal twice.
 const SIGNAL_COPIES_WITHIN: Duration = Duration::from_secs(1);
 
-/// Run the gateway.
+/// Run the gateway from a `.gw` file or a plan built by `gwc build`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The `.gw` file (compiled with the files it imports).
+    /// The `.gw` file (compiled with the files it imports), or a plan
+    /// built by `gwc build` (a `*.json` file, served as it is).
     #[arg(value_name = "FILE")]
     file: String,
     /// Start demo backends on every loopback server address of the plan
@@ -278,6 +283,7 @@ async fn serve(args: ServeArgs, mut plan: Plan, watched: Watched, workers: Vec<t
         free_port_if_busy: args.demo,
         allow_drastic_reload: args.allow_drastic_reload,
     };
+    let watchdog_workers = workers.clone();
     let gateway = match Gateway::start_with_workers(plan.clone(), options, workers).await {
         Ok(g) => g,
         Err(e) => {
@@ -285,8 +291,12 @@ async fn serve(args: ServeArgs, mut plan: Plan, watched: Watched, workers: Vec<t
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Every listener is bound: a service manager may send traffic now.
+    let bound = gateway.local_addrs().await;
+    crate::notify::ready(&format!("serving {} listener(s)", bound.len()));
+    crate::notify::spawn_watchdog(watchdog_workers);
     if args.demo {
-        print_tour(&plan, &gateway.local_addrs().await, gateway.admin_addr());
+        print_tour(&plan, &bound, gateway.admin_addr());
     }
     // SIGHUPs reach the watcher as messages, so that it notices them while
     // a read of the configuration is in progress.
@@ -317,6 +327,7 @@ async fn serve(args: ServeArgs, mut plan: Plan, watched: Watched, workers: Vec<t
     let at = Instant::now();
     tracing::info!(signal = first.name(), drain = ?args.drain,
         "shutting down: no new connections; draining (another signal a second or more from now stops at once)");
+    crate::notify::stopping(&format!("draining (up to {:?})", args.drain));
     reload.abort();
     #[cfg(unix)]
     if let Some(h) = hups {

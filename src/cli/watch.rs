@@ -10,7 +10,8 @@
 //!   a Kubernetes ConfigMap update (a `..data` symlink swapped to a new
 //!   folder: a new inode behind the same name) is noticed. A file that is not
 //!   a regular file once symlinks are followed (a FIFO, a device, a folder) is
-//!   refused without being opened: opening a FIFO blocks until a writer comes.
+//!   refused by [`RealHost`] (GW0005) without blocking: it opens with
+//!   `O_NONBLOCK`, since opening a FIFO otherwise waits for a writer.
 //! - A read that failed (a missing import, a permission, a FIFO) is tried
 //!   again every interval: the file is looked at (`stat`, then opened without
 //!   blocking, never read) and the configuration is read again as soon as
@@ -22,10 +23,18 @@
 //!   it is done). A read still running after [`STUCK_AFTER`] is given up on
 //!   when the next change or `SIGHUP` comes: its thread is left behind (a
 //!   blocked read cannot be cancelled), at most [`MAX_STUCK`] of them.
+//!
+//! The log of a reload (target `gw::reload`), each line one event, so that
+//! no field trails a multi-line message: `reloaded: SUMMARY file=...`, then
+//! one line per change (the summary and lines of `gwc diff`, from
+//! [`gw_compiler::plan::diff`], computed on a blocking thread); or `reload
+//! refused, keeping the running plan: WHY file=...`, then each diagnostic
+//! as rendered by `gwc check`. At most [`MAX_LOGGED`] of either.
 
 use crate::host::RealHost;
 use crate::render::{self, Style};
 use gw_compiler::host::Host;
+use gw_compiler::plan::diff::{diff, Diff};
 use gw_compiler::plan::Plan;
 use gw_runtime::demo::Demo;
 use gw_runtime::Gateway;
@@ -45,6 +54,14 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(60);
 /// At most this many given-up reads are left running; past it, no read is
 /// started until one of them ends.
 pub const MAX_STUCK: usize = 2;
+
+/// At most this many changes, or diagnostics, are logged at a reload, one
+/// event each; a line says how many more there are (`gwc diff` and `gwc
+/// check` show them all).
+pub const MAX_LOGGED: usize = 50;
+
+/// The log target of reloads.
+const RELOAD: &str = "gw::reload";
 
 /// `gwc serve app.plan.json` runs a plan written by `gwc build`.
 pub fn is_built_plan(file: &str) -> bool {
@@ -140,35 +157,11 @@ fn open_without_blocking(path: &str) -> io::Result<std::fs::File> {
     options.open(path)
 }
 
-/// What a file is when it is not a regular file, for the message.
-fn kind_of(path: &str) -> &'static str {
-    let Ok(m) = std::fs::metadata(path) else {
-        return "not a regular file";
-    };
-    let t = m.file_type();
-    if t.is_dir() {
-        return "a folder, not a regular file";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO, not a regular file";
-        }
-        if t.is_socket() {
-            return "a socket, not a regular file";
-        }
-        if t.is_block_device() || t.is_char_device() {
-            return "a device, not a regular file";
-        }
-    }
-    "not a regular file"
-}
-
 // ------------------------------------------------------------------ the host
 
-/// The compiler's host for `gwc serve`: [`RealHost`], with each file stamped
-/// before it is read and refused, unopened, when it is not a regular file.
+/// The compiler's host for `gwc serve`: [`RealHost`] (which refuses a file
+/// that is not regular, without blocking on a FIFO, and one over the size
+/// cap), with each file stamped before it is read.
 #[derive(Default)]
 pub struct WatchingHost {
     reads: RefCell<Watched>,
@@ -185,10 +178,9 @@ impl WatchingHost {
 impl Host for WatchingHost {
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
         let before = stamp(path);
-        let read = match before {
-            Some(s) if !s.regular => Err(io::Error::new(io::ErrorKind::InvalidInput, kind_of(path))),
-            _ => RealHost.read(path),
-        };
+        // RealHost refuses what is not a regular file (opening without blocking, so a
+        // FIFO never holds the read) and what is over the size cap, as GW0005.
+        let read = RealHost.read(path);
         let mut watched = self.reads.borrow_mut();
         match &read {
             Ok(_) => watched.files.push((path.to_string(), before)),
@@ -232,15 +224,36 @@ impl Watched {
 /// A read of the configuration: the plan to swap in (or why the running plan
 /// stays), and what to watch next.
 pub struct Outcome {
-    pub plan: Result<Plan, String>,
+    pub plan: Result<Plan, Refused>,
     pub watched: Watched,
+}
+
+/// Why a configuration that was read cannot be swapped in.
+#[derive(Debug, Default)]
+pub struct Refused {
+    /// One line: `1 error`, `cannot read ...`.
+    pub why: String,
+    /// Each diagnostic as `gwc check` renders it (no colour, fixed width),
+    /// and whether it is an error: the first [`MAX_LOGGED`].
+    pub diagnostics: Vec<(bool, String)>,
+    /// How many more there are.
+    pub omitted: usize,
+}
+
+impl From<String> for Refused {
+    fn from(why: String) -> Refused {
+        Refused {
+            why,
+            ..Refused::default()
+        }
+    }
 }
 
 /// Reads and compiles `root` (or reads a built plan) on the calling thread.
 pub fn load(root: &str) -> Outcome {
     let host = WatchingHost::default();
     let plan = if is_built_plan(root) {
-        read_built_plan(&host, root)
+        read_built_plan(&host, root).map_err(Refused::from)
     } else {
         compile(&host, root)
     };
@@ -250,7 +263,7 @@ pub fn load(root: &str) -> Outcome {
     }
 }
 
-fn compile(host: &WatchingHost, root: &str) -> Result<Plan, String> {
+fn compile(host: &WatchingHost, root: &str) -> Result<Plan, Refused> {
     let compilation =
         gw_compiler::compile(host, root).map_err(|e| format!("cannot read `{root}`: {}", super::plan::describe(&e)))?;
     let errors = compilation.errors();
@@ -261,13 +274,46 @@ fn compile(host: &WatchingHost, root: &str) -> Result<Plan, String> {
                 color: false,
                 width: render::FIXED_WIDTH,
             };
-            let mut text = String::new();
-            for d in &compilation.diagnostics {
-                text.push_str(&render::render(d, &compilation.sources, style));
-            }
-            let summary = render::summary(errors, compilation.warnings());
-            Err(format!("{summary}\n{text}"))
+            Err(Refused {
+                why: render::summary(errors, compilation.warnings()),
+                diagnostics: compilation
+                    .diagnostics
+                    .iter()
+                    .take(MAX_LOGGED)
+                    .map(|d| (d.is_error(), render::render(d, &compilation.sources, style)))
+                    .collect(),
+                omitted: compilation.diagnostics.len().saturating_sub(MAX_LOGGED),
+            })
         }
+    }
+}
+
+/// Logs a refused configuration: one line, then each diagnostic.
+fn log_refused(root: &str, refused: &Refused) {
+    tracing::error!(target: RELOAD, file = %root, "reload refused, keeping the running plan: {}", refused.why);
+    for (error, text) in &refused.diagnostics {
+        let text = text.trim_end();
+        if *error {
+            tracing::error!(target: RELOAD, "{text}");
+        } else {
+            tracing::warn!(target: RELOAD, "{text}");
+        }
+    }
+    if refused.omitted > 0 {
+        tracing::error!(target: RELOAD,
+            "... and {} more diagnostics (`gwc check {root}` shows them all)", refused.omitted);
+    }
+}
+
+/// Logs a reload that was swapped in: the summary, then each change.
+fn log_reloaded(root: &str, diff: &Diff) {
+    tracing::info!(target: RELOAD, file = %root, "reloaded: {}", diff.summary());
+    for e in diff.entries.iter().take(MAX_LOGGED) {
+        tracing::info!(target: RELOAD, "{}", e.line());
+    }
+    if diff.entries.len() > MAX_LOGGED {
+        tracing::info!(target: RELOAD,
+            "... and {} more changes (`gwc diff` shows them all)", diff.entries.len() - MAX_LOGGED);
     }
 }
 
@@ -315,10 +361,17 @@ impl Watcher {
             let want = tokio::select! {
                 done = finished(&mut reading) => {
                     reading = None;
+                    let reloads = self.reloads();
                     match done {
                         Ok(outcome) => self.apply(outcome, &mut watched).await,
-                        Err(e) => tracing::error!(file = %self.root, error = %e, "reading the configuration failed; keeping the running plan"),
+                        Err(e) => tracing::error!(target: RELOAD, file = %self.root, error = %e, "reading the configuration failed; keeping the running plan"),
                     }
+                    // Swapped in or refused, the gateway serves again.
+                    crate::notify::ready(if self.reloads() > reloads {
+                        "reloaded"
+                    } else {
+                        "reload refused, keeping the running plan (see the log)"
+                    });
                     std::mem::take(&mut again)
                 }
                 _ = tick.tick() => match reading.as_mut() {
@@ -326,7 +379,7 @@ impl Watcher {
                     Some(r) => {
                         if !r.said && r.since.elapsed() >= self.stuck_after {
                             r.said = true;
-                            tracing::warn!(file = %self.root, took = ?r.since.elapsed(),
+                            tracing::warn!(target: RELOAD, file = %self.root, took = ?r.since.elapsed(),
                                 "reading the configuration is taking long; the next change or SIGHUP starts another read");
                         }
                         false
@@ -334,7 +387,7 @@ impl Watcher {
                 },
                 got = self.hup.recv(), if hup_open => match got {
                     Some(()) => {
-                        tracing::info!(file = %self.root, "SIGHUP: reloading");
+                        tracing::info!(target: RELOAD, file = %self.root, "SIGHUP: reloading");
                         true
                     }
                     None => {
@@ -351,12 +404,12 @@ impl Watcher {
                 Some(r) if r.since.elapsed() >= self.stuck_after => {
                     let stuck = running.load(Ordering::SeqCst);
                     if stuck > self.max_stuck {
-                        tracing::error!(file = %self.root, stuck,
+                        tracing::error!(target: RELOAD, file = %self.root, stuck,
                             "reads of the configuration are stuck (a file that never finishes reading?); \
                              not starting another until one ends; the running plan keeps serving");
                         again = true;
                     } else {
-                        tracing::warn!(file = %self.root, took = ?r.since.elapsed(),
+                        tracing::warn!(target: RELOAD, file = %self.root, took = ?r.since.elapsed(),
                             "giving up on a read of the configuration that does not finish; reading again");
                         // Dropping the handle leaves the blocked thread behind; its result is never used.
                         reading = Some(self.start(&running));
@@ -368,6 +421,7 @@ impl Watcher {
     }
 
     fn start(&self, running: &Arc<AtomicUsize>) -> Reading {
+        crate::notify::reloading();
         let (load, root, running) = (self.load.clone(), self.root.clone(), running.clone());
         running.fetch_add(1, Ordering::SeqCst);
         let task = tokio::task::spawn_blocking(move || {
@@ -382,15 +436,20 @@ impl Watcher {
         }
     }
 
+    /// Plans swapped in so far.
+    fn reloads(&self) -> u64 {
+        self.gateway.metrics().reloads.load(Ordering::Relaxed)
+    }
+
     /// Swaps the plan in, or logs why the running plan stays.
     async fn apply(&mut self, outcome: Outcome, watched: &mut Watched) {
         let Outcome { plan, watched: seen } = outcome;
         *watched = seen;
         let mut plan = match plan {
             Ok(plan) => plan,
-            Err(why) => {
+            Err(refused) => {
                 self.gateway.count_refused_reload();
-                tracing::error!(file = %self.root, "reload refused, keeping the running plan: {why}");
+                log_refused(&self.root, &refused);
                 return;
             }
         };
@@ -400,9 +459,23 @@ impl Watcher {
             }
             d.apply(&mut plan);
         }
+        // What changes, from the running plan (a large plan's diff takes a
+        // while: not on this thread, which serves requests too).
+        let running = self.gateway.plan();
+        let compared = tokio::task::spawn_blocking(move || {
+            let changes = diff(&running, &plan);
+            (plan, changes)
+        })
+        .await;
+        let Ok((plan, changes)) = compared else {
+            tracing::error!(target: RELOAD, file = %self.root, "comparing the plans failed; keeping the running plan");
+            return;
+        };
         match self.gateway.reload(plan).await {
-            Ok(()) => tracing::info!(file = %self.root, "reloaded"),
-            Err(e) => tracing::error!(file = %self.root, "reload refused, keeping the running plan: {e}"),
+            Ok(()) => log_reloaded(&self.root, &changes),
+            Err(e) => {
+                tracing::error!(target: RELOAD, file = %self.root, "reload refused, keeping the running plan: {e}")
+            }
         }
     }
 }
@@ -487,7 +560,7 @@ mod tests {
         let host = WatchingHost::default();
         // Opening a FIFO for reading would block here until a writer came.
         let err = host.read(&fifo).expect_err("a FIFO is refused");
-        assert!(err.to_string().contains("a FIFO, not a regular file"), "{err}");
+        assert!(err.to_string().contains("a FIFO"), "{err}");
         let watched = host.into_watched();
         assert!(!watched.changed(), "still a FIFO: nothing to read again");
         std::fs::remove_file(&fifo).expect("remove");
@@ -645,7 +718,7 @@ mod tests {
                 let n = g.loads.fetch_add(1, Ordering::SeqCst) + 1;
                 g.pass();
                 Outcome {
-                    plan: Err(format!("read {n}")),
+                    plan: Err(format!("read {n}").into()),
                     watched: Watched::default(),
                 }
             }),

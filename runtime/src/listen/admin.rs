@@ -65,12 +65,11 @@ fn admin<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
             render_metrics(shared, &loaded),
         ),
         "/plan" => {
-            let mut value = serde_json::to_value(&*loaded.plan).unwrap_or(serde_json::Value::Null);
-            redact(&mut value);
+            let value = loaded.plan.redacted_json();
             text(
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_string_pretty(&value).unwrap_or_default(),
+                serde_json::to_string_pretty(&value).unwrap_or_default() + "\n",
             )
         }
         _ => status_response(StatusCode::NOT_FOUND),
@@ -118,55 +117,4 @@ fn render_metrics(shared: &Shared, loaded: &LoadedPlan) -> String {
         })
         .collect();
     metrics::render(&shared.metrics, &routes, &samples, &limits)
-}
-
-/// Hides secrets in the plan's JSON: every inline secret's value, and the
-/// password of any URL that carries one (`redis://user:pass@host`).
-/// References (`env("NAME")`, `file("path")`) stay: they are not secret.
-fn redact(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            for (k, val) in map.iter_mut() {
-                if k != "inline" {
-                    redact(val);
-                    continue;
-                }
-                match val {
-                    serde_json::Value::Array(items) => {
-                        for item in items.iter_mut() {
-                            if item.is_string() {
-                                *item = "<redacted>".into();
-                            } else {
-                                redact(item);
-                            }
-                        }
-                    }
-                    serde_json::Value::String(_) => *val = "<redacted>".into(),
-                    other => redact(other),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
-        serde_json::Value::String(s) => {
-            if let Some(clean) = redact_url_password(s) {
-                *s = clean;
-            }
-        }
-        _ => {}
-    }
-}
-
-/// `scheme://user:pass@host/...` → `scheme://user:<redacted>@host/...`.
-fn redact_url_password(s: &str) -> Option<String> {
-    let (scheme, rest) = s.split_once("://")?;
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let (userinfo, host) = authority.rsplit_once('@')?;
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    let hidden = if userinfo.contains(':') {
-        format!("{user}:<redacted>")
-    } else {
-        "<redacted>".to_string()
-    };
-    Some(format!("{scheme}://{hidden}@{host}{}", &rest[authority_end..]))
 }
