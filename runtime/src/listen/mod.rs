@@ -26,7 +26,7 @@
 
 pub(crate) mod admin;
 mod fallback;
-mod h1server;
+pub(crate) mod h1server;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 

@@ -16,9 +16,9 @@
 //! with a `store`, shared through Redis), [`cors`], [`demo_token`].
 
 pub mod api_key;
-pub mod cors;
+pub(crate) mod cors;
 pub mod demo_token;
-pub mod jwks;
+mod jwks;
 pub mod jwt;
 pub mod limit;
 pub mod redis;

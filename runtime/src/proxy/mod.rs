@@ -16,7 +16,7 @@
 //! argument twice in its future; the rare states (the policy check, an
 //! aggregate, a body buffered for a replay) are boxed.
 
-pub mod aggregate;
+mod aggregate;
 mod forward;
 
 use crate::body::{boxed, empty, full, Body, Stall, TrailerRule, Trailers};

@@ -17,11 +17,11 @@
 //! [`ServerSet::record`], with the knowledge of the other servers.
 
 pub mod balance;
-pub mod checks;
+pub(crate) mod checks;
 pub(crate) mod client;
 pub(crate) mod h1client;
 pub mod health;
-pub mod pool;
+mod pool;
 
 use crate::body::Body;
 use crate::clock::now_millis;
