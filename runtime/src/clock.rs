@@ -13,6 +13,6 @@ pub fn now_millis() -> u64 {
 }
 
 /// The instant `millis` (as [`now_millis`] counts) stands for.
-pub fn instant_at(millis: u64) -> Instant {
+pub(crate) fn instant_at(millis: u64) -> Instant {
     *START.get_or_init(Instant::now) + Duration::from_millis(millis)
 }

@@ -205,7 +205,7 @@ pub fn check<'a, B>(
 }
 
 /// [`check`] over the parts of a request.
-pub async fn check_parts(
+pub(crate) async fn check_parts(
     policies: &Policies,
     route: &Route,
     headers: &HeaderMap,
@@ -255,7 +255,7 @@ pub async fn check_parts(
 
 /// Whether `subject op` holds for this request. A missing value satisfies
 /// only `!=`.
-pub fn require_holds(ctx: &RequestCtx<'_>, subject: &Reference, op: &RequireOp) -> bool {
+pub(crate) fn require_holds(ctx: &RequestCtx<'_>, subject: &Reference, op: &RequireOp) -> bool {
     let value = ctx.value(subject);
     match (op, value.as_deref()) {
         (RequireOp::Has(v), _) => has(ctx.claims, subject, value.as_deref(), v),

@@ -107,7 +107,7 @@ pub enum UpstreamBody {
 impl UpstreamBody {
     /// The upstream socket of a `101 Switching Protocols` answer (HTTP/1.1)
     /// and the bytes that came after its head.
-    pub fn into_upgraded(self) -> Option<(TcpStream, bytes::Bytes)> {
+    pub(crate) fn into_upgraded(self) -> Option<(TcpStream, bytes::Bytes)> {
         match self {
             UpstreamBody::H1(b) => b.into_upgraded(),
             UpstreamBody::H2(_) => None,
@@ -183,7 +183,7 @@ impl ServerSet {
 
 /// A retry's place in its upstream's budget, held while the retry is in
 /// flight ([`Upstream::start_retry`]).
-pub struct RetrySlot<'a>(&'a Upstream);
+pub(crate) struct RetrySlot<'a>(&'a Upstream);
 
 impl Drop for RetrySlot<'_> {
     fn drop(&mut self) {
@@ -228,7 +228,7 @@ fn strategy_of(b: &plan::Balance) -> Strategy {
 }
 
 /// Splits `host:port` / `[v6]:port` / `:port`.
-pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+pub(crate) fn split_host_port(address: &str) -> Option<(&str, u16)> {
     let i = address.rfind(':')?;
     let port = address[i + 1..].parse().ok()?;
     let host = address[..i].trim_start_matches('[').trim_end_matches(']');
@@ -341,7 +341,7 @@ impl Upstream {
     /// The balancing hash of a request: the client address for `ip_hash`,
     /// the key's value for `hash(...)`, `None` when the upstream does not
     /// hash or the request has no key (round robin then).
-    pub fn hash_of(&self, ctx: &RequestCtx<'_>) -> Option<u64> {
+    pub(crate) fn hash_of(&self, ctx: &RequestCtx<'_>) -> Option<u64> {
         if self.ip_hash {
             return Some(balance::hash_display(&ctx.client_ip));
         }
@@ -354,7 +354,7 @@ impl Upstream {
     /// as Envoy does, so that a quiet upstream can still retry). The place
     /// is taken with one atomic increment (undone when it was over the
     /// cap), so retries deciding at once never pass the cap together.
-    pub fn start_retry(&self, budget_percent: u32) -> Option<RetrySlot<'_>> {
+    pub(crate) fn start_retry(&self, budget_percent: u32) -> Option<RetrySlot<'_>> {
         let active = self.active.load(Ordering::Relaxed);
         let cap = (active * u64::from(budget_percent) / 100).max(3);
         if self.retries_active.fetch_add(1, Ordering::Relaxed) >= cap {
@@ -365,7 +365,7 @@ impl Upstream {
     }
 
     /// Every server state, for carrying health across a reload.
-    pub fn states(&self) -> Vec<Arc<ServerState>> {
+    pub(crate) fn states(&self) -> Vec<Arc<ServerState>> {
         self.set.load().states.clone()
     }
 }
