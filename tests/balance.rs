@@ -2,8 +2,8 @@
 //! distributions for weighted round robin, least_conn avoiding busy servers,
 //! consistent hashing moving only the removed server's keys, backups.
 
-use gw_runtime::balance::{Balancer, Strategy};
-use gw_runtime::health::{EjectPolicy, Outcome, ServerState};
+use gw_runtime::upstream::balance::{Balancer, Strategy};
+use gw_runtime::upstream::health::{EjectPolicy, Outcome, ServerState};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -312,7 +312,7 @@ fn servers_that_are_only_ejected_are_used_when_nothing_else_is() {
     let b = Balancer::new(Strategy::RoundRobin, &s);
     // The first primary is ejected; the second is marked down by its checks.
     assert!(s[0]
-        .record(Outcome::Failed, &policy, gw_runtime::health::now_millis, |_| true)
+        .record(Outcome::Failed, &policy, gw_runtime::clock::now_millis, |_| true)
         .is_some());
     s[1].set_healthy(false);
     assert_eq!(counts(&b, &s, 10), [0, 0, 10], "the backup before an ejected primary");
@@ -320,7 +320,7 @@ fn servers_that_are_only_ejected_are_used_when_nothing_else_is() {
     // usable as it failed): ejection never empties the upstream, and the
     // primaries come first; a server down by its checks stays out.
     assert!(s[2]
-        .record(Outcome::Failed, &policy, gw_runtime::health::now_millis, |_| true)
+        .record(Outcome::Failed, &policy, gw_runtime::clock::now_millis, |_| true)
         .is_some());
     assert_eq!(counts(&b, &s, 10), [10, 0, 0]);
     assert_eq!(b.pick(&s, None, &[0]), Some(2), "then the ejected backup");

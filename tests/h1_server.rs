@@ -225,7 +225,7 @@ fn get(path: &str) -> Vec<u8> {
 }
 
 fn rejections(live: &Live, r: Rejection) -> u64 {
-    live.gateway.shared().metrics.rejections[r as usize].load(Ordering::Relaxed)
+    live.gateway.metrics().rejections[r as usize].load(Ordering::Relaxed)
 }
 
 #[tokio::test]

@@ -43,6 +43,7 @@ mod proxy_wire;
 mod recovery;
 mod robustness;
 mod router_differential;
+mod runtime_layers;
 mod schema;
 mod secrets;
 mod serve_admin;

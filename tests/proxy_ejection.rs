@@ -174,15 +174,14 @@ async fn resetter(arrivals: Arrivals, gate: usize) -> (SocketAddr, Arc<AtomicUsi
 }
 
 /// The server state of upstream `upstream` at `addr` in the running plan.
-fn state_of(live: &Live, upstream: usize, addr: SocketAddr) -> Arc<gw_runtime::health::ServerState> {
-    let rt = live.gateway.shared().current.load_full();
-    let set = rt.upstreams[upstream].set.load_full();
-    let backend = set.backends.iter().find(|b| b.addr == addr).expect("the server");
-    backend.state.clone()
+fn state_of(live: &Live, upstream: &str, addr: SocketAddr) -> Arc<gw_runtime::upstream::health::ServerState> {
+    let servers = live.gateway.servers(upstream);
+    let (_, state) = servers.into_iter().find(|(a, _)| *a == addr).expect("the server");
+    state
 }
 
 fn retries(live: &Live) -> u64 {
-    live.gateway.shared().metrics.retries.load(Ordering::SeqCst)
+    live.gateway.metrics().retries.load(Ordering::SeqCst)
 }
 
 #[tokio::test]
@@ -251,7 +250,7 @@ async fn a_server_killed_under_get_load_costs_no_client_errors() {
     let retries_before = retries(&live);
     let killed_at = std::time::Instant::now();
     dead.kill();
-    let dead_state = state_of(&live, 0, dead.addr);
+    let dead_state = state_of(&live, "pool", dead.addr);
     assert!(
         eventually(Duration::from_secs(10), || dead_state.is_ejected()).await,
         "the dead server is ejected"
@@ -395,8 +394,8 @@ async fn the_only_server_of_an_upstream_is_never_ejected() {
         }
     }
     assert_eq!(received.load(Ordering::SeqCst), 6);
-    assert!(!state_of(&live, 0, broken).is_ejected());
-    assert!(!state_of(&live, 1, broken).is_ejected());
+    assert!(!state_of(&live, "one", broken).is_ejected());
+    assert!(!state_of(&live, "alone", broken).is_ejected());
 }
 
 #[tokio::test]
@@ -415,7 +414,7 @@ async fn a_retry_gives_the_held_answer_rather_than_try_an_ejected_server() {
         a.addr
     ))
     .await;
-    let dead_state = state_of(&live, 0, format!("127.0.0.1:{dead}").parse().expect("an address"));
+    let dead_state = state_of(&live, "u", format!("127.0.0.1:{dead}").parse().expect("an address"));
     // Until the dead server's first refused connect ejects it, a request may
     // end on it (A's 503 held, then the retry refused: a 502).
     for _ in 0..4 {
@@ -498,7 +497,7 @@ async fn a_request_that_breaks_every_server_it_reaches_ejects_none_by_default() 
     // accepted the connection is there, and one request's poison does
     // not take out the upstream.
     for addr in servers {
-        assert!(!state_of(&live, 0, addr).is_ejected(), "{addr} is not ejected");
+        assert!(!state_of(&live, "default", addr).is_ejected(), "{addr} is not ejected");
     }
     let mut answered = std::collections::BTreeSet::new();
     for _ in 0..6 {
@@ -513,7 +512,7 @@ async fn a_request_that_breaks_every_server_it_reaches_ejects_none_by_default() 
     assert_eq!(got.status, 502);
     let ejected = servers
         .iter()
-        .filter(|addr| state_of(&live, 1, **addr).is_ejected())
+        .filter(|addr| state_of(&live, "counted", **addr).is_ejected())
         .count();
     assert_eq!(ejected, 2);
 }

@@ -144,11 +144,7 @@ async fn no_usable_server_is_503_at_once_without_contacting_it() {
         up.addr
     ))
     .await;
-    let state = {
-        let rt = live.gateway.shared().current.load_full();
-        let set = rt.upstreams[0].set.load_full();
-        set.states[0].clone()
-    };
+    let state = live.gateway.servers("one")[0].1.clone();
     assert!(
         crate::live::eventually(Duration::from_secs(10), || !state.is_healthy()).await,
         "the first health round marks the server down"

@@ -570,7 +570,7 @@ async fn a_transfer_coding_besides_chunked_is_501_and_never_forwarded() {
         }
     }
     let rejected = |r: gw_runtime::metrics::Rejection| {
-        live.gateway.shared().metrics.rejections[r as usize].load(std::sync::atomic::Ordering::Relaxed)
+        live.gateway.metrics().rejections[r as usize].load(std::sync::atomic::Ordering::Relaxed)
     };
     assert_eq!(rejected(gw_runtime::metrics::Rejection::NotImplemented), 12);
 }

@@ -56,9 +56,7 @@ impl Checked {
 }
 
 fn healthy(live: &Live, server: usize) -> bool {
-    let rt = live.gateway.shared().current.load_full();
-    let set = rt.upstreams[0].set.load_full();
-    set.backends[server].state.is_healthy()
+    live.gateway.servers("pool")[server].1.is_healthy()
 }
 
 /// Polls (every 2 ms, at most 10 s) until server `i`'s health is `want`.

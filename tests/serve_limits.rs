@@ -163,7 +163,7 @@ async fn connections_past_max_connections_are_closed_while_the_others_are_open()
     }
     assert!(served, "a new connection is served once one closed");
     let metrics = gw_runtime::metrics::Rejection::TooManyConnections as usize;
-    assert!(live.gateway.shared().metrics.rejections[metrics].load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert!(live.gateway.metrics().rejections[metrics].load(std::sync::atomic::Ordering::Relaxed) >= 1);
 }
 
 #[tokio::test]

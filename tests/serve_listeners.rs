@@ -287,8 +287,7 @@ async fn an_upgraded_connection_stays_counted_until_its_tunnel_closes() {
     .await;
     let open = || {
         live.gateway
-            .shared()
-            .metrics
+            .metrics()
             .open_connections
             .load(std::sync::atomic::Ordering::SeqCst)
     };

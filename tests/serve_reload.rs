@@ -90,11 +90,9 @@ async fn unchanged_servers_keep_their_health_across_a_reload() {
         )
     };
     let live = Live::start(&text("/one")).await;
-    let rt = live.gateway.shared().current.load_full();
-    rt.upstreams[0].set.load().backends[0].state.set_healthy(false);
+    live.gateway.servers("pool")[0].1.set_healthy(false);
     live.gateway.reload(plan_of(&text("/two"), &[])).await.expect("reload");
-    let rt = live.gateway.shared().current.load_full();
-    assert!(!rt.upstreams[0].set.load().backends[0].state.is_healthy());
+    assert!(!live.gateway.servers("pool")[0].1.is_healthy());
     for _ in 0..4 {
         assert_eq!(get(&live.url("/two")).await.json()["upstream"], "b");
     }
@@ -133,7 +131,7 @@ async fn a_request_in_flight_finishes_on_the_plan_it_started_with() {
 
 /// Reloads `live` with `text`; the error, after checking that nothing changed.
 async fn refused(live: &Live, text: &str) -> String {
-    let before = live.gateway.shared().metrics.reload_failures.load(Ordering::Relaxed);
+    let before = live.gateway.metrics().reload_failures.load(Ordering::Relaxed);
     let err = live
         .gateway
         .reload(plan_of(text, &[]))
@@ -146,7 +144,7 @@ async fn refused(live: &Live, text: &str) -> String {
     );
     assert_eq!(get(&live.url("/x")).await.status, 200, "the running plan serves");
     assert_eq!(
-        live.gateway.shared().metrics.reload_failures.load(Ordering::Relaxed),
+        live.gateway.metrics().reload_failures.load(Ordering::Relaxed),
         before + 1,
         "counted in gw_reload_failures_total"
     );

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 pub fn full(data: impl Into<Bytes>) -> Body {
@@ -206,7 +206,7 @@ where
 
 /// The upstream stopped sending its body for longer than the route's timeout.
 #[derive(Debug)]
-pub struct Stalled;
+pub(crate) struct Stalled;
 
 impl fmt::Display for Stalled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -268,7 +268,7 @@ impl Trailers {
 /// ready at once costs no timer. `keep` lives as long as the body (the
 /// server's in-flight count, for `least_conn`). Its trailer section passes
 /// through [`Trailers`].
-pub struct Stall<B, K> {
+pub(crate) struct Stall<B, K> {
     inner: B,
     limit: Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,

@@ -42,6 +42,13 @@ use std::thread::LocalKey;
 /// Buffers kept per thread and kind.
 pub const KEEP: usize = 512;
 
+/// The size of a client connection's read buffer ([`CLIENT`]): a request
+/// head and a small body usually come whole in one read.
+pub const CLIENT_SIZE: usize = 4 * 1024;
+
+/// The size of an upstream connection's read buffer ([`UPSTREAM`]).
+pub const UPSTREAM_SIZE: usize = 8 * 1024;
+
 /// A kind of buffer: its size and its threads' free lists.
 pub struct Pool {
     size: usize,
@@ -133,13 +140,13 @@ pub fn give_header_map(mut map: HeaderMap) {
 
 /// Client request heads (and small bodies read with them).
 pub static CLIENT: Pool = Pool {
-    size: crate::h1server::READ_CHUNK,
+    size: CLIENT_SIZE,
     free: &CLIENT_FREE,
 };
 
 /// Upstream answers: the head and the body's bytes as they come.
 pub static UPSTREAM: Pool = Pool {
-    size: crate::h1client::READ_SIZE,
+    size: UPSTREAM_SIZE,
     free: &UPSTREAM_FREE,
 };
 

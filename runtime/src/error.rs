@@ -45,12 +45,6 @@ impl ErrorKind {
         }
     }
 
-    /// The failure happened before the upstream saw the request, so another
-    /// server may take it whatever the method.
-    pub fn before_request_sent(self) -> bool {
-        matches!(self, ErrorKind::Connect | ErrorKind::ConnectTimeout)
-    }
-
     /// A short, stable name for metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,35 +1,37 @@
 //! The gw runtime: executes a compiled routing plan. It never sees `.gw`
 //! text, only a [`gw_compiler::plan::Plan`].
 //!
-//! A request's life: [`server`] accepts (limits, TLS/SNI) → the gateway's
-//! own HTTP/1.1 loop (`h1server`) or hyper (HTTP/2, and the HTTP/1.1
-//! requests the loop hands over) parses →
-//! [`proxy`] looks the route up (`plan::router`) → [`policy`] (auth,
-//! require, limit) → target: [`balance`] picks a server using [`health`]
-//! state → [`upstream`] client (the own HTTP/1.1 `h1client`, hyper for `http2`; pooled) streams both ways, retrying another
-//! server on a retryable failure | [`aggregate`] | respond | redirect →
-//! response transforms → access log and [`metrics`].
+//! The modules follow the proxy's shape. A request's life: `listen`
+//! accepts (limits, TLS/SNI) and serves the connection — the gateway's own
+//! HTTP/1.1 loop, or hyper (HTTP/2, and the HTTP/1.1 requests the loop
+//! hands over) → [`proxy`] looks the route up (`plan::router`) →
+//! [`policy`] (auth, require, limit) → target: [`upstream`] picks a server
+//! (balance, health) and sends the request on a pooled connection (the own
+//! HTTP/1.1 client, hyper for `http2`), retrying another server on a
+//! retryable failure | aggregate | respond | redirect → response
+//! transforms → access log ([`log`]) and [`metrics`]. [`gateway`] binds the
+//! listeners, reloads and shuts down. ARCHITECTURE.md has the map and the
+//! rules between the modules.
 
-pub mod aggregate;
-pub mod balance;
 pub mod body;
 mod bufpool;
+pub mod clock;
+mod conn;
 pub mod demo;
-pub mod error;
-pub mod h1client;
-mod h1server;
-pub mod health;
-pub mod health_check;
-pub mod logbuf;
+mod error;
+mod gateway;
+mod listen;
+mod loaded;
+pub mod log;
 pub mod metrics;
 pub mod policy;
-pub mod proxy;
+mod proxy;
 pub mod request;
 pub mod secrets;
-pub mod server;
-pub mod state;
-pub mod tcp;
 mod text;
 pub mod upstream;
 
-pub use server::{Gateway, Options};
+pub use gateway::{Gateway, Options};
+
+#[cfg(test)]
+mod sizes;

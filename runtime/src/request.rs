@@ -73,7 +73,7 @@ impl<'a> RequestCtx<'a> {
     /// percent-encoded — `/` stays, so `{param.rest}` keeps its segments,
     /// while `?`, `#` and spaces cannot change the URL's shape (nor `&`,
     /// `=` and `+` a query's, after the template's `?`).
-    pub fn render_path(&self, t: &Template) -> String {
+    pub(crate) fn render_path(&self, t: &Template) -> String {
         let mut out = String::new();
         let mut in_query = false;
         for p in &t.pieces {
@@ -120,7 +120,7 @@ fn encode_url_value(value: &str, in_query: bool, out: &mut String) {
 }
 
 /// The first value of `name` in a query string, percent-decoded.
-pub fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (percent_decode(k) == name).then(|| percent_decode(v))
@@ -128,7 +128,7 @@ pub fn query_param<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
 }
 
 /// `%XX` and `+` decoding (invalid escapes are kept as written).
-pub fn percent_decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
         return Cow::Borrowed(s);
     }
@@ -190,7 +190,7 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ///
 /// Returns whether the message keeps `TE: trailers` (its sender takes
 /// trailer fields, RFC 9110 6.5.1).
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_trailer: bool) -> bool {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_trailer: bool) -> bool {
     // One pass over the names finds which hop-by-hop headers are there
     // (standard names compare by length and a static string: no hashing);
     // the usual message has none, or only `Connection: keep-alive`.
@@ -278,12 +278,12 @@ fn te_is_trailers(headers: &HeaderMap) -> bool {
 }
 
 /// Is this an HTTP/1.1 upgrade request (WebSocket)?
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_lists(headers, "upgrade")
 }
 
 /// Does a `Connection` line list `token` (any case)?
-pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
@@ -291,7 +291,7 @@ pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Does a comma-separated value list `token` (any case)?
-pub fn lists_token(value: &HeaderValue, token: &[u8]) -> bool {
+pub(crate) fn lists_token(value: &HeaderValue, token: &[u8]) -> bool {
     value
         .as_bytes()
         .split(|b| *b == b',')
@@ -369,7 +369,7 @@ pub fn request_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<
 /// another host once decoded (`%61dmin.test` is `admin.test` to a WHATWG
 /// URL parser, not to routing), so `%` is refused (docs/language.md,
 /// decision 43): internationalised names travel as punycode.
-pub fn valid_host(b: &[u8]) -> bool {
+pub(crate) fn valid_host(b: &[u8]) -> bool {
     let (host_ok, rest) = match b.strip_prefix(b"[") {
         Some(inner) => match inner.iter().position(|&c| c == b']') {
             Some(end) => (ip_literal(&inner[..end]), &inner[end + 1..]),
@@ -440,7 +440,7 @@ fn ip_literal(b: &[u8]) -> bool {
 /// cannot be known); `501` when `chunked` ends a list that has another
 /// coding (`gzip, chunked`): the gateway implements no other, and passing
 /// the body on without it would corrupt it.
-pub fn transfer_coding_refusal(headers: &HeaderMap) -> Option<StatusCode> {
+pub(crate) fn transfer_coding_refusal(headers: &HeaderMap) -> Option<StatusCode> {
     let mut codings = 0usize;
     let mut chunked = 0usize;
     let mut last_chunked = false;
@@ -474,7 +474,7 @@ pub fn transfer_coding_refusal(headers: &HeaderMap) -> Option<StatusCode> {
 /// cookies, request modifiers and conditionals, response controls, content
 /// format, and CORS (the gateway's). A field that could change how the
 /// message was read or trusted is dropped, whatever the upstream says.
-pub fn trailer_allowed(name: &HeaderName) -> bool {
+pub(crate) fn trailer_allowed(name: &HeaderName) -> bool {
     let n = name.as_str();
     !(n.starts_with("access-control-")
         || n.starts_with("content-")
@@ -519,7 +519,7 @@ pub fn trailer_allowed(name: &HeaderName) -> bool {
 /// transforms, `transformed`, do not name), so that it announces no field
 /// the client will not get; removes it when none is left. Costs one lookup
 /// when there is no `Trailer`.
-pub fn filter_trailer(headers: &mut HeaderMap, transformed: Option<&[HeaderName]>) {
+pub(crate) fn filter_trailer(headers: &mut HeaderMap, transformed: Option<&[HeaderName]>) {
     if !headers.contains_key(header::TRAILER) {
         return;
     }
@@ -556,7 +556,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 
 /// Appends the client to `X-Forwarded-For` (all of its lines joined into
 /// one); sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&HeaderValue>) {
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&HeaderValue>) {
     use std::fmt::Write as _;
     let xff = if headers.contains_key(&X_FORWARDED_FOR) {
         let mut xff = String::new();

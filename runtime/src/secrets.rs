@@ -60,7 +60,7 @@ pub fn read_file(path: &str, limit: u64) -> io::Result<Vec<u8>> {
 }
 
 /// A certificate chain and its private key, ready for rustls.
-pub fn certified_key(cert: &Secret, key: &Secret) -> Result<Arc<CertifiedKey>, String> {
+pub(crate) fn certified_key(cert: &Secret, key: &Secret) -> Result<Arc<CertifiedKey>, String> {
     let cert_pem = resolve(cert)?;
     let key_pem = resolve(key)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)

@@ -1,4 +1,4 @@
-//! Small text encoders shared by the access log (`logbuf`) and the HTTP/1.1
+//! Small text encoders shared by the access log (`log`) and the HTTP/1.1
 //! paths (`h1server`, `h1client`): numbers as decimal or hex digits without
 //! the formatting machinery (they are on every request), and calendar dates.
 

@@ -145,7 +145,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         drop(w.stop);
         let _ = w.thread.join();
     }
-    gw_runtime::logbuf::flush();
+    gw_runtime::log::flush();
     code
 }
 
@@ -187,10 +187,10 @@ fn init_logging(format: LogFormat) {
     // Access lines are written by the runtime itself, as these formatters
     // would (a terminal keeps tracing's colours).
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    gw_runtime::logbuf::set_access_format(match format {
-        LogFormat::Text if terminal => gw_runtime::logbuf::AccessFormat::Tracing,
-        LogFormat::Text => gw_runtime::logbuf::AccessFormat::Text,
-        LogFormat::Json => gw_runtime::logbuf::AccessFormat::Json,
+    gw_runtime::log::set_access_format(match format {
+        LogFormat::Text if terminal => gw_runtime::log::AccessFormat::Tracing,
+        LogFormat::Text => gw_runtime::log::AccessFormat::Text,
+        LogFormat::Json => gw_runtime::log::AccessFormat::Json,
     });
     let _ = match format {
         LogFormat::Text => builder.with_ansi(terminal).try_init(),
@@ -436,22 +436,22 @@ fn demo_token(plan: &Plan) -> Option<String> {
 }
 
 /// Access lines (`gw::access`) go through a buffer written out in batches
-/// (at most 50 ms later, see [`gw_runtime::logbuf`]); every other line is
+/// (at most 50 ms later, see [`gw_runtime::log`]); every other line is
 /// written at once, after the buffered ones.
 struct LogWriter;
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
-    type Writer = gw_runtime::logbuf::Writer;
+    type Writer = gw_runtime::log::Writer;
 
     fn make_writer(&'a self) -> Self::Writer {
-        gw_runtime::logbuf::Writer::Direct
+        gw_runtime::log::Writer::Direct
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
         if meta.target() == "gw::access" {
-            gw_runtime::logbuf::Writer::Buffered
+            gw_runtime::log::Writer::Buffered
         } else {
-            gw_runtime::logbuf::Writer::Direct
+            gw_runtime::log::Writer::Direct
         }
     }
 }

@@ -474,7 +474,7 @@ impl Watcher {
 
     /// Plans swapped in so far.
     fn reloads(&self) -> u64 {
-        self.gateway.shared().metrics.reloads.load(Ordering::Relaxed)
+        self.gateway.metrics().reloads.load(Ordering::Relaxed)
     }
 
     /// Swaps the plan in, or logs why the running plan stays. A plan that
@@ -494,11 +494,7 @@ impl Watcher {
             }
             Err(refused) => {
                 *settling = 0;
-                self.gateway
-                    .shared()
-                    .metrics
-                    .reload_failures
-                    .fetch_add(1, Ordering::Relaxed);
+                self.gateway.count_refused_reload();
                 log_refused(&self.root, &refused);
                 return false;
             }
@@ -512,9 +508,9 @@ impl Watcher {
         }
         // What changes, from the running plan (a large plan's diff takes a
         // while: not on this thread, which serves requests too).
-        let running = self.gateway.shared().current.load_full();
+        let running = self.gateway.plan();
         let compared = tokio::task::spawn_blocking(move || {
-            let changes = diff(&running.plan, &plan);
+            let changes = diff(&running, &plan);
             (plan, changes)
         })
         .await;
@@ -724,15 +720,7 @@ mod tests {
     }
 
     fn routes(gateway: &Gateway) -> Vec<String> {
-        gateway
-            .shared()
-            .current
-            .load()
-            .plan
-            .routes
-            .iter()
-            .map(|r| r.path.clone())
-            .collect()
+        gateway.plan().routes.iter().map(|r| r.path.clone()).collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -790,7 +778,7 @@ mod tests {
         // Long enough that the first read comes well within one interval
         // of the write, even on a loaded machine.
         w.every = Duration::from_millis(700);
-        let failures = || gateway.shared().metrics.reload_failures.load(Ordering::Relaxed);
+        let failures = || gateway.metrics().reload_failures.load(Ordering::Relaxed);
         let watching = tokio::spawn(w.run(Watched::default()));
         // Half of a save: the file cut in the middle of a route.
         let full = text("/two");
@@ -829,7 +817,7 @@ mod tests {
                 }
             }),
         );
-        let failures = || gateway.shared().metrics.reload_failures.load(Ordering::Relaxed);
+        let failures = || gateway.metrics().reload_failures.load(Ordering::Relaxed);
         let watching = tokio::spawn(w.run(Watched::default()));
         hup.send(()).await.expect("send");
         until("the first read", || gate.loads.load(Ordering::SeqCst) == 1).await;

@@ -15,7 +15,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 /// Keys longer than this are refused unread.
 const MAX_KEY_LEN: usize = 4096;
 
-pub struct ApiKeyAuth {
+pub(crate) struct ApiKeyAuth {
     from: gw_compiler::plan::TokenFrom,
     keys: Vec<([u8; 32], String)>,
 }

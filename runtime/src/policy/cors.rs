@@ -13,10 +13,9 @@
 //! given.
 
 use crate::body::{empty, Body};
-use crate::state::Runtime;
 use gw_compiler::ast::Method;
 use gw_compiler::plan::router::{lookup, Lookup};
-use gw_compiler::plan::{Cors, Route};
+use gw_compiler::plan::{Cors, Plan, Route};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
@@ -42,7 +41,7 @@ pub fn origin<B>(req: &Request<B>) -> Option<HeaderValue> {
 /// index; `None` when the request is not a preflight or its route has no
 /// `cors` (it is then routed as usual). `host` is the request's host
 /// (`request::request_host`).
-pub fn preflight<B>(rt: &Runtime, req: &Request<B>, host: Option<&HeaderValue>) -> Option<(Response<Body>, usize)> {
+pub fn preflight<B>(plan: &Plan, req: &Request<B>, host: Option<&HeaderValue>) -> Option<(Response<Body>, usize)> {
     if req.method() != hyper::Method::OPTIONS {
         return None;
     }
@@ -51,10 +50,10 @@ pub fn preflight<B>(rt: &Runtime, req: &Request<B>, host: Option<&HeaderValue>) 
     let wanted = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
     let method = method_of(wanted.as_bytes())?;
     let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-    let Lookup::Matched { route: index, .. } = lookup(&rt.plan, Some(method), host, req.uri().path()) else {
+    let Lookup::Matched { route: index, .. } = lookup(plan, Some(method), host, req.uri().path()) else {
         return None;
     };
-    let route = rt.plan.routes.get(index)?;
+    let route = plan.routes.get(index)?;
     let cors = route.cors.as_ref()?;
     let mut resp = Response::new(empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -88,12 +87,12 @@ pub fn preflight<B>(rt: &Runtime, req: &Request<B>, host: Option<&HeaderValue>) 
 
 /// Adds the CORS headers of route `route` (if it has `cors`) to its answer.
 pub fn decorate(
-    rt: &Runtime,
+    plan: &Plan,
     route: Option<usize>,
     origin: Option<HeaderValue>,
     mut resp: Response<Body>,
 ) -> Response<Body> {
-    let Some(cors) = route.and_then(|i| rt.plan.routes.get(i)).and_then(|r| r.cors.as_ref()) else {
+    let Some(cors) = route.and_then(|i| plan.routes.get(i)).and_then(|r| r.cors.as_ref()) else {
         return resp;
     };
     let out = resp.headers_mut();

@@ -26,7 +26,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Tokens longer than this are refused before any parsing.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// The verified-token cache holds at most about this many bytes.
 const CACHE_BUDGET: usize = 32 * 1024 * 1024;
 
@@ -40,8 +40,6 @@ pub struct JwtAuth {
     /// claims, leeway), made once.
     validations: Vec<(Algorithm, Validation)>,
     keys: Keys,
-    /// What the plan said, to recognise an unchanged auth on reload.
-    plan_key: JwtKey,
     cache: TokenCache,
 }
 
@@ -124,13 +122,12 @@ impl JwtAuth {
             types: j.types.clone(),
             validations,
             keys,
-            plan_key: j.key.clone(),
             cache: TokenCache::default(),
         })
     }
 
     /// This auth's JWKS fetcher, when it fetches the URL `j` names.
-    pub fn remote_for(&self, j: &Jwt) -> Option<Arc<Remote>> {
+    pub(crate) fn remote_for(&self, j: &Jwt) -> Option<Arc<Remote>> {
         match (&self.keys, &j.key) {
             (Keys::Remote(r), JwtKey::JwksUrl { url, refresh })
                 if *url == r.url && refresh.as_duration().max(std::time::Duration::from_secs(1)) == r.refresh =>
@@ -147,10 +144,6 @@ impl JwtAuth {
             Keys::Remote(r) => Some(r),
             Keys::Fixed(_) => None,
         }
-    }
-
-    pub fn plan_key(&self) -> &JwtKey {
-        &self.plan_key
     }
 
     fn key_set(&self) -> (Arc<KeySet>, u64) {
@@ -266,7 +259,7 @@ const KEY_TAIL: usize = 32;
 /// entry holds only while the token is within `exp`/`nbf` (with leeway) and
 /// the key set is the one it was verified with.
 #[derive(Default)]
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     inner: RwLock<CacheInner>,
     hasher: std::hash::RandomState,
 }
@@ -358,14 +351,5 @@ impl TokenCache {
         }
         inner.bytes += size;
         claims
-    }
-
-    /// Entries held (tests).
-    pub fn len(&self) -> usize {
-        self.inner.read().map_or(0, |i| i.entries.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }

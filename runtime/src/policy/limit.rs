@@ -50,7 +50,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// How often idle keys are pruned.
-pub const PRUNE_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 /// A limit's budgets: governor's GCRA state per key in a concurrent map
 /// (sharded locks), at most `max_keys` of them, and the overflow budget
@@ -162,7 +162,7 @@ impl<C: Clock + Clone> KeyedLimiter<C> {
 
     /// Changes the cap on keys (a reload that changed only `max_keys`):
     /// the keys already held stay, over the cap until pruning.
-    pub fn set_max_keys(&self, max_keys: usize) {
+    pub(crate) fn set_max_keys(&self, max_keys: usize) {
         self.budgets.max_keys.store(max_keys, Ordering::Relaxed);
     }
 
@@ -236,7 +236,7 @@ impl Limit {
 
     /// Whether `l`, kept in `store`, is this limit unchanged (its budgets
     /// carry over a reload).
-    pub fn same_as(&self, l: &RateLimit, store: Option<&Store>) -> bool {
+    pub(crate) fn same_as(&self, l: &RateLimit, store: Option<&Store>) -> bool {
         let d = &self.definition;
         let same_store = match (&self.shared, store) {
             (None, None) => true,
@@ -270,7 +270,7 @@ impl Limit {
     }
 
     /// The Redis key of the request's budget (see the module's doc).
-    pub fn shared_key(&self, ctx: &RequestCtx<'_>) -> String {
+    pub(crate) fn shared_key(&self, ctx: &RequestCtx<'_>) -> String {
         let mut key = String::with_capacity(self.name.len() + 48);
         key.push_str("gw:limit:");
         key.push_str(&self.name);
@@ -298,7 +298,7 @@ impl Limit {
     /// Takes one cell of the budget at `key` (from [`Limit::shared_key`]) in
     /// `store`, or refuses the request; `on_error` decides when Redis gives
     /// no answer in time.
-    pub async fn check_shared(&self, store: &RedisStore, key: &str) -> Result<(), Rejected> {
+    pub(crate) async fn check_shared(&self, store: &RedisStore, key: &str) -> Result<(), Rejected> {
         match store.take(key, self.interval_us, self.definition.burst).await {
             Ok(None) => Ok(()),
             Ok(Some(wait)) => Err(self.rejected(wait)),
@@ -310,7 +310,7 @@ impl Limit {
 
 /// Prunes the limit's idle keys every [`PRUNE_EVERY`] until it is dropped
 /// (a limit carried over a reload keeps its one pruning task).
-pub fn spawn_pruning(limit: &Arc<Limit>) {
+pub(crate) fn spawn_pruning(limit: &Arc<Limit>) {
     let weak: Weak<Limit> = Arc::downgrade(limit);
     tokio::spawn(async move {
         loop {

@@ -5,9 +5,10 @@
 //! routing, because a preflight names the method it wants, not its own.
 //!
 //! What a plan's policies need at run time — verified key sets, API key
-//! digests, rate-limit state — is built once per plan into [`Policies`]
-//! (held by the [`Runtime`]); a reload carries over what did not change
-//! (limit budgets, fetched JWKS).
+//! digests, rate-limit state — is built once per plan into [`Policies`]; a
+//! reload carries over what did not change (limit budgets, fetched JWKS).
+//! A policy reads what it is given (the policies, the route, the request's
+//! parts, the client's address), never the gateway's state.
 //!
 //! Submodules: [`jwt`] (JWT verification and the verified-token cache),
 //! [`jwks`] (key sets from PEM, JWKS files and URLs, with refresh), [`api_key`],
@@ -15,9 +16,9 @@
 //! with a `store`, shared through Redis), [`cors`], [`demo_token`].
 
 pub mod api_key;
-pub mod cors;
+pub(crate) mod cors;
 pub mod demo_token;
-pub mod jwks;
+mod jwks;
 pub mod jwt;
 pub mod limit;
 pub mod redis;
@@ -25,14 +26,13 @@ pub mod redis;
 use crate::body::Body;
 use crate::error::status_response;
 use crate::metrics::Rejection;
-use crate::proxy::Conn;
 use crate::request::RequestCtx;
-use crate::state::Runtime;
 use gw_compiler::ast::Reference;
 use gw_compiler::plan::{AuthKind, Plan, RequireOp, Route};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Who the request is, as far as the policies found out.
@@ -196,28 +196,28 @@ impl Policies {
 /// Runs auth, require and limits for `route`. The request is borrowed only
 /// while the returned future is made; the future holds its headers and URI.
 pub fn check<'a, B>(
-    rt: &'a Runtime,
+    policies: &'a Policies,
     route: &'a Route,
     req: &'a Request<B>,
-    conn: Conn,
+    client_ip: IpAddr,
 ) -> impl Future<Output = Result<Identity, Rejected>> + Send + 'a {
-    check_parts(rt, route, req.headers(), req.uri(), conn)
+    check_parts(policies, route, req.headers(), req.uri(), client_ip)
 }
 
 /// [`check`] over the parts of a request.
-pub async fn check_parts(
-    rt: &Runtime,
+pub(crate) async fn check_parts(
+    policies: &Policies,
     route: &Route,
     headers: &HeaderMap,
     uri: &Uri,
-    conn: Conn,
+    client_ip: IpAddr,
 ) -> Result<Identity, Rejected> {
     let mut identity = Identity::default();
     if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
         return Ok(identity);
     }
     if let Some(a) = route.auth {
-        match rt.policies.auths.get(a) {
+        match policies.auths.get(a) {
             Some(Authenticator::Jwt(auth)) => {
                 identity.claims = Some(auth.verify(headers, uri.query()).await?);
             }
@@ -228,7 +228,7 @@ pub async fn check_parts(
         }
     }
     let ctx = RequestCtx {
-        client_ip: conn.client.ip(),
+        client_ip,
         headers,
         query: uri.query(),
         params: None,
@@ -241,7 +241,7 @@ pub async fn check_parts(
         }
     }
     for &l in &route.limits {
-        if let Some(limit) = rt.policies.limits.get(l) {
+        if let Some(limit) = policies.limits.get(l) {
             match &limit.shared {
                 // Boxed: a Redis round trip dwarfs the allocation, and a route
                 // with local limits only does not carry its state.
@@ -255,7 +255,7 @@ pub async fn check_parts(
 
 /// Whether `subject op` holds for this request. A missing value satisfies
 /// only `!=`.
-pub fn require_holds(ctx: &RequestCtx<'_>, subject: &Reference, op: &RequireOp) -> bool {
+pub(crate) fn require_holds(ctx: &RequestCtx<'_>, subject: &Reference, op: &RequireOp) -> bool {
     let value = ctx.value(subject);
     match (op, value.as_deref()) {
         (RequireOp::Has(v), _) => has(ctx.claims, subject, value.as_deref(), v),

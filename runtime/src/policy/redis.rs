@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 /// Connections a store opens at most (each carries one call at a time).
-pub const MAX_CONNECTIONS: usize = 8;
+pub(crate) const MAX_CONNECTIONS: usize = 8;
 /// The first wait after a failure; it doubles with each failure in a row.
 const BACKOFF_FIRST: Duration = Duration::from_millis(25);
 /// The longest wait between attempts while Redis is down.
@@ -306,7 +306,7 @@ impl RedisStore {
     }
 
     /// Whether `s` is this store unchanged (its connections carry over a reload).
-    pub fn same_as(&self, s: &Store) -> bool {
+    pub(crate) fn same_as(&self, s: &Store) -> bool {
         let d = &self.definition;
         d.name == s.name && d.url == s.url && d.timeout == s.timeout && d.on_error_allow == s.on_error_allow
     }
@@ -316,7 +316,7 @@ impl RedisStore {
     }
 
     /// `on_error allow`: a request passes when Redis does not answer.
-    pub fn on_error_allow(&self) -> bool {
+    pub(crate) fn on_error_allow(&self) -> bool {
         self.definition.on_error_allow
     }
 

@@ -23,9 +23,9 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The buffer is written out once it holds this many bytes.
-pub const FLUSH_AT: usize = 32 * 1024;
+pub(crate) const FLUSH_AT: usize = 32 * 1024;
 /// The longest a buffered line waits.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 static FLUSHER: Once = Once::new();
@@ -42,7 +42,7 @@ fn emit(bytes: &[u8]) {
 }
 
 /// Appends one or more whole lines to the buffer.
-pub fn append(line: &[u8]) {
+pub(crate) fn append(line: &[u8]) {
     FLUSHER.call_once(|| {
         let _ = std::thread::Builder::new().name("gw-log-flush".into()).spawn(|| loop {
             std::thread::sleep(FLUSH_EVERY);
@@ -75,7 +75,7 @@ pub fn flush() {
 }
 
 /// Writes `line` at once, after what is buffered.
-pub fn write_through(line: &[u8]) {
+pub(crate) fn write_through(line: &[u8]) {
     // Held while writing, so that no appended line can overtake this one.
     let mut buf = lock();
     let pending = std::mem::take(&mut *buf);

@@ -13,21 +13,9 @@
 //! may break every server it reaches (and a retry carries it to each). Either way the caller says whether another server
 //! would still be usable: the last usable server is never ejected.
 
+use crate::clock::now_millis;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-static START: OnceLock<Instant> = OnceLock::new();
-
-/// Milliseconds since the process started (monotonic).
-pub fn now_millis() -> u64 {
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// The instant `millis` (as [`now_millis`] counts) stands for.
-pub fn instant_at(millis: u64) -> Instant {
-    *START.get_or_init(Instant::now) + Duration::from_millis(millis)
-}
+use std::time::Duration;
 
 /// Passive ejection settings of an upstream: its `eject { errors N for D }`
 /// block, or the default without one.
@@ -151,14 +139,14 @@ impl ServerState {
         }
     }
 
-    pub fn in_flight(&self) -> u32 {
+    pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Counts a request in flight until the guard drops.
-    pub fn start(self: &std::sync::Arc<Self>) -> InFlight {
+    pub fn start(self: &std::sync::Arc<Self>) -> ServerInFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
+        ServerInFlight(self.clone())
     }
 
     /// Records an active health check result; flips state after `threshold`
@@ -263,11 +251,12 @@ impl ServerState {
     }
 }
 
-/// Decrements the in-flight count when dropped.
+/// A request (or a layer-4 connection) in flight on a server, counted for
+/// `least_conn` and the metrics until it drops.
 #[derive(Debug)]
-pub struct InFlight(std::sync::Arc<ServerState>);
+pub struct ServerInFlight(std::sync::Arc<ServerState>);
 
-impl Drop for InFlight {
+impl Drop for ServerInFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

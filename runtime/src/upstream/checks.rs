@@ -4,17 +4,17 @@
 //! consecutive failures or `healthy` consecutive passes. Also re-resolves
 //! servers named by DNS with `resolve`.
 
+use super::Upstream;
 use crate::body::empty;
-use crate::state::Runtime;
-use crate::upstream::UpstreamRt;
 use hyper::{Request, Uri};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Starts the checkers of `rt`; they stop when `stop` flips (reload, shutdown).
-pub fn spawn(rt: &Arc<Runtime>, stop: watch::Receiver<bool>) {
-    for up in &rt.upstreams {
+/// Starts the checkers of `upstreams`; they stop when `stop` flips (reload,
+/// shutdown).
+pub fn spawn(upstreams: &[Arc<Upstream>], stop: watch::Receiver<bool>) {
+    for up in upstreams {
         if up.config.health.is_some() {
             tokio::spawn(check_loop(up.clone(), stop.clone()));
         }
@@ -25,7 +25,7 @@ pub fn spawn(rt: &Arc<Runtime>, stop: watch::Receiver<bool>) {
     }
 }
 
-async fn check_loop(up: Arc<UpstreamRt>, mut stop: watch::Receiver<bool>) {
+async fn check_loop(up: Arc<Upstream>, mut stop: watch::Receiver<bool>) {
     let Some(health) = up.config.health.clone() else { return };
     // A round starts every `interval` (the first at once); a round that
     // overruns it (checks wait up to `timeout`) delays the next.
@@ -37,8 +37,8 @@ async fn check_loop(up: Arc<UpstreamRt>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let set = up.set.load_full();
-        let mut checks = Vec::with_capacity(set.backends.len());
-        for b in &set.backends {
+        let mut checks = Vec::with_capacity(set.servers.len());
+        for b in &set.servers {
             let up = up.clone();
             let state = b.state.clone();
             let authority = b.authority.clone();
@@ -74,7 +74,7 @@ async fn check_loop(up: Arc<UpstreamRt>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn resolve_loop(up: Arc<UpstreamRt>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn resolve_loop(up: Arc<Upstream>, every: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

@@ -9,11 +9,9 @@
 
 use crate::body::{empty, full, Body};
 use crate::error::status_response;
-use crate::health::Outcome;
-use crate::proxy::Conn;
 use crate::request::RequestCtx;
-use crate::state::Runtime;
-use crate::upstream::UpstreamRt;
+use crate::upstream::health::Outcome;
+use crate::upstream::Upstream;
 use gw_compiler::plan;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{self, HeaderValue};
@@ -34,11 +32,13 @@ impl Drop for Part {
     }
 }
 
-pub async fn run(rt: &Runtime, agg: &plan::Aggregate, ctx: &RequestCtx<'_>, conn: Conn) -> Response<Body> {
+/// Answers `agg` for the request of `ctx` from `upstreams` (the plan's, by
+/// index).
+pub async fn run(upstreams: &[Arc<Upstream>], agg: &plan::Aggregate, ctx: &RequestCtx<'_>) -> Response<Body> {
     let mut tasks = Vec::with_capacity(agg.parts.len());
-    let client = conn.client.ip().to_string();
+    let client = ctx.client_ip.to_string();
     for part in &agg.parts {
-        let Some(up) = rt.upstreams.get(part.upstream).cloned() else {
+        let Some(up) = upstreams.get(part.upstream).cloned() else {
             return status_response(StatusCode::BAD_GATEWAY);
         };
         // Values are percent-encoded: a claim cannot add query parameters.
@@ -81,7 +81,7 @@ pub async fn run(rt: &Runtime, agg: &plan::Aggregate, ctx: &RequestCtx<'_>, conn
 
 /// One part: a 2xx JSON answer within `timeout`, or `None`.
 async fn fetch(
-    up: Arc<UpstreamRt>,
+    up: Arc<Upstream>,
     method: hyper::Method,
     path: String,
     hash: Option<u64>,
@@ -90,10 +90,10 @@ async fn fetch(
 ) -> Option<serde_json::Value> {
     let set = up.set.load_full();
     let i = set.balancer.pick_hashed(&set.states, hash, &[])?;
-    let backend = set.backends.get(i)?;
+    let server = set.servers.get(i)?;
     let uri = Uri::builder()
         .scheme("http")
-        .authority(backend.authority.clone())
+        .authority(server.authority.clone())
         .path_and_query(path)
         .build()
         .ok()?;
@@ -106,9 +106,9 @@ async fn fetch(
     if let Ok(v) = HeaderValue::from_str(&client) {
         req.headers_mut().insert("x-forwarded-for", v);
     }
-    let _in_flight = backend.state.start();
+    let _in_flight = server.state.start();
     let work = async {
-        let resp = match backend.client.request(req).await {
+        let resp = match server.client.request(req).await {
             Ok(resp) => resp,
             Err(e) => {
                 let outcome = if e.is_connect() {

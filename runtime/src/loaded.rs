@@ -1,22 +1,23 @@
-//! One running plan: the immutable [`Plan`] plus what the runtime derives
-//! from it (upstream pools with their servers and clients, per-route
-//! counters). A reload builds a new [`Runtime`] from the new plan and the old
-//! runtime — unchanged servers keep their health, unchanged routes their
-//! counters — then swaps it in atomically; requests in flight finish on the
-//! runtime they started with.
+//! A plan as loaded ([`LoadedPlan`]): the immutable [`Plan`] plus what
+//! loading it made (upstreams with their servers, pools and clients, the
+//! policies' key sets and limit budgets, per-route counters). A reload loads
+//! the new plan, inheriting from the old one — unchanged servers keep their
+//! health, unchanged routes their counters, unchanged limits their budgets —
+//! then swaps it in atomically ([`Shared::current`]); requests in flight
+//! finish on the plan they started with.
 
-use crate::health::ServerState;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::upstream::UpstreamRt;
+use crate::upstream::health::ServerState;
+use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use gw_compiler::plan::{HeaderOp, Plan};
 use hyper::header::HeaderName;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub struct Runtime {
+pub struct LoadedPlan {
     pub plan: Arc<Plan>,
-    pub upstreams: Vec<Arc<UpstreamRt>>,
+    pub upstreams: Vec<Arc<Upstream>>,
     /// Indexed like `plan.routes`.
     pub route_metrics: Vec<Arc<RouteMetrics>>,
     /// `route.head()` for each route, the metrics label.
@@ -28,9 +29,9 @@ pub struct Runtime {
     pub policies: Arc<crate::policy::Policies>,
 }
 
-impl Runtime {
-    /// Builds the runtime of `plan`, inheriting from `previous`.
-    pub async fn build(plan: Arc<Plan>, previous: Option<&Runtime>) -> Runtime {
+impl LoadedPlan {
+    /// Loads `plan`, inheriting from `previous`.
+    pub async fn load(plan: Arc<Plan>, previous: Option<&LoadedPlan>) -> LoadedPlan {
         let old_states: HashMap<String, Arc<ServerState>> = previous
             .map(|p| {
                 p.upstreams
@@ -42,7 +43,7 @@ impl Runtime {
             .unwrap_or_default();
         let mut upstreams = Vec::with_capacity(plan.upstreams.len());
         for u in &plan.upstreams {
-            upstreams.push(Arc::new(UpstreamRt::build(u, &old_states).await));
+            upstreams.push(Arc::new(Upstream::build(u, &old_states).await));
         }
         let old_metrics: HashMap<&str, &Arc<RouteMetrics>> = previous
             .map(|p| {
@@ -78,7 +79,7 @@ impl Runtime {
             })
             .collect();
         let policies = Arc::new(crate::policy::Policies::build(&plan, previous.map(|p| &*p.policies)).await);
-        Runtime {
+        LoadedPlan {
             plan,
             upstreams,
             route_metrics,
@@ -89,17 +90,17 @@ impl Runtime {
     }
 }
 
-/// What every connection and request shares: the current runtime (swapped
-/// on reload) and the process-wide counters.
+/// What every connection and request shares: the current plan (swapped on
+/// reload) and the process-wide counters.
 pub struct Shared {
-    pub current: ArcSwap<Runtime>,
+    pub current: ArcSwap<LoadedPlan>,
     pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
-    pub fn new(runtime: Runtime) -> Shared {
+    pub fn new(loaded: LoadedPlan) -> Shared {
         Shared {
-            current: ArcSwap::from_pointee(runtime),
+            current: ArcSwap::from_pointee(loaded),
             metrics: Arc::new(Metrics::default()),
         }
     }

@@ -21,15 +21,21 @@
 //! closed, as is one whose request body or response stops moving for that
 //! long. Stop and shutdown close an idle connection at once and let a
 //! request in flight finish with `connection: close`.
+//!
+//! Longer than the runtime's other files, on purpose: the loop, the head
+//! parser and the response writer share the connection's private types
+//! (`Bounds`, `Cut`, `Framing`, `Rewind`) and its bounded waits; kept in one
+//! module they stay private to it, and the whole HTTP/1.1 server side reads
+//! in one place.
 
 use crate::body::Body;
 use crate::bufpool::CLIENT;
+use crate::clock::{instant_at, now_millis};
+use crate::conn::{Activity, Clocks, Conn};
 use crate::error::status_response;
-use crate::health::{instant_at, now_millis};
+use crate::loaded::Shared;
 use crate::metrics::Rejection;
-use crate::proxy::{self, Conn};
-use crate::server::{Activity, Clocks};
-use crate::state::Shared;
+use crate::proxy;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as HttpBody;
@@ -56,7 +62,7 @@ const MAX_HEADERS: usize = 100;
 
 /// How much a read asks for at least (the read buffer's size, from
 /// [`crate::bufpool::CLIENT`], and what it grows by).
-pub(crate) const READ_CHUNK: usize = 4096;
+const READ_CHUNK: usize = crate::bufpool::CLIENT_SIZE;
 
 /// A first body frame up to this size goes out in the response head's write.
 const COALESCE: usize = 16 * 1024;
@@ -173,7 +179,9 @@ pub(crate) fn serve<'a, S: Transport>(
 }
 
 /// The loop itself, reading into `buf`: empty, and without memory, while it
-/// waits for a request.
+/// waits for a request. Each turn: wait for the next request's first bytes
+/// ([`next_bytes`]), read its head ([`read_head`]) and body ([`read_body`]),
+/// dispatch it to the proxy, write the response ([`write_response`]).
 #[allow(clippy::manual_async_fn)]
 fn serve_with<'a, S: Transport>(
     mut io: Activity<S>,
@@ -187,8 +195,8 @@ fn serve_with<'a, S: Transport>(
     buf: &'a mut BytesMut,
 ) -> impl Future<Output = Served<Activity<S>>> + use<'a, S> {
     let bounds = {
-        let rt = shared.current.load();
-        let limits = &rt.plan.limits;
+        let loaded = shared.current.load();
+        let limits = &loaded.plan.limits;
         Bounds {
             max_head: usize::try_from(limits.max_header_size).unwrap_or(usize::MAX).max(1),
             header_timeout: limits.header_timeout.0,
@@ -200,137 +208,41 @@ fn serve_with<'a, S: Transport>(
         // The connection's timer for its waits (see `bounded`); registered at
         // its first wait.
         let mut timer = pin!(tokio::time::sleep_until(Instant::from_std(instant_at(started))));
-        loop {
+        let unread = loop {
             // The head's clock: from accept for the first request, else from
             // its first byte.
-            let mut head_deadline = started.saturating_add(bounds.header_timeout);
-            if buf.is_empty() {
-                // Between requests: hold no buffer while nothing comes (the last
-                // request's bytes are all dropped by now, so it can be reused).
-                CLIENT.give(std::mem::take(buf));
-                let deadline = first.then_some(head_deadline);
-                let waited = match io.inner.tcp() {
-                    Some(tcp) => loop {
-                        // The socket's own reader slot, not a waiter of
-                        // `readable()`: the wait keeps no node of its own (every
-                        // idle connection carries this future).
-                        let ready = bounded(
-                            std::future::poll_fn(|cx| tcp.poll_read_ready(cx)),
-                            clocks,
-                            bounds.idle,
-                            deadline,
-                            &mut *closing,
-                            timer.as_mut(),
-                        )
-                        .await;
-                        if !matches!(ready, Ok(Ok(()))) {
-                            break ready.map(|r| r.map(|()| 0));
-                        }
-                        // Readiness can be stale: a buffer only for bytes that came.
-                        // One poll of `read_buf` rather than `try_read`: a short
-                        // read through `poll_read` also clears the readiness, so
-                        // the next wait costs no read that finds nothing.
-                        *buf = CLIENT.take();
-                        match read_now(tcp, buf).await {
-                            None => CLIENT.give(std::mem::take(buf)),
-                            Some(Ok(n)) => {
-                                clocks.last.store(now_millis(), Ordering::Relaxed);
-                                break Ok(Ok(n));
-                            }
-                            Some(Err(e)) => break Ok(Err(e)),
-                        }
-                    },
-                    None => {
-                        *buf = CLIENT.take();
-                        bounded(
-                            io.read_buf(buf),
-                            clocks,
-                            bounds.idle,
-                            deadline,
-                            &mut *closing,
-                            timer.as_mut(),
-                        )
-                        .await
-                    }
-                };
+            let head_deadline = if buf.is_empty() {
+                let deadline = first.then(|| started.saturating_add(bounds.header_timeout));
+                let waited = next_bytes(&mut io, buf, clocks, &bounds, deadline, closing, timer.as_mut()).await;
                 if ended(waited, shared, conn) {
                     return Served::Closed;
                 }
-                if !first {
-                    // From the read that just came (it set `last`): no clock read.
-                    head_deadline = clocks
-                        .last
-                        .load(Ordering::Relaxed)
-                        .saturating_add(bounds.header_timeout);
-                }
-            } else if !first {
-                head_deadline = now_millis().saturating_add(bounds.header_timeout);
-            }
+                // From the read that just came (it set `last`): no clock read.
+                head_deadline(first, started, bounds.header_timeout, || {
+                    clocks.last.load(Ordering::Relaxed)
+                })
+            } else {
+                head_deadline(first, started, bounds.header_timeout, now_millis)
+            };
             first = false;
 
             // The head and its body, then the request's dispatch. In a block:
             // what only reading needs (the request's parts, the body) has no
             // room in the connection's future while the response is made.
             let (dispatch, is_head, version, keep_alive) = {
-                let (parts, length, keep_alive) = loop {
-                    if !buf.is_empty() {
-                        let refused = match parse(buf, bounds.max_head) {
-                            Parsed::Partial => None,
-                            Parsed::Head(Head {
-                                req,
-                                length,
-                                keep_alive,
-                            }) => break (req, length, keep_alive),
-                            Parsed::Fallback => return Served::Fallback(Rewind::new(std::mem::take(buf).freeze(), io)),
-                            Parsed::Refuse(status) => Some(status),
-                        };
-                        if let Some(status) = refused {
-                            shared.metrics.reject(if status == StatusCode::BAD_REQUEST {
-                                Rejection::BadRequest
-                            } else {
-                                Rejection::HeaderTooLarge
-                            });
-                            // Boxed: rare, and its state would be in every connection's.
-                            Box::pin(refuse(io, status, clocks, bounds.idle)).await;
-                            return Served::Closed;
-                        }
-                    }
-                    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-                        buf.reserve(READ_CHUNK);
-                    }
-                    let read = bounded(
-                        io.read_buf(buf),
-                        clocks,
-                        bounds.idle,
-                        Some(head_deadline),
-                        &mut *closing,
-                        timer.as_mut(),
-                    )
-                    .await;
-                    if ended(read, shared, conn) {
-                        return Served::Closed;
-                    }
+                let Head {
+                    req: parts,
+                    length,
+                    keep_alive,
+                } = match read_head(&mut io, buf, clocks, &bounds, head_deadline, closing, timer.as_mut()).await {
+                    Ok(head) => head,
+                    // Handled out of the loop, where no head is in scope.
+                    Err(unread) => break unread,
                 };
                 clocks.requests.fetch_add(1, Ordering::Relaxed);
-
-                // The body, whole (at most MAX_FAST_BODY).
-                let length = length as usize; // at most MAX_FAST_BODY
-                let body = if length == 0 {
-                    Bytes::new()
-                } else {
-                    if buf.len() < length {
-                        buf.reserve(length - buf.len());
-                    }
-                    while buf.len() < length {
-                        match idle_bounded(io.read_buf(buf), clocks, bounds.idle).await {
-                            Ok(Ok(n)) if n > 0 => {}
-                            _ => {
-                                tracing::debug!(client = %conn.client, "request body incomplete; closing");
-                                return Served::Closed;
-                            }
-                        }
-                    }
-                    buf.split_to(length).freeze()
+                let Some(body) = read_body(&mut io, buf, length, clocks, bounds.idle).await else {
+                    tracing::debug!(client = %conn.client, "request body incomplete; closing");
+                    return Served::Closed;
                 };
                 let is_head = parts.method == Method::HEAD;
                 let version = parts.version;
@@ -343,12 +255,169 @@ fn serve_with<'a, S: Transport>(
             let resp = dispatch.await;
 
             let close = !keep_alive || stopping(closing);
-            let kept = respond(&mut io, resp, is_head, version, close, clocks, bounds.idle).await;
+            let kept = write_response(&mut io, resp, is_head, version, close, clocks, bounds.idle).await;
             if !kept {
                 let _ = idle_bounded(io.shutdown(), clocks, bounds.idle).await;
                 return Served::Closed;
             }
+        };
+        match unread {
+            Unread::Fallback => Served::Fallback(Rewind::new(std::mem::take(buf).freeze(), io)),
+            Unread::Refuse(status) => {
+                shared.metrics.reject(if status == StatusCode::BAD_REQUEST {
+                    Rejection::BadRequest
+                } else {
+                    Rejection::HeaderTooLarge
+                });
+                // Boxed: rare, and its state would be in every connection's.
+                Box::pin(refuse(io, status, clocks, bounds.idle)).await;
+                Served::Closed
+            }
+            Unread::Ended(read) => {
+                ended(read, shared, conn);
+                Served::Closed
+            }
         }
+    }
+}
+
+/// When the next head must be complete: `header_timeout` from accept for
+/// the first request, else from `now` (its first byte).
+fn head_deadline(first: bool, started: u64, header_timeout: u64, now: impl FnOnce() -> u64) -> u64 {
+    if first { started } else { now() }.saturating_add(header_timeout)
+}
+
+/// Waits, holding no buffer, for the first bytes of the next request and
+/// reads them into `buf` (`Ok(Ok(0))`: the client closed). `deadline` is the
+/// first head's (`header_timeout` from accept); a later request's clock
+/// starts with its first byte.
+#[allow(clippy::manual_async_fn)]
+fn next_bytes<'a, S: Transport>(
+    io: &'a mut Activity<S>,
+    buf: &'a mut BytesMut,
+    clocks: &'a Clocks,
+    bounds: &'a Bounds,
+    deadline: Option<u64>,
+    closing: &'a mut watch::Receiver<bool>,
+    mut timer: Pin<&'a mut Sleep>,
+) -> impl Future<Output = Result<std::io::Result<usize>, Cut>> + use<'a, S> {
+    async move {
+        // The last request's bytes are all dropped by now, so the buffer can
+        // be reused.
+        CLIENT.give(std::mem::take(buf));
+        let Some(tcp) = io.inner.tcp() else {
+            *buf = CLIENT.take();
+            return bounded(io.read_buf(buf), clocks, bounds.idle, deadline, closing, timer).await;
+        };
+        loop {
+            // The socket's own reader slot, not a waiter of `readable()`: the
+            // wait keeps no node of its own (every idle connection carries
+            // this future).
+            let ready = bounded(
+                std::future::poll_fn(|cx| tcp.poll_read_ready(cx)),
+                clocks,
+                bounds.idle,
+                deadline,
+                &mut *closing,
+                timer.as_mut(),
+            )
+            .await;
+            if !matches!(ready, Ok(Ok(()))) {
+                return ready.map(|r| r.map(|()| 0));
+            }
+            // Readiness can be stale: a buffer only for bytes that came. One
+            // poll of `read_buf` rather than `try_read`: a short read through
+            // `poll_read` also clears the readiness, so the next wait costs no
+            // read that finds nothing.
+            *buf = CLIENT.take();
+            match read_now(tcp, buf).await {
+                None => CLIENT.give(std::mem::take(buf)),
+                Some(Ok(n)) => {
+                    clocks.last.store(now_millis(), Ordering::Relaxed);
+                    return Ok(Ok(n));
+                }
+                Some(Err(e)) => return Ok(Err(e)),
+            }
+        }
+    }
+}
+
+/// Why no head came to dispatch.
+enum Unread {
+    /// The request needs hyper (see the module docs).
+    Fallback,
+    /// Answer this status and close.
+    Refuse(StatusCode),
+    /// The read ended the connection (see [`ended`]).
+    Ended(Result<std::io::Result<usize>, Cut>),
+}
+
+/// Reads into `buf` until a whole head is there, within `max_head` and the
+/// head's `deadline`, and splits it off.
+#[allow(clippy::manual_async_fn)]
+fn read_head<'a, S: Transport>(
+    io: &'a mut Activity<S>,
+    buf: &'a mut BytesMut,
+    clocks: &'a Clocks,
+    bounds: &'a Bounds,
+    deadline: u64,
+    closing: &'a mut watch::Receiver<bool>,
+    mut timer: Pin<&'a mut Sleep>,
+) -> impl Future<Output = Result<Head, Unread>> + use<'a, S> {
+    async move {
+        loop {
+            if !buf.is_empty() {
+                match parse(buf, bounds.max_head) {
+                    Parsed::Partial => {}
+                    Parsed::Head(head) => return Ok(head),
+                    Parsed::Fallback => return Err(Unread::Fallback),
+                    Parsed::Refuse(status) => return Err(Unread::Refuse(status)),
+                }
+            }
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let read = bounded(
+                io.read_buf(buf),
+                clocks,
+                bounds.idle,
+                Some(deadline),
+                &mut *closing,
+                timer.as_mut(),
+            )
+            .await;
+            if !matches!(read, Ok(Ok(n)) if n > 0) {
+                return Err(Unread::Ended(read));
+            }
+        }
+    }
+}
+
+/// Reads the body of `length` bytes (at most [`MAX_FAST_BODY`]) whole, while
+/// bytes keep moving; `None` when the client stopped or closed first.
+#[allow(clippy::manual_async_fn)]
+fn read_body<'a, S: Transport>(
+    io: &'a mut Activity<S>,
+    buf: &'a mut BytesMut,
+    length: u64,
+    clocks: &'a Clocks,
+    idle: u64,
+) -> impl Future<Output = Option<Bytes>> + use<'a, S> {
+    async move {
+        let length = length as usize; // at most MAX_FAST_BODY
+        if length == 0 {
+            return Some(Bytes::new());
+        }
+        if buf.len() < length {
+            buf.reserve(length - buf.len());
+        }
+        while buf.len() < length {
+            match idle_bounded(io.read_buf(buf), clocks, idle).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+        Some(buf.split_to(length).freeze())
     }
 }
 
@@ -577,7 +646,7 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 async fn refuse<S: Transport>(mut io: Activity<S>, status: StatusCode, clocks: &Clocks, idle: u64) {
     let resp = status_response(status);
     // With `close`, the connection is never kept.
-    respond(&mut io, resp, false, Version::HTTP_11, true, clocks, idle).await;
+    write_response(&mut io, resp, false, Version::HTTP_11, true, clocks, idle).await;
     let _ = idle_bounded(io.shutdown(), clocks, idle).await;
     // Boxed: the connection's future does not carry the drain buffer.
     Box::pin(linger(io)).await;
@@ -610,7 +679,7 @@ enum Framing {
 }
 
 /// Writes `resp`; `true` when the connection may serve another request.
-async fn respond<S: Transport>(
+async fn write_response<S: Transport>(
     io: &mut Activity<S>,
     resp: Response<Body>,
     is_head: bool,

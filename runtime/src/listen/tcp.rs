@@ -7,9 +7,11 @@
 //! or nothing moves for `idle_timeout`. Connections count towards
 //! `max_connections`.
 
-use crate::health::Outcome;
-use crate::server::{admit, connect, Activity, Clocks, ConnTracker};
-use crate::state::Shared;
+use super::admit;
+use crate::conn::{Activity, Clocks, ConnTracker};
+use crate::loaded::Shared;
+use crate::upstream::connect;
+use crate::upstream::health::Outcome;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,61 +45,66 @@ pub(crate) async fn accept_loop(
 }
 
 async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared: &Shared, upstream: &str) {
-    let rt = shared.current.load_full();
+    let loaded = shared.current.load_full();
     // By name: the plan a reload swapped in may number its upstreams anew.
-    let Some(up) = rt.upstreams.iter().find(|u| u.name == upstream).cloned() else {
+    let Some(up) = loaded.upstreams.iter().find(|u| u.name == upstream).cloned() else {
         return;
     };
-    let idle = rt.plan.limits.idle_timeout.as_duration().max(Duration::from_millis(1));
-    drop(rt);
+    let idle = loaded
+        .plan
+        .limits
+        .idle_timeout
+        .as_duration()
+        .max(Duration::from_millis(1));
+    drop(loaded);
     let set = up.set.load_full();
     let key = up.ip_hash.then(|| peer.ip().to_string().into_bytes());
     let mut tried = Vec::new();
     let timeout = up.config.connect_timeout.as_duration();
-    let (mut server, backend) = loop {
+    let (mut stream, server) = loop {
         let Some(i) = set.balancer.pick(&set.states, key.as_deref(), &tried) else {
             shared.metrics.reject(crate::metrics::Rejection::NoServer);
             tracing::debug!(upstream = %up.name, client = %peer, "tcp: no usable server");
             return;
         };
         tried.push(i);
-        let Some(backend) = set.backends.get(i) else {
+        let Some(server) = set.servers.get(i) else {
             return;
         };
-        match connect(backend.addr, timeout).await {
-            Ok(server) => {
+        match connect(server.addr, timeout).await {
+            Ok(stream) => {
                 set.record(i, Outcome::Ok, &up);
-                break (server, backend);
+                break (stream, server);
             }
             Err(e) => {
                 set.record(i, Outcome::Unreachable, &up);
                 if tried.len() > 1 {
                     shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }
-                tracing::debug!(upstream = %up.name, server = %backend.addr, error = %e, "tcp: connect failed");
+                tracing::debug!(upstream = %up.name, server = %server.addr, error = %e, "tcp: connect failed");
             }
         }
     };
-    let _ = server.set_nodelay(true);
-    let _in_flight = backend.state.start();
+    let _ = stream.set_nodelay(true);
+    let _in_flight = server.state.start();
     let clocks = Clocks::new();
     let mut client = Activity {
         inner: client,
         clocks: clocks.clone(),
         _guard: None,
     };
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut stream);
     tokio::pin!(copy);
     loop {
         let quiet_at = clocks
             .last
             .load(Ordering::Relaxed)
             .saturating_add(idle.as_millis() as u64);
-        let nap = Duration::from_millis(quiet_at.saturating_sub(crate::health::now_millis()).max(1));
+        let nap = Duration::from_millis(quiet_at.saturating_sub(crate::clock::now_millis()).max(1));
         tokio::select! {
             _ = copy.as_mut() => return,
             _ = tokio::time::sleep(nap) => {
-                let quiet = crate::health::now_millis().saturating_sub(clocks.last.load(Ordering::Relaxed));
+                let quiet = crate::clock::now_millis().saturating_sub(clocks.last.load(Ordering::Relaxed));
                 if quiet >= idle.as_millis() as u64 {
                     tracing::debug!(upstream = %up.name, client = %peer, "tcp: idle_timeout; closing");
                     return;

@@ -9,14 +9,14 @@
 //! Each strategy is deterministic given its inputs except `random` and
 //! `p2c`, which draw from a per-thread generator.
 
-use crate::health::ServerState;
+use super::health::ServerState;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// How a balancer is told which servers it may not pick (already tried by
 /// this request's earlier attempts).
-pub type Tried<'a> = &'a [usize];
+pub(crate) type Tried<'a> = &'a [usize];
 
 /// A balancing strategy with its precomputed state for one server set.
 #[derive(Debug)]
@@ -66,10 +66,15 @@ impl Balancer {
 
     /// [`Balancer::pick`] with the key already hashed by [`hash64`] (or
     /// [`hash_display`]).
-    pub fn pick_hashed(&self, servers: &[Arc<ServerState>], hash: Option<u64>, tried: Tried<'_>) -> Option<usize> {
+    pub(crate) fn pick_hashed(
+        &self,
+        servers: &[Arc<ServerState>],
+        hash: Option<u64>,
+        tried: Tried<'_>,
+    ) -> Option<usize> {
         // The clock is read only if some server was ever ejected.
         let now = std::cell::OnceCell::new();
-        let now = || *now.get_or_init(crate::health::now_millis);
+        let now = || *now.get_or_init(crate::clock::now_millis);
         let usable = |i: usize, backup: bool| {
             servers.get(i).is_some_and(|s| s.backup == backup && s.usable(now)) && !tried.contains(&i)
         };
@@ -290,7 +295,7 @@ impl Ring {
 
 /// A fast, stable 64-bit hash (FNV-1a with a murmur3 finaliser), so that the
 /// same key maps to the same server across restarts and versions.
-pub fn hash64(bytes: &[u8]) -> u64 {
+pub(crate) fn hash64(bytes: &[u8]) -> u64 {
     let mut h = Fnv::default();
     h.feed(bytes);
     h.finish()
@@ -298,7 +303,7 @@ pub fn hash64(bytes: &[u8]) -> u64 {
 
 /// [`hash64`] of a value's text without making the text (`ip_hash` hashes
 /// the client address this way on every request).
-pub fn hash_display(value: &dyn std::fmt::Display) -> u64 {
+pub(crate) fn hash_display(value: &dyn std::fmt::Display) -> u64 {
     use std::fmt::Write as _;
     let mut h = Fnv::default();
     let _ = write!(h, "{value}");
@@ -350,7 +355,7 @@ thread_local! {
 }
 
 /// xorshift64* from a per-thread state: no lock, no syscall.
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     RNG.with(|s| {
         let mut x = s.get();
         x ^= x >> 12;
@@ -364,7 +369,8 @@ pub fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::{now_millis, EjectPolicy, Outcome};
+    use crate::clock::now_millis;
+    use crate::upstream::health::{EjectPolicy, Outcome};
 
     #[test]
     fn an_ejected_server_is_no_last_resort_while_a_tried_one_is_usable() {

@@ -27,10 +27,20 @@
 //! connection is its socket and a timestamp); a body dropped early closes the
 //! connection. A `101 Switching Protocols` hands the raw socket (and any
 //! bytes read past the head) to the caller for tunnelling.
+//!
+//! [`send`] is the client's entry: it takes an idle connection from the
+//! server's pool (or dials), exchanges, and sends a request whose reused
+//! connection had closed once more on a new one when that is safe.
+//!
+//! Longer than the runtime's other files, on purpose: the writer, the head
+//! parser, the chunked decoder and the response body share the exchange's
+//! private types (`Wire`, `Writer`, `ReqMeta`, `Framing`) and stay private
+//! to one module (about 170 of its lines are tests).
 
+use super::pool::H1Pool;
+use super::{SendError, UpstreamBody};
 use crate::body::{Body, BoxError};
 use crate::bufpool::UPSTREAM;
-use crate::upstream::{H1Pool, UpstreamBody};
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -53,7 +63,7 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_FRAME: usize = 64 * 1024;
 /// How much a read asks for at a time (the read buffer's size, from
 /// [`crate::bufpool::UPSTREAM`]).
-pub(crate) const READ_SIZE: usize = 8 * 1024;
+const READ_SIZE: usize = crate::bufpool::UPSTREAM_SIZE;
 /// A chunk-size line (with extensions) may be at most this long.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// A chunked body's trailer section may be at most this long.
@@ -341,14 +351,14 @@ impl Wire {
 
 /// A request taken apart for the wire: its head encoded (with the body when
 /// it is ready) and what reading the answer depends on.
-pub(crate) struct Prepared {
+pub(crate) struct Encoded {
     writer: Writer,
     meta: ReqMeta,
 }
 
 /// Encodes `req` for the wire ([`exchange`] sends it). Not async, so the
 /// request is taken apart where it is, not moved into another future first.
-pub(crate) fn prepare(req: Request<Body>) -> Prepared {
+pub(crate) fn encode(req: Request<Body>) -> Encoded {
     let (parts, body) = req.into_parts();
     let meta = ReqMeta {
         head: parts.method == Method::HEAD,
@@ -362,7 +372,45 @@ pub(crate) fn prepare(req: Request<Body>) -> Prepared {
     let writer = request_writer(&parts, body);
     // The head is encoded: its map can serve another message.
     crate::bufpool::give_header_map(parts.headers);
-    Prepared { writer, meta }
+    Encoded { writer, meta }
+}
+
+/// Sends `req` (origin-form URI, `Host` set, hop-by-hop headers gone) to
+/// `pool`'s server on an idle connection or a new one, and returns once the
+/// response head is in. A reused connection that fails before any byte of an
+/// answer, with the whole request still in hand (and either an idempotent
+/// method or a request of which not one byte went), gets the request once
+/// more on a fresh connection.
+///
+/// The request is encoded when this is called, before the future exists:
+/// the future then holds the encoded head, not the request as well.
+pub(crate) fn send(
+    pool: &Arc<H1Pool>,
+    req: Request<Body>,
+) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + use<'_> {
+    let encoded = encode(req);
+    async move {
+        let (stream, reused) = match pool.take(usable) {
+            Some(s) => (s, true),
+            // Boxed: connecting is rare, and its state would otherwise
+            // be part of every request's future.
+            None => (Box::pin(pool.connect()).await?, false),
+        };
+        let replay = match exchange(pool, stream, reused, encoded).await {
+            Ok(resp) => return Ok(resp),
+            Err(Failed::Error(e)) => return Err(SendError::Exchange(e)),
+            Err(Failed::Reset) => return Err(SendError::Reset { fresh: !reused }),
+            Err(Failed::Replay(replay)) => replay,
+        };
+        tracing::debug!(server = %pool.addr(), "a pooled connection had closed; sending again on a new one");
+        // A refused connect now says the server is gone (not the
+        // keep-alive race): it is a connect error like any other.
+        let stream = Box::pin(pool.connect()).await?;
+        Box::pin(self::replay(pool, stream, replay)).await.map_err(|e| match e {
+            Failed::Error(e) => SendError::Exchange(e),
+            Failed::Reset | Failed::Replay(_) => SendError::Reset { fresh: true },
+        })
+    }
 }
 
 /// Writes a replayed request on a fresh connection and reads the answer's head.
@@ -376,23 +424,23 @@ pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Re
         sent: 0,
         whole: true,
     };
-    let prepared = Prepared {
+    let encoded = Encoded {
         writer,
         meta: replay.meta,
     };
-    exchange(pool, stream, false, prepared).await
+    exchange(pool, stream, false, encoded).await
 }
 
-/// Sends a prepared request on `stream` and reads the answer's head.
+/// Sends an encoded request on `stream` and reads the answer's head.
 /// `reused`: the connection came from the pool (a failure before any answer
 /// may then be replayed on a fresh one).
 pub(crate) async fn exchange(
     pool: &Arc<H1Pool>,
     stream: TcpStream,
     reused: bool,
-    prepared: Prepared,
+    encoded: Encoded,
 ) -> Result<Response<UpstreamBody>, Failed> {
-    let Prepared { writer, meta } = prepared;
+    let Encoded { writer, meta } = encoded;
     let mut wire = Wire {
         stream,
         rbuf: BytesMut::new(),
@@ -404,7 +452,7 @@ pub(crate) async fn exchange(
     let mut replay = None;
     let head = poll_fn(|cx| poll_head(cx, &mut wire, &mut writer, &mut replay, meta)).await;
     match head {
-        Ok(head) => Ok(respond(pool, wire, writer, head, meta)),
+        Ok(head) => Ok(build_response(pool, wire, writer, head, meta)),
         Err(HeadError::Body(e)) => Err(Failed::Error(e)),
         Err(HeadError::Upstream(e, answered)) => {
             // Sent again only when the upstream cannot have acted on it:
@@ -682,7 +730,7 @@ fn request_writer(parts: &hyper::http::request::Parts, body: Body) -> Writer {
 /// `writer` is the request when its body is still being sent (an early or
 /// full-duplex answer): the body goes on sending it (boxed: that is rare,
 /// and the body stays small).
-fn respond(
+fn build_response(
     pool: &Arc<H1Pool>,
     wire: Wire,
     writer: Option<Writer>,
@@ -902,7 +950,7 @@ impl ResponseBody {
         let Some(wire) = self.wire.take() else { return };
         let whole = self.sending.take().is_none() && !wire.broken && wire.rbuf.is_empty();
         if let (true, true, Some(pool)) = (self.reuse, whole, self.pool.take()) {
-            pool.park(wire.stream);
+            pool.park(wire.stream, usable);
         }
         // The last frame split off the buffer is on its way to the client,
         // and usually gone by the time the thread takes a buffer again.
@@ -1145,13 +1193,13 @@ mod tests {
             "listen 127.0.0.1:0\nupstream a { server 127.0.0.1:9 }\nroute /{*rest} -> a\n",
         )
         .await;
-        let pool = up.set.load().backends[0].h1.clone();
+        let pool = up.set.load().servers[0].h1.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let post = |len: usize| {
             let body = crate::body::full(vec![b'x'; len]);
             let req = Request::post("/orders").header(header::HOST, "h").body(body);
-            prepare(req.expect("a request"))
+            encode(req.expect("a request"))
         };
         #[allow(deprecated)] // SO_LINGER 0: the close resets at once, never blocks
         let reset = |s: TcpStream| {

@@ -1,0 +1,616 @@
+//! One request's life ([`handle`]): its host and route (`400`, `404`, `405` +
+//! `Allow`), a body declared over `max_body_size` refused (`413`), the
+//! route's policies (auth → require → limit, [`crate::policy`]), the target
+//! rendered (templates, header transforms, the upstream's path and hash
+//! key), then the answer: made here (`respond`, `redirect`, [`aggregate`]),
+//! or the request forwarded to an upstream (`forward`: a server picked, a
+//! pooled connection, retries) and the upstream's answer passed on (hop-by-
+//! hop headers, trailers, response transforms, a WebSocket tunnel); then
+//! the route's counters and the access line.
+//!
+//! The path is built for throughput: the plan is read through an `ArcSwap`
+//! (no lock), URIs and header values are shared rather than copied, and
+//! bodies stream frame by frame in both directions. The layers of a
+//! request's future ([`handle`], `route_request`, `Forward::run`)
+//! are functions returning async blocks, because an `async fn` stores each
+//! argument twice in its future; the rare states (the policy check, an
+//! aggregate, a body buffered for a replay) are boxed.
+
+mod aggregate;
+mod forward;
+
+use crate::body::{boxed, empty, full, Body, Stall, TrailerRule, Trailers};
+use crate::conn::Conn;
+use crate::error::{closing_response, error_response, status_response, ErrorKind};
+use crate::loaded::{LoadedPlan, Shared};
+use crate::metrics::Rejection;
+use crate::policy;
+use crate::request::{add_forwarded, filter_trailer, is_upgrade, request_host, strip_hop_by_hop, RequestCtx};
+use crate::upstream::Upstream;
+use bytes::Bytes;
+use forward::{Answer, Forward};
+use gw_compiler::ast::Method;
+use gw_compiler::plan::router::{lookup, Lookup, Params};
+use gw_compiler::plan::{HeaderOp, Plan, Route, Target};
+use hyper::header::{self, HeaderValue};
+use hyper::http::uri::PathAndQuery;
+use hyper::{Request, Response, StatusCode, Uri};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A client's request body as the proxy takes it.
+pub trait ClientStream:
+    hyper::body::Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> ClientStream for B where
+    B: hyper::body::Body<Data = Bytes, Error: Into<crate::body::BoxError>> + Send + Unpin + 'static
+{
+}
+
+fn method_of(m: &hyper::Method) -> Option<Method> {
+    Some(match *m {
+        hyper::Method::GET => Method::Get,
+        hyper::Method::HEAD => Method::Head,
+        hyper::Method::POST => Method::Post,
+        hyper::Method::PUT => Method::Put,
+        hyper::Method::PATCH => Method::Patch,
+        hyper::Method::DELETE => Method::Delete,
+        hyper::Method::OPTIONS => Method::Options,
+        hyper::Method::CONNECT => Method::Connect,
+        hyper::Method::TRACE => Method::Trace,
+        _ => return None,
+    })
+}
+
+/// Serves one request. Never fails: every error becomes a response.
+///
+/// `B` is the client's body: hyper's `Incoming`, or the gateway's own
+/// HTTP/1.1 server's.
+#[allow(clippy::manual_async_fn)] // an `async fn` stores its arguments twice (see `route_request`)
+pub fn handle<B>(shared: Arc<Shared>, conn: Conn, req: Request<B>) -> impl Future<Output = Response<Body>> + use<B>
+where
+    B: ClientStream,
+{
+    // An async block, as [`route_request`]: the request is kept once.
+    async move {
+        let started = Instant::now();
+        let loaded = shared.current.load_full();
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        // CORS is answered at the gateway: a preflight before routing (once
+        // its host is found valid, as any request's: a bad one is refused by
+        // `route_request`), the headers of a cross-origin request on the
+        // route's answer. The host is not kept here: it would take room in
+        // every request's future.
+        let preflight = match req.method() == hyper::Method::OPTIONS {
+            true => match request_host(req.version(), &uri, req.headers()) {
+                Ok(host) => policy::cors::preflight(&loaded.plan, &req, host.as_ref()),
+                Err(_) => None,
+            },
+            false => None,
+        };
+        let (resp, route, upstream_server) = match preflight {
+            Some((resp, route)) => (resp, Some(route), None),
+            None => {
+                let origin = policy::cors::origin(&req);
+                let (resp, route, server) = route_request(&shared, &loaded, conn, &uri, req).await;
+                (policy::cors::decorate(&loaded.plan, route, origin, resp), route, server)
+            }
+        };
+        account(
+            &shared,
+            &loaded,
+            conn,
+            &method,
+            &uri,
+            route,
+            upstream_server.as_deref(),
+            &resp,
+            started,
+        );
+        resp
+    }
+}
+
+/// The request's counters (its route's, or the unmatched ones) and its
+/// access line.
+#[allow(clippy::too_many_arguments)]
+fn account(
+    shared: &Shared,
+    loaded: &LoadedPlan,
+    conn: Conn,
+    method: &hyper::Method,
+    uri: &Uri,
+    route: Option<usize>,
+    server: Option<&str>,
+    resp: &Response<Body>,
+    started: Instant,
+) {
+    let status = resp.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    match route {
+        Some(i) => {
+            if let Some(m) = loaded.route_metrics.get(i) {
+                m.record(status, micros);
+            }
+        }
+        None => shared.metrics.unmatched.record(status, micros),
+    }
+    let route = route
+        .and_then(|i| loaded.route_labels.get(i))
+        .map_or("-", String::as_str);
+    let upstream = server.unwrap_or("-");
+    let line = crate::log::AccessLine {
+        client: conn.client.ip(),
+        method: method.as_str(),
+        path: uri.path(),
+        route,
+        upstream,
+        status,
+        micros,
+    };
+    // `gwc serve` has the line written directly (the same text, cheaper);
+    // anywhere else it is a tracing event.
+    if !crate::log::access(&line) {
+        tracing::info!(
+            target: "gw::access",
+            client = %conn.client.ip(),
+            method = %method,
+            path = uri.path(),
+            route,
+            upstream,
+            status,
+            micros,
+        );
+    }
+}
+
+/// The response, the route's index and the server that answered.
+type Routed = (Response<Body>, Option<usize>, Option<Arc<str>>);
+
+/// What a route's request is sent on with, rendered while the request could
+/// still be read by reference: its upstream, its request header
+/// transforms, the upstream's path and the balancing hash.
+struct Rendered<'a> {
+    up: &'a Upstream,
+    request_ops: Vec<RenderedOp>,
+    path: PathAndQuery,
+    hash: Option<u64>,
+}
+
+/// Where a route's request goes.
+enum Next<'a> {
+    /// The gateway answers (`respond`, `redirect`, `aggregate`, or `502`
+    /// for an upstream the plan does not have).
+    Answer(Response<Body>),
+    /// To an upstream.
+    Forward(Rendered<'a>),
+}
+
+/// The request taken apart for forwarding: its head (hop-by-hop headers
+/// gone, `X-Forwarded-*` and the route's request transforms applied) and
+/// body, the client's side of an upgrade, and what the client takes of an
+/// answer's trailers.
+struct Outgoing<B> {
+    head: hyper::http::request::Parts,
+    body: B,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    takes: Takes,
+}
+
+/// Routes `req` and answers it; `uri` is the request's URI (a shared copy
+/// kept for the access log).
+///
+/// A function returning an async block rather than an `async fn`: an `async
+/// fn` keeps each argument twice in its future (as passed, and as bound in
+/// its body), 256 bytes more for the request in every request's future.
+#[allow(clippy::manual_async_fn)] // see above: an `async fn` stores its arguments twice
+fn route_request<'a, B: ClientStream>(
+    shared: &'a Shared,
+    loaded: &'a Arc<LoadedPlan>,
+    conn: Conn,
+    uri: &'a Uri,
+    mut req: Request<B>,
+) -> impl Future<Output = Routed> + use<'a, B> {
+    async move {
+        let plan = &loaded.plan;
+        let (route_index, params, host) = match find_route(shared, plan, conn, uri, &mut req) {
+            Ok(found) => found,
+            Err(refused) => return refused,
+        };
+        let Some(route) = plan.routes.get(route_index) else {
+            return (status_response(StatusCode::NOT_FOUND), None, None);
+        };
+        // A body over max_body_size is refused as soon as its length is known,
+        // before anything else reads it or any upstream is contacted.
+        let declared = req.body().size_hint().exact();
+        if declared.is_some_and(|n| n > plan.limits.max_body_size) {
+            shared.metrics.reject(Rejection::BodyTooLarge);
+            return (error_response(ErrorKind::BodyTooLarge), Some(route_index), None);
+        }
+        // The policies: auth → require → limit. A route without them skips
+        // this; one with them runs it boxed, so that its state is not part of
+        // every request's future.
+        let checked = if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
+            Ok(policy::Identity::default())
+        } else {
+            Box::pin(policy::check(&loaded.policies, route, &req, conn.client.ip())).await
+        };
+        let identity = match checked {
+            Ok(identity) => identity,
+            Err(rejection) => {
+                shared.metrics.reject(rejection.reason);
+                return (rejection.response(), Some(route_index), None);
+            }
+        };
+        // Everything that reads the request through references is rendered
+        // here, before the request is taken apart for forwarding.
+        let (response_ops, next) = {
+            let ctx = RequestCtx {
+                client_ip: conn.client.ip(),
+                headers: req.headers(),
+                query: uri.query(),
+                params: Some(&params),
+                claims: identity.claims.as_deref(),
+                api_key: identity.api_key.as_deref(),
+            };
+            let response_ops = render_ops(&route.response_headers, &ctx);
+            let next = match &route.target {
+                Target::Aggregate(agg) => Next::Answer(Box::pin(aggregate::run(&loaded.upstreams, agg, &ctx)).await),
+                target => next(route, target, &ctx, uri, &loaded.upstreams),
+            };
+            (response_ops, next)
+        };
+        drop(params);
+        let rendered = match next {
+            Next::Forward(rendered) => rendered,
+            Next::Answer(mut resp) => {
+                apply_ops(resp.headers_mut(), response_ops);
+                return (resp, Some(route_index), None);
+            }
+        };
+        let Outgoing {
+            head,
+            body,
+            client_upgrade,
+            takes,
+        } = outgoing(req, conn, host.as_ref(), rendered.request_ops);
+        let forward = Forward {
+            shared,
+            route,
+            up: rendered.up,
+            path: rendered.path,
+            hash: rendered.hash,
+            max_body: plan.limits.max_body_size,
+        };
+        match forward.run(Some(head), body, declared).await {
+            Ok(answer) => {
+                let server = answer.server.clone();
+                let transformed = || loaded.transformed_response_headers.get(route_index).cloned().flatten();
+                let resp = pass_on(answer, takes, client_upgrade, transformed, response_ops, &forward);
+                (resp, Some(route_index), Some(server))
+            }
+            Err((kind, server)) => (failed(shared, kind), Some(route_index), server),
+        }
+    }
+}
+
+/// The request's host and its route: `Err` is the answer when there is none
+/// (`400` for a bad host, closing the connection; `404`; `405` with
+/// `Allow`; `400` for a path refused before routing).
+///
+/// The host comes first: routing and the forwarded `Host` both take it, so
+/// they cannot disagree. From here on the routed host is the request's
+/// `Host`: what `header.host` reads (templates, `hash()`, limit keys,
+/// `require`) and what the upstream gets, on every protocol. A target's
+/// authority (absolute form, HTTP/2 `:authority`) replaces the line; in
+/// origin form the line is the host already.
+///
+/// Not boxed: the refusal is made on the stack for a moment, and a box would
+/// cost an allocation per refused request.
+#[allow(clippy::type_complexity, clippy::result_large_err)]
+fn find_route<'p, B>(
+    shared: &Shared,
+    plan: &'p Plan,
+    conn: Conn,
+    uri: &'p Uri,
+    req: &mut Request<B>,
+) -> Result<(usize, Params<'p>, Option<HeaderValue>), Routed> {
+    let host = match request_host(req.version(), uri, req.headers()) {
+        Ok(host) => host,
+        Err(bad) => {
+            shared.metrics.reject(Rejection::BadRequest);
+            tracing::debug!(client = %conn.client, reason = ?bad, "request host refused");
+            return Err((closing_response(StatusCode::BAD_REQUEST, req.version()), None, None));
+        }
+    };
+    if let (Some(h), Some(_)) = (&host, uri.authority()) {
+        req.headers_mut().insert(header::HOST, h.clone());
+    }
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+    match lookup(plan, method_of(req.method()), host_str, uri.path()) {
+        Lookup::Matched { route, params } => Ok((route, params, host)),
+        Lookup::NotFound => {
+            shared.metrics.reject(Rejection::NotFound);
+            Err((status_response(StatusCode::NOT_FOUND), None, None))
+        }
+        Lookup::MethodNotAllowed { allow } => {
+            shared.metrics.reject(Rejection::MethodNotAllowed);
+            let mut resp = status_response(StatusCode::METHOD_NOT_ALLOWED);
+            if let Ok(v) = HeaderValue::from_str(&allow.to_allow()) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            Err((resp, None, None))
+        }
+        Lookup::BadRequest(_) => {
+            shared.metrics.reject(Rejection::BadRequest);
+            Err((status_response(StatusCode::BAD_REQUEST), None, None))
+        }
+    }
+}
+
+/// Where `target` (any but `aggregate`) sends the request of `ctx`.
+fn next<'a>(
+    route: &Route,
+    target: &Target,
+    ctx: &RequestCtx<'_>,
+    uri: &Uri,
+    upstreams: &'a [Arc<Upstream>],
+) -> Next<'a> {
+    match target {
+        Target::Respond { status, body } => Next::Answer(respond(*status, body.as_deref())),
+        Target::Redirect { status, location } => {
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::FOUND);
+            if let Ok(v) = HeaderValue::from_str(&ctx.render_path(location)) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            Next::Answer(r)
+        }
+        Target::Upstream { upstream } => match upstreams.get(*upstream) {
+            Some(up) => Next::Forward(Rendered {
+                up,
+                request_ops: render_ops(&route.request_headers, ctx),
+                path: upstream_path(route, ctx, uri),
+                hash: up.hash_of(ctx),
+            }),
+            None => Next::Answer(status_response(StatusCode::BAD_GATEWAY)),
+        },
+        Target::Aggregate(_) => Next::Answer(status_response(StatusCode::BAD_GATEWAY)),
+    }
+}
+
+/// Takes `req` apart for forwarding (see [`Outgoing`]). `host` is the host
+/// the request was routed by, already its `Host`.
+fn outgoing<B>(
+    mut req: Request<B>,
+    conn: Conn,
+    host: Option<&HeaderValue>,
+    request_ops: Vec<RenderedOp>,
+) -> Outgoing<B> {
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut head, body) = req.into_parts();
+    head.extensions.clear();
+    let version = head.version;
+    let headers = &mut head.headers;
+    // Request trailers are not forwarded (docs/language.md, decision
+    // 47), so neither is their announcement.
+    let te_trailers = strip_hop_by_hop(headers, upgrade, false);
+    // The gateway answered `Expect: 100-continue` itself when it began
+    // reading the body; the upstream is not asked again.
+    headers.remove(header::EXPECT);
+    add_forwarded(headers, conn.client.ip(), conn.tls, host);
+    apply_ops(headers, request_ops);
+    // What the client takes of an answer's trailer section.
+    let takes = match version {
+        hyper::Version::HTTP_2 => Takes::All,
+        hyper::Version::HTTP_11 if te_trailers => Takes::Announced,
+        _ => Takes::Nothing,
+    };
+    Outgoing {
+        head,
+        body,
+        client_upgrade,
+        takes,
+    }
+}
+
+/// The upstream's answer as the client gets it: a `101` tunnelled once the
+/// client's side has switched too, any other body streamed under the
+/// route's timeout (a stall cuts it) with the trailer fields this client
+/// takes; hop-by-hop headers gone, the route's response transforms
+/// applied. `transformed` gives the names those transforms set or remove,
+/// which trailer fields may not undo.
+fn pass_on(
+    answer: Answer,
+    takes: Takes,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    transformed: impl FnOnce() -> Option<Arc<[header::HeaderName]>>,
+    response_ops: Vec<RenderedOp>,
+    forward: &Forward<'_>,
+) -> Response<Body> {
+    let switching = answer.response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let (mut parts, body) = answer.response.into_parts();
+    let trailers = trailer_rule(takes, &parts.headers);
+    // `Trailer` announces fields: it goes where they go.
+    let keep_trailer = !matches!(trailers, TrailerRule::Drop);
+    let transformed = if keep_trailer { transformed() } else { None };
+    let body = match (client_upgrade, switching) {
+        (Some(on_client), true) => {
+            if let Some(upstream) = body.into_upgraded() {
+                tokio::spawn(tunnel(on_client, upstream));
+            }
+            empty()
+        }
+        _ => {
+            let trailers = Trailers {
+                rule: trailers,
+                transformed: transformed.clone(),
+            };
+            boxed(Stall::new(body, forward.timeout(), answer.in_flight, trailers))
+        }
+    };
+    strip_hop_by_hop(&mut parts.headers, switching, keep_trailer);
+    if keep_trailer {
+        // It names only the fields that will pass.
+        filter_trailer(&mut parts.headers, transformed.as_deref());
+    }
+    apply_ops(&mut parts.headers, response_ops);
+    Response::from_parts(parts, body)
+}
+
+/// The answer to a request no upstream answered, counted by why.
+fn failed(shared: &Shared, kind: ErrorKind) -> Response<Body> {
+    shared.metrics.reject(match kind {
+        ErrorKind::NoServer => Rejection::NoServer,
+        ErrorKind::Connect => Rejection::ConnectError,
+        ErrorKind::ConnectTimeout | ErrorKind::Timeout | ErrorKind::ClientTimeout => Rejection::Timeout,
+        ErrorKind::BodyTooLarge => Rejection::BodyTooLarge,
+        ErrorKind::ClientBody => Rejection::BadRequest,
+        ErrorKind::Reset | ErrorKind::Upstream => Rejection::UpstreamError,
+    });
+    error_response(kind)
+}
+
+/// What a client takes of a response's trailer section.
+#[derive(Clone, Copy)]
+enum Takes {
+    /// An HTTP/1.0 client, or an HTTP/1.1 one that did not send `TE:
+    /// trailers` (RFC 9110 6.5.1: it may drop them on the way).
+    Nothing,
+    /// An HTTP/1.1 client that sent `TE: trailers`.
+    Announced,
+    /// An HTTP/2 client.
+    All,
+}
+
+/// Which of an upstream response's trailer fields the client gets
+/// (docs/language.md, decision 47): an HTTP/2 client every permitted one;
+/// an HTTP/1.1 client that sent `TE: trailers` those the upstream announced
+/// in `Trailer` (hyper's server, which serves the connections the
+/// gateway's own loop hands it, sends no other, and both paths must give
+/// the same answer); any other client none.
+fn trailer_rule(takes: Takes, headers: &hyper::HeaderMap) -> TrailerRule {
+    match takes {
+        Takes::Nothing => TrailerRule::Drop,
+        Takes::All => TrailerRule::All,
+        Takes::Announced => {
+            let mut lines = headers.get_all(header::TRAILER).iter();
+            match (lines.next(), lines.next()) {
+                (None, _) => TrailerRule::Drop,
+                (Some(one), None) => TrailerRule::Announced(one.clone()),
+                // Several lines (rare): one list of them all.
+                (Some(_), Some(_)) => {
+                    let all: Vec<&[u8]> = headers
+                        .get_all(header::TRAILER)
+                        .iter()
+                        .map(HeaderValue::as_bytes)
+                        .collect();
+                    HeaderValue::from_bytes(&all.join(&b", "[..])).map_or(TrailerRule::Drop, TrailerRule::Announced)
+                }
+            }
+        }
+    }
+}
+
+/// `respond STATUS ["body"]`: the body as `text/plain`. `respond 404`
+/// without a body is the gateway's own `404`, byte for byte what a path no
+/// route matches gets, so that a hidden path cannot be told from an
+/// unknown one.
+fn respond(status: u16, body: Option<&str>) -> Response<Body> {
+    if status == 404 && body.is_none() {
+        return status_response(StatusCode::NOT_FOUND);
+    }
+    let mut r = match body {
+        Some(b) => {
+            let mut r = Response::new(full(Bytes::copy_from_slice(b.as_bytes())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+        None => Response::new(empty()),
+    };
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r
+}
+
+/// A header operation with its value rendered: `None` removes.
+type RenderedOp = (header::HeaderName, Option<HeaderValue>);
+
+fn render_ops(ops: &[HeaderOp], ctx: &RequestCtx<'_>) -> Vec<RenderedOp> {
+    ops.iter()
+        .filter_map(|op| match op {
+            HeaderOp::Remove { name } => header::HeaderName::from_bytes(name.as_bytes()).ok().map(|n| (n, None)),
+            HeaderOp::Set { name, value } => {
+                let n = header::HeaderName::from_bytes(name.as_bytes()).ok()?;
+                // A value that cannot be a header (a control character from a
+                // claim, say) removes the header rather than letting one the
+                // client sent under that name through.
+                Some((n, HeaderValue::from_str(&ctx.render(value)).ok()))
+            }
+        })
+        .collect()
+}
+
+fn apply_ops(headers: &mut hyper::HeaderMap, ops: Vec<RenderedOp>) {
+    for (name, value) in ops {
+        match value {
+            Some(v) => {
+                headers.insert(name, v);
+            }
+            None => {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// The path (and query) sent upstream: `rewrite` if given, else the request
+/// path with `strip_prefix` removed; the request's query string is kept
+/// (after the rewrite's own, if it has one). The request's own path is
+/// shared, not copied, when neither applies.
+fn upstream_path(route: &Route, ctx: &RequestCtx<'_>, uri: &Uri) -> PathAndQuery {
+    let path = uri.path();
+    let mut out = match (&route.rewrite, &route.strip_prefix) {
+        (Some(t), _) => ctx.render_path(t),
+        (None, Some(prefix)) => match path.strip_prefix(prefix.trim_end_matches('/')) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
+            _ => path.to_string(),
+        },
+        (None, None) => {
+            return match uri.path_and_query() {
+                Some(pq) => pq.clone(),
+                None => PathAndQuery::from_static("/"),
+            }
+        }
+    };
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    if let Some(q) = uri.query().filter(|q| !q.is_empty()) {
+        out.push(if out.contains('?') { '&' } else { '?' });
+        out.push_str(q);
+    }
+    PathAndQuery::from_maybe_shared(Bytes::from(out)).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+/// Copies bytes both ways between an upgraded client and the upstream's
+/// socket (`early`: what the upstream sent right after its `101` head).
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: (tokio::net::TcpStream, Bytes)) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(c) = client.await else {
+        return;
+    };
+    let (mut u, early) = upstream;
+    let mut c = hyper_util::rt::TokioIo::new(c);
+    if !early.is_empty() && c.write_all(&early).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+}
