@@ -657,17 +657,13 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A runner of `cases` cases, or of `GW_FUZZ_CASES` when set (a longer
 /// search than CI's, e.g. `GW_FUZZ_CASES=5000 cargo test --test integration
-/// h1_robustness`).
+/// h1_robustness`; `fuzz/run` does), keeping failures' seeds in
+/// `tests/regressions/h1_robustness.txt` (see `property`).
 fn runner(cases: u32) -> TestRunner {
-    let cases = std::env::var("GW_FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(cases);
     TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
+        cases: crate::property::cases("GW_FUZZ_CASES", cases),
         max_shrink_iters: 64,
-        ..Config::default()
+        ..crate::property::config(cases, "tests/regressions/h1_robustness.txt")
     })
 }
 

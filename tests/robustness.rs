@@ -181,7 +181,7 @@ fn apply(mut bytes: Vec<u8>, m: &Mutation) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(crate::property::config(300, "tests/regressions/robustness.txt"))]
 
     #[test]
     fn mutated_configurations_never_panic(ms in proptest::collection::vec(mutation(), 1..6)) {

@@ -958,6 +958,118 @@ pub fn usable(stream: &TcpStream) -> bool {
     }
 }
 
+/// Fuzzing entry, not an API (`fuzz/`, and the corpus replay in
+/// `tests/fuzz_corpus.rs`): reads `data` as the bytes an upstream answers on
+/// one connection, the way an exchange does — the head by `parse_head` as
+/// bytes arrive (within [`MAX_HEAD`]), then the body as its framing says
+/// (the chunked decoder itself; a length or the connection's end cut as
+/// `ResponseBody` cuts them) — once with every byte there at the start and
+/// once arriving in pieces, and panics if the two readings differ or a body
+/// frame is empty or over [`MAX_FRAME`]. `data[0]` says what was asked
+/// (bit 0 `HEAD`, bit 1 an upgrade, bit 2 `connection: close`), `data[1]`
+/// the pieces' sizes; the rest is the stream.
+#[doc(hidden)]
+pub fn fuzz_response_reader(data: &[u8]) {
+    let [asked, split, stream @ ..] = data else { return };
+    let meta = ReqMeta {
+        head: asked & 1 != 0,
+        upgrade: asked & 2 != 0,
+        close: asked & 4 != 0,
+        idempotent: true,
+    };
+    let read = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+        let mut rbuf = BytesMut::new();
+        let (mut seen, mut body) = (Vec::new(), Vec::new());
+        let mut framing = None;
+        let frame = |data: Bytes, body: &mut Vec<u8>| {
+            assert!(
+                !data.is_empty() && data.len() <= MAX_FRAME,
+                "a frame of {} bytes",
+                data.len()
+            );
+            body.extend_from_slice(&data);
+        };
+        'stream: for piece in pieces {
+            rbuf.extend_from_slice(piece);
+            let framing = match &mut framing {
+                Some(framing) => framing,
+                None => match parse_head(&mut rbuf, meta) {
+                    Ok(Some(head)) => {
+                        seen.push(format!(
+                            "{} {:?} {:?} keep-alive {}",
+                            head.status, head.version, head.headers, head.keep_alive
+                        ));
+                        framing.insert(head.framing)
+                    }
+                    Ok(None) if rbuf.len() >= MAX_HEAD => {
+                        seen.push(H1Error::HeadTooLarge.to_string());
+                        break;
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        seen.push(e.to_string());
+                        break;
+                    }
+                },
+            };
+            loop {
+                match framing {
+                    Framing::Length(0) | Framing::Done => {
+                        seen.push("end".to_string());
+                        break 'stream;
+                    }
+                    Framing::Upgrade => {
+                        seen.push("upgrade".to_string());
+                        break 'stream;
+                    }
+                    Framing::Length(left) => {
+                        if rbuf.is_empty() {
+                            break;
+                        }
+                        let n = (rbuf.len() as u64).min(*left).min(MAX_FRAME as u64) as usize;
+                        frame(rbuf.split_to(n).freeze(), &mut body);
+                        *left -= n as u64;
+                    }
+                    Framing::Chunked(chunk, trailers) => match decode(chunk, trailers, &mut rbuf) {
+                        Ok(Step::Data(data)) => frame(data, &mut body),
+                        Ok(Step::More) => break,
+                        Ok(Step::End) => *framing = Framing::Done,
+                        Err(e) => {
+                            seen.push(e.to_string());
+                            break 'stream;
+                        }
+                    },
+                    Framing::Close => {
+                        if rbuf.is_empty() {
+                            break;
+                        }
+                        let n = rbuf.len().min(MAX_FRAME);
+                        frame(rbuf.split_to(n).freeze(), &mut body);
+                    }
+                }
+            }
+        }
+        seen.push(format!("body {body:?}"));
+        seen
+    };
+    let whole = read(&mut std::iter::once(stream));
+    let step = 1 + usize::from(*split % 64);
+    let (mut at, mut odd) = (0, false);
+    let mut pieces = std::iter::from_fn(|| {
+        // Pieces of `step` bytes, alternating with single bytes when asked.
+        let n = if *split >= 128 && odd { 1 } else { step };
+        odd = !odd;
+        let piece = stream.get(at..(at + n).min(stream.len())).filter(|p| !p.is_empty())?;
+        at += piece.len();
+        Some(piece)
+    });
+    let split_up = read(&mut pieces);
+    assert_eq!(
+        whole, split_up,
+        "the same bytes read differently when they arrive in pieces of {step}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,3 +33,7 @@ mod text;
 pub mod upstream;
 
 pub use server::{Gateway, Options};
+
+/// Fuzzing entry, not an API (see its docs).
+#[doc(hidden)]
+pub use h1server::fuzz_request_reader;
