@@ -29,6 +29,8 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Requests answered.
     pub requests: Arc<AtomicUsize>,
+    /// Requests that arrived (counted before the handler runs).
+    pub arrived: Arc<AtomicUsize>,
     /// TCP connections accepted.
     pub connections: Arc<AtomicUsize>,
     /// TCP connections that ended (closed by either side).
@@ -57,10 +59,11 @@ impl Upstream {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let requests = Arc::new(AtomicUsize::new(0));
+        let arrived = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-        let (r, c, ended) = (requests.clone(), connections.clone(), closed.clone());
+        let (r, a, c, ended) = (requests.clone(), arrived.clone(), connections.clone(), closed.clone());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -69,12 +72,13 @@ impl Upstream {
                 };
                 c.fetch_add(1, Ordering::SeqCst);
                 let handler = handler.clone();
-                let r = r.clone();
+                let (r, a) = (r.clone(), a.clone());
                 let ended = ended.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let handler = handler.clone();
                         let r = r.clone();
+                        a.fetch_add(1, Ordering::SeqCst);
                         async move {
                             let resp = handler(req).await;
                             r.fetch_add(1, Ordering::SeqCst);
@@ -91,6 +95,7 @@ impl Upstream {
         Ok(Upstream {
             addr,
             requests,
+            arrived,
             connections,
             closed,
             stop,

@@ -100,21 +100,25 @@ async fn unchanged_servers_keep_their_health_across_a_reload() {
 
 #[tokio::test]
 async fn a_request_in_flight_finishes_on_the_plan_it_started_with() {
-    let slow = Upstream::start(|_req| async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        Response::new(full("slow and old"))
+    // Holds the request until the reload is done.
+    let (reloaded, wait) = tokio::sync::watch::channel(false);
+    let slow = Upstream::start(move |_req| {
+        let mut wait = wait.clone();
+        async move {
+            let _ = wait.wait_for(|done| *done).await;
+            Response::new(full("slow and old"))
+        }
     })
     .await;
     let fast = Upstream::named("new").await;
     let live = Live::start(&config(&["127.0.0.1:0".into()], slow.addr, "/x")).await;
     let url = live.url("/x");
     let pending = tokio::spawn(async move { get(&url).await });
-    let reached = crate::live::eventually(Duration::from_secs(5), || {
-        slow.connections.load(std::sync::atomic::Ordering::SeqCst) == 1
+    let reached = crate::live::eventually(Duration::from_secs(10), || {
+        slow.arrived.load(std::sync::atomic::Ordering::SeqCst) == 1
     })
     .await;
     assert!(reached, "the slow upstream got the request");
-    tokio::time::sleep(Duration::from_millis(50)).await;
     live.gateway
         .reload(plan_of(&config(&["127.0.0.1:0".into()], fast.addr, "/x"), &[]))
         .await
@@ -124,6 +128,7 @@ async fn a_request_in_flight_finishes_on_the_plan_it_started_with() {
         "new",
         "new requests take the new plan"
     );
+    let _ = reloaded.send(true);
     let old = pending.await.expect("the slow request");
     assert_eq!((old.status, old.body.as_str()), (200, "slow and old"));
 }
