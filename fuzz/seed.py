@@ -91,7 +91,19 @@ def main():
     for r in sorted(responses):
         for prefix in (b"\x00\x3f", b"\x01\x80", b"\x02\x05", b"\x04\x00"):
             write("h1_response", prefix + r)
-    for t in ("gw", "h1_request", "h1_response"):
+    # route: the method byte, then host NUL path; paths from the examples' routes
+    # and the tests' requests, hosts from the examples.
+    paths = {b"/", b"/orders/42", b"/%2e%2e/admin", b"/a//b/../c", b"/menu/%F0%9F%8D%95", b"/x?q=1"}
+    for r in requests:
+        target = r.split(b" ")[1] if r.count(b" ") >= 2 else b"/"
+        if target.startswith(b"/"):
+            paths.add(target)
+    for m in re.finditer(rb"route [A-Z,]* ?(/\S*)", b"\n".join(configs)):
+        paths.add(m.group(1).replace(b"{", b"").replace(b"}", b"").replace(b"*", b""))
+    for i, p in enumerate(sorted(paths)):
+        for host in (b"", b"api.example.com", b"ADMIN.Example.COM:8080"):
+            write("route", bytes([i % 10]) + host + b"\0" + p)
+    for t in ("gw", "h1_request", "h1_response", "route"):
         print(f"{t}: {len(list((OUT / t).iterdir()))} seeds in {OUT / t}")
 
 

@@ -99,6 +99,11 @@ fn h1_response_corpus_replays() {
     replay("h1_response");
 }
 
+#[test]
+fn route_corpus_replays() {
+    replay("route");
+}
+
 /// Every corpus has its test above and every fuzz target a corpus, and
 /// every folder of `fuzz/corpus/` and `fuzz/regressions/` is a corpus's, so
 /// that nothing is silently left out.

@@ -32,6 +32,7 @@ pub const CORPORA: &[Corpus] = &[
     ("gw", gw_config, &["gw_text", "gw_structured"]),
     ("h1_request", h1_request, &["h1_request"]),
     ("h1_response", h1_response, &["h1_response"]),
+    ("route", route, &["route"]),
 ];
 
 /// The HTTP/1.1 request reader of the gateway's server loop.
@@ -42,6 +43,48 @@ pub fn h1_request(data: &[u8]) {
 /// The upstream response reader of the gateway's HTTP/1.1 client.
 pub fn h1_response(data: &[u8]) {
     gw_runtime::h1client::fuzz_response_reader(data);
+}
+
+/// The router on what a client controls: a request's method, host and path
+/// against the food-court example's plan, as the proxy looks it up (and as
+/// `gwc route` explains it). `data[0]` picks the method (or one the
+/// language does not name); the host runs to the first NUL, the path is
+/// the rest (UTF-8 only: the proxy's path comes from a parsed URI).
+pub fn route(data: &[u8]) {
+    use gw_compiler::ast::Method;
+    use gw_compiler::plan::router::{lookup, Lookup};
+    let [m, rest @ ..] = data else { return };
+    let Ok(text) = std::str::from_utf8(rest) else { return };
+    let (host, path) = text.split_once('\0').unwrap_or(("", text));
+    let method = Method::ALL.get(usize::from(*m) % (Method::ALL.len() + 1)).copied();
+    let plan = food_court();
+    match lookup(plan, method, host, path) {
+        Lookup::Matched { route, params } => {
+            assert!(route < plan.routes.len(), "route {route} of {}", plan.routes.len());
+            for (name, value) in params.iter() {
+                assert!(!name.is_empty(), "a parameter without a name (value {value:?})");
+            }
+        }
+        Lookup::NotFound | Lookup::BadRequest(_) => {}
+        Lookup::MethodNotAllowed { allow } => assert!(!allow.is_empty(), "405 allowing nothing"),
+    }
+    if let Some(method) = method {
+        let _ = gw_compiler::plan::explain::explain(plan, method, host, path);
+    }
+}
+
+/// `examples/food-court.gw`'s plan, compiled once.
+fn food_court() -> &'static gw_compiler::plan::Plan {
+    static PLAN: OnceLock<gw_compiler::plan::Plan> = OnceLock::new();
+    PLAN.get_or_init(|| {
+        let host = MemoryHost::new()
+            .file("food-court.gw", &include_bytes!("../../examples/food-court.gw")[..])
+            .file("keys/jwks.json", &include_bytes!("../../examples/keys/jwks.json")[..]);
+        match gw_compiler::compile(&host, "food-court.gw").ok().and_then(|c| c.plan) {
+            Some(plan) => plan,
+            None => panic!("examples/food-court.gw compiles"),
+        }
+    })
 }
 
 /// The fuzzed file's name; `again.gw` is the same bytes under another name,
