@@ -10,8 +10,9 @@
 //! the same reading whole and in pieces, and the loop's own invariants);
 //! the `.gw` front end's are here: every diagnostic points inside its file
 //! and renders as `gwc check` draws it (text and JSON), there is a
-//! configuration exactly when there are no errors, and a plan survives its
-//! JSON round trip (`gwc build`, then `gwc serve app.plan.json`).
+//! configuration exactly when there are no errors, a plan survives its JSON
+//! round trip (`gwc build`, then `gwc serve app.plan.json`), and compiling
+//! again gives the same diagnostics and plan.
 
 use gw_compiler::host::{Host, MemoryHost};
 use std::io;
@@ -215,13 +216,27 @@ pub fn gw_config(data: &[u8]) {
         );
         let _ = d.to_json(&c.sources);
     }
-    if let Some(plan) = &c.plan {
-        let json = plan.to_json();
-        let back = match gw_compiler::plan::Plan::from_json(&json) {
+    let json = c.plan.as_ref().map(gw_compiler::plan::Plan::to_json);
+    if let (Some(plan), Some(json)) = (&c.plan, &json) {
+        let back = match gw_compiler::plan::Plan::from_json(json) {
             Ok(back) => back,
             Err(e) => panic!("a compiled plan does not load back from its JSON: {e}\n{json}"),
         };
-        assert_eq!(back.to_json(), json, "a plan changed through its JSON");
+        assert_eq!(&back.to_json(), json, "a plan changed through its JSON");
         let _ = plan.render();
     }
+    // The same file compiles the same again (maps iterate in another order
+    // each time): `gwc check` and `gwc build` are reproducible.
+    let Ok(again) = gw_compiler::compile(&host, ROOT) else {
+        panic!("the root file is always readable");
+    };
+    assert!(
+        again.diagnostics == c.diagnostics,
+        "the diagnostics differ from one compile to the next"
+    );
+    assert_eq!(
+        again.plan.as_ref().map(gw_compiler::plan::Plan::to_json),
+        json,
+        "the plan differs from one compile to the next"
+    );
 }
