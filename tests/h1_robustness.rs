@@ -1642,3 +1642,42 @@ async fn endless_trailers_from_a_client_are_cut() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// Open findings: failing inputs kept as tests, ignored until decided.
+// ---------------------------------------------------------------------------
+
+/// OPEN FINDING (fuzz/run's property phase, PROPTEST_RNG_SEED=745887397,
+/// GW_FUZZ_CASES=1000; for the lead to route to whoever owns
+/// `h1client::parse_head`): an answer to `HEAD` (and a `204` or `304`) with
+/// two different `Content-Length` values is refused as 502 by the gateway,
+/// while RFC 9112 §6.3 frames such an answer by rule 1 (no body, whatever
+/// the length says) before rule 5 (an invalid length is an unrecoverable
+/// error) is reached, and this file's reference reader passes it on as
+/// 200. Either the client parser checks lengths only where they frame the
+/// body, or the reference reader (and this test) take nginx's stricter
+/// view; until then it is ignored so that CI stays green.
+#[test]
+#[ignore = "open finding: HEAD/204/304 answers with conflicting Content-Length get 502; see the doc comment"]
+fn open_finding_a_bodiless_answer_with_conflicting_lengths() {
+    let rt = runtime();
+    rt.block_on(async {
+        let (bad, script) = scripted().await;
+        let good = Upstream::named("good").await;
+        let live = upstream_gateway(bad, good.addr).await;
+        // HEAD: "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 10\r\n\r\n";
+        // 204: "HTTP/1.1 204 No Content\r\ncontent-length: 5\r\ncontent-length: 7\r\n\r\n".
+        for (seed, at) in [(6, 17), (4, 25)] {
+            let case = ResponseCase {
+                seed,
+                mutations: vec![Mutation::Insert(at, b"content-length: 5\r\n".to_vec())],
+                splits: Vec::new(),
+                pause: 0,
+                trickle: false,
+            };
+            if let Err(e) = response_case_holds(&live, &script, &case).await {
+                panic!("{e}\nupstream bytes: {:?}", String::from_utf8_lossy(&case.bytes()));
+            }
+        }
+    });
+}
