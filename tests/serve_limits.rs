@@ -29,6 +29,8 @@ fn get_request(path: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_client_trickling_its_head_is_cut_off_near_header_timeout() {
     let (live, up) = gateway("header_timeout 1s idle_timeout 30s").await;
+    // Before the connect, so before the accept that starts the clock.
+    let start = std::time::Instant::now();
     let mut s = TcpStream::connect(live.addrs[0]).await.expect("connect");
     let (mut reader, mut writer) = s.split();
     let trickle = async {
@@ -41,7 +43,6 @@ async fn a_client_trickling_its_head_is_cut_off_near_header_timeout() {
         }
     };
     let closed = async {
-        let start = std::time::Instant::now();
         let mut buf = [0u8; 256];
         loop {
             match tokio::io::AsyncReadExt::read(&mut reader, &mut buf).await {
@@ -50,16 +51,16 @@ async fn a_client_trickling_its_head_is_cut_off_near_header_timeout() {
             }
         }
     };
-    // Cut at header_timeout from the first byte: never before it, and well
-    // before the trickle ends (about 12 s), which is when a clock restarted
-    // by each byte would cut.
+    // Cut at header_timeout from the accept: never before it (the clock
+    // counts whole milliseconds), and well before the trickle ends (about
+    // 12 s), which is when a clock restarted by each byte would cut.
     let took = tokio::select! {
         t = closed => t,
         _ = async { trickle.await; std::future::pending::<()>().await } => unreachable!(),
         _ = tokio::time::sleep(Duration::from_secs(20)) => panic!("the trickling client was never cut off"),
     };
     assert!(
-        took >= Duration::from_millis(800) && took < Duration::from_secs(6),
+        took >= Duration::from_millis(990) && took < Duration::from_secs(6),
         "cut off after {took:?}, header_timeout is 1s"
     );
     assert_eq!(up.count(), 0);
@@ -68,12 +69,14 @@ async fn a_client_trickling_its_head_is_cut_off_near_header_timeout() {
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_at_header_timeout() {
     let (live, _up) = gateway("header_timeout 500ms idle_timeout 60s").await;
+    let start = std::time::Instant::now();
     let mut s = TcpStream::connect(live.addrs[0]).await.expect("connect");
-    // Not before header_timeout, and not at idle_timeout (a minute).
-    let took = closed_within(&mut s, Duration::from_secs(30))
+    // Not before header_timeout from the accept (after `start`), and not at
+    // idle_timeout (a minute).
+    closed_within(&mut s, Duration::from_secs(30))
         .await
         .expect("closed within 30 s");
-    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(start.elapsed() >= Duration::from_millis(490), "{:?}", start.elapsed());
 }
 
 #[tokio::test]
