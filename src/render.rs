@@ -2,12 +2,21 @@
 //! [`gw_compiler::Diagnostic`] and its [`SourceMap`] to [`miette::Diagnostic`]
 //! and miette's graphical handler draws it. Labels in another file than the
 //! primary label's (a duplicate first defined in an imported file) are shown
-//! as related reports with their own source, never dropped.
+//! as related reports with their own source, never dropped. What is drawn
+//! is the diagnostic [redacted](Diagnostic::redacted), over [`Snippets`]:
+//! only the lines around its labels, secrets masked and control characters
+//! escaped ([`gw_compiler::redact::shown`]), so that no secret and no
+//! terminal escape reaches the output, and a diagnostic in a large file
+//! costs the lines it shows.
 
+use gw_compiler::redact;
 use gw_compiler::{Diagnostic, FileId, Severity, SourceMap, Span};
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents, SourceSpan, SpanContents,
+};
 use std::fmt;
 use std::io::IsTerminal;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Width used when stdout is not a terminal, so that output is stable.
@@ -56,7 +65,7 @@ impl Style {
 
 /// Draws one diagnostic (ending with a newline).
 pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, style: Style) -> String {
-    let report = Report::new(diagnostic, sources);
+    let report = Report::new(&diagnostic.redacted(sources), sources);
     let mut out = String::new();
     if style.handler().render_report(&mut out, &report).is_err() {
         // Rendering into a String only fails if a span is out of range;
@@ -87,7 +96,7 @@ struct Report {
     severity: miette::Severity,
     message: String,
     help: Option<String>,
-    source: Option<NamedSource<Arc<str>>>,
+    source: Option<Snippets>,
     labels: Vec<LabeledSpan>,
     related: Vec<Report>,
 }
@@ -110,7 +119,8 @@ impl Report {
             .into_iter()
             .map(|file| {
                 let labels: Vec<_> = d.labels.iter().filter(|l| l.span.file == file).collect();
-                let name = &sources.get(file).name;
+                let name = redact::escape_controls(&sources.get(file).name);
+                let snippets = Snippets::new(sources, file, labels.iter().map(|l| l.span));
                 // One label: its note becomes the heading, the underline stays bare.
                 let (message, keep_label_text) = match labels.as_slice() {
                     [one] if !one.message.is_empty() => (format!("{}, in `{name}`", one.message), false),
@@ -121,56 +131,169 @@ impl Report {
                     severity: miette::Severity::Advice,
                     message,
                     help: None,
-                    source: Some(named_source(sources, file)),
                     labels: labels
                         .iter()
-                        .map(|l| labeled_span(sources, l.span, if keep_label_text { &l.message } else { "" }, false))
+                        .map(|l| snippets.label(l.span, if keep_label_text { &l.message } else { "" }, false))
                         .collect(),
+                    source: Some(snippets),
                     related: Vec::new(),
                 }
             })
             .collect();
+        let home_labels: Vec<_> = d.labels.iter().filter(|l| Some(l.span.file) == home).collect();
+        let snippets = home.map(|file| Snippets::new(sources, file, home_labels.iter().map(|l| l.span)));
         Report {
             code: Some(format!("{}[{}]", d.severity.as_str(), d.code)),
             severity,
             message: d.message.clone(),
             help: d.help.clone(),
-            source: home.map(|file| named_source(sources, file)),
-            labels: d
-                .labels
-                .iter()
-                .filter(|l| Some(l.span.file) == home)
-                .map(|l| labeled_span(sources, l.span, &l.message, l.primary))
-                .collect(),
+            labels: match &snippets {
+                Some(sn) => home_labels
+                    .iter()
+                    .map(|l| sn.label(l.span, &l.message, l.primary))
+                    .collect(),
+                None => Vec::new(),
+            },
+            source: snippets,
             related,
         }
     }
 }
 
-fn named_source(sources: &SourceMap, file: FileId) -> NamedSource<Arc<str>> {
-    let f = sources.get(file);
-    NamedSource::new(&f.name, f.text.clone())
+/// Lines of context a window keeps around its labels (miette draws one).
+const CONTEXT: usize = 2;
+
+/// The parts of one file a report draws, as miette's source: a window of
+/// lines around each group of nearby labels, shown masked and escaped.
+/// Miette's offsets are the file's, shifted by what escapes added in the
+/// windows before, so that labels keep their order.
+#[derive(Debug)]
+struct Snippets {
+    name: String,
+    text: Arc<str>,
+    /// The file's secrets.
+    secrets: Vec<Range<usize>>,
+    windows: Vec<Window>,
 }
 
-/// A label's span as miette's byte range, clamped to the file. A label at
-/// the very end of a file that ends with a newline ("the file ends here")
-/// moves onto that newline, so that it is drawn under the last line instead
-/// of on a line that does not exist.
-fn labeled_span(sources: &SourceMap, span: Span, message: &str, primary: bool) -> LabeledSpan {
-    let text = &sources.get(span.file).text;
-    let len = text.len();
-    let mut start = (span.start as usize).min(len);
-    let mut end = (span.end as usize).clamp(start, len);
-    if start == len && start > 0 && text.ends_with('\n') {
-        start = len - 1;
-        end = len - 1;
+#[derive(Debug)]
+struct Window {
+    /// The bytes of the file it shows.
+    file: Range<usize>,
+    /// Where it starts in miette's offsets.
+    at: usize,
+    /// Its first line (0-based).
+    first_line: usize,
+    /// What it shows.
+    shown: String,
+}
+
+impl Snippets {
+    fn new(sources: &SourceMap, file: FileId, spans: impl Iterator<Item = Span>) -> Snippets {
+        let f = sources.get(file);
+        let line = |offset: u32| f.line_col(offset).0 - 1;
+        let mut groups: Vec<(usize, usize)> = spans.map(|s| (line(s.start), line(s.end.max(s.start)))).collect();
+        groups.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::new();
+        for (first, last) in groups {
+            match merged.last_mut() {
+                // Windows that would touch become one.
+                Some((_, l)) if first <= *l + 2 * CONTEXT + 2 => *l = (*l).max(last),
+                _ => merged.push((first, last)),
+            }
+        }
+        let mut added = 0;
+        let windows: Vec<Window> = merged
+            .into_iter()
+            .map(|(first, last)| {
+                let first = first.saturating_sub(CONTEXT);
+                let range = f.lines(first, last + CONTEXT);
+                let shown = redact::shown(&f.text, range.clone(), f.secrets());
+                let at = range.start + added;
+                added += shown.len() - range.len();
+                Window {
+                    file: range,
+                    at,
+                    first_line: first,
+                    shown,
+                }
+            })
+            .collect();
+        // The secrets the windows show, which their offsets map through.
+        let all = f.secrets();
+        let secrets = windows
+            .iter()
+            .flat_map(|w: &Window| {
+                let first = all.partition_point(|r| r.end <= w.file.start);
+                all[first..].iter().take_while(|r| r.start < w.file.end).cloned()
+            })
+            .collect();
+        Snippets {
+            name: redact::escape_controls(&f.name).into_owned(),
+            text: f.text.clone(),
+            secrets,
+            windows,
+        }
     }
-    let span = SourceSpan::new(start.into(), end - start);
-    let label = (!message.is_empty()).then(|| message.to_string());
-    if primary {
-        LabeledSpan::new_primary_with_span(label, span)
-    } else {
-        LabeledSpan::new_with_span(label, span)
+
+    /// Miette's offset of the file's `offset` (one that a window shows).
+    fn offset(&self, offset: usize) -> usize {
+        match self
+            .windows
+            .iter()
+            .find(|w| w.file.start <= offset && offset <= w.file.end)
+        {
+            Some(w) => w.at + redact::shown_width(&self.text, w.file.start..offset, &self.secrets),
+            None => offset,
+        }
+    }
+
+    /// A label at `span`, clamped to the file. A label at the very end of a
+    /// file that ends with a newline ("the file ends here") moves onto that
+    /// newline, so that it is drawn under the last line instead of on a line
+    /// that does not exist.
+    fn label(&self, span: Span, message: &str, primary: bool) -> LabeledSpan {
+        let len = self.text.len();
+        let mut start = (span.start as usize).min(len);
+        let mut end = (span.end as usize).clamp(start, len);
+        if start == len && start > 0 && self.text.ends_with('\n') {
+            start = len - 1;
+            end = len - 1;
+        }
+        let (start, end) = (self.offset(start), self.offset(end));
+        let span = SourceSpan::new(start.into(), end.saturating_sub(start));
+        let label = (!message.is_empty()).then(|| message.to_string());
+        if primary {
+            LabeledSpan::new_primary_with_span(label, span)
+        } else {
+            LabeledSpan::new_with_span(label, span)
+        }
+    }
+}
+
+impl miette::SourceCode for Snippets {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let at = span.offset();
+        let w = self
+            .windows
+            .iter()
+            .find(|w| w.at <= at && at + span.len() <= w.at + w.shown.len())
+            .ok_or(MietteError::OutOfBounds)?;
+        let local = SourceSpan::new((at - w.at).into(), span.len());
+        let inner = w.shown.as_str().read_span(&local, before, after)?;
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            inner.data(),
+            SourceSpan::new((inner.span().offset() + w.at).into(), inner.span().len()),
+            inner.line() + w.first_line,
+            inner.column(),
+            inner.line_count(),
+        )))
     }
 }
 

@@ -50,8 +50,15 @@ fn compile(text: &str) -> Compilation {
     compile_text(&host(), "app.gw", text)
 }
 
+/// The codes of `text`'s diagnostics, GW0506 left out: most snippets here
+/// are routes without a `listen` (GW0506 has its own tests below).
 fn codes(text: &str) -> Vec<Code> {
-    compile(text).diagnostics.iter().map(|d| d.code).collect()
+    compile(text)
+        .diagnostics
+        .iter()
+        .map(|d| d.code)
+        .filter(|&c| c != Code::GW0506)
+        .collect()
 }
 
 /// The diagnostics of `code`.
@@ -229,6 +236,7 @@ fn routes_differing_in_host_param_position_or_trailing_slash_do_not_collide() {
 /// collisions: a renamed parameter, and an every-method pair.
 fn many_routes(routes: usize) -> String {
     let mut text = String::with_capacity(routes * 40 + 40_000);
+    text.push_str("listen 127.0.0.1:8080\n");
     for u in 0..1000 {
         text.push_str(&format!("upstream u{u} {{ server 127.0.0.1:{} }}\n", 1000 + u));
     }
@@ -644,6 +652,77 @@ fn inline_secrets_warn() {
     let text =
         format!("{UP}auth k api_key {{ keys \"k-1\", \"k-2\" }}\nroute /x -> app {{ auth k }}\nlisten 127.0.0.1:1\n");
     assert_eq!(codes(&text), [Code::GW0505]);
+}
+
+// ------------------------------------------------------------------ GW0506
+
+/// GW0506 diagnostics of the configuration rooted at `app.gw` in `host`.
+fn gw0506(host: &MemoryHost) -> Vec<Diagnostic> {
+    let c = gw_compiler::compile(host, "app.gw").expect("app.gw is there");
+    c.diagnostics.into_iter().filter(|d| d.code == Code::GW0506).collect()
+}
+
+#[test]
+fn a_root_with_routes_and_no_listen_warns_at_its_first_route() {
+    let c = compile(&with_up(
+        "admin 127.0.0.1:9901\nroute GET /b -> app\nroute GET /a -> app\n",
+    ));
+    let d = only(&c, Code::GW0506);
+    assert_eq!(d.len(), 1, "{:#?}", c.diagnostics);
+    assert!(!d[0].is_error(), "a warning: the file still compiles");
+    assert!(c.plan.is_some());
+    assert_eq!(
+        primary_text(&c, d[0]),
+        "route GET /b -> app",
+        "the first route by position"
+    );
+    assert!(
+        d[0].message.contains("`app.gw` has 2 routes and no `listen`"),
+        "{}",
+        d[0].message
+    );
+}
+
+#[test]
+fn a_root_with_a_listener_or_without_routes_is_not_gw0506() {
+    for text in [
+        with_up("listen 127.0.0.1:8080\nroute GET /a -> app\n"),
+        with_up("listen 127.0.0.1:5432 tcp -> app\nroute GET /a -> app\n"),
+        // Nothing to serve and nothing promised: an empty file, or upstreams alone.
+        String::new(),
+        "upstream app { server 127.0.0.1:1 }\n".to_string(),
+    ] {
+        let c = compile(&text);
+        assert!(only(&c, Code::GW0506).is_empty(), "{text}\n{:#?}", c.diagnostics);
+    }
+}
+
+#[test]
+fn an_imported_file_of_routes_is_clean_when_its_root_listens() {
+    let routes = "upstream app { server 127.0.0.1:1 }\nroute GET /a -> app\n";
+    let listening = MemoryHost::new()
+        .file("app.gw", "import \"routes.gw\"\nlisten 127.0.0.1:8080\n")
+        .file("routes.gw", routes);
+    assert!(gw0506(&listening).is_empty());
+    // The same import under a root without a listener: the root is warned
+    // about, the label pointing at the route in the imported file.
+    let deaf = MemoryHost::new()
+        .file("app.gw", "import \"routes.gw\"\nadmin 127.0.0.1:9901\n")
+        .file("routes.gw", routes);
+    let c = gw_compiler::compile(&deaf, "app.gw").expect("app.gw is there");
+    let d = only(&c, Code::GW0506);
+    assert_eq!(d.len(), 1);
+    assert!(d[0].message.contains("`app.gw` has a route"), "{}", d[0].message);
+    let span = d[0].span().expect("a span");
+    assert_eq!(c.sources.get(span.file).name, "routes.gw");
+}
+
+#[test]
+fn gw0506_stays_quiet_when_the_listen_line_may_have_failed() {
+    // A `listen` with a bad port is dropped by lowering (GW0106): not also GW0506.
+    let c = compile(&with_up("listen 127.0.0.1:99999\nroute GET /a -> app\n"));
+    assert!(!only(&c, Code::GW0106).is_empty(), "{:#?}", c.diagnostics);
+    assert!(only(&c, Code::GW0506).is_empty(), "{:#?}", c.diagnostics);
 }
 
 // ------------------------------------------------------------------ totality

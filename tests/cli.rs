@@ -10,6 +10,7 @@ upstream orders {
 }
 
 route GET /orders/{id} -> orders
+listen 127.0.0.1:8080
 ";
 
 /// Two lowering errors: a bad duration (line 3, column 11) and a weight of 0.
@@ -33,6 +34,7 @@ upstream legacy {
 }
 
 route GET /orders/{id} -> orders
+listen 127.0.0.1:8080
 ";
 
 #[test]
@@ -223,6 +225,52 @@ fn two_files_are_checked_in_one_run() {
         .stdout_has("[b.gw:2:10]")
         .run();
     assert!(out.stdout.ends_with("2 files: 1 error\n"), "{}", out.stdout);
+}
+
+/// Routes without a listener, meant to be imported.
+const ROUTES_ONLY: &str = "upstream orders {\n  server 127.0.0.1:9001\n}\nroute GET /orders/{id} -> orders\n";
+
+#[test]
+fn an_empty_file_and_routes_without_listen_are_not_reported_clean() {
+    // An empty file has nothing to warn about: it promises nothing.
+    Gwc::new()
+        .file("empty.gw", "")
+        .args(["check", "empty.gw"])
+        .status(0)
+        .stdout("empty.gw: no problems found\n")
+        .run();
+    let out = Gwc::new()
+        .file("app.gw", ROUTES_ONLY)
+        .args(["check", "--deny-warnings", "app.gw"])
+        .status(1)
+        .stdout_has("warning[GW0506]")
+        .stdout_has("no `listen`")
+        .run();
+    assert!(
+        out.stdout.ends_with("app.gw: 1 warning (warnings denied)\n"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_file_imported_by_another_on_the_command_line_is_checked_as_an_import() {
+    let out = Gwc::new()
+        .file("app.gw", "import \"routes/orders.gw\"\nlisten 127.0.0.1:8080\n")
+        .file("routes/orders.gw", ROUTES_ONLY)
+        .args(["check", "--deny-warnings", "app.gw", "./routes/../routes/orders.gw"])
+        .status(0)
+        .run();
+    assert_eq!(out.stdout, "2 files: no problems found\n");
+    // Alone, the same file is a root, and says what is missing.
+    Gwc::new()
+        .file("routes/orders.gw", ROUTES_ONLY)
+        .args(["check", "routes/orders.gw"])
+        .status(0)
+        .stdout_has("warning[GW0506]")
+        .stdout_has("`routes/orders.gw` has a route and no `listen`")
+        .stdout_has("checked with the file that imports it")
+        .run();
 }
 
 #[test]

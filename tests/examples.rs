@@ -114,7 +114,7 @@ fn food_court_has_four_pooled_services_an_aggregate_and_tests() {
 }
 
 /// The ```gw blocks of a markdown text, each with the line of its opening fence.
-fn gw_snippets(markdown: &str) -> Vec<(usize, String)> {
+pub fn gw_snippets(markdown: &str) -> Vec<(usize, String)> {
     let mut snippets = Vec::new();
     let mut current: Option<(usize, String)> = None;
     for (n, line) in markdown.lines().enumerate() {

@@ -4,7 +4,8 @@
 //!
 //! The examples are compiled in memory against the files of
 //! `tests/fixtures/{keys,certs,common}` (as `keys/...`, `certs/...`,
-//! `common/...`) with `JWT_SECRET` set, so a page may name those files.
+//! `common/...`) with `JWT_SECRET` set, so a page may name those files,
+//! and `/dev/zero`, a device.
 
 use crate::support::{fixtures_dir, root, Gwc};
 use gw_compiler::host::MemoryHost;
@@ -24,7 +25,9 @@ fn block<'a>(page: &'a str, heading: &str) -> Option<&'a str> {
 
 /// The world the examples see.
 fn host() -> MemoryHost {
-    let mut host = MemoryHost::new().var("JWT_SECRET", "explain-pages-test-secret-0123456789abcdef0123456789");
+    let mut host = MemoryHost::new()
+        .var("JWT_SECRET", "explain-pages-test-secret-0123456789abcdef0123456789")
+        .special("/dev/zero", "a character device");
     for dir in ["keys", "certs", "common"] {
         add_files(&mut host, &fixtures_dir(), Path::new(dir));
     }

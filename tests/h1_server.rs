@@ -456,7 +456,7 @@ async fn a_content_length_body_arrives_intact() {
     let got = c.response(false).await.expect("an answer");
     assert_eq!(got.text(), format!("POST /post {}:{body}", body.len()));
     // Body and next head in one write: the body ends where its length says.
-    c.send(b"PUT /put HTTP/1.1\r\ncontent-length: 3\r\n\r\nxyzGET /after HTTP/1.1\r\n\r\n")
+    c.send(b"PUT /put HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 3\r\n\r\nxyzGET /after HTTP/1.1\r\nhost: gw.test\r\n\r\n")
         .await;
     assert_eq!(
         c.response(false).await.map(|r| r.text()).as_deref(),
@@ -619,7 +619,7 @@ async fn tls_http_1_1_connections_get_the_same_loop() {
         buf: Vec::new(),
     };
     let mut both = get("/one");
-    both.extend_from_slice(b"POST /two HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc");
+    both.extend_from_slice(b"POST /two HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 3\r\n\r\nabc");
     c.send(&both).await;
     assert_eq!(
         c.response(false).await.map(|r| r.text()).as_deref(),
@@ -637,7 +637,7 @@ async fn tls_http_1_1_connections_get_the_same_loop() {
     );
     // A chunked request hands the connection to hyper, still over TLS.
     let sent = Instant::now();
-    c.send(b"POST /chunked HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n")
+    c.send(b"POST /chunked HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\n\r\n3\r\nxyz\r\n0\r\n\r\n")
         .await;
     assert_eq!(
         c.response(false).await.map(|r| r.text()).as_deref(),

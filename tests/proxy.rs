@@ -86,3 +86,68 @@ async fn connection_refused_is_502_without_internal_detail() {
     assert!(!got.body.contains("127.0.0.1"), "{}", got.body);
     assert!(!got.body.contains(&port.to_string()), "{}", got.body);
 }
+
+/// `respond 404` without a body hides a path: for every method its route
+/// takes, the answer is byte for byte the one a path no route matches gets
+/// (the `date` aside), on the gateway's own loop and on hyper's fallback.
+#[tokio::test]
+async fn a_hidden_path_answers_exactly_as_an_unknown_one_for_every_method_its_route_takes() {
+    use crate::proxy_support::raw;
+    let up = Upstream::named("a").await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream a {{ server {} }}
+         route /internal/{{*rest}} {{ respond 404 }}
+         route GET /secret {{ respond 404 }}
+         route /api/{{*rest}} -> a",
+        up.addr
+    ))
+    .await;
+    let answer = |method: &str, path: &str, chunked: bool| {
+        let body = if chunked {
+            "transfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+        } else {
+            "\r\n"
+        };
+        let request = format!("{method} {path} HTTP/1.1\r\nhost: gw.test\r\nconnection: close\r\n{body}");
+        let addr = live.addrs[0];
+        async move {
+            let (head, body) = raw(addr, request.as_bytes()).await;
+            let head: Vec<String> = head
+                .lines()
+                .filter(|l| !l.starts_with("date:"))
+                .map(str::to_string)
+                .collect();
+            (head, body)
+        }
+    };
+    let mut compared = 0;
+    for (path, methods) in [
+        (
+            "/internal/jobs/run",
+            &[
+                "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PURGE",
+            ][..],
+        ),
+        ("/secret", &["GET", "HEAD"][..]),
+    ] {
+        for method in methods {
+            for chunked in [false, true] {
+                if chunked && (*method == "GET" || *method == "HEAD") {
+                    continue;
+                }
+                let hidden = answer(method, path, chunked).await;
+                let unknown = answer(method, "/never/served", chunked).await;
+                assert!(hidden.0[0].starts_with("http/1.1 404"), "{method} {path}: {hidden:?}");
+                assert_eq!(hidden, unknown, "{method} {path} (chunked body: {chunked})");
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 18);
+    // The unknown path's answer is the gateway's JSON 404.
+    let (head, body) = answer("GET", "/internal/x", false).await;
+    assert!(head.iter().any(|l| l == "content-type: application/json"), "{head:?}");
+    assert_eq!(body, b"{\"error\":\"not found\",\"status\":404}\n");
+    assert_eq!(up.count(), 0);
+}

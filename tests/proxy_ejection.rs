@@ -1,10 +1,12 @@
 //! A server that dies under load, through a live gateway: its requests in
 //! flight (whose connections reset after they were sent) are retried for
 //! idempotent methods (`reset`), the default passive ejection takes it out
-//! of rotation after its first refused connect, and no client sees an
-//! error; a `POST` whose connection reset is never sent again, whatever the
-//! route opts into; the retry budget still bounds the retries of resets;
-//! ejection never takes out the last usable server. Every wait is on a
+//! of rotation after its first refused connect (and not for a request that
+//! breaks every server it reaches), and no client sees an error; a `POST`
+//! whose connection reset is never sent again, whatever the route opts
+//! into; the retry budget still bounds the retries of resets;
+//! ejection never takes out the last usable server, and an ejected server
+//! never takes the place of an answer a retry holds. Every wait is on a
 //! condition (bounded), not on a guessed margin.
 
 use crate::live::{eventually, get, Live, Upstream};
@@ -269,11 +271,11 @@ async fn a_server_killed_under_get_load_costs_no_client_errors() {
     let failures = failures.lock().unwrap().clone();
     assert!(failures.is_empty(), "{} client errors: {failures:?}", failures.len());
     // The three reset requests were retried; the dead server was ejected
-    // by one of them (when it was on a connection opened for it) or by its
-    // first refused connect (at most one per client before the ejection
-    // landed), and is probed again every 10 s (on a slow machine the 300
-    // requests may take that long). Without ejection, a third of the 300
-    // requests after the kill would have been retried.
+    // by its first refused connect (at most one per client before the
+    // ejection landed: a reset does not count by default), and is probed
+    // again every 10 s (on a slow machine the 300 requests may take that
+    // long). Without ejection, a third of the 300 requests after the kill
+    // would have been retried.
     let after_kill = retries(&live) - retries_before;
     let probes = 3 * (elapsed.as_secs() / 10);
     assert!(
@@ -395,4 +397,123 @@ async fn the_only_server_of_an_upstream_is_never_ejected() {
     assert_eq!(received.load(Ordering::SeqCst), 6);
     assert!(!state_of(&live, 0, broken).is_ejected());
     assert!(!state_of(&live, 1, broken).is_ejected());
+}
+
+#[tokio::test]
+async fn a_retry_gives_the_held_answer_rather_than_try_an_ejected_server() {
+    let a = Upstream::start(|_req| async {
+        let mut r = Response::new(full("from a"));
+        *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        r
+    })
+    .await;
+    let dead = crate::proxy_support::dead_port();
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream u {{ server {} server 127.0.0.1:{dead} retry 1 on 503, connect_error }}
+         route /{{*rest}} -> u",
+        a.addr
+    ))
+    .await;
+    let dead_state = state_of(&live, 0, format!("127.0.0.1:{dead}").parse().expect("an address"));
+    // Until the dead server's first refused connect ejects it, a request may
+    // end on it (A's 503 held, then the retry refused: a 502).
+    for _ in 0..4 {
+        if dead_state.is_ejected() {
+            break;
+        }
+        get(&live.url("/x")).await;
+    }
+    assert!(dead_state.is_ejected(), "the dead server is ejected");
+    // Now the retry has nowhere to go but the ejected server while A, tried,
+    // is usable: no retry goes, and the client gets A's own answer.
+    let before = retries(&live);
+    for _ in 0..4 {
+        let got = get(&live.url("/x")).await;
+        assert_eq!((got.status, got.body.as_str()), (503, "from a"));
+    }
+    assert_eq!(retries(&live), before, "no retry went to the ejected server");
+}
+
+/// An upstream that answers `200 name` to each request on a keep-alive
+/// connection, and closes the connection without a word on a request
+/// that carries `x-poison`.
+async fn poisoned(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+                            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                            _ => return,
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    buf.drain(..end + 4);
+                    if head.contains("\r\nx-poison:") {
+                        return; // closed before any answer
+                    }
+                    let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{name}", name.len());
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_request_that_breaks_every_server_it_reaches_ejects_none_by_default() {
+    let servers = [poisoned("a").await, poisoned("b").await, poisoned("c").await];
+    let [a, b, c] = servers;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream default {{ server {a} server {b} server {c} retry 2 }}
+         upstream counted {{ server {a} server {b} server {c} retry 2 eject {{ errors 1 for 30s }} }}
+         route /default/{{*rest}} -> default
+         route /counted/{{*rest}} -> counted"
+    ))
+    .await;
+    let poison = |path: &str| {
+        Request::get(live.url(path))
+            .header("x-poison", "1")
+            .body(Full::new(bytes::Bytes::new()))
+            .expect("request")
+    };
+    // Each server closes the connection opened for the poisoned request
+    // before answering; the request is retried on each of them in turn.
+    let got = crate::live::send(poison("/default/x")).await;
+    assert_eq!(got.status, 502);
+    assert_eq!(retries(&live), 2, "it reached every server");
+    // The default ejection counts only connects that fail: a server that
+    // accepted the connection is there, and one request's poison does
+    // not take out the upstream.
+    for addr in servers {
+        assert!(!state_of(&live, 0, addr).is_ejected(), "{addr} is not ejected");
+    }
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let got = get(&live.url("/default/y")).await;
+        assert_eq!(got.status, 200);
+        answered.insert(got.body);
+    }
+    assert_eq!(answered.len(), 3, "every server still in rotation: {answered:?}");
+    // An `eject` block counts every failure, these too: all but the last
+    // usable server go.
+    let got = crate::live::send(poison("/counted/x")).await;
+    assert_eq!(got.status, 502);
+    let ejected = servers
+        .iter()
+        .filter(|addr| state_of(&live, 1, **addr).is_ejected())
+        .count();
+    assert_eq!(ejected, 2);
 }

@@ -48,11 +48,44 @@ impl Served {
 
     /// Runs `gwc serve ARGS...` in `dir`.
     pub fn start_in(dir: TempDir, args: &[&str]) -> Served {
-        let mut child = Command::new(gwc_path())
+        Served::spawn(dir, args, false)
+    }
+
+    /// Like [`Served::start`], in a process group of its own (as a
+    /// supervisor such as GNU `timeout` runs it), so that [`Served::signal_group`]
+    /// reaches it.
+    pub fn start_grouped(files: &[(&str, &str)], args: &[&str]) -> Served {
+        let dir = TempDir::new();
+        for (name, text) in files {
+            write(dir.path(), name, text);
+        }
+        Served::spawn(dir, args, true)
+    }
+
+    /// Like [`Served::start`], with these environment variables (and no other).
+    pub fn start_with_env(files: &[(&str, &str)], args: &[&str], env: &[(&str, &str)]) -> Served {
+        let dir = TempDir::new();
+        for (name, text) in files {
+            write(dir.path(), name, text);
+        }
+        Served::spawn_with(dir, args, false, env)
+    }
+
+    fn spawn(dir: TempDir, args: &[&str], grouped: bool) -> Served {
+        Served::spawn_with(dir, args, grouped, &[])
+    }
+
+    fn spawn_with(dir: TempDir, args: &[&str], grouped: bool, env: &[(&str, &str)]) -> Served {
+        let mut command = Command::new(gwc_path());
+        if grouped {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        let mut child = command
             .arg("serve")
             .args(args)
             .current_dir(dir.path())
             .env_clear()
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -154,6 +187,23 @@ impl Served {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Sends `signal` to the process group of a [`Served::start_grouped`]
+    /// process (with `kill(2)`: no `kill` process in between).
+    pub fn signal_group(&self, signal: i32) {
+        let group = i32::try_from(self.pid()).expect("a pid");
+        // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+        let sent = unsafe { libc::kill(-group, signal) };
+        assert_eq!(sent, 0, "kill(-{group}, {signal})");
+    }
+
+    /// Sends `signal` to the process itself with `kill(2)`.
+    pub fn signal_now(&self, signal: i32) {
+        let pid = i32::try_from(self.pid()).expect("a pid");
+        // SAFETY: as above, for one process.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "kill({pid}, {signal})");
     }
 
     /// Waits (at most `limit`) for the process to exit; its exit code

@@ -331,7 +331,14 @@ async fn demo_serves_the_food_court_with_built_in_backends_and_prints_curl_comma
     );
     assert_eq!(j["path"], "/menu");
     assert_eq!(menu.header("cache-control"), Some("public, max-age=60"));
-    assert_eq!(get(&format!("http://{addr}/internal/x")).await.status, 404);
+    // A hidden path answers as a path nobody ever served, as the example says.
+    let hidden = get(&format!("http://{addr}/internal/x")).await;
+    let unknown = get(&format!("http://{addr}/favicon.ico")).await;
+    assert_eq!(hidden.status, 404);
+    assert_eq!(
+        (hidden.header("content-type"), hidden.body.as_str()),
+        (unknown.header("content-type"), unknown.body.as_str())
+    );
     assert_eq!(get(&format!("http://{addr}/v1/menu")).await.status, 308);
     // Signed-in routes want a token; the tour prints one.
     assert_eq!(get(&format!("http://{addr}/orders")).await.status, 401);
@@ -355,6 +362,23 @@ async fn demo_serves_the_food_court_with_built_in_backends_and_prints_curl_comma
         orders.json()["user"],
         "demo-user",
         "the gateway set x-user-id from the token"
+    );
+    // The first signed-in command of the tour: the caller's own profile.
+    let req = hyper::Request::get(format!("http://{addr}/me"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let me = crate::live::send(req).await;
+    assert_eq!(me.status, 200, "{}", me.body);
+    assert_eq!(
+        (
+            me.json()["service"].as_str(),
+            me.json()["path"].as_str(),
+            me.json()["user"].as_str()
+        ),
+        (Some("login"), Some("/users/demo-user"), Some("demo-user")),
+        "{}",
+        me.body
     );
 }
 
@@ -452,4 +476,68 @@ async fn a_plan_of_another_format_version_is_refused() {
 async fn an_unreadable_plan_file_is_a_usage_error() {
     let served = Served::start(&[], &["missing.plan.json"]);
     assert_eq!(served.wait_exit(WAIT).await, Some(2), "{}", served.output());
+}
+
+/// An upstream that answers after `delay`.
+async fn slow_upstream(delay: Duration) -> Upstream {
+    Upstream::start(move |_req| async move {
+        tokio::time::sleep(delay).await;
+        hyper::Response::new(gw_runtime::body::full("finished"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_to_the_process_and_then_its_group_drains_once() {
+    let slow = slow_upstream(Duration::from_millis(1500)).await;
+    let served = Served::start_grouped(&[("app.gw", &app(slow.addr, ""))], &["app.gw"]);
+    let addr = served.bound(1).await[0];
+    let pending = tokio::spawn(async move { get(&format!("http://{addr}/a/1")).await });
+    let reached = crate::live::eventually(WAIT, || slow.connections.load(Ordering::SeqCst) == 1).await;
+    assert!(reached, "the slow request reached the upstream");
+    // What GNU `timeout` does: SIGTERM to the process, then to its group.
+    // The copy is sent once the first is handled, so the two are never
+    // merged into one delivery; it still comes well within a second.
+    served.signal_now(libc::SIGTERM);
+    served.wait_lines(WAIT, 1, |l| l.contains("shutting down")).await;
+    served.signal_group(libc::SIGTERM);
+    let got = pending.await.expect("the slow request");
+    assert_eq!(
+        (got.status, got.body.as_str()),
+        (200, "finished"),
+        "drained\n{}",
+        served.output()
+    );
+    assert_eq!(served.wait_exit(WAIT).await, Some(0), "{}", served.output());
+    let said = crate::live::eventually(WAIT, || served.output().contains("drained; bye")).await;
+    let log = served.output();
+    assert!(said && log.contains("one stop, still draining"), "{log}");
+    assert!(!log.contains("second signal"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_after_a_second_stops_at_once() {
+    let stuck = slow_upstream(Duration::from_secs(30)).await;
+    let served = Served::start(&[("app.gw", &app(stuck.addr, ""))], &["app.gw"]);
+    let addr = served.bound(1).await[0];
+    tokio::spawn(async move {
+        let url = format!("http://{addr}/a/1").parse().expect("uri");
+        let _ = tokio::time::timeout(Duration::from_secs(40), crate::live::client().get(url)).await;
+    });
+    let reached = crate::live::eventually(WAIT, || stuck.connections.load(Ordering::SeqCst) == 1).await;
+    assert!(reached);
+    served.signal("TERM");
+    served.wait_lines(WAIT, 1, |l| l.contains("shutting down")).await;
+    // More than a second after the gateway logged the first one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(served.exited().is_none(), "still draining the 30 s request");
+    let signalled = Instant::now();
+    served.signal("TERM");
+    assert_eq!(served.wait_exit(WAIT).await, Some(0), "{}", served.output());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "it stopped without waiting for the 30 s request"
+    );
+    let said = crate::live::eventually(WAIT, || served.output().contains("second signal")).await;
+    assert!(said, "{}", served.output());
 }

@@ -1,12 +1,15 @@
 //! Hot reload in process ([`Gateway::reload`]): listeners the new plan adds
 //! answer and those it drops stop, unchanged servers keep their health,
-//! requests in flight finish on the plan they started with, and a plan that
-//! cannot bind changes nothing.
+//! requests in flight finish on the plan they started with, a plan that
+//! cannot bind changes nothing, and neither does one with no listener, nor
+//! (unless allowed) one that removes every route or replaces every listener.
 
 use crate::live::{get, plan_of, Live, Upstream};
 use crate::serve_harness::{dead_addr, exchange};
 use gw_runtime::body::full;
+use gw_runtime::{Gateway, Options};
 use hyper::Response;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -131,4 +134,130 @@ async fn a_request_in_flight_finishes_on_the_plan_it_started_with() {
     let _ = reloaded.send(true);
     let old = pending.await.expect("the slow request");
     assert_eq!((old.status, old.body.as_str()), (200, "slow and old"));
+}
+
+/// Reloads `live` with `text`; the error, after checking that nothing changed.
+async fn refused(live: &Live, text: &str) -> String {
+    let before = live.gateway.shared().metrics.reload_failures.load(Ordering::Relaxed);
+    let err = live
+        .gateway
+        .reload(plan_of(text, &[]))
+        .await
+        .expect_err("the reload is refused");
+    assert_eq!(
+        live.gateway.local_addrs().await,
+        live.addrs,
+        "the listeners are unchanged"
+    );
+    assert_eq!(get(&live.url("/x")).await.status, 200, "the running plan serves");
+    assert_eq!(
+        live.gateway.shared().metrics.reload_failures.load(Ordering::Relaxed),
+        before + 1,
+        "counted in gw_reload_failures_total"
+    );
+    err
+}
+
+#[tokio::test]
+async fn a_plan_without_a_listener_is_never_swapped_in_nor_started() {
+    let up = Upstream::named("a").await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0\nadmin {}\n{}",
+        dead_addr(),
+        config(&[], up.addr, "/x")
+    ))
+    .await;
+    let admin = live.gateway.admin_addr().expect("an admin listener");
+    // An empty file, and routes with an admin listener alone.
+    for text in ["".to_string(), format!("admin {admin}\n{}", config(&[], up.addr, "/x"))] {
+        let err = refused(&live, &text).await;
+        assert!(err.contains("no `listen`"), "{err}");
+    }
+    assert_eq!(live.gateway.admin_addr(), Some(admin), "the admin listener stays");
+    assert!(tokio::net::TcpStream::connect(admin).await.is_ok());
+    // Allowing drastic reloads does not allow this one, nor a start.
+    let allowing = Options {
+        allow_drastic_reload: true,
+        ..Options::default()
+    };
+    let err = Gateway::start(plan_of(&config(&[], up.addr, "/x"), &[]), allowing)
+        .await
+        .err()
+        .expect("no start without a listener");
+    assert!(err.contains("no `listen`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reload_that_removes_every_route_is_refused_unless_allowed() {
+    let up = Upstream::named("a").await;
+    let text = config(&["127.0.0.1:0".into()], up.addr, "/x");
+    let live = Live::start(&text).await;
+    let err = refused(&live, "listen 127.0.0.1:0\n").await;
+    assert!(err.contains("removes every route"), "{err}");
+    assert!(err.contains("--allow-drastic-reload"), "says how: {err}");
+    // Removing some routes is an ordinary reload.
+    live.gateway
+        .reload(plan_of(&format!("{text}route GET /y {{ respond 204 }}\n"), &[]))
+        .await
+        .expect("adding a route");
+    live.gateway
+        .reload(plan_of(&text, &[]))
+        .await
+        .expect("removing one of two");
+
+    let allowed = Gateway::start(
+        plan_of(&text, &[]),
+        Options {
+            allow_drastic_reload: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("gateway starts");
+    let addr = allowed.local_addrs().await[0];
+    allowed
+        .reload(plan_of("listen 127.0.0.1:0\n", &[]))
+        .await
+        .expect("allowed: every route removed");
+    assert_eq!(get(&format!("http://{addr}/x")).await.status, 404);
+}
+
+#[tokio::test]
+async fn a_reload_that_replaces_every_listener_is_refused_unless_allowed() {
+    let up = Upstream::named("a").await;
+    let live = Live::start(&config(&["127.0.0.1:0".into()], up.addr, "/x")).await;
+    let elsewhere = dead_addr().to_string();
+    let err = refused(&live, &config(std::slice::from_ref(&elsewhere), up.addr, "/x")).await;
+    assert!(err.contains("keeps none of the listeners"), "{err}");
+    assert!(
+        std::net::TcpStream::connect(&elsewhere).is_err(),
+        "the new address was not bound"
+    );
+    // Keeping one and adding one is an ordinary reload.
+    live.gateway
+        .reload(plan_of(
+            &config(&["127.0.0.1:0".into(), elsewhere.clone()], up.addr, "/x"),
+            &[],
+        ))
+        .await
+        .expect("adding a listener");
+    assert_eq!(get(&format!("http://{elsewhere}/x")).await.status, 200);
+
+    let allowed = Gateway::start(
+        plan_of(&config(&["127.0.0.1:0".into()], up.addr, "/x"), &[]),
+        Options {
+            allow_drastic_reload: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("gateway starts");
+    let old = allowed.local_addrs().await[0];
+    let moved = dead_addr().to_string();
+    allowed
+        .reload(plan_of(&config(std::slice::from_ref(&moved), up.addr, "/x"), &[]))
+        .await
+        .expect("allowed: every listener replaced");
+    assert_eq!(get(&format!("http://{moved}/x")).await.status, 200);
+    assert!(tokio::net::TcpStream::connect(old).await.is_err());
 }

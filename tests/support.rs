@@ -81,6 +81,7 @@ pub struct Gwc {
     cwd: Option<PathBuf>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    stdin: Option<Vec<u8>>,
     status: Option<i32>,
     stdout: Option<String>,
     stderr: Option<String>,
@@ -102,6 +103,7 @@ impl Gwc {
             cwd: None,
             args: Vec::new(),
             env: Vec::new(),
+            stdin: None,
             status: None,
             stdout: None,
             stderr: None,
@@ -147,6 +149,12 @@ impl Gwc {
         self
     }
 
+    /// What the run reads on its standard input (empty otherwise).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Gwc {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
     /// The exit status the run must have.
     pub fn status(mut self, status: i32) -> Gwc {
         self.status = Some(status);
@@ -186,13 +194,25 @@ impl Gwc {
     /// Runs `gwc` and checks every expectation; returns the output for more.
     pub fn run(self) -> Output {
         let cwd = self.cwd.clone().unwrap_or_else(|| self.dir.path().to_path_buf());
-        let out = Command::new(gwc_path())
+        let mut child = Command::new(gwc_path())
             .args(&self.args)
             .current_dir(&cwd)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run gwc");
+        if let Some(mut input) = child.stdin.take() {
+            use std::io::Write;
+            let bytes = self.stdin.clone().unwrap_or_default();
+            // A writer thread, so a child that prints before reading cannot deadlock.
+            std::thread::spawn(move || {
+                let _ = input.write_all(&bytes);
+            });
+        }
+        let out = child.wait_with_output().expect("run gwc");
         let output = Output {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -21,6 +21,10 @@ pub struct Config {
     pub stores: Vec<Store>,
     pub routes: Vec<Route>,
     pub tests: Vec<Test>,
+    /// Names that declarations with a syntax error would have defined, by
+    /// keyword (`("upstream", "orders")`): a reference to one is not also
+    /// "unknown" (GW0101), since the mistake is already reported.
+    pub unparsed: Vec<(&'static str, String)>,
 }
 
 // ------------------------------------------------------------------ values
@@ -364,6 +368,66 @@ pub struct Jwt {
     pub key: Option<Spanned<KeySource>>,
     pub leeway: Option<Spanned<Duration>>,
     pub from: Option<Spanned<TokenFrom>>,
+    /// `types "at+jwt", none`: the `typ` headers accepted (boxed: rare).
+    pub types: Option<Box<Spanned<TokenTypes>>>,
+}
+
+/// The JWT `typ` headers an auth accepts (RFC 8725 §3.11 explicit typing).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct TokenTypes {
+    /// A token without `typ` is accepted (`none` in the list).
+    pub untyped: bool,
+    /// Media types, lower-cased, without an `application/` prefix when
+    /// nothing else has a `/` ([`TokenTypes::normalize`]).
+    pub names: Vec<String>,
+}
+
+impl TokenTypes {
+    /// The types accepted when the auth does not say: no `typ`, `JWT`, and
+    /// `at+jwt` (RFC 9068 access tokens).
+    pub fn default_list() -> TokenTypes {
+        TokenTypes {
+            untyped: true,
+            names: vec!["jwt".into(), "at+jwt".into()],
+        }
+    }
+
+    /// A `typ` as compared (RFC 7515 §4.1.9): case-insensitive, and
+    /// `application/` may be left out when no other `/` follows.
+    pub fn normalize(typ: &str) -> String {
+        let lower = typ.to_ascii_lowercase();
+        match lower.strip_prefix("application/") {
+            Some(rest) if !rest.contains('/') => rest.to_string(),
+            _ => lower,
+        }
+    }
+
+    /// Whether a token whose header has this `typ` (or none) is accepted.
+    pub fn accepts(&self, typ: Option<&str>) -> bool {
+        match typ {
+            None => self.untyped,
+            Some(t) => {
+                let t = TokenTypes::normalize(t);
+                self.names.contains(&t)
+            }
+        }
+    }
+}
+
+impl Default for TokenTypes {
+    fn default() -> TokenTypes {
+        TokenTypes::default_list()
+    }
+}
+
+impl std::fmt::Display for TokenTypes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts: Vec<String> = self.names.iter().map(|n| format!("{n:?}")).collect();
+        if self.untyped {
+            parts.push("none".into());
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -538,10 +602,12 @@ pub struct Route {
     pub timeout: Option<Spanned<Duration>>,
     pub retry: Option<Retry>,
     pub transforms: Vec<HeaderTransform>,
-    pub cors: Option<Cors>,
-    pub aggregate: Option<Aggregate>,
-    pub respond: Option<Respond>,
-    pub redirect: Option<Redirect>,
+    // Boxed: rare, and a route is often one line of text (a generated file
+    // of a million routes holds a million of these).
+    pub cors: Option<Box<Cors>>,
+    pub aggregate: Option<Box<Aggregate>>,
+    pub respond: Option<Box<Respond>>,
+    pub redirect: Option<Box<Redirect>>,
     /// The `route ... PATH ...` head, for labels.
     pub head_span: Span,
     pub span: Span,

@@ -40,6 +40,7 @@ codes! {
     GW0002 Error "unterminated string or block",
     GW0003 Error "invalid literal (duration, size, rate, address, status, path pattern)",
     GW0004 Error "import not found, or import cycle",
+    GW0005 Error "import or file is not a regular file, or too large",
     GW0101 Error "unknown name (upstream, auth, limit, store)",
     GW0102 Error "duplicate definition",
     GW0103 Error "unknown attribute in a block",
@@ -62,6 +63,7 @@ codes! {
     GW0503 Warning "plain-HTTP listener carries routes with auth",
     GW0504 Warning "resilience settings that contradict each other",
     GW0505 Warning "a secret written inline in the configuration",
+    GW0506 Warning "a root configuration with routes and no `listen`",
     GW0601 Error "an embedded `test` expectation fails",
 }
 

@@ -100,8 +100,61 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
-    /// The JSON object of `gwc check --format json` (1-based line and column).
+    /// This diagnostic as it may be shown: in its message, labels and help,
+    /// secrets written where it points are masked (a message such as "found
+    /// `...`" quotes the text at its label), every URL's password is
+    /// redacted, and control characters are escaped. Renderers show this,
+    /// never the diagnostic as made.
+    pub fn redacted(&self, sources: &SourceMap) -> Diagnostic {
+        // (text as written, text masked) pairs to replace, longest first.
+        let mut masks: Vec<(String, String)> = Vec::new();
+        for l in &self.labels {
+            let file = sources.get(l.span.file);
+            // The label's own text, which messages quote.
+            let (quoted, masked) = file.masked(l.span);
+            if quoted != masked {
+                let inner = |s: &str| s.trim_matches('"').to_string();
+                masks.push((inner(&quoted), inner(&masked)));
+                masks.push((quoted, masked));
+            }
+            // Secrets written on its lines, wherever a message repeats them
+            // (only those long enough not to match words by chance).
+            for secret in file.secrets_near(l.span).filter(|s| s.len() >= 4) {
+                masks.push((secret.to_string(), "*".repeat(secret.len())));
+            }
+        }
+        masks.retain(|(from, _)| !from.is_empty());
+        masks.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        let clean = |s: &str| {
+            let mut s = crate::redact::redact_url(s).into_owned();
+            for (from, to) in &masks {
+                if s.contains(from.as_str()) {
+                    s = s.replace(from.as_str(), to);
+                }
+            }
+            crate::redact::escape_controls(&s).into_owned()
+        };
+        Diagnostic {
+            code: self.code,
+            severity: self.severity,
+            message: clean(&self.message),
+            labels: self
+                .labels
+                .iter()
+                .map(|l| Label {
+                    message: clean(&l.message),
+                    ..l.clone()
+                })
+                .collect(),
+            help: self.help.as_deref().map(clean),
+        }
+    }
+
+    /// The JSON object of `gwc check --format json` (1-based line and
+    /// column), [redacted](Diagnostic::redacted).
     pub fn to_json(&self, sources: &SourceMap) -> serde_json::Value {
+        let redacted = self.redacted(sources);
+        let this = &redacted;
         let place = |span: Span| {
             let (line, column) = sources.line_col(span);
             (sources.get(span.file).name.clone(), line, column)
@@ -123,7 +176,7 @@ impl Diagnostic {
                 })
             })
             .collect();
-        let (file, line, column) = match self.span() {
+        let (file, line, column) = match this.span() {
             Some(span) => {
                 let (f, l, c) = place(span);
                 (serde_json::Value::String(f), l, c)
@@ -131,14 +184,14 @@ impl Diagnostic {
             None => (serde_json::Value::Null, 0, 0),
         };
         serde_json::json!({
-            "code": self.code.as_str(),
-            "severity": self.severity.as_str(),
-            "message": self.message,
+            "code": this.code.as_str(),
+            "severity": this.severity.as_str(),
+            "message": this.message,
             "file": file,
             "line": line,
             "column": column,
             "labels": labels,
-            "help": self.help,
+            "help": this.help,
         })
     }
 }
@@ -168,6 +221,12 @@ impl Diagnostics {
 
     pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
         self.list.iter()
+    }
+
+    /// The most recent diagnostic whose primary span is `span`, to say more
+    /// in it rather than add a knock-on one.
+    pub fn last_at_mut(&mut self, span: Span) -> Option<&mut Diagnostic> {
+        self.list.iter_mut().rev().find(|d| d.span() == Some(span))
     }
 
     /// Sorted by position (file, then offset), errors before warnings at the

@@ -10,9 +10,12 @@ pub mod ast;
 pub mod check;
 pub mod codes;
 pub mod diagnostic;
+pub mod format;
 pub mod host;
 pub mod load;
 pub mod plan;
+pub mod redact;
+pub mod schema;
 pub mod source;
 pub mod syntax;
 

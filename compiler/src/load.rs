@@ -1,14 +1,16 @@
 //! Loading a configuration: the root file and, depth first, every file it
 //! imports. Each file is read once through the [`Host`]; a missing import or
-//! a cycle is GW0004 at the `import` that names it.
+//! a cycle is GW0004 at the `import` that names it, and an import the host
+//! refuses (not a regular file, or too large: [`Refusal`]) is GW0005.
 
 use crate::ast::Config;
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::host::Host;
+use crate::host::{Host, Refusal};
 use crate::source::{FileId, SourceFile, SourceMap, Span, Spanned};
 use crate::syntax;
 use std::io;
+use std::sync::Arc;
 
 pub struct Loaded {
     pub sources: SourceMap,
@@ -60,13 +62,14 @@ struct Loader<'h> {
 
 impl Loader<'_> {
     fn file(&mut self, name: &str, bytes: Vec<u8>) -> FileId {
-        let (text, bad_utf8) = match String::from_utf8(bytes) {
-            Ok(t) => (t, None),
+        let (text, bad_utf8): (Arc<str>, _) = match String::from_utf8(bytes) {
+            Ok(t) => (t.into(), None),
             Err(e) => {
                 let at = e.utf8_error().valid_up_to();
-                (String::from_utf8_lossy(e.as_bytes()).into_owned(), Some(at))
+                (String::from_utf8_lossy(e.as_bytes()).into(), Some(at))
             }
         };
+        // One copy of the text, shared by the source map and lowering.
         let id = self.loaded.sources.add(SourceFile::new(name, text.clone()));
         if let Some(at) = bad_utf8 {
             self.loaded.diagnostics.push(
@@ -117,6 +120,17 @@ impl Loader<'_> {
                 self.stack.push((from.to_string(), Some(import.span)));
                 self.file(&path, bytes);
                 self.stack.pop();
+            }
+            Err(e) if Refusal::of(&e).is_some() => {
+                let help = match Refusal::of(&e) {
+                    Some(Refusal::NotAFile(_)) => "import `.gw` files: a device, a FIFO or a directory is never read",
+                    _ => "a `.gw` file is far smaller than this: check the path, or split the file",
+                };
+                self.loaded.diagnostics.push(
+                    Diagnostic::new(Code::GW0005, format!("cannot import `{path}`: {e}"))
+                        .primary(import.span, "imported here")
+                        .help(help),
+                );
             }
             Err(e) => {
                 let why = match e.kind() {

@@ -1,6 +1,8 @@
 //! Source files, spans and line/column lookup. Every diagnostic points into
 //! a [`SourceMap`] through a [`Span`]: a file and a byte range.
 
+use crate::redact;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// Index of a file in its [`SourceMap`].
@@ -63,6 +65,8 @@ pub struct SourceFile {
     pub text: Arc<str>,
     /// Byte offset of the start of each line.
     line_starts: Vec<u32>,
+    /// Where the text holds secrets ([`redact::secret_ranges`]), sorted.
+    secrets: Vec<Range<usize>>,
 }
 
 impl SourceFile {
@@ -75,11 +79,65 @@ impl SourceFile {
                 .filter(|(_, b)| *b == b'\n')
                 .map(|(i, _)| i as u32 + 1),
         );
+        let secrets = redact::secret_ranges(&text);
         SourceFile {
             name: name.into(),
             text,
             line_starts,
+            secrets,
         }
+    }
+
+    /// Where the text holds secrets, sorted: what a snippet masks
+    /// ([`redact::shown`]).
+    pub fn secrets(&self) -> &[Range<usize>] {
+        &self.secrets
+    }
+
+    /// The byte range of the 0-based lines `first..=last` (clamped),
+    /// line endings included.
+    pub fn lines(&self, first: usize, last: usize) -> Range<usize> {
+        let n = self.line_starts.len();
+        let start = self.line_starts[first.min(n - 1)] as usize;
+        let end = self
+            .line_starts
+            .get(last.saturating_add(1))
+            .map_or(self.text.len(), |&s| s as usize);
+        start..end.max(start)
+    }
+
+    /// The text at `span`, and the same with its secrets masked with `*`
+    /// (byte for byte).
+    pub fn masked(&self, span: Span) -> (String, String) {
+        let (start, end) = (span.start as usize, span.end as usize);
+        let Some(text) = self.text.get(start..end) else {
+            return (String::new(), String::new());
+        };
+        let mut masked = text.as_bytes().to_vec();
+        let first = self.secrets.partition_point(|r| r.end <= start);
+        for r in self.secrets[first..].iter().take_while(|r| r.start < end) {
+            for b in &mut masked[r.start.max(start) - start..r.end.min(end) - start] {
+                *b = b'*';
+            }
+        }
+        // A secret range ends on character boundaries, but a span may cut
+        // one: anything not UTF-8 left is shown masked.
+        let masked = String::from_utf8(masked).unwrap_or_else(|_| "*".repeat(text.len()));
+        (text.to_string(), masked)
+    }
+
+    /// The secrets written on the lines `span` covers (what a message
+    /// quoting the text at `span` could repeat).
+    pub fn secrets_near(&self, span: Span) -> impl Iterator<Item = &str> {
+        let first = self.line_col(span.start).0 - 1;
+        let last = self.line_col(span.end).0;
+        let from = self.line_starts[first] as usize;
+        let to = self.line_starts.get(last).map_or(self.text.len(), |&s| s as usize);
+        let i = self.secrets.partition_point(|r| r.end <= from);
+        self.secrets[i..]
+            .iter()
+            .take_while(move |r| r.start < to)
+            .filter_map(|r| self.text.get(r.clone()))
     }
 
     /// 1-based line and column (in characters) of a byte offset.

@@ -18,6 +18,16 @@ pub fn parse_file(source: &str) -> Result<Pairs<'_, Rule>, Box<pest::error::Erro
     GwParser::parse(Rule::file, source).map_err(Box::new)
 }
 
+/// Parses the declaration `source` starts with, and the `;` after it (the
+/// `decl_next` rule): the compiler parses a file one declaration at a time,
+/// the next one where this one's pair ends. `source` must start at the
+/// declaration's first token: blanks and comments before it are the
+/// caller's to skip.
+pub fn parse_declaration(source: &str) -> Result<Pairs<'_, Rule>, Box<pest::error::Error<Rule>>> {
+    use pest::Parser;
+    GwParser::parse(Rule::decl_next, source).map_err(Box::new)
+}
+
 /// Parses `source` as the given rule, for tests of single rules.
 pub fn parse_rule(rule: Rule, source: &str) -> Result<Pairs<'_, Rule>, Box<pest::error::Error<Rule>>> {
     use pest::Parser;

@@ -3,10 +3,11 @@
 //! Balancers know nothing about HTTP. They pick among [`ServerState`]s using
 //! the health state that health checkers and passive ejection update
 //! atomically; picking takes no lock. Backup servers are considered only when
-//! no primary is usable; servers that are only ejected are used when nothing
-//! else is (passive ejection never empties an upstream). Each strategy is
-//! deterministic given its inputs except `random` and `p2c`, which draw from
-//! a per-thread generator.
+//! no primary is usable; servers that are only ejected are used when no
+//! server at all is usable, tried ones included (passive ejection never
+//! empties an upstream, nor takes the place of an answer a retry holds).
+//! Each strategy is deterministic given its inputs except `random` and
+//! `p2c`, which draw from a per-thread generator.
 
 use crate::health::ServerState;
 use std::cell::Cell;
@@ -75,10 +76,17 @@ impl Balancer {
         self.pick_where(servers, hash, &|i| usable(i, false))
             .or_else(|| self.pick_where(servers, hash, &|i| usable(i, true)))
             .or_else(|| {
-                // Every server its checks hold healthy is ejected (two were
+                // No server at all is usable, tried ones included: every
+                // server its checks hold healthy is ejected (two were
                 // ejected at once, or the last one left was marked down by
-                // its checks): ejection never empties an upstream, so those
-                // servers are used as if none were ejected.
+                // its checks). Ejection never empties an upstream, so those
+                // servers are used as if none were ejected. While a tried
+                // server is still usable, an ejected one is no fallback:
+                // the request keeps the answer it has (a `503` held for a
+                // retry) rather than try a server known to be failing.
+                if servers.iter().any(|s| s.usable(now)) {
+                    return None;
+                }
                 let healthy = |i: usize, backup: bool| {
                     servers.get(i).is_some_and(|s| s.backup == backup && s.is_healthy()) && !tried.contains(&i)
                 };
@@ -351,4 +359,37 @@ pub fn random_u64() -> u64 {
         s.set(x);
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{now_millis, EjectPolicy, Outcome};
+
+    #[test]
+    fn an_ejected_server_is_no_last_resort_while_a_tried_one_is_usable() {
+        for strategy in [
+            Strategy::RoundRobin,
+            Strategy::LeastConn,
+            Strategy::Random,
+            Strategy::P2c,
+            Strategy::Hash,
+        ] {
+            let s: Vec<_> = ["a", "b"].map(|id| Arc::new(ServerState::new(id, 1, false))).into();
+            let b = Balancer::new(strategy, &s);
+            assert!(s[1]
+                .record(Outcome::Unreachable, &EjectPolicy::of(None), now_millis, |_| true)
+                .is_some());
+            for _ in 0..10 {
+                assert_eq!(b.pick_hashed(&s, Some(7), &[]), Some(0), "{strategy:?}");
+                // The usable server was tried (its answer is held): the
+                // ejected one is no fallback, and the held answer is given.
+                assert_eq!(b.pick_hashed(&s, Some(7), &[0]), None, "{strategy:?}");
+            }
+            // Nothing usable at all: the ejected server is used as if it
+            // were not ejected.
+            s[0].set_healthy(false);
+            assert_eq!(b.pick_hashed(&s, Some(7), &[]), Some(1), "{strategy:?}");
+        }
+    }
 }

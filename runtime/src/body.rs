@@ -2,12 +2,15 @@
 //! so that client bodies, upstream bodies and gateway-made bodies mix — and
 //! the wrappers the proxy streams through: [`ClientBody`] (the client's body
 //! under `max_body_size`, optionally replaying a buffered prefix) and
-//! [`Stall`] (an upstream body that must keep moving). Nothing here holds a
-//! whole body except [`buffer`], which holds at most its limit.
+//! [`Stall`] (an upstream body that must keep moving, whose trailer section
+//! passes through [`Trailers`]). Nothing here holds a whole body except
+//! [`buffer`], which holds at most its limit.
 
+use crate::request::{announces, trailer_allowed};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -66,6 +69,7 @@ impl std::error::Error for ClientBodyError {
 /// The client's body on its way upstream: frames already buffered (by
 /// [`buffer`]) first, then the rest as it arrives, failing with
 /// [`ClientBodyError::TooLarge`] as soon as more than `remaining` bytes came.
+/// Data only: a trailer section ends it, and is not passed on.
 pub struct ClientBody<B> {
     prefix: VecDeque<Frame<Bytes>>,
     inner: B,
@@ -114,14 +118,19 @@ where
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError::Failed(e.into())))),
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    let n = data.len() as u64;
-                    if n > this.remaining {
-                        this.remaining = 0;
-                        return Poll::Ready(Some(Err(ClientBodyError::TooLarge)));
-                    }
-                    this.remaining -= n;
+                let Some(data) = frame.data_ref() else {
+                    // A trailer section ends the body, and goes no further
+                    // (docs/language.md, decision 47): an `http2` upstream
+                    // would get it past the route's request transforms.
+                    this.finished.store(true, Ordering::Relaxed);
+                    return Poll::Ready(None);
+                };
+                let n = data.len() as u64;
+                if n > this.remaining {
+                    this.remaining = 0;
+                    return Poll::Ready(Some(Err(ClientBodyError::TooLarge)));
                 }
+                this.remaining -= n;
                 if this.inner.is_end_stream() {
                     this.finished.store(true, Ordering::Relaxed);
                 }
@@ -131,7 +140,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.prefix.is_empty() && self.inner.is_end_stream()
+        self.prefix.is_empty() && (self.inner.is_end_stream() || self.finished.load(Ordering::Relaxed))
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -158,8 +167,9 @@ pub enum Buffered<B> {
 }
 
 /// Reads `body` until it ends or more than `limit` bytes came. A body that
-/// ends within the limit (without trailers) comes back whole; any other
-/// comes back ready to stream, nothing lost.
+/// ends within the limit comes back whole (its trailer section, if any,
+/// dropped as [`ClientBody`] drops it); any other comes back ready to
+/// stream, nothing lost.
 pub async fn buffer<B>(mut body: ClientBody<B>, limit: usize) -> Result<Buffered<B>, ClientBodyError>
 where
     B: HttpBody<Data = Bytes> + Unpin,
@@ -167,18 +177,14 @@ where
 {
     let mut frames: VecDeque<Frame<Bytes>> = VecDeque::new();
     let mut size = 0usize;
-    let mut trailers = false;
     loop {
         match body.frame().await {
             None => break,
             Some(Err(e)) => return Err(e),
             Some(Ok(frame)) => {
-                match frame.data_ref() {
-                    Some(d) => size += d.len(),
-                    None => trailers = true,
-                }
+                size += frame.data_ref().map_or(0, Bytes::len);
                 frames.push_back(frame);
-                if size > limit || trailers {
+                if size > limit {
                     body.prefix = frames;
                     return Ok(Buffered::Partial(body));
                 }
@@ -210,24 +216,73 @@ impl fmt::Display for Stalled {
 
 impl std::error::Error for Stalled {}
 
+/// Which trailer fields of an upstream's response reach the client (see
+/// `proxy::trailer_rule`).
+#[derive(Debug, Clone)]
+pub enum TrailerRule {
+    /// None.
+    Drop,
+    /// Every field [`trailer_allowed`] lets through.
+    All,
+    /// Those of them this `Trailer` value names.
+    Announced(HeaderValue),
+}
+
+/// What passes of an upstream response's trailer section: the fields the
+/// rule lets through, never one [`trailer_allowed`] refuses, and none the
+/// route's response header transforms name (`transformed`).
+pub struct Trailers {
+    pub rule: TrailerRule,
+    pub transformed: Option<Arc<[HeaderName]>>,
+}
+
+impl Trailers {
+    /// The fields of `fields` that pass; `None` when none does.
+    fn filter(&self, fields: HeaderMap) -> Option<HeaderMap> {
+        if matches!(self.rule, TrailerRule::Drop) {
+            return None;
+        }
+        let mut out = HeaderMap::new();
+        let mut name: Option<HeaderName> = None;
+        for (n, value) in fields {
+            if let Some(n) = n {
+                name = Some(n);
+            }
+            let Some(n) = name.as_ref() else { continue };
+            let announced = match &self.rule {
+                TrailerRule::Announced(list) => announces(list, n),
+                _ => true,
+            };
+            let transformed = self.transformed.as_ref().is_some_and(|t| t.contains(n));
+            if announced && !transformed && trailer_allowed(n) {
+                out.append(n.clone(), value);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
 /// An upstream body that fails when no frame arrives for `limit`: a server
 /// that sends its headers and then stalls cannot hold the client forever.
 /// The timer is made the first time the body has to wait, so a body that is
 /// ready at once costs no timer. `keep` lives as long as the body (the
-/// server's in-flight count, for `least_conn`).
+/// server's in-flight count, for `least_conn`). Its trailer section passes
+/// through [`Trailers`].
 pub struct Stall<B, K> {
     inner: B,
     limit: Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    trailers: Trailers,
     _keep: K,
 }
 
 impl<B, K> Stall<B, K> {
-    pub fn new(inner: B, limit: Duration, keep: K) -> Stall<B, K> {
+    pub fn new(inner: B, limit: Duration, keep: K, trailers: Trailers) -> Stall<B, K> {
         Stall {
             inner,
             limit,
             sleep: None,
+            trailers,
             _keep: keep,
         }
     }
@@ -248,7 +303,18 @@ where
                 if let (Some(sleep), true) = (this.sleep.as_mut(), r.is_some()) {
                     sleep.as_mut().reset(tokio::time::Instant::now() + this.limit);
                 }
-                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+                match r {
+                    Some(Ok(frame)) if !frame.is_data() => match frame.into_trailers() {
+                        // The trailer section ends the body: what does not
+                        // pass is dropped, and with it, if nothing does, the frame.
+                        Ok(fields) => match this.trailers.filter(fields) {
+                            Some(kept) => Poll::Ready(Some(Ok(Frame::trailers(kept)))),
+                            None => Poll::Ready(None),
+                        },
+                        Err(other) => Poll::Ready(Some(Ok(other))),
+                    },
+                    r => Poll::Ready(r.map(|f| f.map_err(Into::into))),
+                }
             }
             Poll::Pending => {
                 let limit = this.limit;

@@ -67,8 +67,8 @@ impl ErrorKind {
     }
 }
 
-/// A response the gateway makes itself: status, a one-line JSON body naming
-/// only the status, and `connection: close` where the connection is suspect.
+/// A response the gateway makes itself: status and a one-line JSON body
+/// naming only the status.
 pub fn status_response(status: StatusCode) -> Response<Body> {
     let reason = status.canonical_reason().unwrap_or("error");
     let body = format!(
@@ -82,6 +82,20 @@ pub fn status_response(status: StatusCode) -> Response<Body> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    resp
+}
+
+/// [`status_response`] for a request the gateway will not serve at all (a
+/// bad host, a transfer coding it does not implement): on HTTP/1.x with
+/// `connection: close`, so that the connection ends after it (both HTTP/1.1
+/// servers, the gateway's loop and hyper's, close on it). HTTP/2 has no
+/// `Connection`: the stream ends, the connection serves on.
+pub fn closing_response(status: StatusCode, version: hyper::Version) -> Response<Body> {
+    let mut resp = status_response(status);
+    if version < hyper::Version::HTTP_2 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
     resp
 }
 

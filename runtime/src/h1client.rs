@@ -21,7 +21,8 @@
 //! none (`HEAD`, `1xx`, `204`, `304`), chunked, `Content-Length` (an exact
 //! `size_hint`), or until the connection closes. It streams frame by frame
 //! (at most [`MAX_FRAME`] bytes each); bytes read along with the head come
-//! first. When it has been read to its end, and both sides allow it, the
+//! first; a chunked body's trailer fields (at most [`MAX_TRAILERS`] bytes)
+//! end it as a trailers frame, for the proxy to filter and pass on. When it has been read to its end, and both sides allow it, the
 //! connection goes back to its [`H1Pool`] with no read buffer (an idle
 //! connection is its socket and a timestamp); a body dropped early closes the
 //! connection. A `101 Switching Protocols` hands the raw socket (and any
@@ -55,7 +56,7 @@ pub const MAX_FRAME: usize = 64 * 1024;
 pub(crate) const READ_SIZE: usize = 8 * 1024;
 /// A chunk-size line (with extensions) may be at most this long.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
-/// Chunked trailers (read and dropped) may total at most this much.
+/// A chunked body's trailer section may be at most this long.
 const MAX_TRAILERS: usize = 64 * 1024;
 
 /// Why an exchange failed: the upstream broke the protocol or the
@@ -228,7 +229,8 @@ impl Writer {
                 self.body = None;
                 Bytes::new()
             }
-            // Trailers are dropped: such a frame carries no data.
+            // A request's trailers are not forwarded (docs/language.md,
+            // decision 47): such a frame carries no data.
             Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
         };
         let ended = self.body.as_ref().is_none_or(HttpBody::is_end_stream);
@@ -270,8 +272,11 @@ struct Wire {
     /// The request was not sent whole (a write failed, or the answer came
     /// first and the body was abandoned): the connection cannot be reused.
     broken: bool,
-    /// A write failed (so the upstream never had the whole request).
-    write_failed: bool,
+    /// A write failed before any byte of the request went out: the
+    /// upstream cannot have seen any of it. (A write that fails after
+    /// some bytes went leaves a request the upstream may have begun to
+    /// act on.)
+    unsent: bool,
     /// Some byte of an answer came.
     answered: bool,
 }
@@ -318,9 +323,11 @@ impl Wire {
             }
             Poll::Ready(Err(WriteError::Io(e))) => {
                 tracing::debug!(error = %e, "writing to the upstream failed");
+                // The whole request is in `out` when it may be replayed, so
+                // `sent` counts every byte of it that went.
+                self.unsent = w.whole && w.sent == 0;
                 *writer = None;
                 self.broken = true;
-                self.write_failed = true;
                 Ok(())
             }
             Poll::Ready(Err(WriteError::Body(e))) => {
@@ -390,7 +397,7 @@ pub(crate) async fn exchange(
         stream,
         rbuf: BytesMut::new(),
         broken: false,
-        write_failed: false,
+        unsent: false,
         answered: false,
     };
     let mut writer = Some(writer);
@@ -400,7 +407,9 @@ pub(crate) async fn exchange(
         Ok(head) => Ok(respond(pool, wire, writer, head, meta)),
         Err(HeadError::Body(e)) => Err(Failed::Error(e)),
         Err(HeadError::Upstream(e, answered)) => {
-            let safe = meta.idempotent || wire.write_failed;
+            // Sent again only when the upstream cannot have acted on it:
+            // an idempotent method, or not one byte of it went.
+            let safe = meta.idempotent || wire.unsent;
             match replay {
                 Some(bytes) if reused && !answered && safe => Err(Failed::Replay(Replay { bytes, meta })),
                 _ if matches!(e, H1Error::Closed | H1Error::Io(_)) => {
@@ -509,7 +518,9 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
         }
         let mut headers = crate::bufpool::header_map(count);
         let mut keep_alive = minor == 1;
-        let mut chunked = None;
+        // `Transfer-Encoding`: seen at all, its codings, `chunked` among them
+        // and last.
+        let (mut coded, mut codings, mut chunked_count, mut last_chunked) = (false, 0usize, 0usize, false);
         let mut length: Option<u64> = None;
         for &(ns, nl, vs, vl) in &spans[..count] {
             let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
@@ -534,8 +545,15 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
                     }
                 }
             } else if name == header::TRANSFER_ENCODING {
-                let last = value.as_bytes().rsplit(|b| *b == b',').next().unwrap_or_default();
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                coded = true;
+                for item in value.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if item.is_empty() {
+                        continue;
+                    }
+                    codings += 1;
+                    last_chunked = item.eq_ignore_ascii_case(b"chunked");
+                    chunked_count += usize::from(last_chunked);
+                }
             } else if name == header::CONTENT_LENGTH {
                 for part in value.as_bytes().split(|b| *b == b',') {
                     let n = parse_length(part.trim_ascii()).ok_or(H1Error::Invalid("content-length"))?;
@@ -554,7 +572,14 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
             Framing::Upgrade
         } else if meta.head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::Length(0)
-        } else if let Some(chunked) = chunked {
+        } else if coded {
+            // The gateway implements `chunked` and no other coding, and passes
+            // no `Transfer-Encoding` on: a body in any other coding (`gzip,
+            // chunked`, or `gzip` until the close) would reach the client
+            // without it, corrupt. It is refused (502), as nginx does.
+            if codings != 1 || chunked_count != 1 || !last_chunked {
+                return Err(H1Error::Invalid("a transfer coding other than chunked"));
+            }
             // Transfer-Encoding wins over Content-Length; a message with
             // both is suspect, so its connection is not reused, and the
             // length is not passed on (RFC 9112 6.3: an intermediary removes
@@ -563,11 +588,7 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
                 keep_alive = false;
                 headers.remove(header::CONTENT_LENGTH);
             }
-            if chunked {
-                Framing::Chunked(Chunk::Size, 0)
-            } else {
-                Framing::Close
-            }
+            Framing::Chunked(Chunk::Size, 0)
         } else if let Some(n) = length {
             Framing::Length(n)
         } else {
@@ -698,7 +719,8 @@ fn respond(
 enum Framing {
     /// This many bytes remain.
     Length(u64),
-    /// Chunked: where the decoder is, and the trailer bytes seen.
+    /// Chunked: where the decoder is, and the bytes of the trailer section
+    /// read so far (whole lines, kept in the read buffer until it ends).
     Chunked(Chunk, usize),
     /// Until the connection closes.
     Close,
@@ -721,7 +743,10 @@ enum Chunk {
 enum Step {
     Data(Bytes),
     More,
+    /// The end, with no trailer fields.
     End,
+    /// The end, with these trailer fields.
+    Trailers(HeaderMap),
 }
 
 /// Decodes what `rbuf` holds of a chunked body.
@@ -760,24 +785,54 @@ fn decode(chunk: &mut Chunk, trailers: &mut usize, rbuf: &mut BytesMut) -> Resul
                 *chunk = Chunk::Size;
             }
             Chunk::Trailers => {
-                let Some(i) = rbuf.iter().position(|b| *b == b'\n') else {
-                    if *trailers + rbuf.len() > MAX_TRAILERS {
+                // The section stays in `rbuf` until its empty line: `trailers`
+                // is where the next line starts, so no byte is scanned twice.
+                let from = (*trailers).min(rbuf.len());
+                let Some(i) = rbuf[from..].iter().position(|b| *b == b'\n') else {
+                    if rbuf.len() > MAX_TRAILERS {
                         return Err(H1Error::Invalid("trailers too large"));
                     }
                     return Ok(Step::More);
                 };
-                *trailers += i + 1;
-                if *trailers > MAX_TRAILERS {
+                let end = from + i + 1;
+                if end > MAX_TRAILERS {
                     return Err(H1Error::Invalid("trailers too large"));
                 }
-                let empty = &rbuf[..i] == b"\r" || i == 0;
-                rbuf.advance(i + 1);
-                if empty {
-                    return Ok(Step::End);
+                let line = &rbuf[from..from + i];
+                if line.is_empty() || line == b"\r" {
+                    let section = rbuf.split_to(end).freeze();
+                    *trailers = 0;
+                    return Ok(match from {
+                        0 => Step::End,
+                        _ => Step::Trailers(trailer_fields(&section)),
+                    });
                 }
+                *trailers = end;
             }
         }
     }
+}
+
+/// The fields of a trailer section (its lines and the empty line that ends
+/// it), as slices of it. A section that is not valid field lines gives none:
+/// the body it ends was read whole, and is passed on without them.
+#[cold]
+fn trailer_fields(section: &Bytes) -> HeaderMap {
+    let mut fields = HeaderMap::new();
+    let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    match httparse::parse_headers(section, &mut parsed) {
+        Ok(httparse::Status::Complete((_, lines))) => {
+            for h in lines {
+                let name = HeaderName::from_bytes(h.name.as_bytes());
+                let value = HeaderValue::from_maybe_shared(section.slice_ref(h.value));
+                if let (Ok(name), Ok(value)) = (name, value) {
+                    fields.append(name, value);
+                }
+            }
+        }
+        _ => tracing::debug!("an upstream's trailer section is not valid field lines; dropped"),
+    }
+    fields
 }
 
 /// A chunk-size line (without its `\n`): hex digits, then optional
@@ -904,6 +959,10 @@ impl HttpBody for ResponseBody {
                     Ok(Step::End) => {
                         this.finish();
                         return Poll::Ready(None);
+                    }
+                    Ok(Step::Trailers(fields)) => {
+                        this.finish();
+                        return Poll::Ready(Some(Ok(Frame::trailers(fields))));
                     }
                     Ok(Step::More) => {}
                     Err(e) => return this.fail(Box::new(e)),
@@ -1034,6 +1093,10 @@ pub fn fuzz_response_reader(data: &[u8]) {
                         Ok(Step::Data(data)) => frame(data, &mut body),
                         Ok(Step::More) => break,
                         Ok(Step::End) => *framing = Framing::Done,
+                        Ok(Step::Trailers(fields)) => {
+                            seen.push(format!("trailers {fields:?}"));
+                            *framing = Framing::Done;
+                        }
                         Err(e) => {
                             seen.push(e.to_string());
                             break 'stream;
@@ -1108,22 +1171,29 @@ mod tests {
         let wire = b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\ntrailer: t\r\n\r\n";
         for split in 1..wire.len() {
             let (mut chunk, mut trailers, mut buf, mut out) = (Chunk::Size, 0, BytesMut::new(), Vec::new());
-            let mut ended = false;
+            let mut ended = None;
             for part in [&wire[..split], &wire[split..]] {
                 buf.extend_from_slice(part);
                 loop {
                     match decode(&mut chunk, &mut trailers, &mut buf) {
                         Ok(Step::Data(d)) => out.extend_from_slice(&d),
                         Ok(Step::More) => break,
-                        Ok(Step::End) => {
-                            ended = true;
+                        Ok(Step::End) => panic!("split {split}: the trailer field is lost"),
+                        Ok(Step::Trailers(fields)) => {
+                            ended = Some(fields);
                             break;
                         }
                         Err(e) => panic!("split {split}: {e}"),
                     }
                 }
             }
-            assert!(ended && out == b"hello, world" && buf.is_empty(), "split {split}");
+            let fields = ended.unwrap_or_else(|| panic!("split {split}: no end"));
+            assert_eq!(
+                fields.get("trailer").map(|v| v.as_bytes()),
+                Some(&b"t"[..]),
+                "split {split}"
+            );
+            assert!(out == b"hello, world" && buf.is_empty(), "split {split}");
         }
         let mut buf = BytesMut::from(&b"5\r\nhelloXX"[..]);
         let (mut chunk, mut trailers) = (Chunk::Size, 0);
@@ -1142,10 +1212,24 @@ mod tests {
         assert!(h.is_some_and(|h| matches!(h.framing, Framing::Length(5)) && h.keep_alive));
         assert!(head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n").is_err());
         assert!(head_of(b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n").is_err());
-        let h = head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\n\r\n")
+        let h = head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n")
             .ok()
             .flatten();
         assert!(h.is_some_and(|h| matches!(h.framing, Framing::Chunked(..)) && !h.keep_alive));
+        // A coding the gateway does not implement cannot be passed on.
+        for coded in [
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: \r\n\r\n",
+        ] {
+            assert!(head_of(coded).is_err(), "{}", String::from_utf8_lossy(coded));
+        }
+        let h = head_of(b"HTTP/1.1 200 OK\r\ntransfer-encoding: , Chunked\r\n\r\n")
+            .ok()
+            .flatten();
+        assert!(h.is_some_and(|h| matches!(h.framing, Framing::Chunked(..))));
         let h = head_of(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n").ok().flatten();
         assert!(
             h.is_some_and(|h| !h.keep_alive),
@@ -1166,5 +1250,52 @@ mod tests {
             head_of(b"HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err(),
             "101 to a plain request"
         );
+    }
+
+    /// A `POST` on a reused connection whose whole request is in hand: what
+    /// the exchange makes of a connection that resets as it is written.
+    #[tokio::test]
+    async fn a_request_partly_written_before_its_connection_broke_is_never_replayed() {
+        use tokio::io::AsyncReadExt;
+        let up = crate::upstream::tests::upstream(
+            "listen 127.0.0.1:0\nupstream a { server 127.0.0.1:9 }\nroute /{*rest} -> a\n",
+        )
+        .await;
+        let pool = up.set.load().backends[0].h1.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let post = |len: usize| {
+            let body = crate::body::full(vec![b'x'; len]);
+            let req = Request::post("/orders").header(header::HOST, "h").body(body);
+            prepare(req.expect("a request"))
+        };
+        #[allow(deprecated)] // SO_LINGER 0: the close resets at once, never blocks
+        let reset = |s: TcpStream| {
+            let _ = s.set_linger(Some(std::time::Duration::ZERO));
+            drop(s);
+        };
+        // Reset before any byte went: the upstream never had the request,
+        // which may go again on a fresh connection.
+        let client = TcpStream::connect(addr).await.expect("connect");
+        reset(listener.accept().await.expect("accept").0);
+        let _ = client.readable().await; // the reset has come
+        let out = exchange(&pool, client, true, post(16)).await;
+        assert!(matches!(out, Err(Failed::Replay(_))), "nothing sent: a replay");
+        // Reset once part of the request went: the upstream may have acted
+        // on it, so it is not sent again.
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (mut server, _) = listener.accept().await.expect("accept");
+        let sending = {
+            let pool = pool.clone();
+            tokio::spawn(async move { exchange(&pool, client, true, post(32 << 20)).await })
+        };
+        let mut first = [0u8; 1024];
+        server.read_exact(&mut first).await.expect("the request's first bytes");
+        reset(server);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(10), sending)
+            .await
+            .expect("the exchange ends")
+            .expect("the task");
+        assert!(matches!(out, Err(Failed::Reset)), "partly sent: no replay");
     }
 }

@@ -11,7 +11,8 @@
 //! request head is parsed with `httparse` and turned into a
 //! [`Request`] without copying (header values and the URI share the read
 //! buffer), and a response head goes out together with a small first body
-//! frame in one write.
+//! frame in one write. A chunked response ends with the trailer fields its
+//! body carries (the proxy has already kept only those this client takes).
 //!
 //! Limits (see docs/language.md, `limits`): a head must complete within
 //! `header_timeout` (from accept for the first request, from its first byte
@@ -645,11 +646,16 @@ async fn respond<S: Transport>(
     if !ended {
         match std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
             Poll::Ready(None) => ended = true,
-            Poll::Ready(Some(Ok(frame))) => {
-                // Trailers are dropped; an empty frame is nothing to send.
-                first = frame.into_data().ok().filter(|d| !d.is_empty());
-                ended = body.is_end_stream();
-            }
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    // An empty frame is nothing to send.
+                    first = Some(data).filter(|d| !d.is_empty());
+                    ended = body.is_end_stream();
+                }
+                // A trailer section before any data (rare): back in front of
+                // the rest, which streams (and ends with it).
+                Err(frame) => body = crate::body::boxed(Prepend(Some(frame), body)),
+            },
             Poll::Ready(Some(Err(e))) => {
                 tracing::debug!(error = %e, "response body failed before its first byte");
                 // The head is not out yet: the client gets nothing more.
@@ -664,7 +670,7 @@ async fn respond<S: Transport>(
         }
         _ => None,
     };
-    let mut head = encode_head(&parts, version, framing, head_extra, close);
+    let mut head = encode_head(&parts, version, framing, head_extra, &mut close);
     // The map (and the values of the upstream's head it holds) is done.
     crate::bufpool::give_header_map(parts.headers);
     let sent = first.as_ref().map_or(0, |d| d.len() as u64);
@@ -729,9 +735,10 @@ async fn respond<S: Transport>(
 }
 
 /// Writes `pending` (a first frame too large to go with the head) and the
-/// rest of `body`, then the end of a chunked body; `false` when the
-/// connection cannot be kept (a write or the body failed, or the body did
-/// not match its declared length).
+/// rest of `body`, then the end of a chunked body with the body's trailer
+/// fields, if it has any (a body of any other framing has no place for
+/// them); `false` when the connection cannot be kept (a write or the body
+/// failed, or the body did not match its declared length).
 async fn stream_rest<S: Transport>(
     io: &mut Activity<S>,
     mut body: Body,
@@ -745,12 +752,19 @@ async fn stream_rest<S: Transport>(
             return false;
         }
     }
+    let mut trailers = None;
     if !ended {
         loop {
             match body.frame().await {
                 None => break,
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue }; // trailers are dropped
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => {
+                            trailers = frame.into_trailers().ok();
+                            continue;
+                        }
+                    };
                     if data.is_empty() {
                         continue;
                     }
@@ -766,8 +780,14 @@ async fn stream_rest<S: Transport>(
             }
         }
     }
-    if framing == Framing::Chunked && write_parts(io, &[b"0\r\n\r\n"]).await.is_err() {
-        return false;
+    if framing == Framing::Chunked {
+        let written = match trailers.filter(|t: &HeaderMap| !t.is_empty()) {
+            Some(fields) => write_parts(io, &[&last_chunk(&fields)]).await,
+            None => write_parts(io, &[b"0\r\n\r\n"]).await,
+        };
+        if written.is_err() {
+            return false;
+        }
     }
     if let Framing::Length(n) = framing {
         if sent != n {
@@ -776,6 +796,44 @@ async fn stream_rest<S: Transport>(
         }
     }
     io.flush().await.is_ok()
+}
+
+/// The last chunk of a chunked body with its trailer section (RFC 9112
+/// 7.1.2).
+fn last_chunk(fields: &HeaderMap) -> BytesMut {
+    let size: usize = fields.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
+    let mut out = BytesMut::with_capacity(size + 5);
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A body with one frame put back in front of it.
+struct Prepend(Option<hyper::body::Frame<Bytes>>, Body);
+
+impl HttpBody for Prepend {
+    type Data = Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut self.1).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none() && self.1.is_end_stream()
+    }
 }
 
 /// The one `Content-Length` of `headers`, if valid.
@@ -856,13 +914,14 @@ async fn write_parts<S: Transport>(io: &mut Activity<S>, parts: &[&[u8]]) -> std
 }
 
 /// The response head: status line, headers (framing and `connection` set
-/// here), `date` when absent.
+/// here), `date` when absent. A response that says `connection: close` (the
+/// gateway's refusals, `error::closing_response`) sets `close`.
 fn encode_head(
     parts: &hyper::http::response::Parts,
     version: Version,
     framing: Framing,
     head_length: Option<u64>,
-    close: bool,
+    close: &mut bool,
 ) -> BytesMut {
     let size: usize = parts
         .headers
@@ -878,7 +937,11 @@ fn encode_head(
     out.extend_from_slice(b"\r\n");
     let no_length_header = parts.status.is_informational() || parts.status == StatusCode::NO_CONTENT;
     for (name, value) in &parts.headers {
-        if *name == header::TRANSFER_ENCODING || *name == header::CONNECTION {
+        if *name == header::CONNECTION {
+            *close |= crate::request::lists_token(value, b"close");
+            continue;
+        }
+        if *name == header::TRANSFER_ENCODING {
             continue;
         }
         if *name == header::CONTENT_LENGTH && (framing != Framing::None || no_length_header) {
@@ -904,7 +967,7 @@ fn encode_head(
         }
         Framing::Close => {}
     }
-    if close {
+    if *close {
         out.extend_from_slice(b"connection: close\r\n");
     } else if version == Version::HTTP_10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");

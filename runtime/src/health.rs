@@ -7,9 +7,10 @@
 //! for D }` block counts every failure ([`Outcome::Failed`] and
 //! [`Outcome::Unreachable`]) and doubles the time on repeat. Without one,
 //! the default counts only a server that cannot be reached — a refused or
-//! timed-out connect, a fresh connection that broke before any answer —
-//! and takes it out for 10 s after one such failure (nginx's `max_fails=1
-//! fail_timeout=10s`). Either way the caller says whether another server
+//! timed-out connect — and takes it out for 10 s after one such failure
+//! (nginx's `max_fails=1 fail_timeout=10s`). A connection that accepted the
+//! request and broke before any answer is no such sign: the request itself
+//! may break every server it reaches (and a retry carries it to each). Either way the caller says whether another server
 //! would still be usable: the last usable server is never ejected.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -68,12 +69,12 @@ pub enum Outcome {
     /// It answered (a `501` too: that speaks of the request, not the
     /// server). Ends a run of failures.
     Ok,
-    /// It could not be reached: a refused or timed-out connect, or a
-    /// connection opened for this request that broke before any answer.
-    /// Every policy counts it.
+    /// It could not be reached: a refused or timed-out connect. Every policy
+    /// counts it.
     Unreachable,
     /// It failed otherwise: a `5xx` answer, no response head within the
-    /// timeout, an answer that could not be read. An `eject` block counts
+    /// timeout, an answer that could not be read, a connection opened for
+    /// the request that broke before any answer. An `eject` block counts
     /// it; the default does not (it speaks of one request as often as of
     /// the server).
     Failed,
@@ -188,8 +189,9 @@ impl ServerState {
     /// the server is not ejected (its failures stay counted, so it goes as
     /// soon as another can take its traffic). A failure while the server
     /// is already ejected (requests that were in flight when it went) is
-    /// not counted again. Returns how long the server was ejected for,
-    /// when this call ejected it.
+    /// not counted again, and of failures recorded at the same instant one
+    /// ejects it (one compare-and-swap). Returns how long the server was
+    /// ejected for, when this call ejected it.
     pub fn record(
         &self,
         outcome: Outcome,
@@ -210,21 +212,35 @@ impl ServerState {
             Outcome::Failed | Outcome::Unreachable => {}
         }
         let now = now();
-        if self.ejected_until.load(Ordering::Relaxed) > now {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        if until > now {
             return None;
         }
         let n = self.consecutive_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if n < policy.errors.max(1) || !others_usable(now) {
             return None;
         }
-        self.consecutive_errors.store(0, Ordering::Relaxed);
         let repeats = if policy.explicit {
-            self.ejections.fetch_add(1, Ordering::Relaxed).min(MAX_DOUBLINGS)
+            self.ejections.load(Ordering::Relaxed).min(MAX_DOUBLINGS)
         } else {
             0
         };
         let millis = (policy.base.as_millis() as u64).saturating_mul(1 << repeats);
-        self.ejected_until.store(now.saturating_add(millis), Ordering::Relaxed);
+        // Failures at the same instant may all get here: the one whose
+        // store replaces the `until` it read ejects the server, and only
+        // it counts the ejection (or the next one would last four or eight
+        // times as long instead of twice).
+        if self
+            .ejected_until
+            .compare_exchange(until, now.saturating_add(millis), Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        self.consecutive_errors.store(0, Ordering::Relaxed);
+        if policy.explicit {
+            self.ejections.fetch_add(1, Ordering::Relaxed);
+        }
         Some(Duration::from_millis(millis))
     }
 
@@ -254,5 +270,76 @@ pub struct InFlight(std::sync::Arc<ServerState>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Barrier, Mutex};
+
+    #[test]
+    fn failures_at_the_same_instant_eject_a_server_once() {
+        // Several requests fail together (a server dying under load): one
+        // ejection, counted once, so that the next one lasts twice as long,
+        // not four or eight times.
+        const THREADS: usize = 3;
+        const ROUNDS: usize = 500;
+        let policy = EjectPolicy {
+            errors: 1,
+            base: Duration::from_millis(100),
+            explicit: true,
+        };
+        let s = ServerState::new("a", 1, false);
+        let (barrier, arrived, ejected) = (Barrier::new(THREADS), AtomicUsize::new(0), AtomicUsize::new(0));
+        let wrong = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    for round in 0..ROUNDS {
+                        // Every thread starts its failure at the same moment
+                        // (a spin, not a sleep: the barrier wakes threads one
+                        // by one).
+                        arrived.fetch_add(1, Ordering::SeqCst);
+                        while arrived.load(Ordering::SeqCst) < THREADS * (round + 1) {
+                            std::thread::yield_now();
+                        }
+                        // Asking whether other servers are usable takes a
+                        // while (it reads each one's state): the others fail
+                        // meanwhile.
+                        let others_usable = |_| {
+                            std::thread::yield_now();
+                            true
+                        };
+                        if s.record(Outcome::Unreachable, &policy, || 1000, others_usable)
+                            .is_some()
+                        {
+                            ejected.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if barrier.wait().is_leader() {
+                            let (n, counted) = (ejected.swap(0, Ordering::SeqCst), s.ejections.load(Ordering::SeqCst));
+                            if (n, counted) != (1, 1) {
+                                wrong
+                                    .lock()
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                    .push((round, n, counted));
+                            }
+                            s.ejected_until.store(0, Ordering::SeqCst);
+                            s.ejections.store(0, Ordering::SeqCst);
+                            s.consecutive_errors.store(0, Ordering::SeqCst);
+                        }
+                        barrier.wait();
+                    }
+                });
+            }
+        });
+        let wrong = wrong.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(
+            wrong.is_empty(),
+            "{} of {ROUNDS} rounds (round, ejections, counted) were not one ejection: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
     }
 }

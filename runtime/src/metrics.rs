@@ -55,10 +55,12 @@ pub enum Rejection {
     HeaderTooLarge,
     /// A TLS handshake that failed or did not finish within `header_timeout`.
     TlsHandshake,
+    /// A request body in a transfer coding the gateway does not implement (501).
+    NotImplemented,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 15] = [
+    pub const ALL: [Rejection; 16] = [
         Rejection::NotFound,
         Rejection::MethodNotAllowed,
         Rejection::BadRequest,
@@ -74,6 +76,7 @@ impl Rejection {
         Rejection::HeaderTimeout,
         Rejection::HeaderTooLarge,
         Rejection::TlsHandshake,
+        Rejection::NotImplemented,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +96,7 @@ impl Rejection {
             Rejection::HeaderTimeout => "header_timeout",
             Rejection::HeaderTooLarge => "header_too_large",
             Rejection::TlsHandshake => "tls_handshake",
+            Rejection::NotImplemented => "not_implemented",
         }
     }
 }

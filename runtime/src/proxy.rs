@@ -11,12 +11,14 @@
 //! bytes of it. Retries happen only before any byte of the response has been
 //! passed on: once the upstream's response head is accepted, it is the answer.
 
-use crate::body::{boxed, buffer, empty, full, Body, Buffered, ClientBody, ClientBodyError, Stall};
-use crate::error::{error_response, status_response, ErrorKind};
+use crate::body::{
+    boxed, buffer, empty, full, Body, Buffered, ClientBody, ClientBodyError, Stall, TrailerRule, Trailers,
+};
+use crate::error::{closing_response, error_response, status_response, ErrorKind};
 use crate::health::{self, InFlight};
 use crate::metrics::Rejection;
 use crate::policy;
-use crate::request::{add_forwarded, is_upgrade, strip_hop_by_hop, RequestCtx};
+use crate::request::{add_forwarded, filter_trailer, is_upgrade, request_host, strip_hop_by_hop, RequestCtx};
 use crate::state::{Runtime, Shared};
 use crate::upstream::{SendError, UpstreamBody, UpstreamRt};
 use bytes::Bytes;
@@ -68,16 +70,6 @@ fn method_of(m: &hyper::Method) -> Option<Method> {
     })
 }
 
-/// The request's host: the URI authority (HTTP/2 `:authority`, an absolute
-/// form, which RFC 9112 ranks above `Host`), else `Host` — a shared copy of
-/// the header value, not a new string.
-fn host_of<B>(req: &Request<B>) -> Option<HeaderValue> {
-    match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => req.headers().get(header::HOST).cloned(),
-    }
-}
-
 /// Serves one request. Never fails: every error becomes a response.
 ///
 /// `B` is the client's body: hyper's `Incoming`, or the gateway's own
@@ -93,9 +85,19 @@ where
         let rt = shared.current.load_full();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        // CORS is answered at the gateway: a preflight before routing, the
-        // headers of a cross-origin request on the route's answer.
-        let (resp, route, upstream_server) = match policy::cors::preflight(&rt, &req) {
+        // CORS is answered at the gateway: a preflight before routing (once
+        // its host is found valid, as any request's: a bad one is refused by
+        // `route_request`), the headers of a cross-origin request on the
+        // route's answer. The host is not kept here: it would take room in
+        // every request's future.
+        let preflight = match req.method() == hyper::Method::OPTIONS {
+            true => match request_host(req.version(), &uri, req.headers()) {
+                Ok(host) => policy::cors::preflight(&rt, &req, host.as_ref()),
+                Err(_) => None,
+            },
+            false => None,
+        };
+        let (resp, route, upstream_server) = match preflight {
             Some((resp, route)) => (resp, Some(route), None),
             None => {
                 let origin = policy::cors::origin(&req);
@@ -168,7 +170,24 @@ fn route_request<'a, B: ClientStream>(
 ) -> impl Future<Output = Outcome> + use<'a, B> {
     async move {
         let plan = &rt.plan;
-        let host = host_of(&req);
+        // The request's host first: routing and the forwarded `Host` both take
+        // it, so they cannot disagree.
+        let host = match request_host(req.version(), uri, req.headers()) {
+            Ok(host) => host,
+            Err(bad) => {
+                shared.metrics.reject(Rejection::BadRequest);
+                tracing::debug!(client = %conn.client, reason = ?bad, "request host refused");
+                return (closing_response(StatusCode::BAD_REQUEST, req.version()), None, None);
+            }
+        };
+        // From here on the routed host is the request's `Host`: what
+        // `header.host` reads (templates, `hash()`, limit keys, `require`)
+        // and what the upstream gets, on every protocol. A target's
+        // authority (absolute form, HTTP/2 `:authority`) replaces the line;
+        // in origin form the line is the host already.
+        if let (Some(h), Some(_)) = (&host, uri.authority()) {
+            req.headers_mut().insert(header::HOST, h.clone());
+        }
         let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
         let (route_index, params) = match lookup(plan, method_of(req.method()), host_str, uri.path()) {
             Lookup::Matched { route, params } => (route, params),
@@ -262,35 +281,54 @@ fn route_request<'a, B: ClientStream>(
             return (resp, Some(route_index), None);
         };
 
-        let upgrade = is_upgrade(req.headers());
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let (mut head, incoming) = req.into_parts();
-        head.extensions.clear();
-        {
+        // In a block: what is only needed before the exchange takes no room
+        // in the future while it runs.
+        let (client_upgrade, head, incoming, takes) = {
+            let upgrade = is_upgrade(req.headers());
+            let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+            let (mut head, incoming) = req.into_parts();
+            head.extensions.clear();
+            let version = head.version;
             let headers = &mut head.headers;
-            strip_hop_by_hop(headers, upgrade);
+            // Request trailers are not forwarded (docs/language.md, decision
+            // 47), so neither is their announcement.
+            let te_trailers = strip_hop_by_hop(headers, upgrade, false);
             // The gateway answered `Expect: 100-continue` itself when it began
             // reading the body; the upstream is not asked again.
             headers.remove(header::EXPECT);
-            if let (false, Some(h)) = (headers.contains_key(header::HOST), &host) {
-                headers.insert(header::HOST, h.clone());
-            }
+            // `Host` is the host the request was routed by (set above).
             add_forwarded(headers, conn.client.ip(), conn.tls, host.as_ref());
             apply_ops(headers, prepared.request_ops);
-        }
+            // What the client takes of an answer's trailer section.
+            let takes = match version {
+                hyper::Version::HTTP_2 => Takes::All,
+                hyper::Version::HTTP_11 if te_trailers => Takes::Announced,
+                _ => Takes::Nothing,
+            };
+            (client_upgrade, head, incoming, takes)
+        };
         let target = Forward {
             shared,
             route,
             up: prepared.up,
             path: prepared.path,
             hash: prepared.hash,
-            host: host.as_ref(),
             max_body: plan.limits.max_body_size,
         };
         match target.run(Some(head), incoming, declared).await {
             Ok(answer) => {
                 let switching = answer.response.status() == StatusCode::SWITCHING_PROTOCOLS;
                 let (mut parts, body) = answer.response.into_parts();
+                let trailers = trailer_rule(takes, &parts.headers);
+                // `Trailer` announces fields: it goes where they go.
+                let keep_trailer = !matches!(trailers, TrailerRule::Drop);
+                // Trailer fields may not undo the route's response header
+                // transforms.
+                let transformed = if keep_trailer {
+                    rt.transformed_response_headers.get(route_index).cloned().flatten()
+                } else {
+                    None
+                };
                 let body = match (client_upgrade, switching) {
                     // The upstream switched: its socket is tunnelled to the
                     // client's once the client's side has switched too.
@@ -300,9 +338,19 @@ fn route_request<'a, B: ClientStream>(
                         }
                         empty()
                     }
-                    _ => boxed(Stall::new(body, target.timeout(), answer.in_flight)),
+                    _ => {
+                        let trailers = Trailers {
+                            rule: trailers,
+                            transformed: transformed.clone(),
+                        };
+                        boxed(Stall::new(body, target.timeout(), answer.in_flight, trailers))
+                    }
                 };
-                strip_hop_by_hop(&mut parts.headers, switching);
+                strip_hop_by_hop(&mut parts.headers, switching, keep_trailer);
+                if keep_trailer {
+                    // It names only the fields that will pass.
+                    filter_trailer(&mut parts.headers, transformed.as_deref());
+                }
                 apply_ops(&mut parts.headers, response_ops);
                 (
                     Response::from_parts(parts, body),
@@ -325,8 +373,55 @@ fn route_request<'a, B: ClientStream>(
     }
 }
 
-/// `respond STATUS ["body"]`: the body as `text/plain`.
+/// What a client takes of a response's trailer section.
+#[derive(Clone, Copy)]
+enum Takes {
+    /// An HTTP/1.0 client, or an HTTP/1.1 one that did not send `TE:
+    /// trailers` (RFC 9110 6.5.1: it may drop them on the way).
+    Nothing,
+    /// An HTTP/1.1 client that sent `TE: trailers`.
+    Announced,
+    /// An HTTP/2 client.
+    All,
+}
+
+/// Which of an upstream response's trailer fields the client gets
+/// (docs/language.md, decision 47): an HTTP/2 client every permitted one;
+/// an HTTP/1.1 client that sent `TE: trailers` those the upstream announced
+/// in `Trailer` (hyper's server, which serves the connections the
+/// gateway's own loop hands it, sends no other, and both paths must give
+/// the same answer); any other client none.
+fn trailer_rule(takes: Takes, headers: &hyper::HeaderMap) -> TrailerRule {
+    match takes {
+        Takes::Nothing => TrailerRule::Drop,
+        Takes::All => TrailerRule::All,
+        Takes::Announced => {
+            let mut lines = headers.get_all(header::TRAILER).iter();
+            match (lines.next(), lines.next()) {
+                (None, _) => TrailerRule::Drop,
+                (Some(one), None) => TrailerRule::Announced(one.clone()),
+                // Several lines (rare): one list of them all.
+                (Some(_), Some(_)) => {
+                    let all: Vec<&[u8]> = headers
+                        .get_all(header::TRAILER)
+                        .iter()
+                        .map(HeaderValue::as_bytes)
+                        .collect();
+                    HeaderValue::from_bytes(&all.join(&b", "[..])).map_or(TrailerRule::Drop, TrailerRule::Announced)
+                }
+            }
+        }
+    }
+}
+
+/// `respond STATUS ["body"]`: the body as `text/plain`. `respond 404`
+/// without a body is the gateway's own `404`, byte for byte what a path no
+/// route matches gets, so that a hidden path cannot be told from an
+/// unknown one.
 fn respond(status: u16, body: Option<&str>) -> Response<Body> {
+    if status == 404 && body.is_none() {
+        return status_response(StatusCode::NOT_FOUND);
+    }
     let mut r = match body {
         Some(b) => {
             let mut r = Response::new(full(Bytes::copy_from_slice(b.as_bytes())));
@@ -442,8 +537,6 @@ struct Forward<'a> {
     up: &'a UpstreamRt,
     path: PathAndQuery,
     hash: Option<u64>,
-    /// The client's host, the `:authority` of an `http2` upstream request.
-    host: Option<&'a HeaderValue>,
     max_body: u64,
 }
 
@@ -514,11 +607,15 @@ impl<'a> Forward<'a> {
                     ReqBody::Stream(Some(boxed(client_body)))
                 }
             };
-            // An `http2` upstream gets the client's host as `:authority`.
-            let h2_authority = if up.config.http2 {
-                self.host.and_then(|h| Authority::try_from(h.as_bytes()).ok())
-            } else {
-                None
+            // An `http2` upstream gets as `:authority` the `Host` an
+            // HTTP/1.1 one would get: the routed host, after the route's
+            // request transforms (`set request header host`).
+            let h2_authority = match (&head, up.config.http2) {
+                (Some(h), true) => h
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok()),
+                _ => None,
             };
             let timeout = self.timeout();
             let set = up.set.load_full();
@@ -556,7 +653,7 @@ impl<'a> Forward<'a> {
                 let mut uri = hyper::http::uri::Parts::default();
                 uri.path_and_query = Some(self.path.clone());
                 if up.config.http2 {
-                    // The client's host as `:authority`, else the server's.
+                    // The request's host as `:authority`, else the server's.
                     uri.scheme = Some(Scheme::HTTP);
                     uri.authority = Some(h2_authority.clone().unwrap_or_else(|| backend.authority.clone()));
                     parts.version = hyper::Version::HTTP_2;
@@ -651,16 +748,17 @@ impl Drop for ActiveGuard<'_> {
 }
 
 /// Maps a failed exchange to its kind and to what it says about the server:
-/// connect failures (timeout or refusal) and a fresh connection that broke
-/// before any answer (the server is not there); a pooled connection that
-/// broke (perhaps closed while idle: nothing against the server); the
-/// client's own body (too large, or failed); anything else from the
-/// upstream.
+/// connect failures (timeout or refusal: the server is not there); a fresh
+/// connection that broke before any answer (the server failed, or this
+/// request broke it: an `eject` block counts it, the default does not); a
+/// pooled connection that broke (perhaps closed while idle: nothing
+/// against the server); the client's own body (too large, or failed);
+/// anything else from the upstream.
 fn classify(e: &SendError) -> (ErrorKind, health::Outcome) {
     let e = match e {
         SendError::Connect { timed_out: true } => return (ErrorKind::ConnectTimeout, health::Outcome::Unreachable),
         SendError::Connect { timed_out: false } => return (ErrorKind::Connect, health::Outcome::Unreachable),
-        SendError::Reset { fresh: true } => return (ErrorKind::Reset, health::Outcome::Unreachable),
+        SendError::Reset { fresh: true } => return (ErrorKind::Reset, health::Outcome::Failed),
         SendError::Reset { fresh: false } => return (ErrorKind::Reset, health::Outcome::Neutral),
         SendError::Exchange(e) => e,
     };

@@ -1,13 +1,17 @@
 //! What a request offers to references (`header.x`, `query.q`, `param.id`,
-//! `cookie.c`, `claim.sub`, `client_ip`) and template rendering over it; and
-//! the header hygiene of a proxy: hop-by-hop headers out, `X-Forwarded-*` in.
+//! `cookie.c`, `claim.sub`, `client_ip`) and template rendering over it; the
+//! request's host (RFC 9112 3.2: one valid `Host`, the target's authority
+//! first) and its transfer codings (RFC 9112 6.1); and the header hygiene of
+//! a proxy: hop-by-hop headers out, `X-Forwarded-*` in, trailer fields that
+//! may not travel as trailers out (RFC 9110 6.5.1), and out of `Trailer`.
 
 use gw_compiler::ast::Reference;
 use gw_compiler::plan::router::Params;
 use gw_compiler::plan::{Piece, Template};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{StatusCode, Uri, Version};
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// The request data references read.
 pub struct RequestCtx<'a> {
@@ -180,8 +184,13 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes hop-by-hop headers and those named in `Connection`. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` stay (WebSocket).
 /// `TE: trailers` stays too: it is the one `TE` an HTTP/2 request may carry,
-/// and gRPC servers require it.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// and gRPC servers require it. With `keep_trailer`, `Trailer` stays: it is
+/// not hop-by-hop (RFC 9110 6.6.2), but it announces trailer fields, so it
+/// goes only where they go (a response whose trailers reach the client).
+///
+/// Returns whether the message keeps `TE: trailers` (its sender takes
+/// trailer fields, RFC 9110 6.5.1).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_trailer: bool) -> bool {
     // One pass over the names finds which hop-by-hop headers are there
     // (standard names compare by length and a static string: no hashing);
     // the usual message has none, or only `Connection: keep-alive`.
@@ -192,7 +201,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     if !keep_upgrade && present == 0 {
-        return;
+        return false;
     }
     // Other names listed in `Connection` that the message has (usually none:
     // the list names hop-by-hop headers, removed below, or `close`). Listed
@@ -216,6 +225,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in listed {
         headers.remove(name);
     }
+    let mut te_trailers = false;
     for (i, h) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) == 0 {
             continue;
@@ -223,7 +233,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         if keep_upgrade && (*h == header::CONNECTION || *h == header::UPGRADE) {
             continue;
         }
+        if keep_trailer && *h == header::TRAILER {
+            continue;
+        }
         if *h == header::TE && te_is_trailers(headers) {
+            te_trailers = true;
             continue;
         }
         headers.remove(h);
@@ -231,6 +245,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    te_trailers
 }
 
 /// The index in [`HOP_BY_HOP`] of a hop-by-hop name, decided by length
@@ -269,11 +284,270 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Does a `Connection` line list `token` (any case)?
 pub fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| lists_token(v, token.as_bytes()))
+}
+
+/// Does a comma-separated value list `token` (any case)?
+pub fn lists_token(value: &HeaderValue, token: &[u8]) -> bool {
+    value
+        .as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Why a request's host is refused with `400` (RFC 9112 3.2, RFC 9113
+/// 8.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHost {
+    /// An HTTP/1.1 request without `Host`, or an HTTP/2 request with
+    /// neither `:authority` nor `Host`.
+    Missing,
+    /// More than one `Host` line.
+    Repeated,
+    /// A `Host` or a target authority that is not `uri-host[:port]` (with
+    /// userinfo, say), or a target whose scheme is not `http` or `https`.
+    Invalid,
+    /// HTTP/2: `Host` and `:authority` differ.
+    Conflict,
+}
+
+/// The request's host: what routing matches, what the upstream receives as
+/// `Host` (`:authority` to an `http2` upstream) and as `X-Forwarded-Host`.
+///
+/// The target's authority (an absolute-form target, HTTP/2 `:authority`)
+/// replaces `Host` (RFC 9112 3.2.2); otherwise the one `Host` line. `None`
+/// only for an HTTP/1.0 request without either. Whatever the target says,
+/// a `Host` line must be valid and alone, and an HTTP/1.1 request must have
+/// one (RFC 9112 3.2). Validation reads the bytes in place: the usual
+/// request (origin form, one `Host`) gets a shared copy of its `Host`.
+pub fn request_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<Option<HeaderValue>, BadHost> {
+    let mut lines = headers.get_all(header::HOST).iter();
+    let host = lines.next();
+    if lines.next().is_some() {
+        return Err(BadHost::Repeated);
+    }
+    if host.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Err(BadHost::Invalid);
+    }
+    let Some(authority) = uri.authority() else {
+        return match host {
+            Some(h) => Ok(Some(h.clone())),
+            None if version == Version::HTTP_11 || version == Version::HTTP_2 => Err(BadHost::Missing),
+            None => Ok(None),
+        };
+    };
+    let authority = authority.as_str();
+    let scheme_ok = uri
+        .scheme_str()
+        .is_none_or(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+    if !scheme_ok || !valid_host(authority.as_bytes()) {
+        return Err(BadHost::Invalid);
+    }
+    match host {
+        // Absolute form or `:authority` naming the same host as `Host`: a
+        // shared copy of the line, as for the origin form.
+        Some(h) if h.as_bytes() == authority.as_bytes() => Ok(Some(h.clone())),
+        Some(h) if version == Version::HTTP_2 && !h.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) => {
+            Err(BadHost::Conflict)
+        }
+        None if version == Version::HTTP_11 => Err(BadHost::Missing),
+        _ => HeaderValue::from_str(authority).map(Some).map_err(|_| BadHost::Invalid),
+    }
+}
+
+/// Is `b` a valid `Host` value: `uri-host [ ":" port ]` (RFC 9112 3.2, RFC
+/// 3986 3.2.2)? The host is an IP literal (`[::1]`, `[v1.x]`) or a
+/// non-empty reg-name (IPv4 addresses are reg-names too): unreserved
+/// characters and sub-delims — so no userinfo (`@`), no space, no byte
+/// outside ASCII. The port is digits up to 65535, and may be empty
+/// (`host:`), as the grammar allows.
+///
+/// RFC 3986 lets a reg-name carry `%XX`, but a percent-encoded name is
+/// another host once decoded (`%61dmin.test` is `admin.test` to a WHATWG
+/// URL parser, not to routing), so `%` is refused (docs/language.md,
+/// decision 43): internationalised names travel as punycode.
+pub fn valid_host(b: &[u8]) -> bool {
+    let (host_ok, rest) = match b.strip_prefix(b"[") {
+        Some(inner) => match inner.iter().position(|&c| c == b']') {
+            Some(end) => (ip_literal(&inner[..end]), &inner[end + 1..]),
+            None => return false,
+        },
+        None => {
+            let end = b.iter().position(|&c| c == b':').unwrap_or(b.len());
+            (end > 0 && reg_name(&b[..end]), &b[end..])
+        }
+    };
+    host_ok
+        && match rest {
+            [] => true,
+            [b':', port @ ..] => {
+                port.len() <= 5
+                    && port.iter().all(u8::is_ascii_digit)
+                    && port.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0')) <= 65535
+            }
+            _ => false,
+        }
+}
+
+/// RFC 3986 `unreserved / sub-delims`, by byte: one load per byte of a
+/// `Host`.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            );
+        b += 1;
+    }
+    table
+};
+
+fn reg_name_byte(b: u8) -> bool {
+    REG_NAME[usize::from(b)]
+}
+
+/// `reg-name = *( unreserved / sub-delims )`: RFC 3986's without
+/// `pct-encoded` (see [`valid_host`]).
+fn reg_name(b: &[u8]) -> bool {
+    b.iter().all(|&c| reg_name_byte(c))
+}
+
+/// What stands between `[` and `]`: an IPv6 address, or `v` HEXDIG+ `.`
+/// followed by unreserved, sub-delims or `:` (IPvFuture).
+fn ip_literal(b: &[u8]) -> bool {
+    if let Some(rest) = b.strip_prefix(b"v").or_else(|| b.strip_prefix(b"V")) {
+        let hex = rest.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+        return match rest.get(hex..) {
+            Some([b'.', tail @ ..]) => {
+                hex > 0 && !tail.is_empty() && tail.iter().all(|&c| reg_name_byte(c) || c == b':')
+            }
+            _ => false,
+        };
+    }
+    std::str::from_utf8(b).is_ok_and(|s| s.parse::<Ipv6Addr>().is_ok())
+}
+
+/// What a request's `Transfer-Encoding` makes of it (RFC 9112 6.1, 6.3):
+/// `None` without one or with only `chunked`; `400` when `chunked` is not
+/// the last coding, comes twice or the list is empty (the body's length
+/// cannot be known); `501` when `chunked` ends a list that has another
+/// coding (`gzip, chunked`): the gateway implements no other, and passing
+/// the body on without it would corrupt it.
+pub fn transfer_coding_refusal(headers: &HeaderMap) -> Option<StatusCode> {
+    let mut codings = 0usize;
+    let mut chunked = 0usize;
+    let mut last_chunked = false;
+    let mut present = false;
+    for line in headers.get_all(header::TRANSFER_ENCODING) {
+        present = true;
+        for item in line.as_bytes().split(|b| *b == b',') {
+            // A coding may carry parameters (`name;p=v`); empty items are
+            // allowed and ignored (RFC 9110 5.6.1).
+            let name = item.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+            if item.trim_ascii().is_empty() {
+                continue;
+            }
+            codings += 1;
+            last_chunked = name.eq_ignore_ascii_case(b"chunked");
+            chunked += usize::from(last_chunked);
+        }
+    }
+    if !present {
+        return None;
+    }
+    if codings == 0 || !last_chunked || chunked != 1 {
+        return Some(StatusCode::BAD_REQUEST);
+    }
+    (codings > 1).then_some(StatusCode::NOT_IMPLEMENTED)
+}
+
+/// May a field travel as a trailer? Not those that must be known before
+/// the content, or that the gateway sets itself (RFC 9110 6.5.1): framing
+/// and connection fields, routing and forwarding, authentication and
+/// cookies, request modifiers and conditionals, response controls, content
+/// format, and CORS (the gateway's). A field that could change how the
+/// message was read or trusted is dropped, whatever the upstream says.
+pub fn trailer_allowed(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    !(n.starts_with("access-control-")
+        || n.starts_with("content-")
+        || n.starts_with("if-")
+        || n.starts_with("x-forwarded-")
+        || matches!(
+            n,
+            "age"
+                | "authentication-info"
+                | "authorization"
+                | "cache-control"
+                | "connection"
+                | "cookie"
+                | "date"
+                | "expect"
+                | "expires"
+                | "forwarded"
+                | "host"
+                | "keep-alive"
+                | "location"
+                | "max-forwards"
+                | "pragma"
+                | "proxy-authenticate"
+                | "proxy-authentication-info"
+                | "proxy-authorization"
+                | "proxy-connection"
+                | "range"
+                | "retry-after"
+                | "set-cookie"
+                | "strict-transport-security"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "vary"
+                | "www-authenticate"
+        ))
+}
+
+/// Keeps in a response's `Trailer` header only the fields that will pass
+/// (those [`trailer_allowed`] lets through and the route's response
+/// transforms, `transformed`, do not name), so that it announces no field
+/// the client will not get; removes it when none is left. Costs one lookup
+/// when there is no `Trailer`.
+pub fn filter_trailer(headers: &mut HeaderMap, transformed: Option<&[HeaderName]>) {
+    if !headers.contains_key(header::TRAILER) {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for line in headers.get_all(header::TRAILER) {
+        for name in line.as_bytes().split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            let Ok(name) = HeaderName::from_bytes(name) else {
+                continue;
+            };
+            if trailer_allowed(&name) && !transformed.is_some_and(|t| t.contains(&name)) {
+                if !kept.is_empty() {
+                    kept.extend_from_slice(b", ");
+                }
+                kept.extend_from_slice(name.as_str().as_bytes());
+            }
+        }
+    }
+    headers.remove(header::TRAILER);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
+        if !v.is_empty() {
+            headers.insert(header::TRAILER, v);
+        }
+    }
+}
+
+/// Does a `Trailer` value list `name` (any case)?
+pub fn announces(trailer: &HeaderValue, name: &HeaderName) -> bool {
+    lists_token(trailer, name.as_str().as_bytes())
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -330,4 +604,162 @@ fn client_value(client: IpAddr) -> HeaderValue {
         *last = Some((client, v.clone()));
         v
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_uri_host_and_an_optional_port() {
+        for good in [
+            "a",
+            "example.com",
+            "Example.COM.",
+            "x-y_z~1.test:8080",
+            "host:",
+            "host:0",
+            "host:65535",
+            "127.0.0.1",
+            "999.1.1.1",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::7]:443",
+            "[::ffff:192.0.2.1]",
+            "[v1.fe80::a+en1]",
+            "a!$&'()*+,;=b",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "user@host",
+            "user:pw@host:80",
+            "host:http",
+            "host:65536",
+            "host:123456",
+            "host:-1",
+            "host:8080:9090",
+            "ho st",
+            "host/path",
+            "host?q",
+            "host#f",
+            "%zz.test",
+            "%4",
+            // Percent-encoded names: a URL parser decodes them into another
+            // host than the one routing would match.
+            "p%41ss.test",
+            "%61dmin.test",
+            "admin%2etest",
+            "[v1.a%41]",
+            "[::1",
+            "[::1]x",
+            "[::1]:x",
+            "[]",
+            "[::g]",
+            "[v.x]",
+            "[v1.]",
+            "::1",
+            "caf\u{e9}.test",
+            "a\tb",
+            "a\"b",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad:?}");
+        }
+    }
+
+    fn host_of(version: Version, target: &str, hosts: &[&str]) -> Result<Option<String>, BadHost> {
+        let uri: Uri = target.parse().expect("a target");
+        let mut headers = HeaderMap::new();
+        for h in hosts {
+            headers.append(header::HOST, HeaderValue::from_str(h).expect("a value"));
+        }
+        request_host(version, &uri, &headers).map(|h| h.map(|v| v.to_str().unwrap_or("").to_string()))
+    }
+
+    #[test]
+    fn the_request_host_is_the_targets_authority_else_its_one_host() {
+        use Version as V;
+        let some = |h: &str| Ok(Some(h.to_string()));
+        assert_eq!(host_of(V::HTTP_11, "/x", &["a.test"]), some("a.test"));
+        assert_eq!(host_of(V::HTTP_11, "http://b.test/x", &["a.test"]), some("b.test"));
+        assert_eq!(
+            host_of(V::HTTP_11, "http://b.test:81/x", &["b.test:81"]),
+            some("b.test:81")
+        );
+        assert_eq!(host_of(V::HTTP_11, "/x", &[]), Err(BadHost::Missing));
+        assert_eq!(host_of(V::HTTP_11, "http://b.test/x", &[]), Err(BadHost::Missing));
+        assert_eq!(host_of(V::HTTP_11, "/x", &["a", "a"]), Err(BadHost::Repeated));
+        assert_eq!(host_of(V::HTTP_11, "/x", &["a@b"]), Err(BadHost::Invalid));
+        assert_eq!(host_of(V::HTTP_11, "http://b.test/x", &["a b"]), Err(BadHost::Invalid));
+        assert_eq!(
+            host_of(V::HTTP_11, "http://u@b.test/x", &["b.test"]),
+            Err(BadHost::Invalid)
+        );
+        assert_eq!(
+            host_of(V::HTTP_11, "ftp://b.test/x", &["b.test"]),
+            Err(BadHost::Invalid)
+        );
+        assert_eq!(host_of(V::HTTP_10, "/x", &[]), Ok(None));
+        assert_eq!(host_of(V::HTTP_10, "http://b.test/x", &[]), some("b.test"));
+        assert_eq!(host_of(V::HTTP_2, "http://b.test/x", &[]), some("b.test"));
+        assert_eq!(host_of(V::HTTP_2, "http://b.test/x", &["B.Test"]), some("b.test"));
+        assert_eq!(
+            host_of(V::HTTP_2, "http://b.test/x", &["a.test"]),
+            Err(BadHost::Conflict)
+        );
+        assert_eq!(host_of(V::HTTP_2, "/x", &[]), Err(BadHost::Missing));
+        assert_eq!(host_of(V::HTTP_2, "/x", &["a.test"]), some("a.test"));
+    }
+
+    #[test]
+    fn transfer_codings_other_than_one_final_chunked_are_refused() {
+        let refusal = |lines: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for l in lines {
+                headers.append(header::TRANSFER_ENCODING, HeaderValue::from_str(l).expect("a value"));
+            }
+            transfer_coding_refusal(&headers).map(|s| s.as_u16())
+        };
+        assert_eq!(refusal(&[]), None);
+        assert_eq!(refusal(&["chunked"]), None);
+        assert_eq!(refusal(&["Chunked"]), None);
+        assert_eq!(refusal(&[" , chunked ,"]), None);
+        assert_eq!(refusal(&["gzip, chunked"]), Some(501));
+        assert_eq!(refusal(&["gzip", "chunked"]), Some(501));
+        assert_eq!(refusal(&["x;q=1, chunked"]), Some(501));
+        assert_eq!(refusal(&["chunked, gzip"]), Some(400));
+        assert_eq!(refusal(&["gzip"]), Some(400));
+        assert_eq!(refusal(&["chunked", "chunked"]), Some(400));
+        assert_eq!(refusal(&[""]), Some(400));
+    }
+
+    #[test]
+    fn fields_that_must_precede_the_content_never_travel_as_trailers() {
+        for name in ["x-checksum", "grpc-status", "grpc-message", "server-timing", "digest"] {
+            assert!(trailer_allowed(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in [
+            "content-length",
+            "transfer-encoding",
+            "trailer",
+            "te",
+            "connection",
+            "host",
+            "authorization",
+            "set-cookie",
+            "cookie",
+            "www-authenticate",
+            "cache-control",
+            "content-type",
+            "content-encoding",
+            "location",
+            "x-forwarded-for",
+            "access-control-allow-origin",
+            "if-none-match",
+        ] {
+            assert!(!trailer_allowed(&HeaderName::from_static(name)), "{name}");
+        }
+    }
 }

@@ -34,7 +34,7 @@
 //! machines is logged as a warning at start.
 
 use crate::body::{full, Body};
-use crate::error::status_response;
+use crate::error::{closing_response, status_response};
 use crate::h1server::{self, Served, Transport};
 use crate::health::now_millis;
 use crate::health_check;
@@ -67,6 +67,10 @@ pub struct Options {
     /// When a listener's port is taken, listen on a free port of the same
     /// address instead of failing (`gwc serve --demo` on a busy machine).
     pub free_port_if_busy: bool,
+    /// Let a reload remove every route, or replace every listener (`gwc
+    /// serve --allow-drastic-reload`). Without it such a reload is refused
+    /// (see [`Gateway::reload`]); a plan with no listener is refused always.
+    pub allow_drastic_reload: bool,
 }
 
 /// hyper's smallest HTTP/1.1 read buffer: heads up to it are always read.
@@ -229,6 +233,9 @@ impl Gateway {
         options: Options,
         workers: Vec<tokio::runtime::Handle>,
     ) -> Result<Arc<Gateway>, String> {
+        if plan.listeners.is_empty() {
+            return Err(NO_LISTENER.to_string());
+        }
         let plan = Arc::new(plan);
         let runtime = Runtime::build(plan.clone(), None).await;
         let shared = Arc::new(Shared::new(runtime));
@@ -546,9 +553,25 @@ impl Gateway {
     /// (unchanged servers keep their health), swaps atomically,
     /// restarts health checks, and closes what it drops. Requests in flight
     /// finish on the plan they started with.
+    ///
+    /// Refused, changing nothing: a plan with no listener (an empty file
+    /// saved by mistake would stop every listener, admin included), and
+    /// unless [`Options::allow_drastic_reload`], a plan that removes every
+    /// route or keeps none of the listeners serving now (a half-written
+    /// file, a typo in the only `listen`).
     pub async fn reload(&self, plan: Plan) -> Result<(), String> {
         let plan = Arc::new(plan);
         let mut listeners = self.listeners.lock().await;
+        let guarded = drastic(
+            &self.shared.current.load().plan,
+            &plan,
+            &listeners,
+            self.options.allow_drastic_reload,
+        );
+        if let Err(e) = guarded {
+            self.shared.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
         let prepared = match self.prepare(&plan, &listeners).await {
             Ok(p) => p,
             Err(e) => {
@@ -596,6 +619,39 @@ impl Gateway {
         let _ = tokio::time::timeout(drain, wait).await;
         self.connections.live()
     }
+}
+
+/// Why a plan is never served: it has no `listen`.
+const NO_LISTENER: &str = "the plan has no `listen`: a gateway without a listener serves nothing";
+
+/// What refuses `new` as the successor of `old` (see [`Gateway::reload`]);
+/// `current` are the listeners serving now.
+fn drastic(old: &Plan, new: &Plan, current: &Listeners, allowed: bool) -> Result<(), String> {
+    const HOW: &str = "restart the gateway to make this change, or run it with `--allow-drastic-reload`";
+    if new.listeners.is_empty() {
+        return Err(format!("{NO_LISTENER}; the running plan keeps serving"));
+    }
+    if allowed {
+        return Ok(());
+    }
+    if new.routes.is_empty() && !old.routes.is_empty() {
+        return Err(format!(
+            "the new plan removes every route (the running plan has {}): every request would be answered 404; \
+             the running plan keeps serving; {HOW}",
+            old.routes.len()
+        ));
+    }
+    let wanted: Vec<String> = new.listeners.iter().map(|l| listener_key(l, new)).collect();
+    if !current.serving.is_empty() && !current.serving.iter().any(|b| wanted.contains(&b.key)) {
+        let was: Vec<&str> = current.serving.iter().map(|b| b.key.as_str()).collect();
+        return Err(format!(
+            "the new plan keeps none of the listeners serving now ({}; the new plan has {}): their clients \
+             would be refused; the running plan keeps serving; {HOW}",
+            was.join(", "),
+            wanted.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Waits for every task.
@@ -1013,6 +1069,17 @@ where
                             shared.metrics.reject(Rejection::HeaderTooLarge);
                             return Ok::<_, Infallible>(status_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
                         }
+                        // Only hyper reads a `Transfer-Encoding` (the gateway's loop
+                        // hands such a request over): a coding besides `chunked`
+                        // is refused here, before any of the body is read.
+                        if let Some(status) = crate::request::transfer_coding_refusal(req.headers()) {
+                            shared.metrics.reject(if status == StatusCode::NOT_IMPLEMENTED {
+                                Rejection::NotImplemented
+                            } else {
+                                Rejection::BadRequest
+                            });
+                            return Ok::<_, Infallible>(closing_response(status, req.version()));
+                        }
                         // Boxed: hyper keeps the service's future in a box of its own
                         // size for the connection's whole life; the proxy's state (a few
                         // KiB) then lives only while a request is in flight.
@@ -1178,12 +1245,11 @@ fn admin<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
             render_metrics(shared, &rt),
         ),
         "/plan" => {
-            let mut value = serde_json::to_value(&*rt.plan).unwrap_or(serde_json::Value::Null);
-            redact(&mut value);
+            let value = rt.plan.redacted_json();
             text(
                 StatusCode::OK,
                 "application/json",
-                serde_json::to_string_pretty(&value).unwrap_or_default(),
+                serde_json::to_string_pretty(&value).unwrap_or_default() + "\n",
             )
         }
         _ => status_response(StatusCode::NOT_FOUND),
@@ -1233,61 +1299,57 @@ fn render_metrics(shared: &Shared, rt: &Runtime) -> String {
     metrics::render(&shared.metrics, &routes, &samples, &limits)
 }
 
-/// Hides secrets in the plan's JSON: every inline secret's value, and the
-/// password of any URL that carries one (`redis://user:pass@host`).
-/// References (`env("NAME")`, `file("path")`) stay: they are not secret.
-fn redact(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            for (k, val) in map.iter_mut() {
-                if k != "inline" {
-                    redact(val);
-                    continue;
-                }
-                match val {
-                    serde_json::Value::Array(items) => {
-                        for item in items.iter_mut() {
-                            if item.is_string() {
-                                *item = "<redacted>".into();
-                            } else {
-                                redact(item);
-                            }
-                        }
-                    }
-                    serde_json::Value::String(_) => *val = "<redacted>".into(),
-                    other => redact(other),
-                }
-            }
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(redact),
-        serde_json::Value::String(s) => {
-            if let Some(clean) = redact_url_password(s) {
-                *s = clean;
-            }
-        }
-        _ => {}
-    }
-}
-
-/// `scheme://user:pass@host/...` → `scheme://user:<redacted>@host/...`.
-fn redact_url_password(s: &str) -> Option<String> {
-    let (scheme, rest) = s.split_once("://")?;
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let (userinfo, host) = authority.rsplit_once('@')?;
-    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-    let hidden = if userinfo.contains(':') {
-        format!("{user}:<redacted>")
-    } else {
-        "<redacted>".to_string()
-    };
-    Some(format!("{scheme}://{hidden}@{host}{}", &rest[authority_end..]))
-}
-
 /// Dials `addr` within `timeout`.
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    use super::*;
+
+    /// The sizes of the futures every connection and every request carries
+    /// (bench/README.md, steps 24-27; measured in the test profile, where
+    /// they are 1,392 and 3,720 bytes): a change that grows them noticeably
+    /// fails here. Every request's future is copied into its box, and every
+    /// connection, idle or not, carries its own.
+    #[tokio::test]
+    async fn connection_and_request_futures_stay_small() {
+        let host = gw_compiler::host::MemoryHost::new();
+        let text = "listen 127.0.0.1:0\nupstream a { server 127.0.0.1:9 }\nroute /{*rest} -> a\n";
+        let plan = gw_compiler::compile_text(&host, "t.gw", text)
+            .plan
+            .take()
+            .expect("a plan");
+        let shared = Arc::new(Shared::new(Runtime::build(Arc::new(plan), None).await));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let conn = Conn {
+            client: addr,
+            tls: false,
+        };
+        let req = Request::new(http_body_util::Full::new(bytes::Bytes::new()));
+        let handle = proxy::handle(shared.clone(), conn, req);
+        let tracker = Arc::new(ConnTracker::new(shared.metrics.clone()));
+        let guard = tracker.try_enter(10).expect("a place");
+        let (_tx, closing) = watch::channel(false);
+        let accepted = Accepted {
+            conn,
+            proto: Proto::H1,
+            at: now_millis(),
+            guard,
+        };
+        let connection = serve_connection(stream, accepted, shared.clone(), closing);
+        let (request, connection) = (std::mem::size_of_val(&handle), std::mem::size_of_val(&connection));
+        eprintln!("request future {request} bytes, connection future {connection} bytes");
+        assert!(request <= 3_840, "the request's future grew to {request} bytes");
+        assert!(
+            connection <= 1_440,
+            "the connection's future grew to {connection} bytes"
+        );
     }
 }

@@ -9,7 +9,8 @@ use crate::health::ServerState;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::UpstreamRt;
 use arc_swap::ArcSwap;
-use gw_compiler::plan::Plan;
+use gw_compiler::plan::{HeaderOp, Plan};
+use hyper::header::HeaderName;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ pub struct Runtime {
     pub route_metrics: Vec<Arc<RouteMetrics>>,
     /// `route.head()` for each route, the metrics label.
     pub route_labels: Vec<String>,
+    /// Per route, the names its response header transforms set or remove
+    /// (`None` when it has none): trailer fields by these names are dropped.
+    pub transformed_response_headers: Vec<Option<Arc<[HeaderName]>>>,
     /// Auth key sets, API keys and rate-limit state of the plan's policies.
     pub policies: Arc<crate::policy::Policies>,
 }
@@ -58,12 +62,28 @@ impl Runtime {
                     .map_or_else(|| Arc::new(RouteMetrics::default()), |m| (*m).clone())
             })
             .collect();
+        let transformed_response_headers = plan
+            .routes
+            .iter()
+            .map(|r| {
+                let names: Vec<HeaderName> = r
+                    .response_headers
+                    .iter()
+                    .filter_map(|op| {
+                        let (HeaderOp::Set { name, .. } | HeaderOp::Remove { name }) = op;
+                        HeaderName::from_bytes(name.as_bytes()).ok()
+                    })
+                    .collect();
+                (!names.is_empty()).then(|| Arc::from(names))
+            })
+            .collect();
         let policies = Arc::new(crate::policy::Policies::build(&plan, previous.map(|p| &*p.policies)).await);
         Runtime {
             plan,
             upstreams,
             route_metrics,
             route_labels,
+            transformed_response_headers,
             policies,
         }
     }

@@ -129,10 +129,12 @@ pub enum SendError {
     Connect { timed_out: bool },
     /// The connection closed or reset after the request was sent and before
     /// a whole response head came. `fresh`: on a connection opened for this
-    /// request, so the server itself failed; otherwise on a pooled one that
-    /// the server may have closed just as it was reused (the keep-alive
-    /// race, no sign against the server), with a request that could not be
-    /// sent again safely on a new one (not idempotent, or not whole).
+    /// request, so the server failed (or the request made it fail: a
+    /// poisoned request breaks every server it is retried on); otherwise on
+    /// a pooled one that the server may have closed just as it was reused
+    /// (the keep-alive race, no sign against the server), with a request
+    /// that could not be sent again safely on a new one (not idempotent, or
+    /// not whole).
     Reset { fresh: bool },
     /// Connected, but the exchange failed (the cause may be the client's own
     /// request body: see `proxy::classify`).
@@ -256,7 +258,7 @@ impl H1Pool {
     /// on an idle connection or a new one, and returns once the response
     /// head is in. A reused connection that fails before any byte of an
     /// answer, with the whole request still in hand (and either an
-    /// idempotent method or a request the upstream never took whole), gets
+    /// idempotent method or a request of which not one byte went), gets
     /// the request once more on a fresh connection.
     ///
     /// The request is encoded when this is called, before the future exists:
@@ -699,5 +701,101 @@ fn backend(
         label,
         client: http_client(config, Some(addr)),
         h1: Arc::new(H1Pool::new(config, addr)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::PoisonError;
+
+    /// An upstream of `text`'s plan (its servers are never dialled).
+    pub(crate) async fn upstream(text: &str) -> UpstreamRt {
+        let host = gw_compiler::host::MemoryHost::new();
+        let plan = gw_compiler::compile_text(&host, "t.gw", text)
+            .plan
+            .take()
+            .expect("a plan");
+        UpstreamRt::build(&plan.upstreams[0], &HashMap::new()).await
+    }
+
+    #[tokio::test]
+    async fn retries_deciding_at_once_never_pass_the_budget() {
+        let up = upstream("listen 127.0.0.1:0\nupstream a { server 127.0.0.1:9 }\nroute /{*rest} -> a\n").await;
+        // 20% of 40 requests in flight: 8 places, 7 of them taken, and two
+        // threads that want the last one at the same instant, round after
+        // round (for at most 1.5 s): exactly one gets it each time. (Taken by
+        // a check and then an increment, both would get it in some rounds.)
+        const THREADS: usize = 2;
+        const ROUNDS: usize = 40_000;
+        up.active.store(40, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        let (go, arrived, taken, stop) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicBool::new(false),
+        );
+        let (rounds, wrong, at) = (AtomicUsize::new(0), Mutex::new(Vec::new()), AtomicU64::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..THREADS {
+                s.spawn(|| {
+                    for round in 1.. {
+                        if arrived.fetch_add(1, Ordering::SeqCst) + 1 == THREADS * round {
+                            // The last to arrive: every attempt of the round
+                            // before is done. Count it, set the places afresh,
+                            // and start this one.
+                            let n = taken.swap(0, Ordering::SeqCst);
+                            if round > 1 && n != 1 {
+                                wrong
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .push((round - 1, n));
+                            }
+                            rounds.store(round - 1, Ordering::SeqCst);
+                            if round > ROUNDS || started.elapsed() > Duration::from_millis(1500) {
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                            up.retries_active.store(7, Ordering::SeqCst);
+                            let soon = started.elapsed() + Duration::from_micros(5);
+                            at.store(soon.as_nanos() as u64, Ordering::SeqCst);
+                            go.store(round, Ordering::SeqCst);
+                        }
+                        // The round starts at a time both threads know: each
+                        // watches the clock, so neither is ahead by the time
+                        // a signal takes to reach the other core (yielding
+                        // now and then, in case they share one).
+                        let mut spins = 0u32;
+                        while go.load(Ordering::SeqCst) < round {
+                            spins += 1;
+                            if spins.is_multiple_of(256) {
+                                std::thread::yield_now();
+                            }
+                            std::hint::spin_loop();
+                        }
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let start = Duration::from_nanos(at.load(Ordering::SeqCst));
+                        while started.elapsed() < start {
+                            std::hint::spin_loop();
+                        }
+                        if let Some(place) = up.start_retry(20) {
+                            taken.fetch_add(1, Ordering::SeqCst);
+                            // Held until the round is counted.
+                            std::mem::forget(place);
+                        }
+                    }
+                });
+            }
+        });
+        let wrong = wrong.into_inner().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            wrong.is_empty(),
+            "{} of {} rounds (round, places taken) did not give the last place once: {:?}",
+            wrong.len(),
+            rounds.load(Ordering::SeqCst),
+            &wrong[..wrong.len().min(5)]
+        );
     }
 }

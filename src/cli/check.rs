@@ -1,12 +1,16 @@
 //! `gwc check FILE...`: compile each file (with its imports), print every
 //! diagnostic — as rustc-like text or as JSON — and a summary line.
 //! Exit 0 without errors (warnings allowed unless `--deny-warnings`), 1 with
-//! errors, 2 when a file on the command line cannot be read.
+//! errors, 2 when a file on the command line cannot be read. A file that
+//! another file on the command line imports is checked as an import: it is
+//! not warned about for having no `listen` (GW0506).
 
 use super::{EXIT_PROBLEMS, EXIT_USAGE};
 use crate::host::RealHost;
 use crate::render::{self, Style};
+use std::collections::HashSet;
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Check configurations: parse, type-check and report every problem found.
@@ -37,8 +41,14 @@ pub fn run(args: CheckArgs) -> ExitCode {
     let mut json = Vec::new();
     let (mut errors, mut warnings, mut checked) = (0, 0, 0);
     let mut unreadable = false;
-    for file in &args.files {
-        let compilation = match gw_compiler::compile(&RealHost, file) {
+    let compiled: Vec<_> = args
+        .files
+        .iter()
+        .map(|file| (file, gw_compiler::compile(&RealHost, file)))
+        .collect();
+    let imported = imported_files(compiled.iter().filter_map(|(_, c)| c.as_ref().ok()));
+    for (file, compilation) in compiled {
+        let mut compilation = match compilation {
             Ok(c) => c,
             Err(e) => {
                 let _ = stdout.flush();
@@ -47,6 +57,11 @@ pub fn run(args: CheckArgs) -> ExitCode {
                 continue;
             }
         };
+        // A file another file on the command line imports is checked as an
+        // import: it needs no listener of its own (GW0506 is about roots).
+        if canonical(file).is_some_and(|f| imported.contains(&f)) {
+            compilation.diagnostics.retain(|d| d.code != gw_compiler::Code::GW0506);
+        }
         checked += 1;
         errors += compilation.errors();
         warnings += compilation.warnings();
@@ -87,6 +102,18 @@ pub fn run(args: CheckArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Every file some compilation read as an import (not as its root), by
+/// canonical path.
+fn imported_files<'a>(compilations: impl Iterator<Item = &'a gw_compiler::Compilation>) -> HashSet<PathBuf> {
+    compilations
+        .flat_map(|c| c.sources.files().skip(1).filter_map(|(_, f)| canonical(&f.name)))
+        .collect()
+}
+
+fn canonical(file: &str) -> Option<PathBuf> {
+    std::fs::canonicalize(file).ok()
 }
 
 /// An I/O error in a few lower-case words.

@@ -3,34 +3,47 @@
 //! `--log-format json`): the addresses bound (`listening ... bound=ADDR`,
 //! port 0 included), one `gw::access` line per request, reloads.
 //!
-//! Hot reload: when the file or one of its imports changes (polled every
-//! `--watch-interval`), or on SIGHUP (certificate files are re-read then too),
-//! recompile; a plan with errors is logged with its diagnostics and the old
-//! one keeps serving. SIGTERM/SIGINT stop accepting and drain in-flight
-//! requests for up to `--drain`, then exit 0; a second signal stops at once.
+//! A plan with no `listen` is refused at start (exit 1) and by a reload.
+//! Hot reload ([`super::watch`]): when the file or one of its imports
+//! changes (polled every `--watch-interval`), or on SIGHUP (certificate files
+//! are re-read then too), recompile; a plan with errors is logged with its
+//! diagnostics and the old one keeps serving, and so is one that would
+//! remove every route or replace every listener, unless
+//! `--allow-drastic-reload`. SIGTERM/SIGINT stop accepting and drain
+//! in-flight requests for up to `--drain`, then exit 0; copies of that
+//! signal within a second (a supervisor signalling the process and its
+//! group) are the same stop, and a signal after that stops at once.
+//!
+//! Under a service manager (`NOTIFY_SOCKET`, systemd's `Type=notify`) it
+//! says when it is ready, reloading and stopping, and pings the watchdog
+//! ([`crate::notify`]).
 //!
 //! `--demo` starts demo backends on the plan's loopback server addresses
 //! (moved to a free port when another program holds one, see
 //! [`gw_runtime::demo`]), listens on a free port if the plan's is taken, and
 //! prints curl commands to try (with a demo token for signed-in routes).
 
-use super::plan::compile_plan;
-use super::EXIT_USAGE;
-use crate::host::RealHost;
-use crate::render::{self, Style};
+use super::plan::compile_plan_with;
+use super::watch::{self, Watched, Watcher, WatchingHost};
+use super::{EXIT_PROBLEMS, EXIT_USAGE};
 use gw_compiler::plan::{AuthKind, JwtKey, ListenerKind, Plan, Secret};
 use gw_runtime::demo::Demo;
 use gw_runtime::{Gateway, Options};
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
-/// Run the gateway.
+/// Copies of one stop signal arriving within this long of the first are
+/// one stop: GNU `timeout` and other supervisors signal the process and
+/// then its process group, so gw gets the signal twice.
+const SIGNAL_COPIES_WITHIN: Duration = Duration::from_secs(1);
+
+/// Run the gateway from a `.gw` file or a plan built by `gwc build`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The `.gw` file (compiled with the files it imports).
+    /// The `.gw` file (compiled with the files it imports), or a plan
+    /// built by `gwc build` (a `*.json` file, served as it is).
     #[arg(value_name = "FILE")]
     file: String,
     /// Start demo backends on every loopback server address of the plan
@@ -49,6 +62,10 @@ pub struct ServeArgs {
     /// How often to look for changes of the configuration files.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     watch_interval: Duration,
+    /// Let a reload remove every route or replace every listener (refused
+    /// otherwise, keeping the running plan; a restart is always allowed).
+    #[arg(long)]
+    allow_drastic_reload: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -72,24 +89,36 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 pub fn run(args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
-    let (plan, files) = if is_built_plan(&args.file) {
+    // Every file is stamped before it is read, so an edit saved during this
+    // first read is seen by the watcher.
+    let host = WatchingHost::default();
+    let plan = if watch::is_built_plan(&args.file) {
         // A plan written by `gwc build`: its secrets are resolved now.
-        match read_built_plan(&args.file) {
-            Ok(plan) => (plan, vec![PathBuf::from(&args.file)]),
+        match watch::read_built_plan(&host, &args.file) {
+            Ok(plan) => plan,
             Err(message) => {
                 eprintln!("error: {message}");
                 // An unreadable file on the command line is a usage error (2);
                 // a plan that is refused is a problem with the plan (1).
                 let unreadable = std::fs::metadata(&args.file).is_err();
-                return ExitCode::from(if unreadable { EXIT_USAGE } else { super::EXIT_PROBLEMS });
+                return ExitCode::from(if unreadable { EXIT_USAGE } else { EXIT_PROBLEMS });
             }
         }
     } else {
-        match compile_plan(&args.file) {
-            Ok((plan, compilation)) => (plan, source_files(&compilation)),
+        match compile_plan_with(&host, &args.file) {
+            Ok((plan, _)) => plan,
             Err(code) => return code,
         }
     };
+    let watched = host.into_watched();
+    if plan.listeners.is_empty() {
+        // An empty file, or one with `admin` alone: nothing would be served.
+        eprintln!(
+            "error: `{}` has no `listen`: a gateway without a listener serves nothing (add one, such as `listen :8080`)",
+            args.file
+        );
+        return ExitCode::from(EXIT_PROBLEMS);
+    }
     // One thread per core, nothing shared between them but the plan and the
     // counters: this thread and `threads - 1` workers each run a
     // current-thread runtime (no work stealing, no wakeups across threads)
@@ -109,7 +138,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let handles = workers.iter().map(|w| w.handle.clone()).collect();
-    let code = runtime.block_on(serve(args, plan, files, handles));
+    let code = runtime.block_on(serve(args, plan, watched, handles));
     // Connections still open after the drain are cut here.
     runtime.shutdown_timeout(Duration::from_millis(100));
     for w in workers {
@@ -149,60 +178,6 @@ fn start_workers(n: usize) -> std::io::Result<Vec<Worker>> {
         workers.push(Worker { handle, stop, thread });
     }
     Ok(workers)
-}
-
-/// `gwc serve app.plan.json` runs a plan written by `gwc build`.
-fn is_built_plan(file: &str) -> bool {
-    file.ends_with(".json")
-}
-
-/// Reads a built plan; refuses one of another format version.
-fn read_built_plan(file: &str) -> Result<gw_compiler::plan::Plan, String> {
-    let text =
-        std::fs::read_to_string(file).map_err(|e| format!("cannot read `{file}`: {}", super::plan::describe(&e)))?;
-    gw_compiler::plan::Plan::from_json(&text).map_err(|e| format!("`{file}`: {e}"))
-}
-
-/// A plan to swap in and the files to watch for the next change.
-type Reloadable = (gw_compiler::plan::Plan, Vec<PathBuf>);
-/// Why the running plan stays (rendered diagnostics), and the files to
-/// watch when they are known.
-type Refused = (String, Option<Vec<PathBuf>>);
-
-/// The plan to reload and the files to watch, or why the running plan stays.
-fn load_for_reload(root: &str) -> Result<Reloadable, Refused> {
-    if is_built_plan(root) {
-        return read_built_plan(root)
-            .map(|p| (p, vec![PathBuf::from(root)]))
-            .map_err(|e| (e, None));
-    }
-    let compilation = gw_compiler::compile(&RealHost, root)
-        .map_err(|e| (format!("cannot read `{root}`: {}", super::plan::describe(&e)), None))?;
-    let files = source_files(&compilation);
-    let errors = compilation.errors();
-    match compilation.plan {
-        Some(plan) if errors == 0 => Ok((plan, files)),
-        _ => {
-            let style = Style {
-                color: false,
-                width: render::FIXED_WIDTH,
-            };
-            let mut text = String::new();
-            for d in &compilation.diagnostics {
-                text.push_str(&render::render(d, &compilation.sources, style));
-            }
-            let summary = render::summary(errors, compilation.warnings());
-            Err((format!("{summary}\n{text}"), Some(files)))
-        }
-    }
-}
-
-fn source_files(compilation: &gw_compiler::Compilation) -> Vec<PathBuf> {
-    compilation
-        .sources
-        .files()
-        .map(|(_, f)| PathBuf::from(&f.name))
-        .collect()
 }
 
 fn init_logging(format: LogFormat) {
@@ -249,8 +224,8 @@ impl Signals {
         Signals {}
     }
 
-    /// SIGTERM or SIGINT (Ctrl-C).
-    async fn stop(&mut self) {
+    /// SIGTERM or SIGINT (Ctrl-C): which one came.
+    async fn stop(&mut self) -> Stop {
         #[cfg(unix)]
         {
             async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
@@ -262,18 +237,35 @@ impl Signals {
                 }
             }
             tokio::select! {
-                _ = recv(&mut self.term) => {}
-                _ = recv(&mut self.int) => {}
+                _ = recv(&mut self.term) => Stop::Term,
+                _ = recv(&mut self.int) => Stop::Int,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
+            Stop::Int
         }
     }
 }
 
-async fn serve(args: ServeArgs, mut plan: Plan, files: Vec<PathBuf>, workers: Vec<tokio::runtime::Handle>) -> ExitCode {
+/// A stop signal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Term,
+    Int,
+}
+
+impl Stop {
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Term => "SIGTERM",
+            Stop::Int => "SIGINT",
+        }
+    }
+}
+
+async fn serve(args: ServeArgs, mut plan: Plan, watched: Watched, workers: Vec<tokio::runtime::Handle>) -> ExitCode {
     #[cfg_attr(not(unix), allow(unused_mut))]
     let mut signals = Signals::register();
     let mut demo = None;
@@ -289,7 +281,9 @@ async fn serve(args: ServeArgs, mut plan: Plan, files: Vec<PathBuf>, workers: Ve
     let options = Options {
         admin_override: None,
         free_port_if_busy: args.demo,
+        allow_drastic_reload: args.allow_drastic_reload,
     };
+    let watchdog_workers = workers.clone();
     let gateway = match Gateway::start_with_workers(plan.clone(), options, workers).await {
         Ok(g) => g,
         Err(e) => {
@@ -297,33 +291,70 @@ async fn serve(args: ServeArgs, mut plan: Plan, files: Vec<PathBuf>, workers: Ve
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Every listener is bound: a service manager may send traffic now.
+    let bound = gateway.local_addrs().await;
+    crate::notify::ready(&format!("serving {} listener(s)", bound.len()));
+    crate::notify::spawn_watchdog(watchdog_workers);
     if args.demo {
-        print_tour(&plan, &gateway.local_addrs().await, gateway.admin_addr());
+        print_tour(&plan, &bound, gateway.admin_addr());
     }
+    // SIGHUPs reach the watcher as messages, so that it notices them while
+    // a read of the configuration is in progress.
+    let (hup_tx, hup) = tokio::sync::mpsc::channel(1);
     #[cfg(unix)]
-    let hup = signals.hup.take();
+    let hups = signals.hup.take().map(|mut h| {
+        tokio::spawn(async move {
+            while h.recv().await.is_some() {
+                // One pending message stands for any number of signals.
+                let _ = hup_tx.try_send(());
+            }
+        })
+    });
     #[cfg(not(unix))]
-    let hup = ();
-    let reload = tokio::spawn(watch(
-        gateway.clone(),
-        args.file.clone(),
-        files,
-        args.watch_interval,
+    drop(hup_tx);
+    let watcher = Watcher {
+        gateway: gateway.clone(),
+        root: args.file.clone(),
+        every: args.watch_interval,
         hup,
         demo,
-    ));
-    signals.stop().await;
-    tracing::info!(drain = ?args.drain, "shutting down: no new connections; draining (a second signal stops at once)");
+        load: Arc::new(watch::load),
+        stuck_after: watch::STUCK_AFTER,
+        max_stuck: watch::MAX_STUCK,
+    };
+    let reload = tokio::spawn(watcher.run(watched));
+    let first = signals.stop().await;
+    let at = Instant::now();
+    tracing::info!(signal = first.name(), drain = ?args.drain,
+        "shutting down: no new connections; draining (another signal a second or more from now stops at once)");
+    crate::notify::stopping(&format!("draining (up to {:?})", args.drain));
     reload.abort();
-    tokio::select! {
-        left = gateway.shutdown(args.drain) => {
-            if left > 0 {
-                tracing::warn!(connections = left, "drain time over; closing the connections still open");
-            } else {
-                tracing::info!("drained; bye");
+    #[cfg(unix)]
+    if let Some(h) = hups {
+        h.abort();
+    }
+    let drained = gateway.shutdown(args.drain);
+    tokio::pin!(drained);
+    loop {
+        tokio::select! {
+            left = &mut drained => {
+                if left > 0 {
+                    tracing::warn!(connections = left, "drain time over; closing the connections still open");
+                } else {
+                    tracing::info!("drained; bye");
+                }
+                break;
+            }
+            again = signals.stop() => {
+                if again == first && at.elapsed() < SIGNAL_COPIES_WITHIN {
+                    // The same signal sent to the process and to its group.
+                    tracing::info!(signal = again.name(), "the same signal again within a second: one stop, still draining");
+                    continue;
+                }
+                tracing::warn!(signal = again.name(), "second signal: stopping without waiting");
+                break;
             }
         }
-        _ = signals.stop() => tracing::warn!("second signal: stopping without waiting"),
     }
     ExitCode::SUCCESS
 }
@@ -402,97 +433,6 @@ fn demo_token(plan: &Plan) -> Option<String> {
     })?;
     let pem = std::fs::read(std::path::Path::new(key_file).with_file_name("demo-private.pem")).ok()?;
     gw_runtime::policy::demo_token::demo_token(plan, &pem, Duration::from_secs(24 * 3600)).ok()
-}
-
-/// What identifies a version of a file: modification time and length.
-type Stamp = Option<(SystemTime, u64)>;
-
-fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
-    files
-        .iter()
-        .map(|f| {
-            std::fs::metadata(f)
-                .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
-        })
-        .collect()
-}
-
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Hangup = ();
-
-/// Recompiles on SIGHUP or when a configuration file changes; swaps the
-/// plan in on success, logs the diagnostics and keeps the old plan otherwise.
-async fn watch(
-    gateway: Arc<Gateway>,
-    root: String,
-    mut files: Vec<PathBuf>,
-    every: Duration,
-    #[cfg_attr(not(unix), allow(unused_variables, unused_mut))] mut hup: Hangup,
-    mut demo: Option<Demo>,
-) {
-    let mut seen = stamps(&files);
-    loop {
-        #[cfg(unix)]
-        let signalled = async {
-            match hup.as_mut() {
-                Some(h) => {
-                    h.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let signalled = std::future::pending::<()>();
-        let by_signal = tokio::select! {
-            _ = tokio::time::sleep(every) => false,
-            _ = signalled => true,
-        };
-        let now = stamps(&files);
-        if !by_signal && now == seen {
-            continue;
-        }
-        seen = now;
-        if by_signal {
-            tracing::info!(file = %root, "SIGHUP: reloading");
-        }
-        let reload_root = root.clone();
-        let loaded = match tokio::task::spawn_blocking(move || load_for_reload(&reload_root)).await {
-            Ok(l) => l,
-            Err(_) => continue,
-        };
-        match loaded {
-            Ok((mut plan, new_files)) => {
-                // Watch the files of the new compilation (imports may have changed).
-                files = new_files;
-                seen = stamps(&files);
-                if let Some(d) = demo.as_mut() {
-                    for b in d.start(&plan).await {
-                        tracing::info!(service = %b.service, address = %b.address, bound = %b.addr, "demo backend started");
-                    }
-                    d.apply(&mut plan);
-                }
-                match gateway.reload(plan).await {
-                    Ok(()) => tracing::info!(file = %root, "reloaded"),
-                    Err(e) => tracing::error!(file = %root, error = %e, "reload failed; keeping the running plan"),
-                }
-            }
-            Err((why, new_files)) => {
-                if let Some(f) = new_files {
-                    files = f;
-                    seen = stamps(&files);
-                }
-                gateway
-                    .shared()
-                    .metrics
-                    .reload_failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(file = %root, "reload refused, keeping the running plan: {why}");
-            }
-        }
-    }
 }
 
 /// Access lines (`gw::access`) go through a buffer written out in batches

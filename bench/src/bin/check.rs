@@ -5,6 +5,9 @@
 //!
 //! Run: `cargo run --release -p gw-bench --bin check` (builds `gwc` first
 //! with `cargo build --release`). Set `RUNS` to change the sample count.
+//! `check --write ROUTES FILE` only writes a generated file of `ROUTES`
+//! routes (over 1k upstreams), for measuring one large `gwc check` by hand
+//! (`/usr/bin/time -v gwc check FILE`: peak memory per byte of input).
 
 use gw_compiler::host::MemoryHost;
 use std::path::PathBuf;
@@ -51,6 +54,20 @@ fn gwc() -> PathBuf {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, routes, file] = args.as_slice() {
+        if flag == "--write" {
+            let Ok(routes) = routes.parse::<usize>() else {
+                eprintln!("usage: check --write ROUTES FILE");
+                std::process::exit(2);
+            };
+            if let Err(e) = std::fs::write(file, generate(routes, 1_000)) {
+                eprintln!("cannot write {file}: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+    }
     let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
     let gwc = gwc();
     let have_binary = gwc.exists();

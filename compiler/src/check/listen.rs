@@ -1,7 +1,8 @@
 //! Listeners: each address is bound once, the admin address included
 //! (GW0205); a TLS listener has a certificate and key that exist and are PEM
 //! of the right kind (GW0403); credentials do not cross the network in clear
-//! text (GW0503, a warning).
+//! text (GW0503, a warning); a configuration with routes has a listener to
+//! serve them (GW0506, a warning).
 
 use super::material;
 use super::pem;
@@ -21,6 +22,43 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
         }
     }
     clear_text(ctx, diags);
+    no_listener(ctx, diags);
+}
+
+// ------------------------------------------------------------------ GW0506
+
+/// Routes and no `listen`: `gwc serve` would refuse to start with this
+/// configuration, and a reload would refuse to swap it in. The configuration
+/// is the root file with its imports, so a file that is only imported (by a
+/// root with a `listen`) is never warned about. Quiet after a lowering error:
+/// the `listen` may be the declaration that failed.
+fn no_listener(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
+    if !ctx.config.listens.is_empty() || ctx.had_prior_errors() {
+        return;
+    }
+    // The first route by position: the root file's when it has any.
+    let Some(first) = ctx.config.routes.iter().map(|r| r.head_span).min() else {
+        return;
+    };
+    let root = ctx.sources.files().next().map_or("this file", |(_, f)| f.name.as_str());
+    let n = ctx.config.routes.len();
+    let routes = if n == 1 {
+        "a route".to_string()
+    } else {
+        format!("{n} routes")
+    };
+    diags.push(
+        Diagnostic::new(
+            Code::GW0506,
+            format!("`{root}` has {routes} and no `listen`: nothing would serve them"),
+        )
+        .primary(first, "no listener serves this route")
+        .help(format!(
+            "add a listener such as `listen :8080` (`gwc serve` refuses a configuration without one); \
+             a file meant to be imported is checked with the file that imports it: \
+             `gwc check app.gw {root}` does not warn about it"
+        )),
+    );
 }
 
 // ------------------------------------------------------------------ GW0205

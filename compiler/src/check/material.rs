@@ -1,13 +1,15 @@
 //! Reading what a `file("...")`, `env("...")` or inline value holds — keys,
 //! certificates, secrets, key lists — through the [`Host`](crate::host::Host).
-//! An unset variable is GW0404; a file that cannot be read, or a variable set
-//! to nothing, is reported with the caller's code (GW0402 for key material,
+//! An unset variable is GW0404; a file the host refuses (not a regular file,
+//! or too large) is GW0005; a file that cannot be read, or a variable set to
+//! nothing, is reported with the caller's code (GW0402 for key material,
 //! GW0403 for certificates). Contents are never printed.
 
 use super::Ctx;
 use crate::ast::Source;
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::host::Refusal;
 use crate::source::Span;
 use std::io::ErrorKind;
 
@@ -60,6 +62,14 @@ pub(crate) fn read(
                 bytes,
                 origin: format!("`{path}`"),
             }),
+            Err(e) if Refusal::of(&e).is_some() => {
+                diags.push(
+                    Diagnostic::new(Code::GW0005, format!("cannot read {what} `{path}`: {e}"))
+                        .primary(span, "not read")
+                        .help(format!("name the file that holds the {what}")),
+                );
+                None
+            }
             Err(e) => {
                 let (reason, help) = match e.kind() {
                     ErrorKind::NotFound => ("no such file", "a path is relative to the `.gw` file that names it"),

@@ -160,7 +160,8 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
     for test in &config.tests {
         for e in &test.expectations {
             if let Expected::Upstream(name) = &e.expect.node {
-                if name != "aggregate" && !ctx.names.upstreams.contains_key(name.as_str()) {
+                let unparsed = config.unparsed.iter().any(|(kw, n)| *kw == "upstream" && n == name);
+                if name != "aggregate" && !ctx.names.upstreams.contains_key(name.as_str()) && !unparsed {
                     r.unknown_expectation(name, e.expect.span, diags);
                 }
             }
@@ -233,6 +234,16 @@ impl<'a> Resolver<'_, 'a> {
             if let Some(u) = used.get_mut(i) {
                 *u = true;
             }
+            return;
+        }
+        // Defined by a declaration with a syntax error, already reported.
+        if self
+            .ctx
+            .config
+            .unparsed
+            .iter()
+            .any(|(kw, n)| *kw == space.word() && n == name)
+        {
             return;
         }
         let help = self.help(space, name);

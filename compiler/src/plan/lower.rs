@@ -448,6 +448,7 @@ fn auth(a: &ast::Auth) -> Auth {
                 None => JwtKey::JwksFile(Secret::Inline(String::new())),
             },
             leeway: ms(&j.leeway, defaults::JWT_LEEWAY),
+            types: j.types.as_ref().map(|t| t.node.clone()).unwrap_or_default(),
             from: token_from(
                 &j.from,
                 TokenFrom::Header {

@@ -13,8 +13,11 @@
 //! Submodules: [`lower`] (AST → plan), [`router`] (the one route matcher,
 //! used by the runtime and by `gwc test`), [`explain`] (why a request takes
 //! the route it takes, for `gwc route`), [`testing`] (embedded `test` blocks),
-//! and the readable tree printed by `gwc plan` ([`Plan::render`]).
+//! [`diff`] (what a reload from one plan to another changes, for `gwc diff`
+//! and the reload log), and the readable tree printed by `gwc plan`
+//! ([`Plan::render`]).
 
+pub mod diff;
 pub mod explain;
 pub mod lower;
 mod print;
@@ -120,10 +123,67 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// Hides the secrets in a plan's JSON (see [`Plan::redacted_json`]);
+/// returns how many it hid.
+fn redact_json(v: &mut serde_json::Value) -> usize {
+    use serde_json::Value;
+    const HIDDEN: &str = "<redacted>";
+    match v {
+        Value::Object(map) => map
+            .iter_mut()
+            .map(|(k, val)| match (k.as_str(), val) {
+                ("inline", Value::String(s)) => {
+                    *s = HIDDEN.into();
+                    1
+                }
+                ("inline", Value::Array(items)) => items
+                    .iter_mut()
+                    .map(|item| match item {
+                        Value::String(s) => {
+                            *s = HIDDEN.into();
+                            1
+                        }
+                        other => redact_json(other),
+                    })
+                    .sum(),
+                (_, other) => redact_json(other),
+            })
+            .sum(),
+        Value::Array(items) => items.iter_mut().map(redact_json).sum(),
+        Value::String(s) => match crate::redact::redact_url(s) {
+            std::borrow::Cow::Owned(clean) => {
+                *s = clean;
+                1
+            }
+            std::borrow::Cow::Borrowed(_) => 0,
+        },
+        _ => 0,
+    }
+}
+
 impl Plan {
-    /// The plan as pretty-printed JSON (secrets as references).
+    /// The plan as pretty-printed JSON (secrets as references, except what
+    /// was written inline: see [`Plan::carried_secrets`]).
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// The plan's JSON with every secret it carries hidden: inline secrets
+    /// and keys become `"<redacted>"`, URL passwords `user:<redacted>@`.
+    /// References (`env("NAME")`, `file("path")`) stay: they are not secret.
+    /// What the admin endpoint `/plan` serves.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        redact_json(&mut value);
+        value
+    }
+
+    /// How many secrets the plan carries as values (inline secrets and
+    /// keys, URL passwords): a built plan needs them to serve, so the file
+    /// `gwc build` writes holds them.
+    pub fn carried_secrets(&self) -> usize {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        redact_json(&mut value)
     }
 
     /// Reads a plan written by `gwc build`. Refuses a plan of another format
@@ -327,6 +387,8 @@ impl fmt::Display for Template {
                             '\\' => f.write_str("\\\\")?,
                             '\n' => f.write_str("\\n")?,
                             '\t' => f.write_str("\\t")?,
+                            // Never a raw control character: `\u{1b}` as gw writes it.
+                            c if c.is_control() => write!(f, "{}", c.escape_debug())?,
                             c => write!(f, "{c}")?,
                         }
                     }
@@ -429,9 +491,8 @@ pub mod defaults {
     pub const EJECT_ERRORS: u32 = 5;
     pub const EJECT_FOR: Ms = Ms(30_000);
     /// An upstream without an `eject` block: one failure to reach a server
-    /// (a refused or timed-out connect, a connection that broke before any
-    /// answer) takes it out for 10 s, as nginx's `max_fails=1
-    /// fail_timeout=10s` does; never the last usable server.
+    /// (a refused or timed-out connect) takes it out for 10 s, as nginx's
+    /// `max_fails=1 fail_timeout=10s` does; never the last usable server.
     pub const IMPLICIT_EJECT_ERRORS: u32 = 1;
     pub const IMPLICIT_EJECT_FOR: Ms = Ms(10_000);
     pub const POOL_MAX_IDLE: u32 = 64;
@@ -568,6 +629,10 @@ pub struct Jwt {
     pub key: JwtKey,
     pub leeway: Ms,
     pub from: TokenFrom,
+    /// The `typ` headers accepted (a plan built before `types` existed
+    /// gets the default list).
+    #[serde(default)]
+    pub types: crate::ast::TokenTypes,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -590,7 +655,9 @@ impl fmt::Display for JwtKey {
             JwtKey::Secret(s) => write!(f, "secret {s}"),
             JwtKey::PublicKey(s) => write!(f, "public_key {s}"),
             JwtKey::JwksFile(s) => write!(f, "jwks {s}"),
-            JwtKey::JwksUrl { url, refresh } => write!(f, "jwks url {url:?} refresh {refresh}"),
+            JwtKey::JwksUrl { url, refresh } => {
+                write!(f, "jwks url {:?} refresh {refresh}", crate::redact::redact_url(url))
+            }
         }
     }
 }

@@ -76,9 +76,14 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
         match &a.kind {
             AuthKind::Jwt(j) => {
                 let algs: Vec<&str> = j.algorithms.iter().map(|a| a.as_str()).collect();
+                let types = if j.types == crate::ast::TokenTypes::default_list() {
+                    String::new()
+                } else {
+                    format!(" types {}", j.types)
+                };
                 writeln!(
                     out,
-                    "  {} jwt: issuer {:?} audience {:?} algorithms {} {} leeway {} from {}",
+                    "  {} jwt: issuer {:?} audience {:?} algorithms {} {} leeway {} from {}{types}",
                     a.name,
                     j.issuer,
                     j.audience,
@@ -113,7 +118,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
             out,
             "  {} redis {:?} timeout {} on_error {}",
             s.name,
-            s.url,
+            crate::redact::redact_url(&s.url),
             s.timeout,
             if s.on_error_allow { "allow" } else { "deny" }
         )?;
@@ -121,7 +126,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
     Ok(())
 }
 
-fn size(n: u64) -> String {
+pub(super) fn size(n: u64) -> String {
     for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
         if n >= scale && n.is_multiple_of(scale) {
             return format!("{}{unit}", n / scale);

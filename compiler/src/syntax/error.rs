@@ -1,6 +1,7 @@
 //! pest's errors in the language's words: "expected `}` or an attribute,
-//! found `3`", never rule names. An unclosed `{` at the end of the file is
-//! GW0002 labelled at the brace that is never closed.
+//! found `3`", never rule names. An unclosed `{` is GW0002 labelled at the
+//! brace that is never closed, and at the end of the file or at the next
+//! declaration, where parsing goes on.
 
 use crate::codes::Code;
 use crate::diagnostic::Diagnostic;
@@ -21,8 +22,8 @@ fn describe(rule: Rule) -> Option<&'static str> {
         ident => "a name",
         method | methods => "a method such as `GET`",
         path => "a path such as `/users`",
-        k_import | k_listen | k_admin | k_limits | k_upstream | k_auth | k_limit | k_store | k_route | k_test
-        | top_unknown => "a declaration such as `route` or `upstream`",
+        decl_next | decl_start | k_import | k_listen | k_admin | k_limits | k_upstream | k_auth | k_limit | k_store
+        | k_route | k_test | top_unknown => "a declaration such as `route` or `upstream`",
         EOI => "the end of the file",
         k_key => "`key`",
         k_header => "`header`",
@@ -152,8 +153,13 @@ fn scan(text: &str) -> (Option<usize>, Option<usize>) {
     (stack.first().copied(), unterminated)
 }
 
-/// Converts a pest error into GW0001 (or GW0002 for an unclosed block).
-pub fn syntax_error(file: FileId, text: &str, err: &Error<Rule>) -> Diagnostic {
+/// Converts a pest error into GW0001 (or GW0002 for an unclosed block or
+/// string). The text parsed was `text[base..end]`: the declaration the
+/// error is in, up to the next declaration (or the end of the file).
+pub fn syntax_error(file: FileId, text: &str, base: usize, end: usize, err: &Error<Rule>) -> Diagnostic {
+    let whole = text;
+    let text = &whole[base..end];
+    let at = |offset: usize| base + offset;
     let pos = match err.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
@@ -180,17 +186,26 @@ pub fn syntax_error(file: FileId, text: &str, err: &Error<Rule>) -> Diagnostic {
     let at_end = text[pos.min(text.len())..].trim().is_empty();
     if at_end && expected.contains(&"`}`") {
         if let Some(start) = unterminated_string(text) {
-            let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+            let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
             return Diagnostic::new(Code::GW0002, "unterminated string")
-                .primary(Span::new(file, start, end), "this string is never closed")
+                .primary(Span::new(file, at(start), at(line_end)), "this string is never closed")
                 .help("close it with `\"` before the end of the line");
         }
         if let Some(open) = unclosed_brace(text) {
-            let end = text.len();
-            return Diagnostic::new(Code::GW0002, "unterminated block: this `{` is never closed")
-                .primary(Span::new(file, open, open + 1), "this block is never closed")
-                .secondary(Span::new(file, end, end), "the file ends here")
-                .help("add the missing `}`");
+            let d = Diagnostic::new(Code::GW0002, "unterminated block: this `{` is never closed")
+                .primary(Span::new(file, at(open), at(open + 1)), "this block is never closed");
+            return if end == whole.len() {
+                d.secondary(Span::new(file, end, end), "the file ends here")
+                    .help("add the missing `}`")
+            } else {
+                // Parsing went on at the next declaration, whose keyword starts
+                // the line `end` is at.
+                let word = whole[end..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                    .map_or(whole.len(), |i| end + i);
+                d.secondary(Span::new(file, end, word), "the next declaration starts here")
+                    .help("add the missing `}` before the next declaration")
+            };
         }
     }
     let expected = match expected.len() {
@@ -198,19 +213,24 @@ pub fn syntax_error(file: FileId, text: &str, err: &Error<Rule>) -> Diagnostic {
         1 => expected[0].to_string(),
         n => format!("{} or {}", expected[..n - 1].join(", "), expected[n - 1]),
     };
-    let found = found_at(text, pos);
-    let mut end = pos + 1;
-    while end < text.len() && !text.is_char_boundary(end) {
-        end += 1;
+    let found = if at_end && end < whole.len() {
+        // The declaration stops where the next one begins.
+        "the next declaration".to_string()
+    } else {
+        found_at(text, pos)
+    };
+    let mut stop = pos + 1;
+    while stop < text.len() && !text.is_char_boundary(stop) {
+        stop += 1;
     }
     let len = if at_end {
         0
     } else {
         found.trim_matches('`').len().max(1)
     };
-    let end = (pos + len).min(text.len()).max(end.min(text.len()));
+    let stop = (pos + len).min(text.len()).max(stop.min(text.len()));
     let d = Diagnostic::new(Code::GW0001, format!("expected {expected}, found {found}")).primary(
-        Span::new(file, pos, if at_end { pos } else { end }),
+        Span::new(file, at(pos), at(if at_end { pos } else { stop })),
         format!("expected {expected}"),
     );
     let help =

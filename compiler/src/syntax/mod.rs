@@ -30,7 +30,20 @@ pub struct FileOutput {
 /// parser nor lowering can exhaust the stack.
 pub const MAX_NESTING: usize = 64;
 
-/// Parses and lowers one file into `config`.
+/// Parses and lowers one file into `config`, in batches of declarations of
+/// about [`BATCH`] bytes: the parse tree of one batch is lowered and dropped
+/// before the next is parsed, so memory follows the AST, not pest's token
+/// queue for the whole file.
+///
+/// After a syntax error, parsing recovers at the next line that starts, in
+/// its first column, with a declaration keyword (`route`, `upstream`, ...):
+/// from then on each declaration is parsed only up to such a line, so an
+/// unclosed `{` ends at the next declaration instead of swallowing the rest
+/// of the file, and every later mistake is still reported. Column 1 is what
+/// tells a declaration from an attribute (`auth` and `limit` are both).
+/// Each byte is parsed at most three times (as part of a batch, once more
+/// on its own after a batch fails, and once more after the first error), so
+/// the whole stays linear in the size of the file.
 pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, diags: &mut Diagnostics) -> FileOutput {
     let mut out = FileOutput { imports: Vec::new() };
     if let Some(at) = error::too_deep(text, MAX_NESTING) {
@@ -44,28 +57,174 @@ pub fn lower_file(file: FileId, name: &str, text: &str, config: &mut Config, dia
         );
         return out;
     }
-    let pairs = match gw_grammar::parse_file(text) {
-        Ok(p) => p,
-        Err(e) => {
-            diags.push(syntax_error(file, text, &e));
-            return out;
-        }
-    };
     let mut l = Lowerer {
         file,
+        base: 0,
         name,
         text,
         diags,
         config,
     };
-    for pair in pairs.flat_map(|p| p.into_inner()) {
-        l.decl(pair, &mut out);
+    // The first syntax error, kept until recovery reports one of its own
+    // (parsing that declaration again up to the next declaration line).
+    let mut first_error: Option<Diagnostic> = None;
+    let mut reported = false;
+    // While recovering: where the current declaration's text ends.
+    let mut chunk_end = 0;
+    // Declarations are parsed one at a time from here up to this offset
+    // (a batch that did not parse).
+    let mut one_at_a_time = 0;
+    let mut pos = 0;
+    loop {
+        let start = skip_blanks(text, pos);
+        if start >= text.len() {
+            break;
+        }
+        if first_error.is_none() && start >= one_at_a_time {
+            // Until the first error, declarations are parsed in batches
+            // that end where a line starts with a declaration keyword:
+            // one pest call per batch, not per declaration. A batch that
+            // does not parse (a mistake in it, or a declaration that goes
+            // on past its end) is parsed again a declaration at a time.
+            let end = batch_end(text, start);
+            if let Ok(pairs) = gw_grammar::parse_file(&text[start..end]) {
+                l.base = start;
+                for decl in pairs.flat_map(|p| p.into_inner()) {
+                    l.decl(decl, &mut out);
+                }
+                pos = end;
+                continue;
+            }
+            one_at_a_time = end;
+        }
+        let end = if first_error.is_some() {
+            if chunk_end <= start {
+                chunk_end = next_declaration_line(text, start);
+            }
+            chunk_end
+        } else {
+            text.len()
+        };
+        match gw_grammar::parse_declaration(&text[start..end]) {
+            Ok(pairs) => {
+                let mut next = start;
+                l.base = start;
+                for top in pairs {
+                    next = start + top.as_span().end();
+                    for decl in top.into_inner() {
+                        l.decl(decl, &mut out);
+                    }
+                }
+                if next <= start {
+                    break; // a declaration is never empty; never loop
+                }
+                pos = next;
+            }
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(syntax_error(file, text, start, end, &e));
+                    continue; // the same declaration again, up to the next declaration line
+                }
+                l.diags.push(syntax_error(file, text, start, end, &e));
+                l.unparsed(start, end);
+                reported = true;
+                pos = end;
+            }
+        }
+    }
+    if let (Some(d), false) = (first_error, reported) {
+        diags.push(d);
     }
     out
 }
 
+/// About how much text one batch of declarations holds.
+const BATCH: usize = 64 * 1024;
+
+/// Where a batch of declarations starting at `start` ends: the start of
+/// the first line with a declaration keyword in column 1 after `start +
+/// BATCH`, or the end of the text.
+fn batch_end(text: &str, start: usize) -> usize {
+    let mut from = start.saturating_add(BATCH);
+    if from >= text.len() {
+        return text.len();
+    }
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    next_declaration_line(text, from)
+}
+
+/// The first offset at or after `pos` that is not a blank or a comment.
+fn skip_blanks(text: &str, mut pos: usize) -> usize {
+    let bytes = text.as_bytes();
+    while pos < bytes.len() {
+        match bytes[pos] {
+            b' ' | b'\t' | b'\r' | b'\n' => pos += 1,
+            b'#' => pos = text[pos..].find('\n').map_or(text.len(), |i| pos + i),
+            _ if text[pos..].starts_with('\u{FEFF}') => pos += '\u{FEFF}'.len_utf8(),
+            _ => break,
+        }
+    }
+    pos
+}
+
+/// The language's unit for a unit word written apart from its number
+/// (`3 seconds`, `10 MB`, `20 percent`), case aside.
+fn unit_word(word: &str) -> Option<&'static str> {
+    Some(match word.to_ascii_lowercase().as_str() {
+        "ms" | "msec" | "msecs" | "millisecond" | "milliseconds" => "ms",
+        "s" | "sec" | "secs" | "second" | "seconds" => "s",
+        "m" | "min" | "mins" | "minute" | "minutes" => "m",
+        "h" | "hr" | "hrs" | "hour" | "hours" => "h",
+        "b" | "byte" | "bytes" => "B",
+        "kib" => "KiB",
+        "mib" => "MiB",
+        "gib" => "GiB",
+        "kb" => "KB",
+        "mb" => "MB",
+        "gb" => "GB",
+        "percent" => "%",
+        _ => return None,
+    })
+}
+
+/// The declaration keywords, which recovery looks for in column 1.
+const DECLARATION_KEYWORDS: [&str; 10] = [
+    "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
+];
+
+/// The start of the first line after `pos` that begins with a declaration
+/// keyword (a whole word) in its first column; the end of the text if none.
+fn next_declaration_line(text: &str, pos: usize) -> usize {
+    let mut from = pos;
+    while let Some(i) = text[from..].find('\n') {
+        let line = from + i + 1;
+        if declaration_keyword_at(text, line).is_some() {
+            return line;
+        }
+        from = line;
+    }
+    text.len()
+}
+
+/// The declaration keyword `text` has at `at`, as a whole word.
+fn declaration_keyword_at(text: &str, at: usize) -> Option<&'static str> {
+    let rest = text.get(at..)?;
+    DECLARATION_KEYWORDS.into_iter().find(|kw| {
+        rest.starts_with(kw)
+            && !rest[kw.len()..]
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
 struct Lowerer<'a> {
     file: FileId,
+    /// Where the declaration being lowered starts in the file (its parse
+    /// tree's offsets count from there).
+    base: usize,
     name: &'a str,
     text: &'a str,
     diags: &'a mut Diagnostics,
@@ -78,11 +237,11 @@ struct Seen(Vec<(String, Span)>);
 
 impl<'a> Lowerer<'a> {
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
-        span_of(self.file, pair)
+        span_of(self.file, self.base, pair)
     }
 
     fn value(&mut self, pair: Pair<'_, Rule>) -> SVal {
-        lower_value(self.file, pair, self.diags)
+        lower_value(self.file, self.base, pair, self.diags)
     }
 
     fn expect(&mut self) -> Expect<'_> {
@@ -111,6 +270,9 @@ impl<'a> Lowerer<'a> {
         let Some(name) = pair.into_inner().next() else { return };
         let span = self.span(&name);
         let word = name.as_str();
+        if self.unit_apart(span, word) {
+            return;
+        }
         let list = known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
         let help = did_you_mean(word, known.iter().copied()).unwrap_or_else(|| format!("{block} takes {list}"));
         self.diags.push(
@@ -120,12 +282,82 @@ impl<'a> Lowerer<'a> {
         );
     }
 
+    /// `timeout 3 seconds`: the value `3` was already reported (it is not a
+    /// duration), and `seconds` is its unit written apart, not an unknown
+    /// attribute. Says so in the value's diagnostic (`found `3 seconds``,
+    /// help `3s`) instead of adding a second one; false when `word` is not
+    /// a unit right after a number that was reported.
+    fn unit_apart(&mut self, span: Span, word: &str) -> bool {
+        let Some(unit) = unit_word(word) else { return false };
+        let before = &self.text[..span.start as usize];
+        let gap = before.len() - before.trim_end_matches([' ', '\t']).len();
+        let digits = before[..before.len() - gap]
+            .bytes()
+            .rev()
+            .take_while(|b| b.is_ascii_digit() || *b == b'_')
+            .count();
+        let number_end = before.len() - gap;
+        let number_start = number_end - digits;
+        let starts_token = self.text[..number_start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace());
+        if gap == 0 || digits == 0 || !starts_token {
+            return false;
+        }
+        let number = Span::new(span.file, number_start, number_end);
+        let Some(d) = self.diags.last_at_mut(number) else {
+            return false;
+        };
+        let n = &self.text[number_start..number_end];
+        let written = format!("{n}{}{word}", &before[number_end..]);
+        d.message = d
+            .message
+            .replace(&format!("found `{n}`"), &format!("found `{written}`"));
+        if let Some(label) = d.labels.iter_mut().find(|l| l.primary) {
+            label.span = Span::new(span.file, number_start, span.end as usize);
+            label.message = "a number and its unit, apart".into();
+        }
+        let wanted = |what: &str| d.message.starts_with(&format!("expected {what}"));
+        let fits = match unit {
+            "ms" | "s" | "m" | "h" => wanted("a duration"),
+            "%" => wanted("a percentage"),
+            _ => wanted("a size"),
+        };
+        if fits {
+            d.help = Some(format!("write the number and its unit as one word: `{n}{unit}`"));
+        }
+        true
+    }
+
     fn missing(&mut self, span: Span, attr: &str, block: &str, example: &str) {
         self.diags.push(
             Diagnostic::new(Code::GW0104, format!("{block} is missing `{attr}`"))
                 .primary(span, format!("needs `{attr}`"))
                 .help(format!("add `{example}`")),
         );
+    }
+
+    /// Notes the name a declaration that did not parse (`text[start..end]`)
+    /// would have defined (`upstream NAME`, `auth NAME`, `limit NAME`,
+    /// `store NAME`), so that the routes naming it are not also told the name
+    /// is unknown.
+    fn unparsed(&mut self, start: usize, end: usize) {
+        let Some(keyword) = declaration_keyword_at(self.text, start) else {
+            return;
+        };
+        if !matches!(keyword, "upstream" | "auth" | "limit" | "store") {
+            return;
+        }
+        let rest = &self.text[start + keyword.len()..end];
+        let name_start = rest.len() - rest.trim_start_matches([' ', '\t']).len();
+        let name: String = rest[name_start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+            .collect();
+        if !name.is_empty() {
+            self.config.unparsed.push((keyword, name));
+        }
     }
 
     fn decl(&mut self, pair: Pair<'_, Rule>, out: &mut FileOutput) {
@@ -773,6 +1005,7 @@ impl<'a> Lowerer<'a> {
                 "secret",
                 "leeway",
                 "from",
+                "types",
             ]
         } else {
             &["from", "keys"]
@@ -785,6 +1018,7 @@ impl<'a> Lowerer<'a> {
             key: None,
             leeway: None,
             from: None,
+            types: None,
         };
         let mut k = ApiKey { from: None, keys: None };
         let file_name = self.name;
@@ -916,7 +1150,7 @@ impl<'a> Lowerer<'a> {
                     if !self.first(&mut seen, slot, kw_span, &block) {
                         continue;
                     }
-                    if kw != "algorithms" && kw != "keys" && values.len() > 1 {
+                    if !matches!(kw.as_str(), "algorithms" | "keys" | "types") && values.len() > 1 {
                         self.diags.push(
                             Diagnostic::new(Code::GW0106, format!("`{kw}` takes one value"))
                                 .primary(values[1].span.to(values[values.len() - 1].span), "extra values")
@@ -944,6 +1178,12 @@ impl<'a> Lowerer<'a> {
                                 .expect()
                                 .source(v, "`file(\"key.pem\")`", file_name, true)
                                 .map(|s| Spanned::new(KeySource::PublicKey(s.node), s.span));
+                        }
+                        "types" => {
+                            let whole = values[0].span.to(values[values.len() - 1].span);
+                            j.types = self
+                                .token_types(&values, &block)
+                                .map(|t| Box::new(Spanned::new(t, whole)));
                         }
                         "algorithms" => {
                             let mut algs = Vec::new();
@@ -1016,6 +1256,65 @@ impl<'a> Lowerer<'a> {
             AuthKind::ApiKey(k)
         };
         self.config.auths.push(Auth { name, kind, span });
+    }
+
+    /// `types "at+jwt", "JWT", none`: media types of the `typ` header
+    /// (GW0003 when a string is not one), `none` for a token without `typ`
+    /// (GW0106 for any other value), each once (GW0105).
+    fn token_types(&mut self, values: &[SVal], block: &str) -> Option<TokenTypes> {
+        let mut types = TokenTypes {
+            untyped: false,
+            names: Vec::new(),
+        };
+        let mut seen: Vec<(String, Span)> = Vec::new();
+        let mut ok = true;
+        for v in values {
+            let (key, span) = match &v.val {
+                Val::Ident(w) if w == "none" => {
+                    types.untyped = true;
+                    ("none".to_string(), v.span)
+                }
+                Val::Str(_) => {
+                    let Some(s) = self.expect().string(v, "a token type such as `\"at+jwt\"`") else {
+                        ok = false;
+                        continue;
+                    };
+                    if !is_media_type(&s.node) {
+                        self.diags.push(
+                            Diagnostic::new(Code::GW0003, format!("`{}` is not a token type", s.node))
+                                .primary(v.span, "not a media type")
+                                .help("a token type is a media type such as `\"at+jwt\"` or `\"application/at+jwt\"`"),
+                        );
+                        ok = false;
+                        continue;
+                    }
+                    let name = TokenTypes::normalize(&s.node);
+                    types.names.push(name.clone());
+                    (name, v.span)
+                }
+                _ => {
+                    self.expect().mismatch(
+                        v,
+                        "a token type such as `\"at+jwt\"`, or `none`",
+                        Some("write token types as strings: `types \"at+jwt\", \"JWT\"`".into()),
+                    );
+                    ok = false;
+                    continue;
+                }
+            };
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
+                self.diags.push(
+                    Diagnostic::new(Code::GW0105, format!("token type `{key}` listed twice in {block}"))
+                        .primary(span, "listed again here")
+                        .secondary(*first, "first listed here")
+                        .help("types are compared case-insensitively, with or without `application/`: remove one"),
+                );
+                ok = false;
+                continue;
+            }
+            seen.push((key, span));
+        }
+        ok.then_some(types)
     }
 
     fn algorithm(&mut self, v: &SVal) -> Option<Spanned<Algorithm>> {
@@ -1398,7 +1697,7 @@ impl<'a> Lowerer<'a> {
                 }
                 Rule::aggregate => {
                     if self.first(&mut seen, "aggregate", a_span, block) {
-                        route.aggregate = Some(self.aggregate(a));
+                        route.aggregate = Some(Box::new(self.aggregate(a)));
                     }
                 }
                 Rule::respond => {
@@ -1415,11 +1714,11 @@ impl<'a> Lowerer<'a> {
                         .next()
                         .and_then(|v| self.expect().string(&v, "a response body string"));
                     if let Some(status) = status {
-                        route.respond = Some(Respond {
+                        route.respond = Some(Box::new(Respond {
                             status,
                             body,
                             span: a_span,
-                        });
+                        }));
                     }
                 }
                 Rule::redirect => {
@@ -1459,16 +1758,16 @@ impl<'a> Lowerer<'a> {
                         [] => (None, None),
                     };
                     if let (Some(status), Some(location)) = (status, location) {
-                        route.redirect = Some(Redirect {
+                        route.redirect = Some(Box::new(Redirect {
                             status,
                             location,
                             span: a_span,
-                        });
+                        }));
                     }
                 }
                 Rule::cors => {
                     if self.first(&mut seen, "cors", a_span, block) {
-                        route.cors = Some(self.cors(a));
+                        route.cors = Some(Box::new(self.cors(a)));
                     }
                 }
                 Rule::retry => {
@@ -1836,6 +2135,20 @@ impl<'a> Lowerer<'a> {
 }
 
 /// Labels of letters, digits and `-` separated by dots (no wildcard).
+/// A media type as RFC 6838 names them: `at+jwt`, `application/at+jwt`.
+fn is_media_type(s: &str) -> bool {
+    let name = |p: &str| {
+        let mut b = p.bytes();
+        b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+            && p.len() <= 127
+            && b.all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
+    };
+    match s.split_once('/') {
+        Some((top, sub)) => name(top) && name(sub),
+        None => name(s),
+    }
+}
+
 fn is_host_name(name: &str) -> bool {
     !name.is_empty()
         && name

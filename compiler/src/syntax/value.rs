@@ -64,9 +64,10 @@ impl Val {
     }
 }
 
-pub fn span_of(file: FileId, pair: &Pair<'_, Rule>) -> Span {
+/// The span of `pair`, parsed from the text starting at offset `base` of `file`.
+pub fn span_of(file: FileId, base: usize, pair: &Pair<'_, Rule>) -> Span {
     let s = pair.as_span();
-    Span::new(file, s.start(), s.end())
+    Span::new(file, base + s.start(), base + s.end())
 }
 
 fn parse_digits(s: &str) -> Option<u64> {
@@ -140,22 +141,23 @@ fn parse_rate(s: &str) -> Option<Rate> {
     Some(Rate { count, per })
 }
 
-/// Lowers a `value` pair (or one of its alternatives).
-pub fn lower_value(file: FileId, pair: Pair<'_, Rule>, diags: &mut Diagnostics) -> SVal {
+/// Lowers a `value` pair (or one of its alternatives), parsed from the text
+/// starting at offset `base` of `file`.
+pub fn lower_value(file: FileId, base: usize, pair: Pair<'_, Rule>, diags: &mut Diagnostics) -> SVal {
     let pair = if pair.as_rule() == Rule::value {
         match pair.into_inner().next() {
             Some(p) => p,
             None => {
                 return SVal {
                     val: Val::Bad(String::new()),
-                    span: Span::new(file, 0, 0),
+                    span: Span::new(file, base, base),
                 }
             }
         }
     } else {
         pair
     };
-    let span = span_of(file, &pair);
+    let span = span_of(file, base, &pair);
     let text = pair.as_str();
     let val = match pair.as_rule() {
         Rule::string => {
@@ -218,7 +220,7 @@ pub fn lower_value(file: FileId, pair: Pair<'_, Rule>, diags: &mut Diagnostics) 
             let name = inner.next().map(|p| p.as_str().to_string()).unwrap_or_default();
             let args = inner
                 .filter(|p| p.as_rule() == Rule::value)
-                .map(|p| lower_value(file, p, diags))
+                .map(|p| lower_value(file, base, p, diags))
                 .collect();
             Val::Call(name, args)
         }
@@ -226,7 +228,7 @@ pub fn lower_value(file: FileId, pair: Pair<'_, Rule>, diags: &mut Diagnostics) 
             let items = pair
                 .into_inner()
                 .filter(|p| p.as_rule() == Rule::value)
-                .map(|p| lower_value(file, p, diags))
+                .map(|p| lower_value(file, base, p, diags))
                 .collect();
             Val::List(items)
         }

@@ -33,14 +33,6 @@ fn method_of(m: &[u8]) -> Option<Method> {
     })
 }
 
-fn host_of<B>(req: &Request<B>) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("")
-}
-
 /// The request's `Origin`, kept for [`decorate`].
 pub fn origin<B>(req: &Request<B>) -> Option<HeaderValue> {
     req.headers().get(header::ORIGIN).cloned()
@@ -48,8 +40,9 @@ pub fn origin<B>(req: &Request<B>) -> Option<HeaderValue> {
 
 /// The answer to a preflight for a route with `cors`, and that route's
 /// index; `None` when the request is not a preflight or its route has no
-/// `cors` (it is then routed as usual).
-pub fn preflight<B>(rt: &Runtime, req: &Request<B>) -> Option<(Response<Body>, usize)> {
+/// `cors` (it is then routed as usual). `host` is the request's host
+/// (`request::request_host`).
+pub fn preflight<B>(rt: &Runtime, req: &Request<B>, host: Option<&HeaderValue>) -> Option<(Response<Body>, usize)> {
     if req.method() != hyper::Method::OPTIONS {
         return None;
     }
@@ -57,7 +50,8 @@ pub fn preflight<B>(rt: &Runtime, req: &Request<B>) -> Option<(Response<Body>, u
     let origin = headers.get(header::ORIGIN)?;
     let wanted = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
     let method = method_of(wanted.as_bytes())?;
-    let Lookup::Matched { route: index, .. } = lookup(&rt.plan, Some(method), host_of(req), req.uri().path()) else {
+    let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+    let Lookup::Matched { route: index, .. } = lookup(&rt.plan, Some(method), host, req.uri().path()) else {
         return None;
     };
     let route = rt.plan.routes.get(index)?;

@@ -1,6 +1,8 @@
 //! `auth NAME jwt`: read the token (header with or without `Bearer`, query or
 //! cookie), refuse it unverified when it is over 8 KiB, names an algorithm
-//! the auth does not list (`none` included) or has two `Authorization`
+//! the auth does not list (`none` included), has a `typ` header the auth
+//! does not accept (`types`: a logout token or a security event token is
+//! no access token, RFC 8725 §3.11) or has two `Authorization`
 //! headers; verify its signature with the key its `kid` and algorithm
 //! select; enforce `iss`, `aud`, a required `exp`, `nbf`, with `leeway`.
 //! Every refusal is the same 401 (`WWW-Authenticate: Bearer
@@ -32,6 +34,8 @@ pub struct JwtAuth {
     name: String,
     from: TokenFrom,
     leeway: u64,
+    /// The `typ` headers accepted.
+    types: ast::TokenTypes,
     /// One validation per listed algorithm (issuer, audience, required
     /// claims, leeway), made once.
     validations: Vec<(Algorithm, Validation)>,
@@ -117,6 +121,7 @@ impl JwtAuth {
             name: name.to_string(),
             from: j.from.clone(),
             leeway,
+            types: j.types.clone(),
             validations,
             keys,
             plan_key: j.key.clone(),
@@ -196,6 +201,9 @@ impl JwtAuth {
             Ok(h) => h,
             Err(_) => return Verdict::Invalid("malformed token or header (or alg none)"),
         };
+        if !self.types.accepts(header.typ.as_deref()) {
+            return Verdict::Invalid("token type (`typ`) not accepted by the auth");
+        }
         let Some((alg, validation)) = self.validations.iter().find(|(a, _)| *a == header.alg) else {
             return Verdict::Invalid("algorithm not listed by the auth");
         };

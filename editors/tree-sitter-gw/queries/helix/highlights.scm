@@ -1,0 +1,212 @@
+; Generated from ../highlights.scm with Helix's capture names by tests/editor_grammars.rs:
+; edit that file, then run GW_UPDATE_HELIX_QUERIES=1 cargo test --test integration helix
+
+; Highlights of the .gw language.
+;
+; Capture names are tree-sitter's and Neovim's standard ones (Zed's are the
+; same; queries/helix/highlights.scm is this file with Helix's names).
+; Patterns never capture the same node twice, so the result is the same in
+; editors where the first matching pattern wins and in those where the last
+; does. Word lists in predicates (methods, strategies, ...) are compared with
+; the TextMate grammar's by tests/editor_grammars.rs.
+
+(comment) @comment
+
+; ------------------------------------------------------------------ declarations
+
+(import "import" @keyword.control.import)
+(listen "listen" @keyword)
+(admin "admin" @keyword)
+(limits "limits" @keyword)
+(upstream "upstream" @keyword)
+(auth "auth" @keyword)
+(limit "limit" @keyword)
+(store "store" @keyword)
+(route "route" @keyword)
+(test "test" @keyword)
+
+; ------------------------------------------------------------------ attributes
+
+(setting name: _ @variable.other.member)
+(server "server" @variable.other.member)
+(health "health" @variable.other.member)
+(eject "eject" @variable.other.member)
+(pool "pool" @variable.other.member)
+(retry "retry" @variable.other.member)
+(http2) @variable.other.member
+(from "from" @variable.other.member)
+(jwks "jwks" @variable.other.member)
+(certificate "cert" @variable.other.member)
+(route_auth "auth" @variable.other.member)
+(route_limit "limit" @variable.other.member)
+(require "require" @variable.other.member)
+(set_header "set" @variable.other.member)
+(remove_header "remove" @variable.other.member)
+(aggregate "aggregate" @variable.other.member)
+(respond "respond" @variable.other.member)
+(redirect "redirect" @variable.other.member)
+(cors "cors" @variable.other.member)
+(credentials) @variable.other.member
+
+[
+  "tls"
+  "tcp"
+  "sni"
+  "weight"
+  "backup"
+  "resolve"
+  "on"
+  "budget"
+  "bearer"
+  "url"
+  "refresh"
+  "host"
+  "header"
+  "optional"
+] @keyword
+
+(certificate "key" @keyword)
+
+(require
+  operator: ["has" "in"] @keyword.operator)
+
+(require
+  operator: ["==" "!="] @operator)
+
+"->" @operator
+
+; ------------------------------------------------------------------ names
+
+(upstream name: (identifier) @type)
+(auth name: (identifier) @type)
+(limit name: (identifier) @type)
+(store name: (identifier) @type)
+
+(route upstream: (identifier) @type)
+(tcp upstream: (identifier) @type)
+(route_auth name: (identifier) @type)
+(route_limit name: (identifier) @type)
+(part upstream: (identifier) @type)
+(expectation expected: (identifier) @type)
+(setting
+  name: "store"
+  value: (identifier) @type)
+
+(part name: (identifier) @variable.other.member)
+
+; ------------------------------------------------------------------ value words
+
+(auth
+  kind: (identifier) @type.builtin
+  (#any-of? @type.builtin "jwt" "api_key"))
+
+(store
+  kind: (identifier) @type.builtin
+  (#eq? @type.builtin "redis"))
+
+((method) @constant.builtin
+  (#any-of? @constant.builtin "GET" "HEAD" "POST" "PUT" "PATCH" "DELETE" "OPTIONS" "CONNECT" "TRACE"))
+
+(method "*" @special)
+
+(setting
+  name: "methods"
+  value: (identifier) @constant.builtin
+  (#any-of? @constant.builtin "GET" "HEAD" "POST" "PUT" "PATCH" "DELETE" "OPTIONS" "CONNECT" "TRACE"))
+
+(setting
+  name: "balance"
+  value: (identifier) @constant.builtin
+  (#any-of? @constant.builtin "round_robin" "least_conn" "random" "p2c" "ip_hash"))
+
+(retry
+  condition: (identifier) @constant.builtin
+  (#any-of? @constant.builtin "connect_error" "timeout"))
+
+(setting
+  name: "on_error"
+  value: (identifier) @constant.builtin
+  (#any-of? @constant.builtin "allow" "deny"))
+
+(setting
+  name: "key"
+  value: (identifier) @constant.builtin
+  (#any-of? @constant.builtin "none" "api_key"))
+
+(setting
+  name: "algorithms"
+  value: (identifier) @constant.builtin
+  (#any-of? @constant.builtin
+    "HS256" "HS384" "HS512" "RS256" "RS384" "RS512" "PS256" "PS384" "PS512" "ES256" "ES384" "EdDSA"))
+
+(set_header
+  direction: (identifier) @constant.builtin
+  (#any-of? @constant.builtin "request" "response"))
+
+(remove_header
+  direction: (identifier) @constant.builtin
+  (#any-of? @constant.builtin "request" "response"))
+
+(from
+  source: (identifier) @constant.builtin
+  (#any-of? @constant.builtin "header" "query" "cookie"))
+
+; Header, query and cookie names.
+(set_header name: (identifier) @variable.other.member)
+(remove_header name: (identifier) @variable.other.member)
+(expect_header name: (identifier) @variable.other.member)
+(from name: (identifier) @variable.other.member)
+
+; `client_ip` where a reference may stand.
+(setting
+  name: "key"
+  value: (identifier) @variable.builtin
+  (#eq? @variable.builtin "client_ip"))
+
+(require
+  subject: (identifier) @variable.builtin
+  (#eq? @variable.builtin "client_ip"))
+
+(call
+  argument: (identifier) @variable.builtin
+  (#eq? @variable.builtin "client_ip"))
+
+(call
+  function: (identifier) @function.builtin
+  (#any-of? @function.builtin "env" "file" "hash"))
+
+(call
+  function: (identifier) @function
+  (#not-any-of? @function "env" "file" "hash"))
+
+; ------------------------------------------------------------------ literals
+
+(string) @string
+(escape_sequence) @constant.character.escape
+(interpolation) @string.special
+
+[
+  (integer)
+  (percent)
+  (duration)
+  (size)
+  (rate)
+  (status_range)
+] @constant.numeric
+
+(address) @string.special.url
+(path) @string.special.path
+(reference) @variable.builtin
+(star) @special
+
+(path_param ["{" "}"] @punctuation.special)
+(catch_all ["{" "*" "}"] @punctuation.special)
+(path_param name: (identifier) @variable.parameter)
+(catch_all name: (identifier) @variable.parameter)
+
+; ------------------------------------------------------------------ punctuation
+
+(block ["{" "}"] @punctuation.bracket)
+(list ["[" "]"] @punctuation.bracket)
+(call ["(" ")"] @punctuation.bracket)
+"," @punctuation.delimiter
