@@ -1666,22 +1666,19 @@ async fn endless_trailers_from_a_client_are_cut() {
 }
 
 // ---------------------------------------------------------------------------
-// Open findings: failing inputs kept as tests, ignored until decided.
+// Findings of fuzz/run, kept as regression tests.
 // ---------------------------------------------------------------------------
 
-/// OPEN FINDING (fuzz/run's property phase, PROPTEST_RNG_SEED=745887397,
-/// GW_FUZZ_CASES=1000; for the lead to route to whoever owns
-/// `h1client::parse_head`): an answer to `HEAD` (and a `204` or `304`) with
-/// two different `Content-Length` values is refused as 502 by the gateway,
-/// while RFC 9112 §6.3 frames such an answer by rule 1 (no body, whatever
-/// the length says) before rule 5 (an invalid length is an unrecoverable
-/// error) is reached, and this file's reference reader passes it on as
-/// 200. Either the client parser checks lengths only where they frame the
-/// body, or the reference reader (and this test) take nginx's stricter
-/// view; until then it is ignored so that CI stays green.
+/// Found by fuzz/run's property phase (PROPTEST_RNG_SEED=745887397,
+/// GW_FUZZ_CASES=1000): an answer to `HEAD` (and a `204` or `304`) with two
+/// different `Content-Length` values was refused as 502, while RFC 9112 §6.3
+/// frames such an answer by rule 1 (no body, whatever the length says)
+/// before rule 5 (an invalid length is an unrecoverable error) is reached,
+/// and this file's reference reader passes it on as 200. The client parser
+/// now drops the bad length of a bodiless answer (and does not reuse the
+/// connection); anywhere else it is still a 502.
 #[test]
-#[ignore = "open finding: HEAD/204/304 answers with conflicting Content-Length get 502; see the doc comment"]
-fn open_finding_a_bodiless_answer_with_conflicting_lengths() {
+fn a_bodiless_answer_with_conflicting_lengths_passes_on() {
     let rt = runtime();
     rt.block_on(async {
         let (bad, script) = scripted().await;

@@ -522,6 +522,8 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
         // and last.
         let (mut coded, mut codings, mut chunked_count, mut last_chunked) = (false, 0usize, 0usize, false);
         let mut length: Option<u64> = None;
+        // A Content-Length that is not a number, or two that differ.
+        let mut bad_length = None;
         for &(ns, nl, vs, vl) in &spans[..count] {
             let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
             // The offsets come from parsing these very bytes; `get` keeps
@@ -554,23 +556,37 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
                     last_chunked = item.eq_ignore_ascii_case(b"chunked");
                     chunked_count += usize::from(last_chunked);
                 }
-            } else if name == header::CONTENT_LENGTH {
+            } else if name == header::CONTENT_LENGTH && bad_length.is_none() {
                 for part in value.as_bytes().split(|b| *b == b',') {
-                    let n = parse_length(part.trim_ascii()).ok_or(H1Error::Invalid("content-length"))?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(H1Error::Invalid("conflicting content-length"));
+                    match parse_length(part.trim_ascii()) {
+                        None => bad_length = Some("content-length"),
+                        Some(n) if length.is_some_and(|l| l != n) => bad_length = Some("conflicting content-length"),
+                        Some(n) => length = Some(n),
                     }
-                    length = Some(n);
                 }
             }
             headers.append(name, value);
+        }
+        // RFC 9112 6.3: an answer to HEAD, a 204 and a 304 end at their head
+        // whatever their fields say (rule 1 comes before rule 5), so a bad
+        // length frames nothing there: it is dropped rather than passed on
+        // (a client would have to refuse it), and the connection, whose
+        // upstream may frame otherwise, is not reused. Anywhere else it is
+        // an unrecoverable framing error (502).
+        let bodiless = meta.head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        if let Some(why) = bad_length {
+            if !bodiless || status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(H1Error::Invalid(why));
+            }
+            headers.remove(header::CONTENT_LENGTH);
+            keep_alive = false;
         }
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
             if !meta.upgrade {
                 return Err(H1Error::Invalid("101 without an upgrade request"));
             }
             Framing::Upgrade
-        } else if meta.head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        } else if bodiless {
             Framing::Length(0)
         } else if coded {
             // The gateway implements `chunked` and no other coding, and passes
@@ -1212,6 +1228,38 @@ mod tests {
         assert!(h.is_some_and(|h| matches!(h.framing, Framing::Length(5)) && h.keep_alive));
         assert!(head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n").is_err());
         assert!(head_of(b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n").is_err());
+        // An answer without a body ends at its head (rule 1 before rule 5):
+        // a bad length there is dropped, and the connection not reused.
+        let head = ReqMeta { head: true, ..GET };
+        for (bodiless, meta) in [
+            (
+                &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 10\r\n\r\n"[..],
+                head,
+            ),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", head),
+            (
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\ncontent-length: 7\r\n\r\n",
+                GET,
+            ),
+            (b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5, 6\r\n\r\n", GET),
+        ] {
+            let h = parse_head(&mut BytesMut::from(bodiless), meta).ok().flatten();
+            assert!(
+                h.is_some_and(|h| matches!(h.framing, Framing::Length(0))
+                    && !h.keep_alive
+                    && !h.headers.contains_key(header::CONTENT_LENGTH)),
+                "{}",
+                String::from_utf8_lossy(bodiless)
+            );
+        }
+        let h = parse_head(
+            &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"[..]),
+            head,
+        );
+        assert!(h
+            .ok()
+            .flatten()
+            .is_some_and(|h| h.keep_alive && h.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "5")));
         let h = head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n")
             .ok()
             .flatten();
