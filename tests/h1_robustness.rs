@@ -657,17 +657,13 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A runner of `cases` cases, or of `GW_FUZZ_CASES` when set (a longer
 /// search than CI's, e.g. `GW_FUZZ_CASES=5000 cargo test --test integration
-/// h1_robustness`).
+/// h1_robustness`; `fuzz/run` does), keeping failures' seeds in
+/// `tests/regressions/h1_robustness.txt` (see `property`).
 fn runner(cases: u32) -> TestRunner {
-    let cases = std::env::var("GW_FUZZ_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(cases);
     TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
+        cases: crate::property::cases("GW_FUZZ_CASES", cases),
         max_shrink_iters: 64,
-        ..Config::default()
+        ..crate::property::config(cases, "tests/regressions/h1_robustness.txt")
     })
 }
 
@@ -1667,4 +1663,40 @@ async fn endless_trailers_from_a_client_are_cut() {
         &[400, 413, 431],
     )
     .await;
+}
+
+// ---------------------------------------------------------------------------
+// Findings of fuzz/run, kept as regression tests.
+// ---------------------------------------------------------------------------
+
+/// Found by fuzz/run's property phase (PROPTEST_RNG_SEED=745887397,
+/// GW_FUZZ_CASES=1000): an answer to `HEAD` (and a `204` or `304`) with two
+/// different `Content-Length` values was refused as 502, while RFC 9112 §6.3
+/// frames such an answer by rule 1 (no body, whatever the length says)
+/// before rule 5 (an invalid length is an unrecoverable error) is reached,
+/// and this file's reference reader passes it on as 200. The client parser
+/// now drops the bad length of a bodiless answer (and does not reuse the
+/// connection); anywhere else it is still a 502.
+#[test]
+fn a_bodiless_answer_with_conflicting_lengths_passes_on() {
+    let rt = runtime();
+    rt.block_on(async {
+        let (bad, script) = scripted().await;
+        let good = Upstream::named("good").await;
+        let live = upstream_gateway(bad, good.addr).await;
+        // HEAD: "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 10\r\n\r\n";
+        // 204: "HTTP/1.1 204 No Content\r\ncontent-length: 5\r\ncontent-length: 7\r\n\r\n".
+        for (seed, at) in [(6, 17), (4, 25)] {
+            let case = ResponseCase {
+                seed,
+                mutations: vec![Mutation::Insert(at, b"content-length: 5\r\n".to_vec())],
+                splits: Vec::new(),
+                pause: 0,
+                trickle: false,
+            };
+            if let Err(e) = response_case_holds(&live, &script, &case).await {
+                panic!("{e}\nupstream bytes: {:?}", String::from_utf8_lossy(&case.bytes()));
+            }
+        }
+    });
 }

@@ -29,8 +29,12 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Requests answered.
     pub requests: Arc<AtomicUsize>,
+    /// Requests that arrived (counted before the handler runs).
+    pub arrived: Arc<AtomicUsize>,
     /// TCP connections accepted.
     pub connections: Arc<AtomicUsize>,
+    /// TCP connections that ended (closed by either side).
+    pub closed: Arc<AtomicUsize>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -41,13 +45,25 @@ impl Upstream {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
+        let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+        Upstream::start_at(listen, handler).await.expect("bind 127.0.0.1:0")
+    }
+
+    /// Starts a server on `listen` (an error when it cannot be bound).
+    pub async fn start_at<F, Fut>(listen: SocketAddr, handler: F) -> std::io::Result<Upstream>
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
         let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
         let requests = Arc::new(AtomicUsize::new(0));
+        let arrived = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-        let (r, c) = (requests.clone(), connections.clone());
+        let (r, a, c, ended) = (requests.clone(), arrived.clone(), connections.clone(), closed.clone());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -56,11 +72,13 @@ impl Upstream {
                 };
                 c.fetch_add(1, Ordering::SeqCst);
                 let handler = handler.clone();
-                let r = r.clone();
+                let (r, a) = (r.clone(), a.clone());
+                let ended = ended.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let handler = handler.clone();
                         let r = r.clone();
+                        a.fetch_add(1, Ordering::SeqCst);
                         async move {
                             let resp = handler(req).await;
                             r.fetch_add(1, Ordering::SeqCst);
@@ -70,15 +88,18 @@ impl Upstream {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
+                    ended.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        Upstream {
+        Ok(Upstream {
             addr,
             requests,
+            arrived,
             connections,
+            closed,
             stop,
-        }
+        })
     }
 
     /// Answers `{"upstream": NAME, "path": ..., "method": ...}` plus the

@@ -125,33 +125,41 @@ async fn a_required_part_that_fails_is_a_bare_502() {
 #[tokio::test]
 async fn a_slow_optional_part_cannot_hold_the_answer_past_the_timeout() {
     let profile = json_server(json!({ "name": "Alice" })).await;
-    let orders = slow(Duration::from_secs(5)).await;
+    // Answers after a minute: an answer at all (the client waits 10 s) is
+    // the timeout's.
+    let orders = slow(Duration::from_secs(60)).await;
     let live = summary(&profile, &orders, "300ms").await;
     let started = Instant::now();
     let got = get(&live.url("/summary")).await;
     let took = started.elapsed();
     assert_eq!(got.status, 200);
     assert!(got.json()["orders"].is_null());
-    assert!(took < Duration::from_millis(1500), "answered in {took:?}");
     assert!(took >= Duration::from_millis(250), "the part had its time: {took:?}");
 }
 
+/// Both parts' servers hold their request until the other's has arrived
+/// too: fetched one after the other, the first would never be answered and
+/// the required part would fail at the timeout.
 #[tokio::test]
 async fn parts_are_fetched_concurrently() {
-    let profile = slow(Duration::from_millis(400)).await;
-    let orders = slow(Duration::from_millis(400)).await;
-    let live = summary(&profile, &orders, "2s").await;
-    let started = Instant::now();
+    let both_in = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let meeting = || {
+        let both_in = both_in.clone();
+        Upstream::start(move |_req| {
+            let both_in = both_in.clone();
+            async move {
+                both_in.wait().await;
+                hyper::Response::new(full("{\"met\":true}"))
+            }
+        })
+    };
+    let (profile, orders) = (meeting().await, meeting().await);
+    let live = summary(&profile, &orders, "5s").await;
     let got = get(&live.url("/summary")).await;
     assert_eq!(got.status, 200);
     assert_eq!(
         got.json(),
-        json!({ "profile": { "late": true }, "orders": { "late": true } })
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(750),
-        "{:?}",
-        started.elapsed()
+        json!({ "profile": { "met": true }, "orders": { "met": true } })
     );
 }
 

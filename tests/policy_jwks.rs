@@ -106,7 +106,7 @@ async fn the_last_good_key_set_serves_while_the_provider_fails_then_refresh_rota
     idp.serve(None);
     let before = idp.server.count();
     assert!(
-        eventually(Duration::from_secs(5), || idp.server.count() >= before + 2).await,
+        eventually(Duration::from_secs(30), || idp.server.count() >= before + 2).await,
         "the gateway keeps trying"
     );
     let fresh_k1 = rs256(&claims(json!({ "jti": "not-cached" })));
@@ -115,8 +115,10 @@ async fn the_last_good_key_set_serves_while_the_provider_fails_then_refresh_rota
     // The provider comes back with only k2: the periodic refresh swaps the
     // set, and k1 tokens — cached ones included — stop verifying.
     idp.serve(Some(read("jwks-k2.json")));
+    // Bounded at 30 s: the refresh retries with a doubling backoff after
+    // the failures above, and a loaded machine stretches it.
     let mut rotated = false;
-    for _ in 0..60 {
+    for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if bearer(&live, "/x", &k1).await.status == 401 {
             rotated = true;
@@ -138,7 +140,7 @@ async fn a_provider_down_at_start_fails_closed_until_it_answers() {
     idp.serve(Some(read("jwks-k1.json")));
     // Retries after a failed start come quickly (1 s, doubling), not after `refresh`.
     let mut ok = false;
-    for _ in 0..40 {
+    for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if bearer(&live, "/x", &k1).await.status == 200 {
             ok = true;

@@ -4,7 +4,9 @@
 //! expire when idle, `on_error allow|deny` answer at once when Redis is down
 //! or silent, a restarted Redis is used again, AUTH and SELECT come from
 //! the URL, and `rediss://` is refused. Without `redis-server` these tests
-//! fail saying to install it, unless `GW_SKIP_REDIS_TESTS=1`.
+//! fail saying to install it, unless `GW_SKIP_REDIS_TESTS=1` outside CI:
+//! under CI (`CI` set, as `.ci/run` sets it) or when `tests/run` says Redis
+//! is required (`GW_REDIS_REQUIRED=1`), a skip is a failure.
 
 use crate::live::{get as get_url, Live, Upstream};
 use crate::policy::get;
@@ -39,6 +41,15 @@ impl RedisServer {
     /// A fresh server, or `None` when the tests are skipped.
     async fn start(extra: &[&str]) -> Option<RedisServer> {
         if !installed() {
+            let required = std::env::var("GW_REDIS_REQUIRED").as_deref() == Ok("1");
+            let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+            assert!(
+                !(ci || required),
+                "redis-server is not installed, and under CI (CI={:?}, GW_REDIS_REQUIRED={:?}) a skipped Redis \
+                 test is a failure: tests/run installs it (`apt-get install -y redis-server`)",
+                std::env::var("CI").unwrap_or_default(),
+                std::env::var("GW_REDIS_REQUIRED").unwrap_or_default(),
+            );
             if std::env::var("GW_SKIP_REDIS_TESTS").as_deref() == Ok("1") {
                 eprintln!("redis-server is not installed: skipped (GW_SKIP_REDIS_TESTS=1)");
                 return None;
@@ -355,19 +366,39 @@ async fn the_shared_budget_refills_at_the_rate_and_idle_keys_expire() {
             s
         }
     };
+    let start = Instant::now();
     let first = statuses(10).await;
     assert_eq!(&first[..2], &[200, 200], "{first:?}");
     assert!(first.contains(&429), "the burst is spent: {first:?}");
-    // Drive requests for one second: about 10 more pass (allow slack).
-    let start = Instant::now();
-    let mut passed = 0;
-    while start.elapsed() < Duration::from_secs(1) {
+    let mut passed = first.iter().filter(|s| **s == 200).count();
+    // The rate refills the budget: a request 100 ms (one cell at 10/s) after
+    // a refusal passes. A lower bound: a sleep is never short.
+    for _ in 0..3 {
+        let mut refused = false;
+        for _ in 0..50 {
+            match get(&live, "/", &[]).await.status {
+                429 => {
+                    refused = true;
+                    break;
+                }
+                _ => passed += 1,
+            }
+        }
+        assert!(refused, "the budget is spent");
+        tokio::time::sleep(Duration::from_millis(110)).await;
+        assert_eq!(get(&live, "/", &[]).await.status, 200, "refilled after 100 ms");
+        passed += 1;
+    }
+    // Never more than the rate allows: driven as fast as it goes, the passes
+    // since the start are at most the burst plus 10 a second of the time
+    // measured (which only errs long).
+    for _ in 0..30 {
         if get(&live, "/", &[]).await.status == 200 {
             passed += 1;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!((5..=13).contains(&passed), "{passed} passed in 1 s at 10/s");
+    let allowed = 2 + (start.elapsed().as_secs_f64() * 10.0).ceil() as usize;
+    assert!(passed <= allowed, "{passed} passed, {allowed} allowed at 10/s");
     // The key expires once its budget would be full again (≤ 200 ms here).
     let gone = {
         let start = Instant::now();
@@ -375,7 +406,7 @@ async fn the_shared_budget_refills_at_the_rate_and_idle_keys_expire() {
             if redis.limit_keys(0).await.is_empty() {
                 break true;
             }
-            if start.elapsed() > Duration::from_secs(3) {
+            if start.elapsed() > Duration::from_secs(10) {
                 break false;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -386,15 +417,17 @@ async fn the_shared_budget_refills_at_the_rate_and_idle_keys_expire() {
     assert_eq!(&statuses(2).await, &[200, 200]);
 }
 
-/// Sends `n` requests and checks each answers `status` well within the
-/// store's timeout twice over.
+/// Sends `n` requests and checks each answers `status` within the store's
+/// timeout (with room for a loaded machine: five times over, where a store
+/// that is not bounded by its timeout would hold the request until the
+/// client gives up).
 async fn each_answers_quickly(live: &Live, n: usize, status: u16, timeout: Duration) {
     for i in 0..n {
         let start = Instant::now();
         let got = get(live, "/", &[]).await;
         let took = start.elapsed();
         assert_eq!(got.status, status, "request {i}");
-        assert!(took < timeout * 2, "request {i} took {took:?} (timeout {timeout:?})");
+        assert!(took < timeout * 5, "request {i} took {took:?} (timeout {timeout:?})");
         if status == 429 {
             assert_eq!(got.header("retry-after"), Some("1"));
             assert_eq!(got.header("ratelimit"), Some("\"l\";r=0;t=1"));
@@ -404,13 +437,13 @@ async fn each_answers_quickly(live: &Live, n: usize, status: u16, timeout: Durat
 
 const ON_ERROR: &str = "listen 127.0.0.1:0
      upstream app { server {up} }
-     store shared redis \"{redis}\" { timeout 300ms on_error ACTION }
+     store shared redis \"{redis}\" { timeout 1s on_error ACTION }
      limit l { rate 1/min burst 1 key none store shared }
      route /{*rest} -> app { limit l }";
 
 #[tokio::test]
 async fn redis_down_with_on_error_allow_lets_requests_through_quickly() {
-    let timeout = Duration::from_millis(300);
+    let timeout = Duration::from_secs(1);
     let text = ON_ERROR.replace("ACTION", "allow");
     // Nothing listening: refused at once.
     let (live, up) = gateway_with(&text, &closed_url()).await;
@@ -421,15 +454,15 @@ async fn redis_down_with_on_error_allow_lets_requests_through_quickly() {
     let start = Instant::now();
     each_answers_quickly(&live, 10, 200, timeout).await;
     assert!(
-        start.elapsed() < timeout * 6,
-        "backing off: not every request waits the timeout ({:?})",
+        start.elapsed() < timeout * 5,
+        "backing off: not every request of 10 waits the timeout ({:?})",
         start.elapsed()
     );
 }
 
 #[tokio::test]
 async fn redis_down_with_on_error_deny_refuses_quickly() {
-    let timeout = Duration::from_millis(300);
+    let timeout = Duration::from_secs(1);
     let text = ON_ERROR.replace("ACTION", "deny");
     let (live, up) = gateway_with(&text, &closed_url()).await;
     each_answers_quickly(&live, 10, 429, timeout).await;
@@ -460,12 +493,17 @@ async fn a_restarted_redis_is_used_again() {
         vec!["gw:limit:l:ip:127.0.0.1".to_string()],
         "a client_ip key is readable"
     );
-    // Down: on_error allow lets requests through at once.
+    // Down: on_error allow lets requests through, each within the store's
+    // timeout (with room for a loaded machine).
     redis.stop();
     for _ in 0..5 {
         let start = Instant::now();
         assert_eq!(get(&live, "/", &[]).await.status, 200);
-        assert!(start.elapsed() < Duration::from_millis(600));
+        assert!(
+            start.elapsed() < Duration::from_millis(300) * 5,
+            "{:?}",
+            start.elapsed()
+        );
     }
     // Back (empty, the script unknown to it): a 429 can only come from
     // Redis, so the limit works again once one is seen.

@@ -31,7 +31,19 @@ async fn counted(name: &'static str, delay: Duration) -> (Upstream, Arc<AtomicUs
 
 #[tokio::test]
 async fn least_conn_avoids_the_server_busy_with_slow_requests() {
-    let (slow, slow_arrived) = counted("slow", Duration::from_millis(800)).await;
+    // The slow server holds its requests until the test has sent them all.
+    let (release, released) = tokio::sync::watch::channel(false);
+    let slow_arrived = Arc::new(AtomicUsize::new(0));
+    let a = slow_arrived.clone();
+    let slow = Upstream::start(move |_req| {
+        a.fetch_add(1, Ordering::SeqCst);
+        let mut released = released.clone();
+        async move {
+            let _ = released.wait_for(|r| *r).await;
+            Response::new(full("slow"))
+        }
+    })
+    .await;
     let (fast, fast_arrived) = counted("fast", Duration::ZERO).await;
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
@@ -40,17 +52,33 @@ async fn least_conn_avoids_the_server_busy_with_slow_requests() {
         slow.addr, fast.addr
     ))
     .await;
-    // 20 requests, one every 20 ms, all within the slow server's 800 ms.
+    // 20 requests, one at a time: each waits until the one before has
+    // reached a server and, when that was the fast one, has been answered.
+    // The slow server keeps what it got in flight, the fast one at most the
+    // request just answered (its count may drop a moment after the client
+    // has the answer), so the slow server gets the first tie and at most
+    // one more.
     let mut tasks = Vec::new();
-    for _ in 0..20 {
+    let arrived = || slow_arrived.load(Ordering::SeqCst) + fast_arrived.load(Ordering::SeqCst);
+    for n in 1..=20 {
         let url = live.url("/");
-        tasks.push(tokio::spawn(async move { get(&url).await.status }));
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let fast_before = fast_arrived.load(Ordering::SeqCst);
+        let task = tokio::spawn(async move { get(&url).await.status });
+        assert!(
+            crate::live::eventually(Duration::from_secs(10), || arrived() == n).await,
+            "request {n} never reached a server"
+        );
+        if fast_arrived.load(Ordering::SeqCst) > fast_before {
+            assert_eq!(task.await.unwrap(), 200);
+        } else {
+            tasks.push(task);
+        }
     }
+    let (s, f) = (slow_arrived.load(Ordering::SeqCst), fast_arrived.load(Ordering::SeqCst));
+    let _ = release.send(true);
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    let (s, f) = (slow_arrived.load(Ordering::SeqCst), fast_arrived.load(Ordering::SeqCst));
     assert_eq!(s + f, 20);
     // Round robin would send 10 to each; least_conn sends the slow server
     // one (a tie at the start) and nothing while it is busy.
@@ -128,12 +156,14 @@ async fn backups_serve_only_while_no_primary_is_usable() {
         "listen 127.0.0.1:0
          upstream pool {{
            server {} server {} server {} backup
-           eject {{ errors 1 for 1s }}
+           eject {{ errors 1 for 3s }}
          }}
          route /{{*rest}} -> pool",
         p1.addr, p2.addr, backup.addr
     ))
     .await;
+    let states: Vec<_> = live.gateway.servers("pool").into_iter().map(|(_, s)| s).collect();
+    let ejected = |i: usize| states[i].is_ejected_at(gw_runtime::clock::now_millis());
     for _ in 0..20 {
         assert_eq!(get(&live.url("/")).await.status, 200);
     }
@@ -149,6 +179,10 @@ async fn backups_serve_only_while_no_primary_is_usable() {
         }
         v
     };
+    // Still ejected after the round, so ejected throughout it (3 s is far
+    // longer than 12 requests take; were it not, this says so rather than
+    // failing on a 500 below).
+    assert!(ejected(0) && ejected(1), "the round outlasted the ejection");
     assert_eq!(&statuses[..2], &[500, 500], "{statuses:?}");
     assert!(statuses[2..].iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(backup.count(), 10);
@@ -156,7 +190,10 @@ async fn backups_serve_only_while_no_primary_is_usable() {
     // The primaries recover; once their ejection ends the backup is idle again.
     p1_failing.store(false, Ordering::SeqCst);
     p2_failing.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        crate::live::eventually(Duration::from_secs(10), || !ejected(0) && !ejected(1)).await,
+        "the ejections end"
+    );
     for _ in 0..10 {
         assert_eq!(get(&live.url("/")).await.status, 200);
     }
@@ -187,23 +224,68 @@ async fn backups_take_over_from_primaries_that_refuse_connections() {
     assert_eq!(backup.count(), 10);
 }
 
+/// `localhost` may name 127.0.0.1, ::1 or both: the test serves every
+/// address it resolves to (one port on each), and checks that the gateway
+/// resolved the same. Then it empties the upstream's server set by hand and
+/// waits for the `resolve` loop to fill it again: a refresh that happened,
+/// not one assumed after a sleep.
 #[tokio::test]
-async fn a_dns_name_with_resolve_is_served() {
-    let up = Upstream::named("by-name").await;
+async fn a_dns_name_with_resolve_is_served_and_re_resolved() {
+    let (servers, port) = 'bound: {
+        for _ in 0..10 {
+            let Some(first) = tokio::net::lookup_host(("localhost", 0))
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+            else {
+                panic!("localhost does not resolve");
+            };
+            let Ok(one) = Upstream::start_at(first, |req| async move { crate::live::json_echo("by-name", &req) }).await
+            else {
+                continue;
+            };
+            let port = one.addr.port();
+            let mut servers = vec![one];
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(("localhost", port))
+                .await
+                .expect("localhost")
+                .collect();
+            let mut all = true;
+            let first = servers[0].addr;
+            for addr in addrs.iter().filter(|a| **a != first) {
+                match Upstream::start_at(*addr, |req| async move { crate::live::json_echo("by-name", &req) }).await {
+                    Ok(s) => servers.push(s),
+                    Err(_) => all = false, // the port is taken there: another port
+                }
+            }
+            if all {
+                break 'bound (servers, port);
+            }
+        }
+        panic!("no port free on every address of localhost");
+    };
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
-         upstream named {{ server localhost:{} resolve 1s }}
-         route /{{*rest}} -> named",
-        up.addr.port()
+         upstream named {{ server localhost:{port} resolve 1s }}
+         route /{{*rest}} -> named"
     ))
     .await;
+    let resolved =
+        || -> HashSet<std::net::SocketAddr> { live.gateway.servers("named").iter().map(|(a, _)| *a).collect() };
+    let ours: HashSet<std::net::SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    assert_eq!(resolved(), ours, "the gateway resolved localhost as the test did");
     for _ in 0..5 {
         let got = get(&live.url("/")).await;
         assert_eq!(got.status, 200);
         assert_eq!(got.json()["upstream"], "by-name");
     }
-    // Still served after a re-resolution.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    // No server, until the resolve loop (every second) fills the set again.
+    live.gateway.forget_servers("named");
+    assert!(resolved().is_empty());
+    assert!(
+        crate::live::eventually(Duration::from_secs(10), || resolved() == ours).await,
+        "the resolve loop never refreshed the servers"
+    );
     assert_eq!(get(&live.url("/")).await.status, 200);
-    assert_eq!(up.count(), 6);
+    assert_eq!(servers.iter().map(Upstream::count).sum::<usize>(), 6);
 }

@@ -58,14 +58,15 @@ async fn a_refused_connect_is_502_at_once() {
     let port = dead_port();
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
-         upstream gone {{ server 127.0.0.1:{port} }}
+         upstream gone {{ server 127.0.0.1:{port} connect_timeout 60s timeout 60s }}
          route /{{*rest}} -> gone"
     ))
     .await;
     let start = Instant::now();
     let got = get(&live.url("/")).await;
     assert_eq!(got.status, 502);
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    // At once: not after either of the upstream's timeouts.
+    assert!(start.elapsed() < Duration::from_secs(30), "{:?}", start.elapsed());
     assert_opaque(&got, &[port.to_string()]);
 }
 
@@ -75,24 +76,32 @@ async fn an_upstream_that_never_answers_is_504_after_the_timeout() {
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
          upstream slow {{ server {} timeout 300ms }}
-         route GET /fast -> slow {{ timeout 100ms }}
+         upstream slower {{ server {} timeout 60s }}
+         route GET /fast -> slower {{ timeout 100ms }}
          route /{{*rest}} -> slow",
-        up.addr
+        up.addr, up.addr
     ))
     .await;
+    // The upstream never answers (within a minute): a 504 before that, and
+    // not before the 300 ms timeout (a timer never fires early), is the
+    // timeout's.
     let start = Instant::now();
     let got = get(&live.url("/")).await;
     let took = start.elapsed();
     assert_eq!(got.status, 504);
     assert!(
-        took >= Duration::from_millis(280) && took < Duration::from_secs(2),
+        took >= Duration::from_millis(280) && took < Duration::from_secs(30),
         "{took:?}"
     );
     assert_opaque(&got, &[up.addr.port().to_string()]);
-    // The route's timeout overrides the upstream's.
+    // The route's timeout overrides the upstream's (a minute).
     let start = Instant::now();
     assert_eq!(status_of(&live.url("/fast")).await, 504);
-    assert!(start.elapsed() < Duration::from_millis(280), "{:?}", start.elapsed());
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(90) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
@@ -104,7 +113,7 @@ async fn an_unanswered_connect_is_504_after_connect_timeout() {
     );
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
-         upstream far {{ server {} connect_timeout 300ms timeout 10s }}
+         upstream far {{ server {} connect_timeout 300ms timeout 60s }}
          route /{{*rest}} -> far",
         hole.addr
     ))
@@ -113,8 +122,9 @@ async fn an_unanswered_connect_is_504_after_connect_timeout() {
     let got = get(&live.url("/")).await;
     let took = start.elapsed();
     assert_eq!(got.status, 504);
+    // The connect's timeout, not the request's (a minute).
     assert!(
-        took >= Duration::from_millis(280) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(280) && took < Duration::from_secs(30),
         "{took:?}"
     );
     assert_opaque(&got, &[hole.addr.port().to_string()]);
@@ -139,7 +149,10 @@ async fn no_usable_server_is_503_at_once_without_contacting_it() {
     .await;
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
-         upstream one {{ server {} health {{ path /healthz interval 10s unhealthy 1 }} }}
+         upstream one {{
+           server {} connect_timeout 60s timeout 60s
+           health {{ path /healthz interval 10s unhealthy 1 }}
+         }}
          route /{{*rest}} -> one",
         up.addr
     ))
@@ -152,7 +165,8 @@ async fn no_usable_server_is_503_at_once_without_contacting_it() {
     let start = Instant::now();
     let got = get(&live.url("/")).await;
     assert_eq!(got.status, 503);
-    assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+    // At once: not after either of the upstream's timeouts.
+    assert!(start.elapsed() < Duration::from_secs(30), "{:?}", start.elapsed());
     assert_eq!(proxied.load(Ordering::SeqCst), 0, "the server was not contacted");
     assert_opaque(&got, &[up.addr.port().to_string()]);
 }
@@ -240,15 +254,20 @@ impl HttpBody for Results {
 
 #[tokio::test]
 async fn no_retry_once_the_answer_has_started() {
-    // Sends its head and a first chunk, then breaks the connection.
-    let breaks = Upstream::start(|_req| async move {
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(async move {
-            let _ = tx.send(Ok(Bytes::from_static(b"partial"))).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let _ = tx.send(Err(std::io::Error::other("upstream broke"))).await;
-        });
-        Response::new(gw_runtime::body::boxed(Results(rx)))
+    // Sends its head and a first chunk, then breaks the connection once the
+    // client has read that chunk.
+    let (read_tx, read_rx) = tokio::sync::watch::channel(false);
+    let breaks = Upstream::start(move |_req| {
+        let mut read = read_rx.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(2);
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(Bytes::from_static(b"partial"))).await;
+                let _ = read.wait_for(|r| *r).await;
+                let _ = tx.send(Err(std::io::Error::other("upstream broke"))).await;
+            });
+            Response::new(gw_runtime::body::boxed(Results(rx)))
+        }
     })
     .await;
     let good = answering("good", 200).await;
@@ -273,27 +292,47 @@ async fn no_retry_once_the_answer_has_started() {
         first.and_then(|f| f.ok()).and_then(|f| f.into_data().ok()),
         Some(Bytes::from_static(b"partial"))
     );
+    let _ = read_tx.send(true);
     let rest = within(Duration::from_secs(5), "the end", body.collect()).await;
     assert!(rest.is_err(), "the broken answer reaches the client as broken");
     assert_eq!(good.count(), 0, "no retry after the answer started");
 }
 
+/// An upstream that answers `status` with body `name`, each request held
+/// until `release` says so; `arrived` counts the requests that came.
+async fn held(
+    name: &'static str,
+    status: u16,
+    release: &tokio::sync::watch::Sender<bool>,
+) -> (Upstream, Arc<AtomicUsize>) {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let (a, rx) = (arrived.clone(), release.subscribe());
+    let up = Upstream::start(move |_req| {
+        a.fetch_add(1, Ordering::SeqCst);
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|go| *go).await;
+            let mut r = Response::new(full(name));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            r
+        }
+    })
+    .await;
+    (up, arrived)
+}
+
+/// Retries in flight are capped at the budget's share of the requests in
+/// flight (at least 3). Every request is held until all are in flight, so
+/// that each retry is decided against the same count, and the cap is exact:
+/// 20% of 30 is 6 retries, not 5 or 7.
 #[tokio::test]
 async fn retries_stay_within_the_budget() {
     const N: usize = 30;
-    for (budget, max_retries) in [(20, 6), (100, usize::MAX)] {
-        let bad = answering("bad", 503).await;
-        let arrived = Arc::new(AtomicUsize::new(0));
-        let a = arrived.clone();
-        // The good server holds every request 600 ms, so all retries overlap.
-        let good = Upstream::start(move |_req| {
-            a.fetch_add(1, Ordering::SeqCst);
-            async move {
-                tokio::time::sleep(Duration::from_millis(600)).await;
-                Response::new(full("good"))
-            }
-        })
-        .await;
+    for (budget, cap) in [(20, 6), (100, N)] {
+        let (release_bad, _) = tokio::sync::watch::channel(false);
+        let (release_good, _) = tokio::sync::watch::channel(false);
+        let (bad, bad_arrived) = held("bad", 503, &release_bad).await;
+        let (good, good_arrived) = held("good", 200, &release_good).await;
         let live = Live::start(&format!(
             "listen 127.0.0.1:0
              upstream pair {{ server {} server {} retry 1 on 503 budget {budget}% }}
@@ -301,36 +340,53 @@ async fn retries_stay_within_the_budget() {
             bad.addr, good.addr
         ))
         .await;
+        let refused = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..N)
             .map(|_| {
-                let url = live.url("/");
-                tokio::spawn(async move { get(&url).await.status })
+                let (url, refused) = (live.url("/"), refused.clone());
+                tokio::spawn(async move {
+                    let status = get(&url).await.status;
+                    if status == 503 {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    }
+                    status
+                })
             })
             .collect();
-        let mut refused = 0;
-        for t in tasks {
-            match t.await.unwrap() {
-                200 => {}
-                503 => refused += 1,
-                s => panic!("unexpected status {s}"),
-            }
-        }
-        let first_on_bad = bad.count();
-        let retries = arrived.load(Ordering::SeqCst) - (N - first_on_bad);
-        assert_eq!(retries + refused, first_on_bad);
+        // Every request is in flight, held by the server it went to first.
+        let first = || bad_arrived.load(Ordering::SeqCst) + good_arrived.load(Ordering::SeqCst);
         assert!(
-            first_on_bad >= 8,
+            crate::live::eventually(Duration::from_secs(10), || first() == N).await,
+            "only {} of {N} requests arrived",
+            first()
+        );
+        let first_on_bad = bad_arrived.load(Ordering::SeqCst);
+        assert!(
+            first_on_bad > 6,
             "round robin sent {first_on_bad} of {N} to the failing server"
         );
-        if max_retries == usize::MAX {
-            assert_eq!(refused, 0, "a 100% budget retries every failure");
-        } else {
-            // 20% of at most 30 in flight: 6 retries at a time (at least 3).
-            assert!(
-                (3..=max_retries).contains(&retries),
-                "{retries} retries with a {budget}% budget"
-            );
+        // The failing server answers; each of its requests is retried (and
+        // held by the good server) or refused a retry.
+        let _ = release_bad.send(true);
+        let decided = || good_arrived.load(Ordering::SeqCst) + refused.load(Ordering::SeqCst);
+        assert!(
+            crate::live::eventually(Duration::from_secs(10), || decided() == N).await,
+            "{} of {first_on_bad} retries decided",
+            decided() - (N - first_on_bad)
+        );
+        let retries = good_arrived.load(Ordering::SeqCst) - (N - first_on_bad);
+        let _ = release_good.send(true);
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap());
         }
+        assert_eq!(retries, cap.min(first_on_bad), "retries with a {budget}% budget");
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 200).count(),
+            N - first_on_bad + retries
+        );
+        assert_eq!(statuses.iter().filter(|s| **s == 503).count(), first_on_bad - retries);
+        assert_eq!(bad.count(), first_on_bad, "no request went to the failing server twice");
     }
 }
 
@@ -407,39 +463,75 @@ async fn a_timeout_is_retried_on_another_server_when_the_upstream_says_so() {
     assert_eq!((got.status, got.body.as_str()), (200, "good"));
 }
 
+/// The state of the first server of the first upstream.
+fn first_server(live: &Live) -> Arc<gw_runtime::upstream::health::ServerState> {
+    let name = live.gateway.plan().upstreams[0].name.clone();
+    live.gateway.servers(&name)[0].1.clone()
+}
+
+fn ejected(state: &gw_runtime::upstream::health::ServerState) -> bool {
+    state.is_ejected_at(gw_runtime::clock::now_millis())
+}
+
 #[tokio::test]
-async fn passive_ejection_keeps_a_failing_server_out_and_doubles_on_repeat() {
+async fn passive_ejection_keeps_a_failing_server_out() {
     let bad = answering("bad", 500).await;
     let good = answering("good", 200).await;
+    // Ejected for a minute: the test never reaches its end.
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
-         upstream pair {{ server {} server {} eject {{ errors 2 for 500ms }} }}
+         upstream pair {{ server {} server {} eject {{ errors 2 for 60s }} }}
          route /{{*rest}} -> pair",
         bad.addr, good.addr
     ))
     .await;
-    let round = |n: usize| {
-        let url = live.url("/");
-        async move {
-            for _ in 0..n {
-                get(&url).await;
-            }
-        }
-    };
-    round(4).await;
+    for _ in 0..4 {
+        get(&live.url("/")).await;
+    }
     assert_eq!(bad.count(), 2, "two consecutive errors eject");
-    round(10).await;
+    assert!(ejected(&first_server(&live)));
+    for _ in 0..10 {
+        assert_eq!(get(&live.url("/")).await.body, "good");
+    }
     assert_eq!(bad.count(), 2, "no traffic while ejected");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    round(4).await;
-    assert_eq!(bad.count(), 4, "back after 500 ms, and ejected again after two errors");
-    // The second ejection lasts 1 s.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    round(4).await;
-    assert_eq!(bad.count(), 4, "still ejected 600 ms into the second, doubled ejection");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    round(4).await;
-    assert!(bad.count() > 4, "back after the doubled ejection");
+}
+
+/// Each ejection is measured from before the request that caused it to the
+/// moment the server is back, so it can only read long, never short: the
+/// first lasts at least 300 ms, the second at least twice that.
+#[tokio::test]
+async fn passive_ejection_doubles_on_repeat() {
+    let bad = answering("bad", 500).await;
+    let good = answering("good", 200).await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream pair {{ server {} server {} eject {{ errors 2 for 300ms }} }}
+         route /{{*rest}} -> pair",
+        bad.addr, good.addr
+    ))
+    .await;
+    let state = first_server(&live);
+    for (round, at_least) in [(1, 300), (2, 600)] {
+        // Requests until two consecutive errors eject the failing server.
+        let start = Instant::now();
+        for _ in 0..20 {
+            if ejected(&state) {
+                break;
+            }
+            get(&live.url("/")).await;
+        }
+        assert!(ejected(&state), "round {round}: ejected");
+        assert_eq!(bad.count(), 2 * round, "round {round}: after exactly two errors");
+        assert!(
+            crate::live::eventually(Duration::from_secs(10), || !ejected(&state)).await,
+            "round {round}: back in the end"
+        );
+        let lasted = start.elapsed();
+        assert!(
+            lasted >= Duration::from_millis(at_least),
+            "round {round}: back after {lasted:?}, not {at_least} ms"
+        );
+    }
 }
 
 /// A client whose body stops coming is the slow side: when the route's
@@ -457,7 +549,8 @@ async fn a_stalled_client_body_is_408_and_the_server_is_not_blamed() {
     .await;
     let live = Live::start(&format!(
         "listen 127.0.0.1:0
-         upstream one {{ server {} eject {{ errors 1 for 30s }} }}
+         limits {{ idle_timeout 60s }}
+         upstream one {{ server {} timeout 60s eject {{ errors 1 for 30s }} }}
          route /stream/{{*rest}} -> one {{ timeout 300ms }}
          route /buffered/{{*rest}} -> one {{ timeout 300ms retry 1 on timeout }}",
         up.addr
@@ -470,17 +563,12 @@ async fn a_stalled_client_body_is_408_and_the_server_is_not_blamed() {
         let c = client.clone();
         let pending = tokio::spawn(async move { exchange(&c, req).await });
         tx.send(Bytes::from_static(b"first part")).await.unwrap();
-        // ... and nothing more, the sender kept open.
-        let started = Instant::now();
-        let got = within(Duration::from_secs(5), "the answer to a stalled body", pending)
+        // ... and nothing more, the sender kept open. The route's timeout
+        // cuts it, not the upstream's or idle_timeout (a minute each).
+        let got = within(Duration::from_secs(30), "the answer to a stalled body", pending)
             .await
             .unwrap();
         assert_eq!(got.status, 408, "{path}: {}", got.body);
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{path}: {:?}",
-            started.elapsed()
-        );
         drop(tx);
         // The server was not ejected: the next request reaches it.
         let got = exchange(

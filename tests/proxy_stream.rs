@@ -14,7 +14,7 @@ use hyper::body::Frame;
 use hyper::{Request, Response};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const CHUNK: usize = 64 * 1024;
 const BIG: usize = 20 * 1024 * 1024;
@@ -246,7 +246,7 @@ async fn sequential_requests_reuse_one_upstream_connection() {
     );
 }
 
-/// Four requests at once, each held 200 ms by the upstream.
+/// Four requests at once.
 async fn burst(live: &Live) {
     let tasks: Vec<_> = (0..4)
         .map(|_| {
@@ -259,18 +259,24 @@ async fn burst(live: &Live) {
     }
 }
 
-async fn slow_upstream() -> Upstream {
-    Upstream::start(|_req| async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        Response::new(full("ok"))
+/// An upstream that holds each request until four are in (a barrier): the
+/// four requests of a burst are in flight together, on four connections.
+async fn barrier_upstream() -> Upstream {
+    let all_in = Arc::new(tokio::sync::Barrier::new(4));
+    Upstream::start(move |_req| {
+        let all_in = all_in.clone();
+        async move {
+            all_in.wait().await;
+            Response::new(full("ok"))
+        }
     })
     .await
 }
 
 #[tokio::test]
 async fn the_pool_keeps_at_most_max_idle_connections_per_server() {
-    let keeps_all = slow_upstream().await;
-    let keeps_one = slow_upstream().await;
+    let keeps_all = barrier_upstream().await;
+    let keeps_one = barrier_upstream().await;
     let all = Live::start(&gateway(keeps_all.addr, "")).await;
     let one = Live::start(&gateway(keeps_one.addr, "pool { max_idle 1 }")).await;
     for live in [&all, &one] {
@@ -287,10 +293,18 @@ async fn the_pool_keeps_at_most_max_idle_connections_per_server() {
 async fn idle_upstream_connections_close_after_idle_timeout() {
     let up = Upstream::named("up").await;
     let live = Live::start(&gateway(up.addr, "pool { idle_timeout 200ms }")).await;
-    assert_eq!(get(&live.url("/")).await.status, 200);
+    let sent = Instant::now();
     assert_eq!(get(&live.url("/")).await.status, 200);
     assert_eq!(up.connections.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The gateway closes the idle connection: not before idle_timeout from
+    // when it became idle (after `sent`; a timer never fires early, and the
+    // pool's clock counts whole milliseconds), and within a bounded wait.
+    let closed = &up.closed;
+    assert!(
+        crate::live::eventually(Duration::from_secs(10), || closed.load(Ordering::SeqCst) == 1).await,
+        "the idle connection was never closed"
+    );
+    assert!(sent.elapsed() >= Duration::from_millis(190), "{:?}", sent.elapsed());
     assert_eq!(get(&live.url("/")).await.status, 200);
     assert_eq!(
         up.connections.load(Ordering::SeqCst),

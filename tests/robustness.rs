@@ -56,8 +56,15 @@ test "routes" {
 }
 "#;
 
-/// Compiles `bytes` as the root file, failing if it takes longer than 20 s.
+/// Compiles `bytes` as the root file, failing if it takes longer than a
+/// minute (a hang, not a slow machine: an input here compiles in
+/// milliseconds, and the largest in a few seconds of CPU).
 fn compile_bytes(bytes: Vec<u8>) -> Compilation {
+    compile_within(bytes, Duration::from_secs(60))
+}
+
+/// [`compile_bytes`] with its own deadline.
+fn compile_within(bytes: Vec<u8>, limit: Duration) -> Compilation {
     let (tx, rx) = mpsc::channel();
     let handle = std::thread::Builder::new()
         .stack_size(8 << 20)
@@ -69,10 +76,10 @@ fn compile_bytes(bytes: Vec<u8>) -> Compilation {
             let _ = tx.send(result);
         })
         .expect("spawn");
-    match rx.recv_timeout(Duration::from_secs(20)) {
+    match rx.recv_timeout(limit) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => panic!("root file unreadable: {e}"),
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("compile did not finish within 20 s"),
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("compile did not finish within {limit:?}"),
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             let _ = handle.join();
             panic!("the compiler panicked")
@@ -181,7 +188,7 @@ pub fn apply(mut bytes: Vec<u8>, m: &Mutation) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(crate::property::config(300, "tests/regressions/robustness.txt"))]
 
     #[test]
     fn mutated_configurations_never_panic(ms in proptest::collection::vec(mutation(), 1..6)) {
@@ -288,7 +295,10 @@ pub fn generated_config(n: usize, upstreams: usize) -> String {
 
 #[test]
 fn hundred_thousand_routes_check_without_stack_overflow() {
-    let c = compile_bytes(generated_config(100_000, 1_000).into_bytes());
+    // 3 to 4 s of CPU in a debug build; a wall-clock deadline of 20 s was
+    // missed at nice 19 beside the fuzzers. Linearity itself is checked by
+    // CPU time in `checks`.
+    let c = compile_within(generated_config(100_000, 1_000).into_bytes(), Duration::from_secs(300));
     let errors: Vec<_> = c.diagnostics.iter().take(3).map(|d| d.message.clone()).collect();
     assert!(c.diagnostics.is_empty(), "{errors:?}");
     assert_eq!(c.config.as_ref().map(|c| c.routes.len()), Some(100_000));

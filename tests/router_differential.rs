@@ -274,7 +274,7 @@ fn answer(plan: &Plan, req: &Req) -> Answer {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 3000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(crate::property::config(3000, "tests/regressions/router_differential.txt"))]
 
     #[test]
     fn router_agrees_with_the_naive_reference(
@@ -295,12 +295,11 @@ proptest! {
 /// pattern, with each parameter filled and catch-alls given 0–2 segments.
 #[test]
 fn router_agrees_on_paths_made_from_the_patterns() {
-    use proptest::test_runner::{Config, TestRunner};
-    let mut runner = TestRunner::new(Config {
-        cases: 1000,
-        failure_persistence: None,
-        ..Config::default()
-    });
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::new(crate::property::config(
+        1000,
+        "tests/regressions/router_differential.txt",
+    ));
     let strategy = prop::collection::vec(route(), 2..=10).prop_map(without_collisions);
     let result = runner.run(&strategy, |routes| {
         let plan = compile(&routes);

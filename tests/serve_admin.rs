@@ -1,7 +1,8 @@
 //! The admin listener end to end: `/healthz`, `/metrics` in Prometheus text
 //! format (requests by route and status, latency histograms, server health
 //! with readable labels, open connections, retries, rejections by reason)
-//! and `/plan` with every secret redacted.
+//! and `/plan` with every secret redacted; a password planted in a store's
+//! URL shows in none of `/plan`, `/metrics` or `gwc serve`'s log.
 
 use crate::live::{get, plan_of, Upstream};
 use gw_runtime::{Gateway, Options};
@@ -153,4 +154,61 @@ async fn admin_answers_only_its_paths_and_read_methods() {
     assert_eq!(got.status, 405);
     assert_eq!(got.header("allow"), Some("GET, HEAD"));
     assert_eq!(a.count(), 0, "admin requests never reach the upstreams");
+}
+
+/// A password planted in a store's URL (a Redis that is not there, so that
+/// the store fails and logs as it does): `/plan` shows the URL without it,
+/// and neither `/metrics` nor the gateway's log (the in-process gateway's
+/// through `gwc serve`, below) show it anywhere.
+const PLANTED: &str = "pw-planted-4711";
+
+fn with_store(upstream: SocketAddr, redis_port: u16) -> String {
+    format!(
+        "listen 127.0.0.1:0
+         upstream a {{ server {upstream} }}
+         store shared redis \"redis://gw:{PLANTED}@127.0.0.1:{redis_port}/2\" {{ timeout 50ms on_error allow }}
+         limit per_client {{ rate 10/s burst 10 key client_ip store shared }}
+         route GET /{{*rest}} -> a {{ limit per_client }}"
+    )
+}
+
+#[tokio::test]
+async fn a_password_in_a_store_url_is_never_shown_by_the_admin_listener() {
+    let a = Upstream::named("a").await;
+    let (_gw, listen, admin) = start(&with_store(a.addr, crate::proxy_support::dead_port())).await;
+    // The store is used (and fails: on_error allow).
+    assert_eq!(get(&format!("http://{listen}/x")).await.status, 200);
+    let plan = get(&format!("http://{admin}/plan")).await;
+    assert_eq!(plan.status, 200);
+    assert!(!plan.body.contains(PLANTED), "/plan shows the password:\n{}", plan.body);
+    let url = plan.json()["stores"][0]["url"].as_str().unwrap_or_default().to_string();
+    assert!(
+        url.starts_with("redis://gw:") && url.ends_with("/2"),
+        "the rest of the URL stays: {url}"
+    );
+    let metrics = get(&format!("http://{admin}/metrics")).await;
+    assert!(
+        !metrics.body.contains(PLANTED),
+        "/metrics shows the password:\n{}",
+        metrics.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_a_store_url_is_never_logged_by_gwc_serve() {
+    use crate::serve_harness::Served;
+    let a = Upstream::named("a").await;
+    let text = with_store(a.addr, crate::proxy_support::dead_port());
+    let served = Served::start(&[("app.gw", &text)], &["app.gw"]);
+    let listen = served.bound(1).await[0];
+    for path in ["/x", "/y"] {
+        assert_eq!(get(&format!("http://{listen}{path}")).await.status, 200);
+    }
+    // The store's failure is logged (so the log had its chance to leak),
+    // and the access lines of both requests are in.
+    let wait = std::time::Duration::from_secs(20);
+    served.wait_lines(wait, 2, |l| l.contains("gw::access")).await;
+    served.wait_lines(wait, 1, |l| l.contains("redis store")).await;
+    let log = served.output();
+    assert!(!log.contains(PLANTED), "the log shows the password:\n{log}");
 }

@@ -214,24 +214,34 @@ async fn a_broken_edit_is_refused_and_the_old_plan_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_0() {
-    let slow = Upstream::start(|_req| async {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        hyper::Response::new(gw_runtime::body::full("finished"))
+    // Holds the request until the test has seen the gateway draining.
+    let (finish, wait) = tokio::sync::watch::channel(false);
+    let slow = Upstream::start(move |_req| {
+        let mut wait = wait.clone();
+        async move {
+            let _ = wait.wait_for(|go| *go).await;
+            hyper::Response::new(gw_runtime::body::full("finished"))
+        }
     })
     .await;
     let served = Served::start(&[("app.gw", &app(slow.addr, ""))], &["app.gw"]);
     let addr = served.bound(1).await[0];
     let pending = tokio::spawn(async move { get(&format!("http://{addr}/a/1")).await });
-    let reached = crate::live::eventually(WAIT, || slow.connections.load(Ordering::SeqCst) == 1).await;
+    let reached = crate::live::eventually(WAIT, || slow.arrived.load(Ordering::SeqCst) == 1).await;
     assert!(reached, "the slow request reached the upstream");
-    let signalled = Instant::now();
     served.signal("TERM");
     // New connections are refused while the slow request drains.
-    let refused = crate::live::eventually(Duration::from_secs(1), || {
+    let refused = crate::live::eventually(WAIT, || {
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err()
     })
     .await;
     assert!(refused, "the listener closes at once\n{}", served.output());
+    assert!(
+        served.exited().is_none(),
+        "it waits for the request\n{}",
+        served.output()
+    );
+    let _ = finish.send(true);
     let got = pending.await.expect("the slow request");
     assert_eq!((got.status, got.body.as_str()), (200, "finished"));
     assert_eq!(
@@ -239,10 +249,6 @@ async fn sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_0(
         Some(0),
         "{}",
         served.output()
-    );
-    assert!(
-        signalled.elapsed() >= Duration::from_millis(1000),
-        "it waited for the request"
     );
 }
 

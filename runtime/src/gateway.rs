@@ -221,6 +221,15 @@ impl Gateway {
             .collect()
     }
 
+    /// Empties the server set of upstream `upstream` until its resolve loop
+    /// fills it again: how a test sees that loop at work. Not an API.
+    #[doc(hidden)]
+    pub fn forget_servers(&self, upstream: &str) {
+        if let Some(up) = self.shared.current.load().upstreams.iter().find(|u| u.name == upstream) {
+            up.forget_servers();
+        }
+    }
+
     /// Binds what `plan` adds and builds TLS configurations (re-reading
     /// certificate files); changes nothing that runs.
     async fn prepare(&self, plan: &Plan, current: &Listeners) -> Result<Bindings, String> {

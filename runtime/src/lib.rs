@@ -33,5 +33,11 @@ pub mod upstream;
 
 pub use gateway::{Gateway, Options};
 
+/// Fuzzing entries, not an API (see their docs).
+#[doc(hidden)]
+pub use listen::h1server::fuzz_request_reader;
+#[doc(hidden)]
+pub use upstream::h1client::fuzz_response_reader;
+
 #[cfg(test)]
 mod sizes;

@@ -241,6 +241,15 @@ fn scope<'a>(server: &'a Server, here: &str, name: &Name) -> Result<Result<Vec<&
     let Some(a) = server.analyses.get(here) else {
         return Err(here.to_string());
     };
+    // An open document whose first compile has not come back yet may use
+    // the name too: wait for it rather than leave it out.
+    if let Some(k) = server
+        .docs
+        .keys()
+        .find(|k| k.as_str() != here && !server.analyses.contains_key(k.as_str()))
+    {
+        return Err(k.clone());
+    }
     let same = |n: &&Name| n.kind == name.kind && n.name == name.name;
     let mut defined_in: Vec<&str> = a
         .files

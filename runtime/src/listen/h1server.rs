@@ -1153,6 +1153,94 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
+/// Fuzzing entry, not an API (`fuzz/`, and the corpus replay in
+/// `tests/fuzz_corpus.rs`): reads `data` as the bytes a client sends on one
+/// connection, the way the loop does — each head parsed by `parse` as bytes
+/// arrive, each request's declared body skipped, until a refusal, a
+/// fallback to hyper or the end — once with every byte there at the start
+/// and once arriving in pieces, and panics if the two readings differ (400
+/// and 431 count as one: a head over the limit and malformed is refused for
+/// whichever shows first), if a head was taken beyond
+/// `max_header_size` or a fallback consumed bytes.
+/// `data[0]` picks `max_header_size` (64 bytes to 16 KiB), `data[1]` the
+/// pieces' sizes; the rest is the stream.
+#[doc(hidden)]
+pub fn fuzz_request_reader(data: &[u8]) {
+    let [size, split, stream @ ..] = data else { return };
+    let max_head = (usize::from(*size) + 1) * 64;
+    let read = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+        let mut buf = BytesMut::new();
+        let (mut seen, mut body_left) = (Vec::new(), 0usize);
+        for piece in pieces {
+            buf.extend_from_slice(piece);
+            loop {
+                let skip = body_left.min(buf.len());
+                buf.advance(skip);
+                body_left -= skip;
+                if body_left > 0 || buf.is_empty() {
+                    break;
+                }
+                let before = buf.len();
+                match parse(&mut buf, max_head) {
+                    Parsed::Partial => {
+                        assert!(
+                            before <= max_head && buf.len() == before,
+                            "a partial head beyond the limit"
+                        );
+                        break;
+                    }
+                    Parsed::Head(head) => {
+                        let used = before - buf.len();
+                        assert!(used > 0 && used <= max_head, "a head of {used} bytes taken");
+                        assert!(head.length <= MAX_FAST_BODY);
+                        let r = &head.req;
+                        seen.push(format!(
+                            "{} {} {:?} {:?} length {} keep-alive {}",
+                            r.method, r.uri, r.version, r.headers, head.length, head.keep_alive
+                        ));
+                        body_left = head.length as usize;
+                    }
+                    Parsed::Fallback => {
+                        assert_eq!(buf.len(), before, "a fallback consumed bytes");
+                        seen.push("fallback".to_string());
+                        return seen;
+                    }
+                    Parsed::Refuse(status) => {
+                        assert!(status.is_client_error() || status.is_server_error());
+                        // A head both over the limit and malformed is refused
+                        // for whichever shows first, which depends on how much
+                        // had come: either answer is right.
+                        let bad = matches!(status.as_u16(), 400 | 431);
+                        seen.push(if bad {
+                            "refused 400/431".to_string()
+                        } else {
+                            format!("refused {status}")
+                        });
+                        return seen;
+                    }
+                }
+            }
+        }
+        seen
+    };
+    let whole = read(&mut std::iter::once(stream));
+    let step = 1 + usize::from(*split % 64);
+    let (mut at, mut odd) = (0, false);
+    let mut pieces = std::iter::from_fn(|| {
+        // Pieces of `step` bytes, alternating with single bytes when asked.
+        let n = if *split >= 128 && odd { 1 } else { step };
+        odd = !odd;
+        let piece = stream.get(at..(at + n).min(stream.len())).filter(|p| !p.is_empty())?;
+        at += piece.len();
+        Some(piece)
+    });
+    let split_up = read(&mut pieces);
+    assert_eq!(
+        whole, split_up,
+        "the same bytes read differently when they arrive in pieces of {step}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -570,6 +570,8 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
         // and last.
         let (mut coded, mut codings, mut chunked_count, mut last_chunked) = (false, 0usize, 0usize, false);
         let mut length: Option<u64> = None;
+        // A Content-Length that is not a number, or two that differ.
+        let mut bad_length = None;
         for &(ns, nl, vs, vl) in &spans[..count] {
             let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
             // The offsets come from parsing these very bytes; `get` keeps
@@ -602,23 +604,37 @@ fn parse_head(rbuf: &mut BytesMut, meta: ReqMeta) -> Result<Option<Head>, H1Erro
                     last_chunked = item.eq_ignore_ascii_case(b"chunked");
                     chunked_count += usize::from(last_chunked);
                 }
-            } else if name == header::CONTENT_LENGTH {
+            } else if name == header::CONTENT_LENGTH && bad_length.is_none() {
                 for part in value.as_bytes().split(|b| *b == b',') {
-                    let n = parse_length(part.trim_ascii()).ok_or(H1Error::Invalid("content-length"))?;
-                    if length.is_some_and(|l| l != n) {
-                        return Err(H1Error::Invalid("conflicting content-length"));
+                    match parse_length(part.trim_ascii()) {
+                        None => bad_length = Some("content-length"),
+                        Some(n) if length.is_some_and(|l| l != n) => bad_length = Some("conflicting content-length"),
+                        Some(n) => length = Some(n),
                     }
-                    length = Some(n);
                 }
             }
             headers.append(name, value);
+        }
+        // RFC 9112 6.3: an answer to HEAD, a 204 and a 304 end at their head
+        // whatever their fields say (rule 1 comes before rule 5), so a bad
+        // length frames nothing there: it is dropped rather than passed on
+        // (a client would have to refuse it), and the connection, whose
+        // upstream may frame otherwise, is not reused. Anywhere else it is
+        // an unrecoverable framing error (502).
+        let bodiless = meta.head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        if let Some(why) = bad_length {
+            if !bodiless || status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(H1Error::Invalid(why));
+            }
+            headers.remove(header::CONTENT_LENGTH);
+            keep_alive = false;
         }
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
             if !meta.upgrade {
                 return Err(H1Error::Invalid("101 without an upgrade request"));
             }
             Framing::Upgrade
-        } else if meta.head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        } else if bodiless {
             Framing::Length(0)
         } else if coded {
             // The gateway implements `chunked` and no other coding, and passes
@@ -1065,6 +1081,122 @@ pub fn usable(stream: &TcpStream) -> bool {
     }
 }
 
+/// Fuzzing entry, not an API (`fuzz/`, and the corpus replay in
+/// `tests/fuzz_corpus.rs`): reads `data` as the bytes an upstream answers on
+/// one connection, the way an exchange does — the head by `parse_head` as
+/// bytes arrive (within [`MAX_HEAD`]), then the body as its framing says
+/// (the chunked decoder itself; a length or the connection's end cut as
+/// `ResponseBody` cuts them) — once with every byte there at the start and
+/// once arriving in pieces, and panics if the two readings differ or a body
+/// frame is empty or over [`MAX_FRAME`]. `data[0]` says what was asked
+/// (bit 0 `HEAD`, bit 1 an upgrade, bit 2 `connection: close`), `data[1]`
+/// the pieces' sizes; the rest is the stream.
+#[doc(hidden)]
+pub fn fuzz_response_reader(data: &[u8]) {
+    let [asked, split, stream @ ..] = data else { return };
+    let meta = ReqMeta {
+        head: asked & 1 != 0,
+        upgrade: asked & 2 != 0,
+        close: asked & 4 != 0,
+        idempotent: true,
+    };
+    let read = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+        let mut rbuf = BytesMut::new();
+        let (mut seen, mut body) = (Vec::new(), Vec::new());
+        let mut framing = None;
+        let frame = |data: Bytes, body: &mut Vec<u8>| {
+            assert!(
+                !data.is_empty() && data.len() <= MAX_FRAME,
+                "a frame of {} bytes",
+                data.len()
+            );
+            body.extend_from_slice(&data);
+        };
+        'stream: for piece in pieces {
+            rbuf.extend_from_slice(piece);
+            let framing = match &mut framing {
+                Some(framing) => framing,
+                None => match parse_head(&mut rbuf, meta) {
+                    Ok(Some(head)) => {
+                        seen.push(format!(
+                            "{} {:?} {:?} keep-alive {}",
+                            head.status, head.version, head.headers, head.keep_alive
+                        ));
+                        framing.insert(head.framing)
+                    }
+                    Ok(None) if rbuf.len() >= MAX_HEAD => {
+                        seen.push(H1Error::HeadTooLarge.to_string());
+                        break;
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        seen.push(e.to_string());
+                        break;
+                    }
+                },
+            };
+            loop {
+                match framing {
+                    Framing::Length(0) | Framing::Done => {
+                        seen.push("end".to_string());
+                        break 'stream;
+                    }
+                    Framing::Upgrade => {
+                        seen.push("upgrade".to_string());
+                        break 'stream;
+                    }
+                    Framing::Length(left) => {
+                        if rbuf.is_empty() {
+                            break;
+                        }
+                        let n = (rbuf.len() as u64).min(*left).min(MAX_FRAME as u64) as usize;
+                        frame(rbuf.split_to(n).freeze(), &mut body);
+                        *left -= n as u64;
+                    }
+                    Framing::Chunked(chunk, trailers) => match decode(chunk, trailers, &mut rbuf) {
+                        Ok(Step::Data(data)) => frame(data, &mut body),
+                        Ok(Step::More) => break,
+                        Ok(Step::End) => *framing = Framing::Done,
+                        Ok(Step::Trailers(fields)) => {
+                            seen.push(format!("trailers {fields:?}"));
+                            *framing = Framing::Done;
+                        }
+                        Err(e) => {
+                            seen.push(e.to_string());
+                            break 'stream;
+                        }
+                    },
+                    Framing::Close => {
+                        if rbuf.is_empty() {
+                            break;
+                        }
+                        let n = rbuf.len().min(MAX_FRAME);
+                        frame(rbuf.split_to(n).freeze(), &mut body);
+                    }
+                }
+            }
+        }
+        seen.push(format!("body {body:?}"));
+        seen
+    };
+    let whole = read(&mut std::iter::once(stream));
+    let step = 1 + usize::from(*split % 64);
+    let (mut at, mut odd) = (0, false);
+    let mut pieces = std::iter::from_fn(|| {
+        // Pieces of `step` bytes, alternating with single bytes when asked.
+        let n = if *split >= 128 && odd { 1 } else { step };
+        odd = !odd;
+        let piece = stream.get(at..(at + n).min(stream.len())).filter(|p| !p.is_empty())?;
+        at += piece.len();
+        Some(piece)
+    });
+    let split_up = read(&mut pieces);
+    assert_eq!(
+        whole, split_up,
+        "the same bytes read differently when they arrive in pieces of {step}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1144,6 +1276,38 @@ mod tests {
         assert!(h.is_some_and(|h| matches!(h.framing, Framing::Length(5)) && h.keep_alive));
         assert!(head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n").is_err());
         assert!(head_of(b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n").is_err());
+        // An answer without a body ends at its head (rule 1 before rule 5):
+        // a bad length there is dropped, and the connection not reused.
+        let head = ReqMeta { head: true, ..GET };
+        for (bodiless, meta) in [
+            (
+                &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 10\r\n\r\n"[..],
+                head,
+            ),
+            (b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n", head),
+            (
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\ncontent-length: 7\r\n\r\n",
+                GET,
+            ),
+            (b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5, 6\r\n\r\n", GET),
+        ] {
+            let h = parse_head(&mut BytesMut::from(bodiless), meta).ok().flatten();
+            assert!(
+                h.is_some_and(|h| matches!(h.framing, Framing::Length(0))
+                    && !h.keep_alive
+                    && !h.headers.contains_key(header::CONTENT_LENGTH)),
+                "{}",
+                String::from_utf8_lossy(bodiless)
+            );
+        }
+        let h = parse_head(
+            &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"[..]),
+            head,
+        );
+        assert!(h
+            .ok()
+            .flatten()
+            .is_some_and(|h| h.keep_alive && h.headers.get(header::CONTENT_LENGTH).is_some_and(|v| v == "5")));
         let h = head_of(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n")
             .ok()
             .flatten();

@@ -297,6 +297,13 @@ impl Upstream {
         }
     }
 
+    /// Empties the server set, as if every name had resolved to nothing,
+    /// until the next [`Upstream::refresh`] fills it again.
+    pub(crate) fn forget_servers(&self) {
+        self.set
+            .store(Arc::new(ServerSet::new(Vec::new(), strategy_of(&self.config.balance))));
+    }
+
     /// Re-resolves the servers whose addresses are names; swaps the set in
     /// only if it changed. Returns true when it changed.
     pub async fn refresh(&self) -> bool {
