@@ -8,6 +8,7 @@ mod bounded_files;
 mod checks;
 mod cli;
 mod contract;
+mod crates;
 mod conventions;
 mod deploy;
 mod diff;
