@@ -53,7 +53,11 @@ fn reachable(graph: &BTreeMap<String, Vec<String>>, from: &str) -> BTreeSet<Stri
 #[test]
 fn the_runtime_depends_on_the_plan_not_on_the_parser() {
     let graph = lock_graph();
-    assert!(graph.contains_key("gw-runtime") && graph.contains_key("gw-plan"), "{:?}", graph.keys());
+    assert!(
+        graph.contains_key("gw-runtime") && graph.contains_key("gw-plan"),
+        "{:?}",
+        graph.keys()
+    );
     for krate in ["gw-runtime", "gw-plan"] {
         let deps = reachable(&graph, krate);
         for parser in ["pest", "pest_derive", "pest_meta", "gw-grammar", "gw-compiler"] {
