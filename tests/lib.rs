@@ -9,6 +9,7 @@ mod checks;
 mod cli;
 mod contract;
 mod conventions;
+mod crates;
 mod deploy;
 mod diff;
 mod editor_grammars;

@@ -15,7 +15,7 @@ pub mod host;
 pub mod load;
 pub mod plan;
 pub mod redact;
-pub mod redis_url;
+pub use gw_plan::redis_url;
 pub mod schema;
 pub mod source;
 pub mod syntax;

@@ -10,7 +10,7 @@
 
 use crate::body::{full, Body};
 use crate::upstream::split_host_port;
-use gw_compiler::plan::Plan;
+use gw_plan::Plan;
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response};

@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::upstream::checks;
 use crate::upstream::health::ServerState;
 use arc_swap::ArcSwap;
-use gw_compiler::plan::{ListenerKind, Plan};
+use gw_plan::{ListenerKind, Plan};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -125,7 +125,7 @@ pub fn bind_address(address: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("cannot listen on `{address}`: not an IP address and port"))
 }
 
-fn listener_key(l: &gw_compiler::plan::Listener, plan: &Plan) -> String {
+fn listener_key(l: &gw_plan::Listener, plan: &Plan) -> String {
     match &l.kind {
         ListenerKind::Http => format!("http {}", l.address),
         ListenerKind::Tls { .. } => format!("tls {}", l.address),

@@ -1,5 +1,6 @@
 //! The gw runtime: executes a compiled routing plan. It never sees `.gw`
-//! text, only a [`gw_compiler::plan::Plan`].
+//! text, only a [`gw_plan::Plan`]: it depends on the plan's crate, not on
+//! the parser (its tests load plans built from `runtime/testdata/`).
 //!
 //! The modules follow the proxy's shape. A request's life: `listen`
 //! accepts (limits, TLS/SNI) and serves the connection — the gateway's own
@@ -41,3 +42,5 @@ pub use upstream::h1client::fuzz_response_reader;
 
 #[cfg(test)]
 mod sizes;
+#[cfg(test)]
+mod testdata;

@@ -10,7 +10,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::upstream::health::ServerState;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
-use gw_compiler::plan::{HeaderOp, Plan};
+use gw_plan::{HeaderOp, Plan};
 use hyper::header::HeaderName;
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -5,9 +5,9 @@
 //! a proxy: hop-by-hop headers out, `X-Forwarded-*` in, trailer fields that
 //! may not travel as trailers out (RFC 9110 6.5.1), and out of `Trailer`.
 
-use gw_compiler::ast::Reference;
-use gw_compiler::plan::router::Params;
-use gw_compiler::plan::{Piece, Template};
+use gw_plan::router::Params;
+use gw_plan::words::Reference;
+use gw_plan::{Piece, Template};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{StatusCode, Uri, Version};
 use std::borrow::Cow;

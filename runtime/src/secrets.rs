@@ -4,8 +4,8 @@
 //! Files are read with [`read_file`]: regular files only, bounded in size
 //! (also what `gwc`'s host reads `.gw` files with).
 
-use gw_compiler::host::{Refusal, MAX_FILE_SIZE};
-use gw_compiler::plan::Secret;
+use gw_plan::files::{Refusal, MAX_FILE_SIZE};
+use gw_plan::Secret;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;

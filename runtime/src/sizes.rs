@@ -18,21 +18,10 @@ use hyper::Request;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
-/// A plan with one proxied route and one with every policy.
-const PLAN: &str = "listen 127.0.0.1:0
-upstream a { server 127.0.0.1:9 }
-auth users api_key { keys \"k-1\" }
-limit per_client { rate 10/s key client_ip }
-route /open/{*rest} -> a
-route /guarded/{*rest} -> a { auth users require header.x-a == \"1\" limit per_client }
-";
-
+/// A plan with one proxied route and one with every policy
+/// (`runtime/testdata/policies.gw`, built).
 async fn shared() -> Arc<Shared> {
-    let host = gw_compiler::host::MemoryHost::new();
-    let plan = gw_compiler::compile_text(&host, "t.gw", PLAN)
-        .plan
-        .take()
-        .expect("a plan");
+    let plan = crate::testdata::plan(crate::testdata::POLICIES);
     Arc::new(Shared::new(LoadedPlan::load(Arc::new(plan), None).await))
 }
 

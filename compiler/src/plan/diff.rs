@@ -23,6 +23,7 @@
 
 use super::print::{size, strategy};
 use super::*;
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 

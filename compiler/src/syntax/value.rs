@@ -240,21 +240,7 @@ pub fn lower_value(file: FileId, base: usize, pair: Pair<'_, Rule>, diags: &mut 
 
 /// `claim.a.b`, `header.X-Y` (lower-cased), `query.q`, `param.p`, `cookie.c`.
 pub fn parse_reference(text: &str) -> Option<Reference> {
-    if text == "client_ip" {
-        return Some(Reference::ClientIp);
-    }
-    let (root, rest) = text.split_once('.')?;
-    if rest.is_empty() || rest.split('.').any(str::is_empty) {
-        return None;
-    }
-    Some(match root {
-        "claim" => Reference::Claim(rest.split('.').map(str::to_string).collect()),
-        "header" if !rest.contains('.') => Reference::Header(rest.to_ascii_lowercase()),
-        "query" if !rest.contains('.') => Reference::Query(rest.to_string()),
-        "param" if !rest.contains('.') => Reference::Param(rest.to_string()),
-        "cookie" if !rest.contains('.') => Reference::Cookie(rest.to_string()),
-        _ => return None,
-    })
+    Reference::parse(text)
 }
 
 /// Turns values into the kinds attributes expect, reporting mismatches.

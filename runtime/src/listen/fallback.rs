@@ -20,7 +20,7 @@ use crate::error::{closing_response, status_response};
 use crate::loaded::Shared;
 use crate::metrics::Rejection;
 use crate::proxy;
-use gw_compiler::plan::ServerLimits;
+use gw_plan::ServerLimits;
 use hyper::body::Incoming;
 use hyper::rt::bounds::Http2ServerConnExec;
 use hyper::server::conn::{http1, http2};

@@ -39,7 +39,7 @@ impl rustls::server::ResolvesServerCert for SniResolver {
     }
 }
 
-pub(crate) fn tls_config(certs: &[gw_compiler::plan::Certificate]) -> Result<Arc<rustls::ServerConfig>, String> {
+pub(crate) fn tls_config(certs: &[gw_plan::Certificate]) -> Result<Arc<rustls::ServerConfig>, String> {
     let mut resolver = SniResolver {
         by_name: HashMap::new(),
         default: None,

@@ -7,7 +7,7 @@
 
 use super::{credential, Rejected};
 use crate::metrics::Rejection;
-use gw_compiler::plan::{ApiKey, ApiKeys};
+use gw_plan::{ApiKey, ApiKeys};
 use hyper::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
@@ -16,7 +16,7 @@ use subtle::{ConditionallySelectable, ConstantTimeEq};
 const MAX_KEY_LEN: usize = 4096;
 
 pub(crate) struct ApiKeyAuth {
-    from: gw_compiler::plan::TokenFrom,
+    from: gw_plan::TokenFrom,
     keys: Vec<([u8; 32], String)>,
 }
 

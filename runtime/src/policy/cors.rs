@@ -13,9 +13,9 @@
 //! given.
 
 use crate::body::{empty, Body};
-use gw_compiler::ast::Method;
-use gw_compiler::plan::router::{lookup, Lookup};
-use gw_compiler::plan::{Cors, Plan, Route};
+use gw_plan::router::{lookup, Lookup};
+use gw_plan::words::Method;
+use gw_plan::{Cors, Plan, Route};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 

@@ -4,8 +4,8 @@
 //! of the first key of its JWKS file when it has one — so that the demo's
 //! authenticated routes can be tried with curl.
 
-use gw_compiler::ast::Algorithm;
-use gw_compiler::plan::{AuthKind, JwtKey, Plan};
+use gw_plan::words::Algorithm;
+use gw_plan::{AuthKind, JwtKey, Plan};
 use jsonwebtoken::{EncodingKey, Header};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

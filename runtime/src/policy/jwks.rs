@@ -214,7 +214,7 @@ impl Remote {
             }
             *last = Some(Instant::now());
         }
-        tracing::info!(url = %gw_compiler::redact::redact_url(&self.url), "a token names an unknown kid: refetching the JWKS");
+        tracing::info!(url = %gw_plan::redact::redact_url(&self.url), "a token names an unknown kid: refetching the JWKS");
         self.fetch_and_swap().await;
         self.set.load().has_kid(kid)
     }
@@ -234,7 +234,7 @@ impl Remote {
                 true
             }
             Err(e) => {
-                tracing::warn!(url = %gw_compiler::redact::redact_url(&self.url), error = %e, "JWKS fetch failed; the last good key set keeps serving");
+                tracing::warn!(url = %gw_plan::redact::redact_url(&self.url), error = %e, "JWKS fetch failed; the last good key set keeps serving");
                 false
             }
         }

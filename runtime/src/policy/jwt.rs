@@ -16,8 +16,8 @@
 use super::jwks::{KeySet, Remote};
 use super::{credential, Rejected};
 use crate::metrics::Rejection;
-use gw_compiler::ast;
-use gw_compiler::plan::{Jwt, JwtKey, TokenFrom};
+use gw_plan::words as ast;
+use gw_plan::{Jwt, JwtKey, TokenFrom};
 use hyper::HeaderMap;
 use jsonwebtoken::{Algorithm, Validation};
 use std::collections::HashMap;
@@ -80,7 +80,7 @@ impl JwtAuth {
                 let bytes = crate::secrets::resolve(s)?;
                 // A secret read from a file usually ends with a newline that is not part of it.
                 let trimmed = match s {
-                    gw_compiler::plan::Secret::Inline(_) => &bytes[..],
+                    gw_plan::Secret::Inline(_) => &bytes[..],
                     _ => bytes.trim_ascii_end(),
                 };
                 Keys::Fixed(Arc::new(KeySet::secret(trimmed)?))

@@ -39,7 +39,7 @@ use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
-use gw_compiler::plan::{LimitKey, RateLimit, Store};
+use gw_plan::{LimitKey, RateLimit, Store};
 use hyper::header::HeaderValue;
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;

@@ -27,8 +27,8 @@ use crate::body::Body;
 use crate::error::status_response;
 use crate::metrics::Rejection;
 use crate::request::RequestCtx;
-use gw_compiler::ast::Reference;
-use gw_compiler::plan::{AuthKind, Plan, RequireOp, Route};
+use gw_plan::words::Reference;
+use gw_plan::{AuthKind, Plan, RequireOp, Route};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use std::future::Future;
@@ -185,7 +185,7 @@ impl Policies {
     }
 
     /// The JWKS fetcher an earlier plan had for the same URL, to keep its keys.
-    fn jwt_remote(&self, j: &gw_compiler::plan::Jwt) -> Option<Arc<jwks::Remote>> {
+    fn jwt_remote(&self, j: &gw_plan::Jwt) -> Option<Arc<jwks::Remote>> {
         self.auths.iter().find_map(|a| match a {
             Authenticator::Jwt(auth) => auth.remote_for(j),
             _ => None,
@@ -292,12 +292,12 @@ fn has(claims: Option<&serde_json::Value>, subject: &Reference, value: Option<&s
 /// value of the header (two are refused), a query parameter or a cookie.
 /// `None` when absent or ambiguous.
 pub(crate) fn credential<'h>(
-    from: &gw_compiler::plan::TokenFrom,
+    from: &gw_plan::TokenFrom,
     headers: &'h HeaderMap,
     query: Option<&'h str>,
     max_len: usize,
 ) -> Option<std::borrow::Cow<'h, str>> {
-    use gw_compiler::plan::TokenFrom;
+    use gw_plan::TokenFrom;
     use std::borrow::Cow;
     let raw: Cow<'h, str> = match from {
         TokenFrom::Header { name, bearer } => {

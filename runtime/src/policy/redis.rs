@@ -17,7 +17,7 @@
 //! [`Error::Down`] at once until the next attempt, so an unreachable Redis
 //! costs requests nothing and is not hammered.
 
-use gw_compiler::plan::Store;
+use gw_plan::Store;
 use std::fmt;
 use std::io;
 use std::sync::Mutex;
@@ -105,16 +105,16 @@ impl From<io::Error> for Error {
 
 /// Where a `redis://` URL points: the compiler's parser, which the checker
 /// ran on this URL already (GW0003).
-pub use gw_compiler::redis_url::RedisUrl as Target;
+pub use gw_plan::redis_url::RedisUrl as Target;
 
 /// Parses `redis://[[user]:password@]host[:port][/db]` (a query string is
 /// ignored). `rediss://` is refused: TLS is not implemented. The error
 /// quotes no part of the URL (a password is in it).
 pub fn parse_url(url: &str) -> Result<Target, String> {
-    if gw_compiler::redis_url::is_tls(url) {
+    if gw_plan::redis_url::is_tls(url) {
         return Err("TLS (`rediss://`) is not supported; use `redis://` (e.g. through a local TLS tunnel)".into());
     }
-    gw_compiler::redis_url::parse(url).map_err(|e| e.to_string())
+    gw_plan::redis_url::parse(url).map_err(|e| e.to_string())
 }
 
 /// A RESP reply.

@@ -12,7 +12,7 @@ use crate::error::status_response;
 use crate::request::RequestCtx;
 use crate::upstream::health::Outcome;
 use crate::upstream::Upstream;
-use gw_compiler::plan;
+use gw_plan as plan;
 use http_body_util::{BodyExt, Limited};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};

@@ -29,9 +29,9 @@ use crate::request::{add_forwarded, filter_trailer, is_upgrade, request_host, st
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use forward::{Answer, Forward};
-use gw_compiler::ast::Method;
-use gw_compiler::plan::router::{lookup, Lookup, Params};
-use gw_compiler::plan::{HeaderOp, Plan, Route, Target};
+use gw_plan::router::{lookup, Lookup, Params};
+use gw_plan::words::Method;
+use gw_plan::{HeaderOp, Plan, Route, Target};
 use hyper::header::{self, HeaderValue};
 use hyper::http::uri::PathAndQuery;
 use hyper::{Request, Response, StatusCode, Uri};

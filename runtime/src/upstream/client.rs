@@ -8,7 +8,7 @@
 
 use super::{SendError, Server, UpstreamBody};
 use crate::body::Body;
-use gw_compiler::plan;
+use gw_plan as plan;
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

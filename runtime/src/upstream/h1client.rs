@@ -1353,10 +1353,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_partly_written_before_its_connection_broke_is_never_replayed() {
         use tokio::io::AsyncReadExt;
-        let up = crate::upstream::tests::upstream(
-            "listen 127.0.0.1:0\nupstream a { server 127.0.0.1:9 }\nroute /{*rest} -> a\n",
-        )
-        .await;
+        let up = crate::upstream::tests::upstream().await;
         let pool = up.set.load().servers[0].h1.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");

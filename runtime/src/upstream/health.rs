@@ -34,8 +34,8 @@ pub struct EjectPolicy {
 
 impl EjectPolicy {
     /// The policy of an upstream whose plan has `eject` (or none).
-    pub fn of(eject: Option<&gw_compiler::plan::Eject>) -> EjectPolicy {
-        use gw_compiler::plan::defaults;
+    pub fn of(eject: Option<&gw_plan::Eject>) -> EjectPolicy {
+        use gw_plan::defaults;
         match eject {
             Some(e) => EjectPolicy {
                 errors: e.errors,

@@ -29,8 +29,8 @@ use crate::request::RequestCtx;
 use arc_swap::ArcSwap;
 use balance::{Balancer, Strategy};
 use client::{http_client, HttpClient};
-use gw_compiler::ast::Reference;
-use gw_compiler::plan;
+use gw_plan as plan;
+use gw_plan::words::Reference;
 use health::{EjectPolicy, Outcome, ServerState};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::{Request, Response};
@@ -434,19 +434,16 @@ pub(crate) mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::sync::{Mutex, PoisonError};
 
-    /// An upstream of `text`'s plan (its servers are never dialled).
-    pub(crate) async fn upstream(text: &str) -> Upstream {
-        let host = gw_compiler::host::MemoryHost::new();
-        let plan = gw_compiler::compile_text(&host, "t.gw", text)
-            .plan
-            .take()
-            .expect("a plan");
+    /// The upstream of `runtime/testdata/one-upstream.gw` (its server is
+    /// never dialled).
+    pub(crate) async fn upstream() -> Upstream {
+        let plan = crate::testdata::plan(crate::testdata::ONE_UPSTREAM);
         Upstream::build(&plan.upstreams[0], &HashMap::new()).await
     }
 
     #[tokio::test]
     async fn retries_deciding_at_once_never_pass_the_budget() {
-        let up = upstream("listen 127.0.0.1:0\nupstream a { server 127.0.0.1:9 }\nroute /{*rest} -> a\n").await;
+        let up = upstream().await;
         // 20% of 40 requests in flight: 8 places, 7 of them taken, and two
         // threads that want the last one at the same instant, round after
         // round (for at most 1.5 s): exactly one gets it each time. (Taken by

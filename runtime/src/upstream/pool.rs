@@ -13,7 +13,7 @@
 
 use super::SendError;
 use crate::clock::now_millis;
-use gw_compiler::plan;
+use gw_plan as plan;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! reference as its text (`"claim.sub"`), a method as `"GET"`, algorithms as
 //! `["RS256"]`. Reading them back accepts only what the language accepts.
 
-use crate::ast::{Algorithm, Method, Reference};
+use crate::words::{Algorithm, Method, Reference};
 use serde::de::Error;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -15,7 +15,7 @@ pub mod reference {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Reference, D::Error> {
         let text = String::deserialize(d)?;
-        crate::syntax::value::parse_reference(&text)
+        Reference::parse(&text)
             .ok_or_else(|| D::Error::custom(format!("`{text}` is not a reference such as `claim.sub`")))
     }
 }

@@ -39,8 +39,8 @@
 //! The lookup allocates only for captured parameters (and a decoded copy of
 //! the path when it has escapes of unreserved characters), and never panics.
 
-use super::Route;
-use crate::ast::Method;
+use crate::words::Method;
+use crate::Route;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::fmt;
@@ -830,7 +830,7 @@ impl<'a> Params<'a> {
 /// language does not name (only routes matching every method take it);
 /// `host` is the `Host` header or URI authority (`""` if absent); `path` is
 /// the request path without query string.
-pub fn lookup<'a>(plan: &'a super::Plan, method: Option<Method>, host: &str, path: &'a str) -> Lookup<'a> {
+pub fn lookup<'a>(plan: &'a crate::Plan, method: Option<Method>, host: &str, path: &'a str) -> Lookup<'a> {
     lookup_in(&plan.router, &plan.routes, method, host, path)
 }
 

@@ -5,9 +5,9 @@
 //! not accept, or lower precedence (hostless, a less specific segment at
 //! position N, every method against a named one).
 
-use super::router::{lookup, normalize_path, parse_pattern, BadPath, Lookup, MethodSet, Seg};
-use super::{Plan, Route};
-use crate::ast::Method;
+use crate::router::{lookup, normalize_path, parse_pattern, BadPath, Lookup, MethodSet, Seg};
+use crate::words::Method;
+use crate::{Plan, Route};
 
 /// The router's answer, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +143,7 @@ fn host_name(host: &str) -> String {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    super::router::canonical_host(name)
+    crate::router::canonical_host(name)
 }
 
 /// Does the pattern match the request's segments?

@@ -4,7 +4,7 @@
 //! and strategy; then the shared upstreams, auths, limits and stores.
 //! Secrets appear as `env("NAME")` or `file("path")`, never as values.
 
-use super::*;
+use crate::*;
 use std::fmt::Write;
 
 pub fn render(plan: &Plan) -> String {
@@ -76,7 +76,7 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
         match &a.kind {
             AuthKind::Jwt(j) => {
                 let algs: Vec<&str> = j.algorithms.iter().map(|a| a.as_str()).collect();
-                let types = if j.types == crate::ast::TokenTypes::default_list() {
+                let types = if j.types == crate::words::TokenTypes::default_list() {
                     String::new()
                 } else {
                     format!(" types {}", j.types)
@@ -126,7 +126,8 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
     Ok(())
 }
 
-pub(super) fn size(n: u64) -> String {
+/// A byte count as the language writes it (`1MiB`, `512B`).
+pub fn size(n: u64) -> String {
     for (unit, scale) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
         if n >= scale && n.is_multiple_of(scale) {
             return format!("{}{unit}", n / scale);
@@ -335,8 +336,8 @@ fn write_upstream(out: &mut String, u: &Upstream) -> fmt::Result {
         None => writeln!(
             out,
             "    eject (default) after {} failure to reach a server, for {}",
-            super::defaults::IMPLICIT_EJECT_ERRORS,
-            super::defaults::IMPLICIT_EJECT_FOR
+            crate::defaults::IMPLICIT_EJECT_ERRORS,
+            crate::defaults::IMPLICIT_EJECT_FOR
         )?,
     }
     if let Some(r) = &u.retry {
