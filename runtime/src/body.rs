@@ -43,7 +43,7 @@ where
 /// Why the client's body could not be forwarded: it grew past
 /// `max_body_size` (413) or the client's stream failed (400).
 #[derive(Debug)]
-pub enum ClientBodyError {
+pub(crate) enum ClientBodyError {
     TooLarge,
     Failed(BoxError),
 }
@@ -70,7 +70,7 @@ impl std::error::Error for ClientBodyError {
 /// [`buffer`]) first, then the rest as it arrives, failing with
 /// [`ClientBodyError::TooLarge`] as soon as more than `remaining` bytes came.
 /// Data only: a trailer section ends it, and is not passed on.
-pub struct ClientBody<B> {
+pub(crate) struct ClientBody<B> {
     prefix: VecDeque<Frame<Bytes>>,
     inner: B,
     remaining: u64,
@@ -161,7 +161,7 @@ where
 
 /// What [`buffer`] found: the whole body (replayable), or a body that is
 /// longer than the limit, to be streamed once with its prefix first.
-pub enum Buffered<B> {
+pub(crate) enum Buffered<B> {
     Whole(Bytes),
     Partial(ClientBody<B>),
 }
@@ -170,7 +170,7 @@ pub enum Buffered<B> {
 /// ends within the limit comes back whole (its trailer section, if any,
 /// dropped as [`ClientBody`] drops it); any other comes back ready to
 /// stream, nothing lost.
-pub async fn buffer<B>(mut body: ClientBody<B>, limit: usize) -> Result<Buffered<B>, ClientBodyError>
+pub(crate) async fn buffer<B>(mut body: ClientBody<B>, limit: usize) -> Result<Buffered<B>, ClientBodyError>
 where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
@@ -219,7 +219,7 @@ impl std::error::Error for Stalled {}
 /// Which trailer fields of an upstream's response reach the client (see
 /// `proxy::trailer_rule`).
 #[derive(Debug, Clone)]
-pub enum TrailerRule {
+pub(crate) enum TrailerRule {
     /// None.
     Drop,
     /// Every field [`trailer_allowed`] lets through.
@@ -231,7 +231,7 @@ pub enum TrailerRule {
 /// What passes of an upstream response's trailer section: the fields the
 /// rule lets through, never one [`trailer_allowed`] refuses, and none the
 /// route's response header transforms name (`transformed`).
-pub struct Trailers {
+pub(crate) struct Trailers {
     pub rule: TrailerRule,
     pub transformed: Option<Arc<[HeaderName]>>,
 }

@@ -126,7 +126,7 @@ pub fn set_access_format(format: AccessFormat) {
 }
 
 /// One request, as the access log records it.
-pub struct AccessLine<'a> {
+pub(crate) struct AccessLine<'a> {
     pub client: IpAddr,
     pub method: &'a str,
     pub path: &'a str,
@@ -138,7 +138,7 @@ pub struct AccessLine<'a> {
 
 /// Writes the access line when a format is set; false when the caller
 /// should log it through `tracing` instead.
-pub fn access(line: &AccessLine<'_>) -> bool {
+pub(crate) fn access(line: &AccessLine<'_>) -> bool {
     let json = match ACCESS_FORMAT.load(Ordering::Relaxed) {
         1 => false,
         2 => true,

@@ -121,13 +121,13 @@ impl Metrics {
 }
 
 /// One route's label and counters, for rendering.
-pub struct RouteSample<'a> {
+pub(crate) struct RouteSample<'a> {
     pub route: &'a str,
     pub metrics: &'a Arc<RouteMetrics>,
 }
 
 /// One upstream server's state, for rendering.
-pub struct ServerSample<'a> {
+pub(crate) struct ServerSample<'a> {
     pub upstream: &'a str,
     pub server: &'a str,
     pub healthy: bool,
@@ -136,7 +136,7 @@ pub struct ServerSample<'a> {
 }
 
 /// One `limit` kept in this gateway's memory, for rendering.
-pub struct LimitSample<'a> {
+pub(crate) struct LimitSample<'a> {
     pub limit: &'a str,
     /// Keys with a budget of their own now.
     pub keys: usize,
@@ -175,7 +175,7 @@ fn route_lines(out: &mut String, label: &str, m: &RouteMetrics) {
 }
 
 /// The Prometheus text exposition.
-pub fn render(
+pub(crate) fn render(
     metrics: &Metrics,
     routes: &[RouteSample<'_>],
     servers: &[ServerSample<'_>],

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 
 /// The request data references read.
-pub struct RequestCtx<'a> {
+pub(crate) struct RequestCtx<'a> {
     pub client_ip: IpAddr,
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
@@ -157,7 +157,7 @@ pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
 }
 
 /// The value of cookie `name` from the `Cookie` headers.
-pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -546,7 +546,7 @@ pub(crate) fn filter_trailer(headers: &mut HeaderMap, transformed: Option<&[Head
 }
 
 /// Does a `Trailer` value list `name` (any case)?
-pub fn announces(trailer: &HeaderValue, name: &HeaderName) -> bool {
+pub(crate) fn announces(trailer: &HeaderValue, name: &HeaderName) -> bool {
     lists_token(trailer, name.as_str().as_bytes())
 }
 

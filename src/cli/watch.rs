@@ -405,6 +405,8 @@ impl Watcher {
                     // Swapped in or refused, the gateway serves again.
                     crate::notify::ready(if self.reloads() > reloads {
                         "reloaded"
+                    } else if retry {
+                        "the configuration is being written; reading it again at the next interval"
                     } else {
                         "reload refused, keeping the running plan (see the log)"
                     });

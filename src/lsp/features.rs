@@ -241,13 +241,10 @@ fn scope<'a>(server: &'a Server, here: &str, name: &Name) -> Result<Result<Vec<&
     let Some(a) = server.analyses.get(here) else {
         return Err(here.to_string());
     };
-    // An open document whose first compile has not come back yet may use
-    // the name too: wait for it rather than leave it out.
-    if let Some(k) = server
-        .docs
-        .keys()
-        .find(|k| k.as_str() != here && !server.analyses.contains_key(k.as_str()))
-    {
+    // An open document whose compile of its current text has not come back
+    // yet may use the name too (it may have just imported the defining
+    // file): wait for it rather than leave it out.
+    if let Some(k) = server.docs.keys().find(|k| k.as_str() != here && !server.fresh(k)) {
         return Err(k.clone());
     }
     let same = |n: &&Name| n.kind == name.kind && n.name == name.name;

@@ -16,7 +16,7 @@
 use super::jwks::{KeySet, Remote};
 use super::{credential, Rejected};
 use crate::metrics::Rejection;
-use gw_plan::words as ast;
+use gw_plan::words;
 use gw_plan::{Jwt, JwtKey, TokenFrom};
 use hyper::HeaderMap;
 use jsonwebtoken::{Algorithm, Validation};
@@ -35,7 +35,7 @@ pub struct JwtAuth {
     from: TokenFrom,
     leeway: u64,
     /// The `typ` headers accepted.
-    types: ast::TokenTypes,
+    types: words::TokenTypes,
     /// One validation per listed algorithm (issuer, audience, required
     /// claims, leeway), made once.
     validations: Vec<(Algorithm, Validation)>,
@@ -49,20 +49,20 @@ enum Keys {
 }
 
 /// The jsonwebtoken algorithm of a plan algorithm.
-pub fn algorithm(a: ast::Algorithm) -> Algorithm {
+pub(crate) fn algorithm(a: words::Algorithm) -> Algorithm {
     match a {
-        ast::Algorithm::HS256 => Algorithm::HS256,
-        ast::Algorithm::HS384 => Algorithm::HS384,
-        ast::Algorithm::HS512 => Algorithm::HS512,
-        ast::Algorithm::RS256 => Algorithm::RS256,
-        ast::Algorithm::RS384 => Algorithm::RS384,
-        ast::Algorithm::RS512 => Algorithm::RS512,
-        ast::Algorithm::PS256 => Algorithm::PS256,
-        ast::Algorithm::PS384 => Algorithm::PS384,
-        ast::Algorithm::PS512 => Algorithm::PS512,
-        ast::Algorithm::ES256 => Algorithm::ES256,
-        ast::Algorithm::ES384 => Algorithm::ES384,
-        ast::Algorithm::EdDSA => Algorithm::EdDSA,
+        words::Algorithm::HS256 => Algorithm::HS256,
+        words::Algorithm::HS384 => Algorithm::HS384,
+        words::Algorithm::HS512 => Algorithm::HS512,
+        words::Algorithm::RS256 => Algorithm::RS256,
+        words::Algorithm::RS384 => Algorithm::RS384,
+        words::Algorithm::RS512 => Algorithm::RS512,
+        words::Algorithm::PS256 => Algorithm::PS256,
+        words::Algorithm::PS384 => Algorithm::PS384,
+        words::Algorithm::PS512 => Algorithm::PS512,
+        words::Algorithm::ES256 => Algorithm::ES256,
+        words::Algorithm::ES384 => Algorithm::ES384,
+        words::Algorithm::EdDSA => Algorithm::EdDSA,
     }
 }
 

@@ -206,7 +206,7 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 }
 
 /// One `limit` of the plan.
-pub struct Limit {
+pub(crate) struct Limit {
     pub name: String,
     definition: RateLimit,
     pub limiter: KeyedLimiter,

@@ -104,7 +104,7 @@ enum Authenticator {
 
 /// The run-time state of a plan's policies, indexed like the plan's `auths`
 /// and `rate_limits`.
-pub struct Policies {
+pub(crate) struct Policies {
     auths: Vec<Authenticator>,
     pub limits: Vec<Arc<limit::Limit>>,
 }
@@ -195,7 +195,7 @@ impl Policies {
 
 /// Runs auth, require and limits for `route`. The request is borrowed only
 /// while the returned future is made; the future holds its headers and URI.
-pub fn check<'a, B>(
+pub(crate) fn check<'a, B>(
     policies: &'a Policies,
     route: &'a Route,
     req: &'a Request<B>,

@@ -41,7 +41,7 @@ const MAX_REPLY: usize = 64 * 1024;
 /// (µs); `ARGV[2]`: the burst. The theoretical arrival time (µs since the
 /// epoch, Redis's clock) is stored; a request conforms when it is at most
 /// `burst` intervals ahead. Answers `{1, 0}` (taken) or `{0, wait µs}`.
-pub const SCRIPT: &str = r#"
+pub(crate) const SCRIPT: &str = r#"
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -276,7 +276,7 @@ struct Health {
 /// One `store` of the plan: its connections and its health. A call holds
 /// one of [`MAX_CONNECTIONS`] permits while it runs, which bounds the
 /// connections open at once.
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     definition: Store,
     target: Result<Target, String>,
     timeout: Duration,

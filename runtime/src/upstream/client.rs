@@ -96,7 +96,7 @@ pub(crate) fn http_client(config: &plan::Upstream, to: Option<SocketAddr>) -> Ht
 impl Server {
     /// Sends a proxied request to this `http2` server through its client
     /// (`:authority` from the URI); an HTTP/1.1 server's go through its pool
-    /// ([`H1Pool::send`], origin-form). The response body holds the
+    /// (`h1client::send`, origin-form). The response body holds the
     /// connection until it is done.
     pub(crate) async fn send_h2(&self, req: Request<Body>) -> Result<Response<UpstreamBody>, SendError> {
         match self.client.request(req).await {

@@ -47,7 +47,7 @@ use tokio::net::TcpStream;
 
 /// Why an exchange with a server failed.
 #[derive(Debug)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// No connection: refused, unreachable, or not within `connect_timeout`
     /// (`timed_out`).
     Connect { timed_out: bool },
@@ -67,7 +67,7 @@ pub enum SendError {
 
 /// One server address of an upstream (a DNS name may give several).
 #[derive(Debug)]
-pub struct Server {
+pub(crate) struct Server {
     pub state: Arc<ServerState>,
     pub addr: SocketAddr,
     /// `ADDR` as a URI authority, built once.
@@ -99,7 +99,7 @@ impl Server {
 /// hyper's (`http2` upstreams). One type, not boxed, so that the proxy
 /// wraps it once.
 #[derive(Debug)]
-pub enum UpstreamBody {
+pub(crate) enum UpstreamBody {
     H1(h1client::ResponseBody),
     H2(Incoming),
 }
@@ -146,7 +146,7 @@ impl HttpBody for UpstreamBody {
 
 /// The servers of an upstream at one moment, and the balancer over them.
 #[derive(Debug)]
-pub struct ServerSet {
+pub(crate) struct ServerSet {
     pub servers: Vec<Server>,
     pub states: Vec<Arc<ServerState>>,
     pub balancer: Balancer,
@@ -192,7 +192,7 @@ impl Drop for RetrySlot<'_> {
 }
 
 /// An upstream at run time: its servers, its balancer, its retry budget.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub name: String,
     pub config: plan::Upstream,
     pub set: ArcSwap<ServerSet>,
@@ -244,7 +244,7 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Res
 }
 
 /// Resolves a server address: IP literals directly, names through DNS.
-pub async fn resolve(address: &str) -> Vec<SocketAddr> {
+pub(crate) async fn resolve(address: &str) -> Vec<SocketAddr> {
     let Some((host, port)) = split_host_port(address) else {
         return Vec::new();
     };
