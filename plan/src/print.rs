@@ -199,26 +199,33 @@ fn write_node(
     Ok(())
 }
 
+/// A `cors` block's attributes as the language writes them: `origins
+/// https://a.example methods GET, POST credentials max_age 600`.
+pub fn cors(c: &Cors) -> String {
+    let mut s = format!("origins {}", c.origins.join(", "));
+    if !c.methods.is_empty() {
+        s.push_str(&format!(" methods {}", c.methods));
+    }
+    if !c.headers.is_empty() {
+        s.push_str(&format!(" headers {}", c.headers.join(", ")));
+    }
+    if !c.expose.is_empty() {
+        s.push_str(&format!(" expose {}", c.expose.join(", ")));
+    }
+    if c.credentials {
+        s.push_str(" credentials");
+    }
+    if let Some(m) = c.max_age {
+        s.push_str(&format!(" max_age {m}"));
+    }
+    s
+}
+
 /// The route's policies in the order they run, then its target.
 pub fn pipeline(plan: &Plan, r: &Route) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(c) = &r.cors {
-        let mut s = format!("cors origins {}", c.origins.join(", "));
-        if !c.methods.is_empty() {
-            s.push_str(&format!(" methods {}", c.methods));
-        }
-        if !c.headers.is_empty() {
-            s.push_str(&format!(" headers {}", c.headers.join(", ")));
-        }
-        if !c.expose.is_empty() {
-            s.push_str(&format!(" expose {}", c.expose.join(", ")));
-        }
-        if c.credentials {
-            s.push_str(" credentials");
-        }
-        if let Some(m) = c.max_age {
-            s.push_str(&format!(" max_age {m}"));
-        }
+        let s = format!("cors {}", cors(c));
         lines.push(s);
     }
     if let Some(a) = r.auth.and_then(|a| plan.auths.get(a)) {

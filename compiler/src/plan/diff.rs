@@ -21,7 +21,7 @@
 //!   by path, host, methods), so the same two plans always give the same
 //!   text, whatever the order of their files.
 
-use super::print::{size, strategy};
+use super::print::{cors, size, strategy};
 use super::*;
 use serde::Serialize;
 use serde_json::Value;
@@ -787,24 +787,7 @@ fn store(s: &Store) -> Item {
 fn route(plan: &Plan, r: &Route) -> Item {
     let mut facts = Vec::new();
     if let Some(c) = &r.cors {
-        let mut s = format!("{{ origins {}", c.origins.join(", "));
-        if !c.methods.is_empty() {
-            s.push_str(&format!(" methods {}", c.methods));
-        }
-        if !c.headers.is_empty() {
-            s.push_str(&format!(" headers {}", c.headers.join(", ")));
-        }
-        if !c.expose.is_empty() {
-            s.push_str(&format!(" expose {}", c.expose.join(", ")));
-        }
-        if c.credentials {
-            s.push_str(" credentials");
-        }
-        if let Some(m) = c.max_age {
-            s.push_str(&format!(" max_age {m}"));
-        }
-        s.push_str(" }");
-        facts.push(fact("cors", s));
+        facts.push(fact("cors", format!("{{ {} }}", cors(c))));
     }
     if let Some(a) = r.auth.and_then(|a| plan.auths.get(a)) {
         facts.push(fact("auth", a.name.clone()));
