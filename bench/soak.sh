@@ -175,8 +175,9 @@ write_conf 0
 GW_LOG="$OUT_DIR/gw.log"
 : >"$GW_LOG"
 threads=(); [ -n "$GW_THREADS" ] && threads=(--threads "$GW_THREADS")
-# The access log (a line per request) is left out of gw.log; everything else is kept.
-setsid "$GWC" serve "$GW_FILE" "${threads[@]}" 2> >(grep --line-buffered -v 'gw::access' >>"$GW_LOG") >/dev/null </dev/null &
+# The access log (a line per request) is left out of gw.log but for the answers that failed
+# (status 5xx): everything else is kept.
+setsid "$GWC" serve "$GW_FILE" "${threads[@]}" 2> >(grep --line-buffered -Ev 'gw::access.* status=([1-4][0-9][0-9]) ' >>"$GW_LOG") >/dev/null </dev/null &
 GWPID=$!
 STARTED+=("$GWPID")
 wait_port "$GW_PORT" 30 || die "gwc serve did not start (see $GW_LOG)"
@@ -294,7 +295,7 @@ RSS_MAX=$(awk -F'\t' 'NR>1 && $2!="" {if($2>m)m=$2} END{print m}' "$SAMPLES")
   echo "| RSS after ${WARMUP} s / at the end (max) | $RSS0 KiB / $RSS1 KiB ($(pct "$RSS0" "$RSS1")) (max $RSS_MAX KiB) | within 10% | $(verdict "$ok_rss") |"
   echo "| file descriptors after ${WARMUP} s / at the end (min..max) | $FDS0 / $FDS1 ($FD_MIN..$FD_MAX) | at most max(16, 10%) more | $(verdict "$ok_fds") |"
   echo
-  echo "Samples: samples.tsv (RSS, descriptors, the gateway's 5xx answers and retries so far, every ${SAMPLE_EVERY} s); events: events.tsv; gw's log (access lines left out): gw.log; wrk: wrk.txt."
+  echo "Samples: samples.tsv (RSS, descriptors, the gateway's 5xx answers and retries so far, every ${SAMPLE_EVERY} s); events: events.tsv; gw's log (access lines of 5xx answers only): gw.log; wrk: wrk.txt."
 } >"$OUT_DIR/report.md"
 cat "$OUT_DIR/report.md"
 say "results: $OUT_DIR"
