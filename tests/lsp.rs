@@ -260,6 +260,27 @@ fn hover_explains_keywords_names_and_diagnostics() {
     assert!(text.contains("**GW0101**") && text.contains("unknown name"), "{text}");
 }
 
+/// Hover on a store's name, where it is defined and where a limit names
+/// it: the store's declaration, its URL's password hidden.
+#[test]
+fn hover_on_a_store_shows_its_declaration() {
+    let (dir, mut client, _, _) = setup();
+    let text = "listen 127.0.0.1:8080\nupstream app { server 127.0.0.1:9001 }\n\
+        store cache redis \"redis://u:pw-1@127.0.0.1:6379\"\n\
+        limit l { rate 10/s key client_ip store cache }\nroute /x -> app { limit l }\n";
+    let u = uri(&dir.path().join("store.gw"));
+    client.open(&u, text);
+    for (needle, shift) in [("store cache redis", 7), ("store cache }", 7)] {
+        let r = client.result("textDocument/hover", at(&u, position(text, needle, 0, shift)));
+        let shown = r["contents"]["value"].as_str().unwrap_or("").to_string();
+        assert!(
+            shown.contains("store `cache`") && shown.contains("redis"),
+            "at {needle:?}: {r}"
+        );
+        assert!(!shown.contains("pw-1"), "{shown}");
+    }
+}
+
 fn labels(r: &Value) -> Vec<String> {
     let items = r
         .as_array()
