@@ -20,6 +20,7 @@ pub mod clock;
 mod conn;
 pub mod demo;
 mod error;
+mod fuzzing;
 mod gateway;
 mod listen;
 mod loaded;

@@ -1179,22 +1179,7 @@ pub fn fuzz_response_reader(data: &[u8]) {
         seen.push(format!("body {body:?}"));
         seen
     };
-    let whole = read(&mut std::iter::once(stream));
-    let step = 1 + usize::from(*split % 64);
-    let (mut at, mut odd) = (0, false);
-    let mut pieces = std::iter::from_fn(|| {
-        // Pieces of `step` bytes, alternating with single bytes when asked.
-        let n = if *split >= 128 && odd { 1 } else { step };
-        odd = !odd;
-        let piece = stream.get(at..(at + n).min(stream.len())).filter(|p| !p.is_empty())?;
-        at += piece.len();
-        Some(piece)
-    });
-    let split_up = read(&mut pieces);
-    assert_eq!(
-        whole, split_up,
-        "the same bytes read differently when they arrive in pieces of {step}"
-    );
+    crate::fuzzing::same_in_pieces(stream, *split, read);
 }
 
 #[cfg(test)]
