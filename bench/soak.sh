@@ -162,7 +162,7 @@ upstream app {
   eject { errors 1 for 10s }
   connect_timeout 1s
   timeout 5s
-  retry 2 on connect_error, reset, 502 budget 50%
+  retry 2 on connect_error, reset, 502
 }
 
 route GET /soak/gen$1 { respond 200 "generation $1" }

@@ -251,7 +251,7 @@ fn many_routes(routes: usize) -> String {
 /// The CPU time this thread has used: unlike wall-clock time, it does not
 /// grow when other processes take the cores.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `t` is a valid timespec for the call to fill.
     let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;

@@ -551,7 +551,7 @@ pub const KEYWORDS: &[Keyword] = &[
         "budget",
         Retry,
         "budget",
-        "retries are capped at this share of the requests in flight",
+        "over the last 10 s, retries add at most this share to the requests sent (plus 10 per second)",
     )
     .value("percent")
     .default("`20%`")

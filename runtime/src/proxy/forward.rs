@@ -97,7 +97,7 @@ impl<'a> Retries<'a> {
         self.policy.is_some_and(|r| r.on.contains(&RetryOn::Status(status)))
     }
 
-    /// The retry budget's share of requests in flight.
+    /// The retry budget's share: what each request adds to it.
     fn budget_percent(&self) -> u32 {
         self.policy
             .map_or(plan::defaults::RETRY_BUDGET_PERCENT, |r| r.budget_percent)
@@ -184,18 +184,8 @@ impl<'a> Forward<'a> {
             let mut last: Option<Failure> = None;
             // A retryable answer (`retry ... on 503`) kept in case no retry can go.
             let mut held: Option<Answer> = None;
-            up.active.fetch_add(1, Ordering::Relaxed);
-            let _active = ActiveGuard(up);
+            up.budget.deposit(retries.budget_percent());
             for attempt in 0..retries.attempts {
-                // A retry holds its place in the budget until it is done.
-                let retry_slot = if attempt > 0 {
-                    match up.start_retry(retries.budget_percent()) {
-                        Some(slot) => Some(slot),
-                        None => break,
-                    }
-                } else {
-                    None
-                };
                 let Some(i) = set.balancer.pick_hashed(&set.states, self.hash, &tried) else {
                     if last.is_none() && held.is_none() {
                         last = Some((ErrorKind::NoServer, None));
@@ -203,6 +193,12 @@ impl<'a> Forward<'a> {
                     break;
                 };
                 let Some(server) = set.servers.get(i) else { break };
+                // A retry, once it has a server to go to, takes its place in
+                // the budget, or none goes.
+                let is_retry = attempt > 0;
+                if is_retry && !up.budget.withdraw() {
+                    break;
+                }
                 let label = server.label.clone();
                 let last_attempt = attempt + 1 == retries.attempts || !body.replayable();
                 let parts = if last_attempt { head.take() } else { head.clone() };
@@ -214,7 +210,7 @@ impl<'a> Forward<'a> {
                     return Err((ErrorKind::Upstream, Some(label)));
                 };
                 let in_flight = server.state.start();
-                if retry_slot.is_some() {
+                if is_retry {
                     self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }
                 // Each protocol's exchange is awaited here, with no layer between
@@ -224,7 +220,6 @@ impl<'a> Forward<'a> {
                 } else {
                     tokio::time::timeout(timeout, server.send_h1(out)).await
                 };
-                drop(retry_slot);
                 let (kind, outcome) = match result {
                     Ok(Ok(response)) => {
                         let status = response.status().as_u16();
@@ -325,13 +320,6 @@ fn client_side(kind: ErrorKind) -> bool {
         kind,
         ErrorKind::BodyTooLarge | ErrorKind::ClientBody | ErrorKind::ClientTimeout
     )
-}
-
-struct ActiveGuard<'a>(&'a Upstream);
-impl Drop for ActiveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Maps a failed exchange to its kind and to what it says about the server:
