@@ -403,7 +403,7 @@ fn targets(ctx: &Ctx<'_>, route: &Route, diags: &mut Diagnostics) {
             diags.push(
                 Diagnostic::new(Code::GW0202, format!("route `{}` has no target", describe_route(route)))
                     .primary(route.head_span, "where do these requests go?")
-                    .help("add `-> UPSTREAM` to the route, or `respond STATUS`, `redirect ...` or `aggregate { ... }` to its block"),
+                    .help("add `-> UPSTREAM` to the route, or `respond STATUS`, `redirect ...`, `split { ... }` or `aggregate { ... }` to its block"),
             );
         }
         [first, rest @ ..] => {
