@@ -340,3 +340,48 @@ fn embedded_tests_route_by_headers_query_cookies_and_address_and_name_split_side
         assert!(found.iter().any(|(c, _)| *c == Code::GW0601), "{failing}: {found:?}");
     }
 }
+
+#[test]
+fn gwc_route_explains_conditions_and_names_the_side_of_a_split() {
+    let app = "listen 127.0.0.1:8080
+upstream v1 { server 127.0.0.1:9001 }
+upstream v2 { server 127.0.0.1:9002 }
+route GET /s when header.x-beta == \"1\" -> v2
+route GET /s when query.e in [\"n\"] and header.x-beta != \"1\" -> v2
+route GET /s -> v1
+route /c/{*rest} { split { v1 90% v2 10% sticky cookie.session } }
+";
+    let beta = crate::support::Gwc::new()
+        .file("app.gw", app)
+        .args(["route", "app.gw", "GET", "/s?e=m", "--header", "X-Beta: 1"])
+        .status(0)
+        .stdout_has("-> route `GET /s when header.x-beta == \"1\"`")
+        .stdout_has("condition: `query.e in [\"n\"]` does not hold")
+        .stdout_has("condition: the winner's conditions hold")
+        .run();
+    assert!(beta.stdout.contains("route `GET /s` (app.gw:6)"), "{}", beta.stdout);
+    crate::support::Gwc::new()
+        .file("app.gw", app)
+        .args(["route", "app.gw", "GET", "/s"])
+        .status(0)
+        .stdout_has("-> route `GET /s` (app.gw:6)")
+        .stdout_has("condition: `header.x-beta == \"1\"` does not hold")
+        .run();
+    let plan = crate::live::plan_of(app, &[]);
+    let Target::Split(split) = &plan.routes[3].target else {
+        panic!("a split")
+    };
+    let side = ["v1", "v2"][split.side_for_key("u-42")];
+    crate::support::Gwc::new()
+        .file("app.gw", app)
+        .args(["route", "app.gw", "GET", "/c/pay", "--cookie", "session=u-42"])
+        .status(0)
+        .stdout_has(&format!("split: {side} (for cookie.session = \"u-42\")"))
+        .run();
+    crate::support::Gwc::new()
+        .file("app.gw", app)
+        .args(["route", "app.gw", "GET", "/c/pay"])
+        .status(0)
+        .stdout_has("split: at random (the request has no cookie.session): v1 90%, v2 10%")
+        .run();
+}
