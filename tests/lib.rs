@@ -40,6 +40,7 @@ mod proxy_ejection;
 mod proxy_failures;
 mod proxy_headers;
 mod proxy_pool;
+mod proxy_split;
 mod proxy_stream;
 mod proxy_support;
 mod proxy_wire;

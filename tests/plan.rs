@@ -858,3 +858,55 @@ fn lookup_allocates_nothing_for_ordinary_requests() {
     // A path with escapes of unreserved characters is decoded into a copy.
     assert!(alloc_count::during(|| drop(lookup(&p, Some(Method::Get), "", "/users/%7Ejo/files/x"))) > 0);
 }
+
+#[test]
+fn lookup_with_conditions_allocates_nothing_for_ordinary_requests() {
+    use gw_compiler::plan::condition::Given;
+    use gw_compiler::plan::router::lookup_with;
+    let p = plan(
+        "route GET /search when header.x-beta == \"1\" -> a\n\
+         route GET /search when query.engine in [\"v2\", \"next\"] and header.x-beta != \"1\" -> b\n\
+         route GET /search when client_ip in [\"10.0.0.0/8\"] and header.x-beta == \"2\" and query.engine == \"v1\" -> c\n\
+         route GET /search -> d",
+    );
+    let requests = [
+        ("x-beta", "1", Some("engine=v2"), "a"),
+        ("x-other", "1", Some("engine=next"), "b"),
+        ("x-beta", "2", Some("engine=v1"), "d"),
+        ("x-beta", "3", None, "d"),
+    ];
+    let given: Vec<Given> = requests
+        .iter()
+        .map(|(n, v, q, _)| Given {
+            headers: vec![(n.to_string(), v.to_string())],
+            query: q.map(str::to_string),
+            cookies: Vec::new(),
+            client_ip: Some("192.0.2.1".parse().expect("address")),
+        })
+        .collect();
+    let mut routed = Vec::with_capacity(requests.len());
+    let allocations = alloc_count::during(|| {
+        for g in &given {
+            routed.push(lookup_with(&p, Some(Method::Get), "", "/search", g).route());
+        }
+    });
+    assert_eq!(
+        allocations, 0,
+        "conditions on headers, undecoded queries and addresses do not allocate"
+    );
+    let names: Vec<String> = routed
+        .iter()
+        .map(|r| p.target_name(&p.routes[r.expect("routed")]))
+        .collect();
+    assert_eq!(names, requests.iter().map(|r| r.3).collect::<Vec<_>>());
+    // A plan read back from JSON routes alike (the blocks are parsed again).
+    let back = Plan::from_json(&p.to_json()).expect("the plan reads back");
+    let office = Given {
+        headers: vec![("x-beta".into(), "2".into())],
+        query: Some("engine=v1".into()),
+        client_ip: Some("10.9.8.7".parse().expect("address")),
+        ..Given::default()
+    };
+    let r = lookup_with(&back, Some(Method::Get), "", "/search", &office).route();
+    assert_eq!(r.map(|r| back.target_name(&back.routes[r])).as_deref(), Some("c"));
+}

@@ -9,11 +9,21 @@
 //! named methods over every method) and pick the maximum; else 405 with the
 //! methods of the routes whose path matched; else 404. Route sets with two
 //! routes of equal precedence (GW0201) are thinned out before compiling.
+//!
+//! Some routes carry a condition (`when header.x-v == "1"` or `"2"`) and
+//! requests may carry that header: a route whose condition does not hold
+//! does not match, a conditioned route ranks above the unconditioned one of
+//! the same host, shape and method tier, and a request whose only matching
+//! routes failed their conditions gets 404 rather than 405. Two routes
+//! with the same condition on the same host, shape and methods collide
+//! (GW0206) and are thinned out too.
 
 use gw_compiler::ast::Method;
 use gw_compiler::compile_text;
 use gw_compiler::host::MemoryHost;
-use gw_compiler::plan::{lookup, Lookup, Plan};
+use gw_compiler::plan::condition::Given;
+use gw_compiler::plan::router::lookup_with;
+use gw_compiler::plan::{Lookup, Plan};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
@@ -29,6 +39,8 @@ struct R {
     methods: Option<BTreeSet<Method>>,
     host: Option<&'static str>,
     segs: Vec<Seg>,
+    /// `when header.x-v == "VALUE"`.
+    cond: Option<&'static str>,
 }
 
 impl R {
@@ -48,13 +60,18 @@ impl R {
             })
             .collect();
         let host = self.host.map_or(String::new(), |h| format!(" host \"{h}\""));
-        format!("route {methods}/{}{host} -> u{i}\n", path.join("/"))
+        let when = self
+            .cond
+            .map_or(String::new(), |v| format!(" when header.x-v == \"{v}\""));
+        format!("route {methods}/{}{host}{when} -> u{i}\n", path.join("/"))
     }
 
-    /// Same host and path shape, and a method in common (or both every method).
+    /// Same host, path shape and condition, and a method in common (or
+    /// both every method).
     fn collides(&self, other: &R) -> bool {
         self.host == other.host
             && self.segs == other.segs
+            && self.cond == other.cond
             && match (&self.methods, &other.methods) {
                 (None, None) => true,
                 (Some(a), Some(b)) => !a.is_disjoint(b),
@@ -68,6 +85,8 @@ struct Req {
     method: Method,
     host: &'static str,
     path: String,
+    /// The `x-v` header.
+    xv: Option<&'static str>,
 }
 
 const METHODS: [Method; 4] = [Method::Get, Method::Head, Method::Post, Method::Delete];
@@ -85,8 +104,9 @@ fn route() -> impl Strategy<Value = R> {
         prop::option::weighted(0.25, prop::sample::select(vec!["h1.example", "h2.example"])),
         prop::collection::vec(seg(), 1..=3),
         prop::bool::weighted(0.3),
+        prop::option::weighted(0.3, prop::sample::select(vec!["1", "2"])),
     )
-        .prop_map(|(methods, host, mut segs, catch_all)| {
+        .prop_map(|(methods, host, mut segs, catch_all, cond)| {
             if catch_all {
                 // `/{*rest}` or `/x/{*rest}`: replace the last segment.
                 segs.pop();
@@ -96,6 +116,7 @@ fn route() -> impl Strategy<Value = R> {
                 methods: methods.map(|m| m.into_iter().collect()),
                 host,
                 segs,
+                cond,
             }
         })
 }
@@ -122,11 +143,13 @@ fn request() -> impl Strategy<Value = Req> {
         ]),
         prop::sample::select(vec!["", "h1.example", "H2.Example:8080", "h3.example"]),
         prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "", "x", "%61"]), 1..=4),
+        prop::option::of(prop::sample::select(vec!["1", "2", "3"])),
     )
-        .prop_map(|(method, host, segs)| Req {
+        .prop_map(|(method, host, segs, xv)| Req {
             method,
             host,
             path: format!("/{}", segs.join("/")),
+            xv,
         })
 }
 
@@ -183,8 +206,9 @@ fn methods_of(routes: &[R], i: usize) -> Option<BTreeSet<Method>> {
 }
 
 /// Specificity, compared lexicographically: host first, then per position
-/// literal 3 > param 2 > end of pattern 1 > catch-all 0, then named methods.
-fn specificity(r: &R) -> (bool, Vec<u8>, bool) {
+/// literal 3 > param 2 > end of pattern 1 > catch-all 0, then named methods,
+/// then a condition.
+fn specificity(r: &R) -> (bool, Vec<u8>, bool, bool) {
     let mut ranks: Vec<u8> = r
         .segs
         .iter()
@@ -195,7 +219,7 @@ fn specificity(r: &R) -> (bool, Vec<u8>, bool) {
         })
         .collect();
     ranks.resize(8, 1);
-    (r.host.is_some(), ranks, r.methods.is_some())
+    (r.host.is_some(), ranks, r.methods.is_some(), r.cond.is_some())
 }
 
 fn reference(routes: &[R], req: &Req) -> Answer {
@@ -205,10 +229,15 @@ fn reference(routes: &[R], req: &Req) -> Answer {
         .filter(|&i| routes[i].host.is_none_or(|h| h == host))
         .filter(|&i| path_matches(&routes[i].segs, &segs))
         .collect();
-    let matching: Vec<usize> = path_matched
+    let method_matched: Vec<usize> = path_matched
         .iter()
         .copied()
         .filter(|&i| methods_of(routes, i).is_none_or(|m| m.contains(&req.method)))
+        .collect();
+    let matching: Vec<usize> = method_matched
+        .iter()
+        .copied()
+        .filter(|&i| routes[i].cond.is_none_or(|v| req.xv == Some(v)))
         .collect();
     if let Some(&best) = matching.iter().max_by_key(|&&i| specificity(&routes[i])) {
         let ties = matching
@@ -221,7 +250,8 @@ fn reference(routes: &[R], req: &Req) -> Answer {
         );
         return Answer::Route(best, params(&routes[best], &segs));
     }
-    if path_matched.is_empty() {
+    if path_matched.is_empty() || !method_matched.is_empty() {
+        // Nothing there, or routes for the method whose conditions fail.
         return Answer::NotFound;
     }
     let mut allow = BTreeSet::new();
@@ -265,7 +295,11 @@ fn compile(routes: &[R]) -> Plan {
 }
 
 fn answer(plan: &Plan, req: &Req) -> Answer {
-    match lookup(plan, Some(req.method), req.host, &req.path) {
+    let given = Given {
+        headers: req.xv.iter().map(|v| ("x-v".to_string(), v.to_string())).collect(),
+        ..Given::default()
+    };
+    match lookup_with(plan, Some(req.method), req.host, &req.path, &given) {
         Lookup::Matched { route, params } => Answer::Route(route, params.iter().map(|(_, v)| v.to_string()).collect()),
         Lookup::NotFound => Answer::NotFound,
         Lookup::MethodNotAllowed { allow } => Answer::NotAllowed(allow.iter().collect()),
@@ -321,12 +355,15 @@ fn router_agrees_on_paths_made_from_the_patterns() {
                 };
                 for method in [Method::Get, Method::Head, Method::Post, Method::Patch] {
                     for host in ["", r.host.unwrap_or("")] {
-                        let req = Req {
-                            method,
-                            host,
-                            path: path.clone(),
-                        };
-                        prop_assert_eq!(answer(&plan, &req), reference(&routes, &req), "{:?}", req);
+                        for xv in [None, r.cond] {
+                            let req = Req {
+                                method,
+                                host,
+                                path: path.clone(),
+                                xv,
+                            };
+                            prop_assert_eq!(answer(&plan, &req), reference(&routes, &req), "{:?}", req);
+                        }
                     }
                 }
             }

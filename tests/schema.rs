@@ -107,7 +107,13 @@ fn every_keyword_set_of_the_grammar_equals_its_context_in_the_schema() {
         (&["cors_kw"], false, &[Cors]),
         (&["aggregate_timeout"], false, &[Aggregate]),
         (&["aggregate_part"], false, &[Part]),
-        (&["expectation", "expect_header"], false, &[Expectation]),
+        (&["condition", "cond_op"], false, &[Condition]),
+        (&["split_sticky"], false, &[Split]),
+        (
+            &["expectation", "expect_header", "expect_cookie", "expect_client"],
+            false,
+            &[Expectation],
+        ),
     ];
     let mut failures = Vec::new();
     for (names, skip_own, contexts) in sets {

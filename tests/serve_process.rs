@@ -363,6 +363,26 @@ async fn demo_serves_the_food_court_with_built_in_backends_and_prints_curl_comma
         "demo-user",
         "the gateway set x-user-id from the token"
     );
+    // The canary: testers reach it with a header; a customer's side of the
+    // split is the one their subject hashes to, the same every time.
+    let order = |canary: bool| {
+        let mut req =
+            hyper::Request::get(format!("http://{addr}/orders/42")).header("authorization", format!("Bearer {token}"));
+        if canary {
+            req = req.header("x-canary", "1");
+        }
+        crate::live::send(req.body(Full::new(Bytes::new())).expect("request"))
+    };
+    let tester = order(true).await;
+    assert_eq!(
+        (tester.status, tester.json()["service"].as_str()),
+        (200, Some("orders-canary"))
+    );
+    let first = order(false).await.json()["service"].clone();
+    assert!(first == "orders" || first == "orders-canary", "{first}");
+    for _ in 0..3 {
+        assert_eq!(order(false).await.json()["service"], first, "demo-user changed side");
+    }
     // The first signed-in command of the tour: the caller's own profile.
     let req = hyper::Request::get(format!("http://{addr}/me"))
         .header("authorization", format!("Bearer {token}"))

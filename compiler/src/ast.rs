@@ -386,6 +386,10 @@ pub struct Route {
     // of a million routes holds a million of these).
     pub cors: Option<Box<Cors>>,
     pub aggregate: Option<Box<Aggregate>>,
+    /// `split { ... }`: a target.
+    pub split: Option<Box<Split>>,
+    /// `when ...`: all must hold (empty: no conditions).
+    pub when: Vec<Condition>,
     pub respond: Option<Box<Respond>>,
     pub redirect: Option<Box<Redirect>>,
     /// The `route ... PATH ...` head, for labels.
@@ -407,6 +411,33 @@ pub enum RequireOp {
     In(Vec<String>),
     Eq(String),
     Ne(String),
+}
+
+/// One condition of a route's `when`: `header.x-beta == "1"`.
+#[derive(Clone, Debug)]
+pub struct Condition {
+    pub subject: Spanned<Reference>,
+    pub op: CondOp,
+    /// The operand's span (the subject's for `present`).
+    pub operand_span: Span,
+    pub span: Span,
+}
+
+pub use gw_plan::condition::CondOp;
+
+/// `split { a 90%  b 10%  sticky cookie.session }`.
+#[derive(Clone, Debug)]
+pub struct Split {
+    pub sides: Vec<SplitSide>,
+    pub sticky: Option<Spanned<Reference>>,
+    pub span: Span,
+}
+
+/// `checkout-v2 10%`.
+#[derive(Clone, Debug)]
+pub struct SplitSide {
+    pub upstream: Name,
+    pub weight: Spanned<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -485,6 +516,10 @@ pub struct Expectation {
     pub path: Spanned<String>,
     pub host: Option<Spanned<String>>,
     pub headers: Vec<(Spanned<String>, Spanned<String>)>,
+    /// `cookie NAME "v"`.
+    pub cookies: Vec<(Spanned<String>, Spanned<String>)>,
+    /// `client_ip "10.1.2.3"`.
+    pub client_ip: Option<Spanned<std::net::IpAddr>>,
     pub expect: Spanned<Expected>,
     pub span: Span,
 }

@@ -53,6 +53,10 @@ pub enum Context {
     Header,
     /// After `require REF`.
     Require,
+    /// After a route condition's `REF` (`when REF ...`).
+    Condition,
+    /// Inside a route's `split { ... }`.
+    Split,
     Cors,
     Aggregate,
     /// After an aggregate part's path.
@@ -89,6 +93,8 @@ impl Context {
             Route => "a route block",
             Header => "`set`/`remove request|response header ...`",
             Require => "`require REF OP VALUE`",
+            Condition => "a route condition `when REF OP VALUE`",
+            Split => "a `split { ... }` block",
             Cors => "a `cors { ... }` block",
             Aggregate => "an `aggregate { ... }` block",
             Part => "an aggregate part",
@@ -116,6 +122,7 @@ impl Context {
                 | Route
                 | Cors
                 | Aggregate
+                | Split
                 | Test
         )
     }
@@ -279,7 +286,7 @@ pub const KEYWORDS: &[Keyword] = &[
     kw(
         "route",
         Top,
-        "route [METHODS] PATH [host \"NAME\"] [-> UPSTREAM] [{ ... }]",
+        "route [METHODS] PATH [host \"NAME\"] [when CONDITION [and CONDITION]...] [-> UPSTREAM] [{ ... }]",
         "what happens to a request",
     )
     .opens(RouteHead)
@@ -699,6 +706,38 @@ pub const KEYWORDS: &[Keyword] = &[
     )
     .no_row(),
     kw(
+        "when",
+        RouteHead,
+        "route [METHODS] PATH when REF OP VALUE [and ...]",
+        "conditions on what the request carries: the route takes only requests that satisfy them all",
+    )
+    .no_row()
+    .opens(Condition)
+    .values(&["header.", "query.", "cookie.", "client_ip"]),
+    kw(
+        "and",
+        RouteHead,
+        "when CONDITION and CONDITION",
+        "another condition that must hold too",
+    )
+    .no_row()
+    .opens(Condition)
+    .values(&["header.", "query.", "cookie.", "client_ip"]),
+    kw(
+        "in",
+        Condition,
+        "when REF in [\"a\", \"b\"]",
+        "the request has REF, with one of the strings (for `client_ip`: within one of the blocks)",
+    )
+    .no_row(),
+    kw(
+        "present",
+        Condition,
+        "when REF present",
+        "the request has REF, whatever its value",
+    )
+    .no_row(),
+    kw(
         "auth",
         Route,
         "auth NAME",
@@ -776,6 +815,22 @@ pub const KEYWORDS: &[Keyword] = &[
     .value("block (below)")
     .opens(Aggregate),
     kw(
+        "split",
+        Route,
+        "split { ... }",
+        "a target: upstreams by weight, optionally sticky by a key",
+    )
+    .value("block (below)")
+    .opens(Split),
+    kw(
+        "sticky",
+        Split,
+        "sticky REF",
+        "the key whose value keeps a request on its side",
+    )
+    .no_row()
+    .values(&["cookie.", "header.", "query.", "claim.", "client_ip"]),
+    kw(
         "respond",
         Route,
         "respond STATUS [\"body\"]",
@@ -851,6 +906,20 @@ pub const KEYWORDS: &[Keyword] = &[
         Expectation,
         "METHOD PATH header NAME \"VALUE\" -> R",
         "a header of the request",
+    )
+    .no_row(),
+    kw(
+        "cookie",
+        Expectation,
+        "METHOD PATH cookie NAME \"VALUE\" -> R",
+        "a cookie of the request",
+    )
+    .no_row(),
+    kw(
+        "client_ip",
+        Expectation,
+        "METHOD PATH client_ip \"ADDR\" -> R",
+        "the address the request comes from",
     )
     .no_row(),
 ];

@@ -200,14 +200,23 @@ module.exports = grammar({
     store_block: $ => block(alias($.store_setting, $.setting)),
     store_setting: $ => setting(STORE_SETTINGS, $),
 
-    /** `route [METHODS] PATH [host "NAME"] [-> UPSTREAM] [{ ... }]` */
+    /** `route [METHODS] PATH [host "NAME"] [when COND [and COND]...] [-> UPSTREAM] [{ ... }]` */
     route: $ => seq(
       'route',
       optional(field('methods', $.methods)),
       field('path', $._value),
       optional(seq('host', field('host', $._value))),
+      optional(seq('when', $.condition, repeat(seq('and', $.condition)))),
       optional(seq('->', field('upstream', $._value))),
       optional(alias($.route_block, $.block)),
+    ),
+    /** `REF == "v"`, `REF != "v"`, `REF in ["a", "b"]`, `REF present` */
+    condition: $ => seq(
+      field('subject', $._value),
+      choice(
+        seq(field('operator', choice('in', '==', '!=')), field('value', $._value)),
+        field('operator', 'present'),
+      ),
     ),
     methods: $ => commaSep1($.method),
     // An HTTP method, checked by the compiler (so that `get` gets a suggestion).
@@ -219,6 +228,7 @@ module.exports = grammar({
       $.set_header,
       $.remove_header,
       $.aggregate,
+      $.split,
       $.respond,
       $.redirect,
       $.cors,
@@ -263,6 +273,11 @@ module.exports = grammar({
       field('path', $._value),
       optional(field('optional', 'optional')),
     ),
+    /** `split { checkout-v1 90%  checkout-v2 10%  sticky cookie.session }` */
+    split: $ => seq('split', alias($.split_block, $.block)),
+    split_block: $ => block(choice($.split_side, $.sticky)),
+    split_side: $ => seq(field('upstream', $.identifier), field('weight', $._value)),
+    sticky: $ => seq('sticky', field('key', $._value)),
     /** `respond STATUS ["body"]` */
     respond: $ => seq('respond', field('status', $._value), optional(field('body', $.string))),
     /** `redirect [STATUS] "location"` */
@@ -280,11 +295,13 @@ module.exports = grammar({
       field('method', $.method),
       field('path', $._value),
       optional(seq('host', field('host', $._value))),
-      repeat($.expect_header),
+      repeat(choice($.expect_header, $.expect_cookie, $.expect_client)),
       '->',
       field('expected', $._value),
     ),
     expect_header: $ => seq('header', field('name', $._value), field('value', $._value)),
+    expect_cookie: $ => seq('cookie', field('name', $._value), field('value', $._value)),
+    expect_client: $ => seq('client_ip', field('address', $._value)),
 
     // ------------------------------------------------------------ values
 

@@ -2,10 +2,12 @@
 //! from [`router::lookup`](super::router::lookup) — the same function the
 //! runtime calls — and every other route whose path pattern matches the
 //! request is listed with the reason it lost: another host, a method it does
-//! not accept, or lower precedence (hostless, a less specific segment at
-//! position N, every method against a named one).
+//! not accept, a condition that does not hold, or lower precedence
+//! (hostless, a less specific segment at position N, every method against
+//! a named one, no condition against a route whose conditions hold).
 
-use crate::router::{lookup, normalize_path, parse_pattern, BadPath, Lookup, MethodSet, Seg};
+use crate::condition::{Facts, Given};
+use crate::router::{lookup_with, normalize_path, parse_pattern, BadPath, Lookup, MethodSet, Seg};
 use crate::words::Method;
 use crate::{Plan, Route};
 
@@ -48,6 +50,11 @@ pub enum Reason {
     /// Same host and shape, but the winner names the method and this route
     /// matches every method.
     EveryMethod,
+    /// One of the route's conditions does not hold for the request.
+    Condition { condition: String },
+    /// Same host, shape and methods: the winner's conditions hold, and a
+    /// route with conditions is tried before the one without.
+    Unconditioned,
 }
 
 impl std::fmt::Display for Reason {
@@ -76,6 +83,10 @@ impl std::fmt::Display for Reason {
                 )
             }
             Reason::EveryMethod => f.write_str("method: it matches every method and the winner names this one"),
+            Reason::Condition { condition } => write!(f, "condition: `{condition}` does not hold"),
+            Reason::Unconditioned => {
+                f.write_str("condition: the winner's conditions hold, and it is tried before this route without any")
+            }
         }
     }
 }
@@ -87,10 +98,23 @@ pub struct Explanation {
     pub candidates: Vec<Candidate>,
 }
 
-/// Explains how `method host path` is routed (`host` may be `""`).
+/// Explains how `method host path` is routed (`host` may be `""`), for a
+/// request with no headers, cookies or address; a query string in `path`
+/// is the request's.
 pub fn explain(plan: &Plan, method: Method, host: &str, path: &str) -> Explanation {
+    let (path, query) = Given::split_target(path);
+    let given = Given {
+        query: query.map(str::to_string),
+        ..Given::default()
+    };
+    explain_with(plan, method, host, path, &given)
+}
+
+/// [`explain`] for a request whose headers, query, cookies and address
+/// `facts` gives; `path` without its query.
+pub fn explain_with(plan: &Plan, method: Method, host: &str, path: &str, facts: &dyn Facts) -> Explanation {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let outcome = match lookup(plan, Some(method), host, path) {
+    let outcome = match lookup_with(plan, Some(method), host, path, facts) {
         Lookup::Matched { route, params } => Outcome::Matched {
             route,
             params: params.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
@@ -126,6 +150,10 @@ pub fn explain(plan: &Plan, method: Method, host: &str, path: &str) -> Explanati
         } else if !accepts(plan, &shapes, i, method) {
             Reason::Method {
                 accepts: effective_methods(plan, &shapes, i),
+            }
+        } else if let Some(c) = route.when.iter().find(|c| !c.holds(facts)) {
+            Reason::Condition {
+                condition: c.to_string(),
             }
         } else if let Some(w) = winner {
             lost_to(route, &plan.routes[w], segs, shapes[w].as_deref().unwrap_or(&[]))
@@ -216,6 +244,9 @@ fn lost_to(route: &Route, winner: &Route, segs: &[Seg], winner_segs: &[Seg]) -> 
                 winner: winner_labels.get(pos).copied().unwrap_or("").to_string(),
             };
         }
+    }
+    if route.methods.is_some() == winner.methods.is_some() && !winner.when.is_empty() && route.when.is_empty() {
+        return Reason::Unconditioned;
     }
     Reason::EveryMethod
 }

@@ -22,6 +22,7 @@
 //! reading a file the plan names). Lowering from the syntax tree, embedded
 //! tests and `gwc diff` stay in the compiler (`gw_compiler::plan`).
 
+pub mod condition;
 pub mod explain;
 pub mod files;
 pub mod print;
@@ -29,6 +30,7 @@ pub mod redact;
 pub mod redis_url;
 pub mod router;
 mod serde_as;
+pub mod split;
 pub mod words;
 
 use crate::words::{Algorithm, Method, Reference};
@@ -36,7 +38,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
+pub use condition::{CondOp, Condition};
 pub use router::{lookup, Lookup, MethodSet, Params};
+pub use split::{Split, SplitSide};
 
 /// The version of the JSON written by `gwc build`. Bump it whenever the shape
 /// of the plan changes; a plan of another version is refused when loaded.
@@ -86,6 +90,13 @@ impl TryFrom<PlanFile> for Plan {
         if f.format_version != FORMAT_VERSION {
             return Err(version_error(&f.format_version.to_string()));
         }
+        let mut routes = f.routes;
+        for r in &mut routes {
+            for c in &mut r.when {
+                c.prepare()
+                    .map_err(|v| LoadError(format!("invalid plan: `{v}` is not an address or a CIDR block")))?;
+            }
+        }
         let mut plan = Plan {
             format_version: f.format_version,
             listeners: f.listeners,
@@ -95,7 +106,7 @@ impl TryFrom<PlanFile> for Plan {
             auths: f.auths,
             rate_limits: f.rate_limits,
             stores: f.stores,
-            routes: f.routes,
+            routes,
             router: router::Router::default(),
         };
         plan.validate()?;
@@ -233,6 +244,11 @@ impl Plan {
             }
             match &r.target {
                 Target::Upstream { upstream } => check("upstream", *upstream, self.upstreams.len())?,
+                Target::Split(sp) => {
+                    for side in &sp.sides {
+                        check("upstream", side.upstream, self.upstreams.len())?;
+                    }
+                }
                 Target::Aggregate(a) => {
                     for p in &a.parts {
                         check("upstream", p.upstream, self.upstreams.len())?;
@@ -255,14 +271,29 @@ impl Plan {
         print::pipeline(self, route)
     }
 
+    /// `split { checkout-v1 90%  checkout-v2 10%  sticky cookie.session }`.
+    pub fn split_name(&self, sp: &Split) -> String {
+        let mut s = String::from("split {");
+        for side in &sp.sides {
+            let name = self.upstreams.get(side.upstream).map_or("?", |u| u.name.as_str());
+            s.push_str(&format!(" {name} {}%", side.weight));
+        }
+        if let Some(k) = &sp.sticky {
+            s.push_str(&format!(" sticky {k}"));
+        }
+        s.push_str(" }");
+        s
+    }
+
     /// A route's target in words: `orders`, `aggregate`, `respond 404`,
-    /// `redirect 301`.
+    /// `redirect 301`, `split { a 90% b 10% }`.
     pub fn target_name(&self, route: &Route) -> String {
         match &route.target {
             Target::Upstream { upstream } => self
                 .upstreams
                 .get(*upstream)
                 .map_or_else(|| "?".to_string(), |u| u.name.clone()),
+            Target::Split(sp) => self.split_name(sp),
             Target::Aggregate(_) => "aggregate".into(),
             Target::Respond { status, .. } => format!("respond {status}"),
             Target::Redirect { status, .. } => format!("redirect {status}"),
@@ -761,6 +792,10 @@ pub struct Route {
     pub methods: Option<MethodSet>,
     /// Parameter names in path order; a match's captured values line up.
     pub params: Vec<String>,
+    /// `when ...`: all must hold for the route to take a request; empty
+    /// for a route without conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<Condition>,
     pub auth: Option<usize>,
     pub requires: Vec<Require>,
     pub limits: Vec<usize>,
@@ -778,7 +813,10 @@ pub struct Route {
 
 impl Route {
     /// `GET,HEAD /orders/{id} host "admin.example.com"` — the route's head
-    /// as it would be written.
+    /// as it would be written, with its condition (`GET /search when
+    /// header.x-beta == "1"`): what names a route in labels, logs and
+    /// `gwc diff`, so two routes told apart only by their conditions have
+    /// different names.
     pub fn head(&self) -> String {
         let mut s = String::new();
         if let Some(m) = self.methods {
@@ -788,6 +826,10 @@ impl Route {
         s.push_str(&self.path);
         if let Some(h) = &self.host {
             s.push_str(&format!(" host {h:?}"));
+        }
+        if !self.when.is_empty() {
+            s.push_str(" when ");
+            s.push_str(&condition::display_all(&self.when));
         }
         s
     }
@@ -853,10 +895,20 @@ pub struct Cors {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Target {
-    Upstream { upstream: usize },
+    Upstream {
+        upstream: usize,
+    },
+    /// `split { ... }`: one of several upstreams by weight.
+    Split(Split),
     Aggregate(Aggregate),
-    Respond { status: u16, body: Option<String> },
-    Redirect { status: u16, location: Template },
+    Respond {
+        status: u16,
+        body: Option<String>,
+    },
+    Redirect {
+        status: u16,
+        location: Template,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

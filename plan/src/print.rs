@@ -277,6 +277,20 @@ pub fn target(plan: &Plan, r: &Route) -> String {
             Some(u) => format!("-> {} ({})", u.name, strategy(u)),
             None => "-> ?".into(),
         },
+        Target::Split(sp) => {
+            let mut s = String::from("split {");
+            for side in &sp.sides {
+                match plan.upstreams.get(side.upstream) {
+                    Some(u) => s.push_str(&format!(" {} {}% ({});", u.name, side.weight, strategy(u))),
+                    None => s.push_str(&format!(" ? {}%;", side.weight)),
+                }
+            }
+            if let Some(k) = &sp.sticky {
+                s.push_str(&format!(" sticky {k}"));
+            }
+            s.push_str(" }");
+            s
+        }
         Target::Aggregate(a) => {
             let mut s = String::from("aggregate {");
             for p in &a.parts {

@@ -36,9 +36,22 @@
 //! slash. Hosts are compared case-insensitively, without port and without a
 //! trailing dot.
 //!
+//! Conditions (`route GET /search when header.x-beta == "1"`): at a node,
+//! the routes with a `when` for the request's method are tried, in file
+//! order, before the route without one for that method, and the routes
+//! with a `when` for every method before the route for every method
+//! (the checker refuses two that one request could both satisfy, GW0206,
+//! so the order never decides). A conditioned route whose conditions do
+//! not hold is passed over like one whose method does not match, so the
+//! search goes on to less specific routes; when none takes the request
+//! and one was passed over only for its conditions, the answer is `404`,
+//! not `405` (the method is allowed there, the request is not).
+//!
 //! The lookup allocates only for captured parameters (and a decoded copy of
-//! the path when it has escapes of unreserved characters), and never panics.
+//! the path when it has escapes of unreserved characters, or of a query
+//! value a condition reads), and never panics.
 
+use crate::condition::{Facts, NoFacts};
 use crate::words::Method;
 use crate::Route;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -72,6 +85,12 @@ impl MethodSet {
 
     pub fn contains(self, m: Method) -> bool {
         self.0 & Self::bit(m) != 0
+    }
+
+    /// [`MethodSet::contains`] by `Method as usize`.
+    #[inline]
+    fn contains_index(self, i: usize) -> bool {
+        i < 16 && self.0 & (1 << i) != 0
     }
 
     pub fn union(self, other: MethodSet) -> MethodSet {
@@ -488,8 +507,11 @@ struct Table {
     explicit: [u32; Method::ALL.len()],
     /// The route matching every method.
     any: u32,
-    /// The methods of `explicit` (for `Allow`).
+    /// The methods of `explicit` and of `conditioned` (for `Allow`).
     allow: MethodSet,
+    /// Routes with a `when`, in file order: their methods (`None`: every
+    /// method) and route.
+    conditioned: Vec<(Option<MethodSet>, u32)>,
 }
 
 impl Default for Table {
@@ -498,6 +520,7 @@ impl Default for Table {
             explicit: [NONE; Method::ALL.len()],
             any: NONE,
             allow: MethodSet::EMPTY,
+            conditioned: Vec::new(),
         }
     }
 }
@@ -578,7 +601,7 @@ impl Router {
             for (seg, label) in segs.iter().zip(labels) {
                 node = r.child(node, seg, label);
             }
-            if let Err(first) = r.insert(node, i, route.methods) {
+            if let Err(first) = r.insert(node, i, route.methods, !route.when.is_empty()) {
                 errors.push(BuildError::Collision { first, second: i });
             }
         }
@@ -586,9 +609,22 @@ impl Router {
         for n in &mut r.nodes {
             if let Some(t) = n.table.as_deref_mut() {
                 let (get, head) = (Method::Get as usize, Method::Head as usize);
-                if t.explicit[head] == NONE && t.explicit[get] != NONE {
+                let head_named = t.explicit[head] != NONE
+                    || t.conditioned
+                        .iter()
+                        .any(|(m, _)| m.is_some_and(|m| m.contains(Method::Head)));
+                if head_named {
+                    continue;
+                }
+                if t.explicit[get] != NONE {
                     t.explicit[head] = t.explicit[get];
                     t.allow.insert(Method::Head);
+                }
+                for (m, _) in &mut t.conditioned {
+                    if let Some(set) = m.as_mut().filter(|s| s.contains(Method::Get)) {
+                        set.insert(Method::Head);
+                        t.allow.insert(Method::Head);
+                    }
                 }
             }
         }
@@ -644,10 +680,19 @@ impl Router {
         new
     }
 
-    /// Adds a route ending at `node`; `Err(first)` on a collision.
-    fn insert(&mut self, node: u32, route: usize, methods: Option<MethodSet>) -> Result<(), usize> {
+    /// Adds a route ending at `node`; `Err(first)` on a collision. Routes
+    /// with conditions never collide here (the checker tells the ones that
+    /// overlap, GW0206).
+    fn insert(&mut self, node: u32, route: usize, methods: Option<MethodSet>, conditioned: bool) -> Result<(), usize> {
         let t = self.nodes[node as usize].table.get_or_insert_with(Box::default);
         let route = route as u32;
+        if conditioned {
+            if let Some(set) = methods {
+                t.allow = t.allow.union(set);
+            }
+            t.conditioned.push((methods, route));
+            return Ok(());
+        }
         match methods {
             None => {
                 if t.any != NONE {
@@ -691,6 +736,8 @@ impl Router {
         };
         let mut routes: Vec<(Option<MethodSet>, usize)> = Vec::new();
         if let Some(t) = n.table.as_deref() {
+            let explicit_conditioned = t.conditioned.iter().filter(|(m, _)| m.is_some());
+            routes.extend(explicit_conditioned.map(|&(m, r)| (m, r as usize)));
             // Group the explicit methods by route, in route order.
             let mut by_route: Vec<(usize, MethodSet)> = Vec::new();
             for m in Method::ALL {
@@ -704,6 +751,8 @@ impl Router {
                 }
             }
             routes.extend(by_route.into_iter().map(|(r, s)| (Some(s), r)));
+            let any_conditioned = t.conditioned.iter().filter(|(m, _)| m.is_none());
+            routes.extend(any_conditioned.map(|&(m, r)| (m, r as usize)));
             if t.any != NONE {
                 routes.push((None, t.any as usize));
             }
@@ -826,21 +875,35 @@ impl<'a> Params<'a> {
     }
 }
 
-/// Finds the route for a request. `method` is `None` for a method the
+/// Finds the route for a request that carries nothing route conditions
+/// read (see [`lookup_with`]). `method` is `None` for a method the
 /// language does not name (only routes matching every method take it);
 /// `host` is the `Host` header or URI authority (`""` if absent); `path` is
 /// the request path without query string.
 pub fn lookup<'a>(plan: &'a crate::Plan, method: Option<Method>, host: &str, path: &'a str) -> Lookup<'a> {
-    lookup_in(&plan.router, &plan.routes, method, host, path)
+    lookup_in(&plan.router, &plan.routes, method, host, path, &NoFacts)
 }
 
-/// [`lookup`] over a router and its routes.
+/// [`lookup`] for a request whose headers, query, cookies and address
+/// `facts` gives, for the routes with conditions.
+pub fn lookup_with<'a>(
+    plan: &'a crate::Plan,
+    method: Option<Method>,
+    host: &str,
+    path: &'a str,
+    facts: &dyn Facts,
+) -> Lookup<'a> {
+    lookup_in(&plan.router, &plan.routes, method, host, path, facts)
+}
+
+/// [`lookup_with`] over a router and its routes.
 pub fn lookup_in<'a>(
     router: &Router,
     routes: &'a [Route],
     method: Option<Method>,
     host: &str,
     path: &'a str,
+    facts: &dyn Facts,
 ) -> Lookup<'a> {
     let path = match normalize_path(path) {
         Ok(p) => p,
@@ -848,6 +911,9 @@ pub fn lookup_in<'a>(
     };
     let mut search = Search {
         router,
+        routes,
+        facts,
+        held_back: false,
         path: &path,
         method: method.map(|m| m as usize),
         caps: Caps::default(),
@@ -876,6 +942,7 @@ pub fn lookup_in<'a>(
                 params: Params { path, names, ranges },
             }
         }
+        None if search.held_back => Lookup::NotFound,
         None if search.path_matched => Lookup::MethodNotAllowed { allow: search.allow },
         None => Lookup::NotFound,
     }
@@ -883,6 +950,11 @@ pub fn lookup_in<'a>(
 
 struct Search<'r, 'p> {
     router: &'r Router,
+    routes: &'r [Route],
+    facts: &'r dyn Facts,
+    /// A route took the path and the method but not the request's
+    /// conditions.
+    held_back: bool,
     path: &'p str,
     method: Option<usize>,
     caps: Caps,
@@ -896,11 +968,22 @@ impl Search<'_, '_> {
     #[inline]
     fn pick(&mut self, node: u32) -> Option<usize> {
         let t = self.router.nodes.get(node as usize)?.table.as_deref()?;
+        let conditioned = !t.conditioned.is_empty();
         if let Some(m) = self.method {
+            if conditioned {
+                if let Some(r) = self.conditioned(t, |set| set.is_some_and(|s| s.contains_index(m))) {
+                    return Some(r);
+                }
+            }
             if let Some(&r) = t.explicit.get(m) {
                 if r != NONE {
                     return Some(r as usize);
                 }
+            }
+        }
+        if conditioned {
+            if let Some(r) = self.conditioned(t, |set| set.is_none()) {
+                return Some(r);
             }
         }
         if t.any != NONE {
@@ -908,6 +991,26 @@ impl Search<'_, '_> {
         }
         self.path_matched = true;
         self.allow = self.allow.union(t.allow);
+        None
+    }
+
+    /// The first of the table's conditioned routes whose methods `takes`
+    /// and whose conditions hold; notes one passed over for its conditions.
+    #[cold]
+    fn conditioned(&mut self, t: &Table, takes: impl Fn(Option<MethodSet>) -> bool) -> Option<usize> {
+        for &(methods, r) in &t.conditioned {
+            if !takes(methods) {
+                continue;
+            }
+            let holds = self
+                .routes
+                .get(r as usize)
+                .is_some_and(|route| route.when.iter().all(|c| c.holds(self.facts)));
+            if holds {
+                return Some(r as usize);
+            }
+            self.held_back = true;
+        }
         None
     }
 

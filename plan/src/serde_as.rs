@@ -49,3 +49,20 @@ pub mod algorithms {
             .collect()
     }
 }
+
+pub mod opt_reference {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(r: &Option<Reference>, s: S) -> Result<S::Ok, S::Error> {
+        r.as_ref().map(Reference::to_string).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Reference>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => Reference::parse(&text)
+                .map(Some)
+                .ok_or_else(|| D::Error::custom(format!("`{text}` is not a reference such as `cookie.session`"))),
+        }
+    }
+}

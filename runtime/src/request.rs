@@ -25,6 +25,21 @@ pub(crate) struct RequestCtx<'a> {
     pub api_key: Option<&'a str>,
 }
 
+/// What route conditions read: the request's headers, query, cookies and
+/// address (claims and parameters are not read while routing).
+impl gw_plan::condition::Facts for RequestCtx<'_> {
+    fn value(&self, r: &Reference) -> Option<Cow<'_, str>> {
+        match r {
+            Reference::Header(_) | Reference::Query(_) | Reference::Cookie(_) => RequestCtx::value(self, r),
+            _ => None,
+        }
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        Some(self.client_ip)
+    }
+}
+
 impl<'a> RequestCtx<'a> {
     /// The value a reference reads, if the request has it.
     pub fn value(&self, r: &Reference) -> Option<Cow<'a, str>> {

@@ -3,14 +3,19 @@
 //! policies it passes in order, the upstream and its strategy, and every
 //! other route whose path matched with the reason it lost (another host, a
 //! method it does not take, a less specific segment at position N, every
-//! method against a named one). The answer comes from the same lookup the
+//! method against a named one, a condition that does not hold). The request
+//! may carry headers, cookies, an address and a query string, which route
+//! conditions read and a sticky split's key comes from; a split says the
+//! side the request takes. The answer comes from the same lookup the
 //! runtime uses.
 
 use super::plan::compile_plan_despite_failing_tests;
 use super::EXIT_USAGE;
 use gw_compiler::ast::Method;
-use gw_compiler::plan::explain::{explain, Explanation, Outcome};
-use gw_compiler::plan::{Plan, Target};
+use gw_compiler::plan::condition::{Facts, Given};
+use gw_compiler::plan::explain::{explain_with, Explanation, Outcome};
+use gw_compiler::plan::words::Reference;
+use gw_compiler::plan::{Plan, Route, Target};
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -23,7 +28,7 @@ pub struct RouteArgs {
     /// The request method: GET, POST, ...
     #[arg(value_name = "METHOD")]
     method: String,
-    /// The request path (a query string is ignored).
+    /// The request path, with its query string if any (route conditions read it).
     #[arg(value_name = "PATH")]
     path: String,
     /// `host NAME`: the request's host.
@@ -32,6 +37,15 @@ pub struct RouteArgs {
     /// The request's host (same as `host NAME`).
     #[arg(long, value_name = "NAME")]
     host: Option<String>,
+    /// A header the request carries, `NAME: VALUE` (repeatable).
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// A cookie the request carries, `NAME=VALUE` (repeatable).
+    #[arg(long = "cookie", value_name = "NAME=VALUE")]
+    cookies: Vec<String>,
+    /// The address the request comes from.
+    #[arg(long, value_name = "ADDR")]
+    client_ip: Option<std::net::IpAddr>,
     /// How to print the answer.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -66,7 +80,29 @@ pub fn run(args: RouteArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let e = explain(&plan, method, &host, &args.path);
+    let (path, query) = Given::split_target(&args.path);
+    let mut given = Given {
+        query: query.map(str::to_string),
+        client_ip: args.client_ip,
+        ..Given::default()
+    };
+    for h in &args.headers {
+        let Some((n, v)) = h.split_once(':') else {
+            eprintln!("error: write a header as `NAME: VALUE`, found `{h}`");
+            return ExitCode::from(EXIT_USAGE);
+        };
+        given
+            .headers
+            .push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    for c in &args.cookies {
+        let Some((n, v)) = c.split_once('=') else {
+            eprintln!("error: write a cookie as `NAME=VALUE`, found `{c}`");
+            return ExitCode::from(EXIT_USAGE);
+        };
+        given.cookies.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    let e = explain_with(&plan, method, &host, path, &given);
     if args.format == Format::Json {
         let doc = json(&plan, &e, method, &host, &args.path);
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
@@ -89,6 +125,9 @@ pub fn run(args: RouteArgs) -> ExitCode {
             out.push_str("  in order:\n");
             for (i, line) in plan.pipeline(r).iter().enumerate() {
                 out.push_str(&format!("    {}. {line}\n", i + 1));
+            }
+            if let Some(side) = split_side(&plan, r, params, &given) {
+                out.push_str(&format!("  split: {side}\n"));
             }
         }
         Outcome::NotFound => out.push_str(&format!("{request}\n  -> 404: no route matches\n")),
@@ -117,6 +156,38 @@ pub fn run(args: RouteArgs) -> ExitCode {
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
     ExitCode::SUCCESS
+}
+
+/// Which side of a split the request takes, in words: `checkout-v2 (for
+/// cookie.session = "abc")`, or `at random: checkout-v1 90%, ...`.
+fn split_side(plan: &Plan, r: &Route, params: &[(String, String)], given: &Given) -> Option<String> {
+    let Target::Split(sp) = &r.target else { return None };
+    let name = |i: usize| plan.upstreams.get(i).map_or("?", |u| u.name.as_str());
+    let key = sp.sticky.as_ref().and_then(|k| {
+        let v = match k {
+            Reference::Param(p) => params.iter().find(|(n, _)| n == p).map(|(_, v)| v.clone()),
+            k => given.value(k).map(|v| v.into_owned()),
+        };
+        v.map(|v| (k, v))
+    });
+    Some(match key {
+        Some((k, v)) => {
+            let side = sp.sides.get(sp.side_for_key(&v))?;
+            format!("{} (for {k} = {v:?})", name(side.upstream))
+        }
+        None => {
+            let sides: Vec<String> = sp
+                .sides
+                .iter()
+                .map(|s| format!("{} {}%", name(s.upstream), s.weight))
+                .collect();
+            let why = match &sp.sticky {
+                Some(k) => format!(" (the request has no {k})"),
+                None => String::new(),
+            };
+            format!("at random{why}: {}", sides.join(", "))
+        }
+    })
 }
 
 /// The explanation as one JSON object, for tools.

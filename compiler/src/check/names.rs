@@ -146,6 +146,11 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
                 r.resolve(Space::Upstream, &part.upstream.node, part.upstream.span, diags);
             }
         }
+        if let Some(split) = &route.split {
+            for side in &split.sides {
+                r.resolve(Space::Upstream, &side.upstream.node, side.upstream.span, diags);
+            }
+        }
     }
     for listen in &config.listens {
         if let ListenKind::Tcp { upstream } = &listen.kind {
@@ -161,7 +166,8 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
         for e in &test.expectations {
             if let Expected::Upstream(name) = &e.expect.node {
                 let unparsed = config.unparsed.iter().any(|(kw, n)| *kw == "upstream" && n == name);
-                if name != "aggregate" && !ctx.names.upstreams.contains_key(name.as_str()) && !unparsed {
+                let word = name == "aggregate" || name == "split";
+                if !word && !ctx.names.upstreams.contains_key(name.as_str()) && !unparsed {
                     r.unknown_expectation(name, e.expect.span, diags);
                 }
             }

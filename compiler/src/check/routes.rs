@@ -2,10 +2,14 @@
 //! each has exactly one target (GW0202), every `param.X` names a parameter of
 //! its path (GW0203), and every `claim.X` it reads — in a `require`, a
 //! template, or the key of one of its limits — is under a `jwt` auth
-//! (GW0204).
+//! (GW0204). Conditioned routes (`when ...`) do not collide with the route
+//! without conditions; two of them that one request could both satisfy
+//! collide unless provably disjoint (GW0206). A split's weights add up to
+//! 100% (GW0207), and a condition reads only what the request carries
+//! (GW0208).
 
 use super::{describe_route, until, Ctx, RouteAuth};
-use crate::ast::{LimitKey, Method, Reference, Route, Segment};
+use crate::ast::{CondOp, Condition, LimitKey, Method, Reference, Route, Segment};
 use crate::codes::Code;
 use crate::diagnostic::{suggest, Diagnostic, Diagnostics};
 use crate::source::{Span, Spanned};
@@ -15,6 +19,8 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
     collisions(&ctx.config.routes, diags);
     for route in &ctx.config.routes {
         targets(ctx, route, diags);
+        split_weights(route, diags);
+        condition_subjects(route, diags);
         params(route, diags);
         claims(ctx, route, diags);
     }
@@ -42,6 +48,9 @@ fn for_each_reference<'r>(route: &'r Route, mut f: impl FnMut(&'r Spanned<Refere
             part.path.node.references().for_each(&mut f);
         }
     }
+    if let Some(key) = route.split.as_ref().and_then(|s| s.sticky.as_ref()) {
+        f(key);
+    }
 }
 
 // ------------------------------------------------------------------ GW0201
@@ -67,6 +76,8 @@ const EVERY: usize = Method::ALL.len();
 fn collisions(routes: &[Route], diags: &mut Diagnostics) {
     type Key<'a> = (Option<&'a str>, Vec<Shape<'a>>);
     let mut claimed: HashMap<Key<'_>, [Option<u32>; EVERY + 1]> = HashMap::with_capacity(routes.len());
+    // Conditioned routes by (host, shape): checked against each other only.
+    let mut conditioned: HashMap<Key<'_>, Vec<u32>> = HashMap::new();
     for (i, route) in routes.iter().enumerate() {
         let shape = route
             .path
@@ -80,6 +91,17 @@ fn collisions(routes: &[Route], diags: &mut Diagnostics) {
             })
             .collect();
         let key = (route.host.as_ref().map(|h| h.node.as_str()), shape);
+        if !route.when.is_empty() {
+            let earlier = conditioned.entry(key).or_default();
+            for &j in earlier.iter() {
+                let Some(other) = routes.get(j as usize) else { continue };
+                if same_tier(route, other) && !disjoint(&route.when, &other.when) {
+                    diags.push(overlap(route, other));
+                }
+            }
+            earlier.push(i as u32);
+            continue;
+        }
         let slots = claimed.entry(key).or_insert([None; EVERY + 1]);
         let mine: Vec<(usize, Option<Method>)> = match &route.methods {
             None => vec![(EVERY, None)],
@@ -135,6 +157,220 @@ fn collision(route: &Route, earlier: &Route, methods: &[Option<Method>]) -> Diag
     .help(help)
 }
 
+// ------------------------------------------------------------------ GW0206
+
+/// Whether one request could reach both routes' conditions at the same
+/// precedence: both name a method in common, or both take every method
+/// (a route naming the method is tried first otherwise).
+fn same_tier(a: &Route, b: &Route) -> bool {
+    match (&a.methods, &b.methods) {
+        (None, None) => true,
+        // A `GET` route takes `HEAD` only where no route names `HEAD`: a
+        // named method in common is the only way to share one.
+        (Some(x), Some(y)) => x.node.iter().any(|m| y.node.contains(m)),
+        _ => false,
+    }
+}
+
+/// What a reference's value may be under some conditions: absent or not,
+/// and among the strings either only some or all but some.
+#[derive(Clone, Debug)]
+struct Allowed {
+    absent: bool,
+    only: Option<Vec<String>>,
+    but: Vec<String>,
+}
+
+impl Allowed {
+    fn of(op: &CondOp) -> Allowed {
+        match op {
+            CondOp::Eq(v) => Allowed {
+                absent: false,
+                only: Some(vec![v.clone()]),
+                but: Vec::new(),
+            },
+            CondOp::In(vs) => Allowed {
+                absent: false,
+                only: Some(vs.clone()),
+                but: Vec::new(),
+            },
+            CondOp::Ne(v) => Allowed {
+                absent: true,
+                only: None,
+                but: vec![v.clone()],
+            },
+            CondOp::Present => Allowed {
+                absent: false,
+                only: None,
+                but: Vec::new(),
+            },
+        }
+    }
+
+    fn and(&self, other: &Allowed) -> Allowed {
+        let absent = self.absent && other.absent;
+        let but: Vec<String> = self.but.iter().chain(&other.but).cloned().collect();
+        let only = match (&self.only, &other.only) {
+            (None, None) => None,
+            (Some(a), None) | (None, Some(a)) => Some(a.clone()),
+            (Some(a), Some(b)) => Some(a.iter().filter(|v| b.contains(v)).cloned().collect()),
+        };
+        let only = only.map(|o: Vec<String>| o.into_iter().filter(|v| !but.contains(v)).collect());
+        Allowed { absent, only, but }
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.absent && self.only.as_ref().is_some_and(Vec::is_empty)
+    }
+}
+
+/// Whether no request can satisfy both lists of conditions: some
+/// reference is compared in both, and no value (or its absence) passes
+/// both. Conservative: "not proven disjoint" is an overlap.
+fn disjoint(a: &[Condition], b: &[Condition]) -> bool {
+    let subjects = a
+        .iter()
+        .map(|c| &c.subject.node)
+        .filter(|s| b.iter().any(|c| &c.subject.node == *s));
+    for subject in subjects {
+        if *subject == Reference::ClientIp {
+            if nets_disjoint(a, b) {
+                return true;
+            }
+            continue;
+        }
+        let all = a.iter().chain(b).filter(|c| &c.subject.node == subject);
+        let allowed = all.map(|c| Allowed::of(&c.op)).reduce(|x, y| x.and(&y));
+        if allowed.is_some_and(|x| x.is_empty()) {
+            return true;
+        }
+    }
+    false
+}
+
+/// `client_ip` conditions: disjoint when an `==`/`in` of one side has no
+/// block overlapping the other's `==`/`in` blocks, or lies wholly inside
+/// the other's `!=` block.
+fn nets_disjoint(a: &[Condition], b: &[Condition]) -> bool {
+    let nets = |c: &Condition| -> Vec<ipnet::IpNet> {
+        c.op.values()
+            .iter()
+            .filter_map(|v| gw_plan::condition::parse_net(v))
+            .collect()
+    };
+    let overlap = |x: &ipnet::IpNet, y: &ipnet::IpNet| x.contains(&y.network()) || y.contains(&x.network());
+    let ips = |l: &[Condition]| -> Vec<Condition> {
+        l.iter()
+            .filter(|c| c.subject.node == Reference::ClientIp)
+            .cloned()
+            .collect()
+    };
+    let (a, b) = (ips(a), ips(b));
+    for x in &a {
+        for y in &b {
+            let inside = |p: &Condition, q: &Condition| match (&p.op, &q.op) {
+                (CondOp::Eq(_) | CondOp::In(_), CondOp::Eq(_) | CondOp::In(_)) => {
+                    !nets(p).iter().any(|n| nets(q).iter().any(|m| overlap(n, m)))
+                }
+                (CondOp::Eq(_) | CondOp::In(_), CondOp::Ne(_)) => {
+                    nets(p).iter().all(|n| nets(q).iter().any(|m| m.contains(n)))
+                }
+                _ => false,
+            };
+            if inside(x, y) || inside(y, x) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+fn overlap(route: &Route, earlier: &Route) -> Diagnostic {
+    let span = |r: &Route| match (r.when.first(), r.when.last()) {
+        (Some(f), Some(l)) => Span {
+            start: f.span.start,
+            end: l.span.end,
+            ..f.span
+        },
+        _ => r.head_span,
+    };
+    Diagnostic::new(
+        Code::GW0206,
+        format!(
+            "routes `{}` and `{}` may both take one request",
+            describe_conditioned(earlier),
+            describe_conditioned(route)
+        ),
+    )
+    .primary(span(route), "a request could satisfy these conditions ...")
+    .secondary(span(earlier), "... and these at once")
+    .help("conditioned routes of one path and method must be disjoint: compare one reference with different values (`header.x-beta == \"1\"` and `header.x-beta == \"2\"`, or `in` lists with no value in common), or merge the routes")
+}
+
+/// `GET /search when header.x-beta == "1"`.
+fn describe_conditioned(route: &Route) -> String {
+    let conds: Vec<String> = route
+        .when
+        .iter()
+        .filter_map(|c| gw_plan::Condition::new(c.subject.node.clone(), c.op.clone()).ok())
+        .map(|c| c.to_string())
+        .collect();
+    format!("{} when {}", describe_route(route), conds.join(" and "))
+}
+
+// ------------------------------------------------------------------ GW0207
+
+fn split_weights(route: &Route, diags: &mut Diagnostics) {
+    let Some(split) = &route.split else { return };
+    if split.sides.is_empty() {
+        return;
+    }
+    let total: u32 = split.sides.iter().map(|s| s.weight.node).sum();
+    if total == 100 {
+        return;
+    }
+    let mut d = Diagnostic::new(
+        Code::GW0207,
+        format!("the weights of the split add up to {total}%, not 100%"),
+    )
+    .primary(split.span, format!("{total}% in all"));
+    for s in &split.sides {
+        d = d.secondary(s.weight.span, format!("`{}` takes {}%", s.upstream.node, s.weight.node));
+    }
+    let help = if total < 100 {
+        format!(
+            "give the missing {}% to a side, so that every request has one",
+            100 - total
+        )
+    } else {
+        format!(
+            "take {}% off the sides: the shares of all requests add up to 100%",
+            total - 100
+        )
+    };
+    diags.push(d.help(help));
+}
+
+// ------------------------------------------------------------------ GW0208
+
+fn condition_subjects(route: &Route, diags: &mut Diagnostics) {
+    for c in &route.when {
+        let why = match &c.subject.node {
+            Reference::Claim(_) => "a route is chosen before its `auth` runs: no claims are verified yet",
+            Reference::Param(_) => "a route's parameters exist only once the route is chosen",
+            _ => continue,
+        };
+        diags.push(
+            Diagnostic::new(
+                Code::GW0208,
+                format!("`{}` cannot be read in a route's condition", c.subject.node),
+            )
+            .primary(c.subject.span, why)
+            .help("a condition reads what the request carries: `header.X`, `query.X`, `cookie.X` or `client_ip`; check claims with `require` in the route's block"),
+        );
+    }
+}
+
 // ------------------------------------------------------------------ GW0202
 
 fn targets(ctx: &Ctx<'_>, route: &Route, diags: &mut Diagnostics) {
@@ -144,6 +380,9 @@ fn targets(ctx: &Ctx<'_>, route: &Route, diags: &mut Diagnostics) {
     }
     if let Some(a) = &route.aggregate {
         found.push((a.span, "`aggregate` target"));
+    }
+    if let Some(s) = &route.split {
+        found.push((s.span, "`split` target"));
     }
     // Spans end at the last value: a statement's span may carry trailing blanks.
     if let Some(r) = &route.respond {
@@ -164,7 +403,7 @@ fn targets(ctx: &Ctx<'_>, route: &Route, diags: &mut Diagnostics) {
             diags.push(
                 Diagnostic::new(Code::GW0202, format!("route `{}` has no target", describe_route(route)))
                     .primary(route.head_span, "where do these requests go?")
-                    .help("add `-> UPSTREAM` to the route, or `respond STATUS`, `redirect ...` or `aggregate { ... }` to its block"),
+                    .help("add `-> UPSTREAM` to the route, or `respond STATUS`, `redirect ...`, `split { ... }` or `aggregate { ... }` to its block"),
             );
         }
         [first, rest @ ..] => {
@@ -176,7 +415,7 @@ fn targets(ctx: &Ctx<'_>, route: &Route, diags: &mut Diagnostics) {
             for (span, what) in std::iter::once(first).chain(rest) {
                 d = d.secondary(*span, format!("{what} here"));
             }
-            diags.push(d.help("keep one of `-> UPSTREAM`, `aggregate`, `respond` and `redirect`; split the rest into their own routes"));
+            diags.push(d.help("keep one of `-> UPSTREAM`, `split`, `aggregate`, `respond` and `redirect`; move the rest to routes of their own"));
         }
     }
 }

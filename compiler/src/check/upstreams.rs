@@ -78,7 +78,8 @@ fn claim_hashes(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
         let names = route
             .upstream
             .iter()
-            .chain(route.aggregate.iter().flat_map(|a| a.parts.iter().map(|p| &p.upstream)));
+            .chain(route.aggregate.iter().flat_map(|a| a.parts.iter().map(|p| &p.upstream)))
+            .chain(route.split.iter().flat_map(|s| s.sides.iter().map(|s| &s.upstream)));
         for name in names {
             let Some((up, key)) = hashed(&name.node) else { continue };
             let mut d = Diagnostic::new(

@@ -198,6 +198,18 @@ impl<'c> Lower<'c> {
                 status: red.status.node,
                 location: template(&red.location.node),
             }
+        } else if let Some(sp) = &r.split {
+            Target::Split(Split {
+                sides: sp
+                    .sides
+                    .iter()
+                    .map(|s| SplitSide {
+                        upstream: self.resolve("upstream", Table::Upstream, &s.upstream).unwrap_or(0),
+                        weight: s.weight.node,
+                    })
+                    .collect(),
+                sticky: sp.sticky.as_ref().map(|k| k.node.clone()),
+            })
         } else if let Some(up) = &r.upstream {
             Target::Upstream {
                 upstream: self.resolve("upstream", Table::Upstream, up).unwrap_or(0),
@@ -233,6 +245,11 @@ impl<'c> Lower<'c> {
             host: r.host.as_ref().map(|h| canonical_host(&h.node)),
             methods: r.methods.as_ref().map(|m| MethodSet::of(m.node.iter().copied())),
             params: r.path.node.params().map(str::to_string).collect(),
+            when: r
+                .when
+                .iter()
+                .filter_map(|c| Condition::new(c.subject.node.clone(), c.op.clone()).ok())
+                .collect(),
             auth: r.auth.as_ref().and_then(|a| self.resolve("auth", Table::Auth, a)),
             requires: r
                 .requires

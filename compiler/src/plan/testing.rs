@@ -4,9 +4,11 @@
 //! uses — and each one that fails becomes a GW0601 diagnostic at the
 //! expectation saying what happens instead. Tests check routing only: auth,
 //! require and limits are not evaluated, so an authenticated route is still
-//! reached. Header expectations are carried but do not affect routing.
+//! reached. The headers, query, cookies and address an expectation gives
+//! are what route conditions read, and a sticky split's key picks its side.
 
-use super::router::{lookup, Lookup};
+use super::condition::{Facts, Given};
+use super::router::{lookup_with, Lookup};
 use super::{Origin, Plan, Target};
 use crate::ast::{Config, Expectation, Expected};
 use crate::codes::Code;
@@ -67,8 +69,11 @@ pub fn run(config: &Config, plan: &Plan) -> TestReport {
 
 /// What the gateway does with a request, in words.
 enum Actual {
-    /// Routed to an upstream (or `aggregate`) by a route.
-    Routed { name: String, route: usize },
+    /// Routed to an upstream (or `aggregate`) by a route; `split` when it
+    /// is a side of a sticky split.
+    Routed { name: String, route: usize, split: bool },
+    /// Split at random (no sticky key in the request).
+    Split { sides: String, route: usize },
     /// The gateway answers itself with a status.
     Status {
         status: u16,
@@ -79,27 +84,65 @@ enum Actual {
 
 fn run_one(config: &Config, plan: &Plan, e: &Expectation, reached: &mut [bool]) -> Option<Diagnostic> {
     let target = e.path.node.as_str();
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let (path, query) = Given::split_target(target);
+    let given = Given {
+        headers: e
+            .headers
+            .iter()
+            .map(|(n, v)| (n.node.clone(), v.node.clone()))
+            .collect(),
+        query: query.map(str::to_string),
+        cookies: e
+            .cookies
+            .iter()
+            .map(|(n, v)| (n.node.clone(), v.node.clone()))
+            .collect(),
+        client_ip: e.client_ip.as_ref().map(|ip| ip.node),
+    };
     let host = e.host.as_ref().map_or("", |h| h.node.as_str());
     let method = e.method.node;
-    let actual = match lookup(plan, Some(method), host, path) {
-        Lookup::Matched { route, .. } => {
+    let upstream_name = |i: usize| plan.upstreams.get(i).map_or("?", |u| u.name.as_str()).to_string();
+    let actual = match lookup_with(plan, Some(method), host, path, &given) {
+        Lookup::Matched { route, params } => {
             if let Some(r) = reached.get_mut(route) {
                 *r = true;
             }
             let r = plan.routes.get(route)?;
             match &r.target {
                 Target::Upstream { upstream } => Actual::Routed {
-                    name: plan
-                        .upstreams
-                        .get(*upstream)
-                        .map_or("?", |u| u.name.as_str())
-                        .to_string(),
+                    name: upstream_name(*upstream),
                     route,
+                    split: false,
                 },
+                Target::Split(sp) => {
+                    let key = sp.sticky.as_ref().and_then(|k| match k {
+                        super::words::Reference::Param(p) => params.get(p).map(str::to_string),
+                        k => given.value(k).map(|v| v.into_owned()),
+                    });
+                    match key {
+                        Some(key) => Actual::Routed {
+                            name: sp
+                                .sides
+                                .get(sp.side_for_key(&key))
+                                .map_or("?".into(), |s| upstream_name(s.upstream)),
+                            route,
+                            split: true,
+                        },
+                        None => Actual::Split {
+                            sides: sp
+                                .sides
+                                .iter()
+                                .map(|s| format!("`{}` ({}%)", upstream_name(s.upstream), s.weight))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            route,
+                        },
+                    }
+                }
                 Target::Aggregate(_) => Actual::Routed {
                     name: "aggregate".into(),
                     route,
+                    split: false,
                 },
                 Target::Respond { status, .. } => Actual::Status {
                     status: *status,
@@ -130,7 +173,8 @@ fn run_one(config: &Config, plan: &Plan, e: &Expectation, reached: &mut [bool]) 
         },
     };
     let pass = match (&e.expect.node, &actual) {
-        (Expected::Upstream(want), Actual::Routed { name, .. }) => want == name,
+        (Expected::Upstream(want), Actual::Routed { name, split, .. }) => want == name || (*split && want == "split"),
+        (Expected::Upstream(want), Actual::Split { .. }) => want == "split",
         (Expected::Status(want), Actual::Status { status, .. }) => want == status,
         _ => false,
     };
@@ -142,7 +186,14 @@ fn run_one(config: &Config, plan: &Plan, e: &Expectation, reached: &mut [bool]) 
         Expected::Status(s) => format!("`{s}`"),
     };
     let (what, route) = match &actual {
-        Actual::Routed { name, route } => (
+        Actual::Split { sides, route } => (
+            format!(
+                "is split at random between {sides} by route `{}`",
+                plan.routes.get(*route).map_or(String::new(), |r| r.head())
+            ),
+            Some(*route),
+        ),
+        Actual::Routed { name, route, .. } => (
             format!(
                 "is routed to `{name}` by route `{}`",
                 plan.routes.get(*route).map_or(String::new(), |r| r.head())
@@ -159,14 +210,24 @@ fn run_one(config: &Config, plan: &Plan, e: &Expectation, reached: &mut [bool]) 
         e.span,
         match &actual {
             Actual::Routed { name, .. } => format!("goes to `{name}`, not {wanted}"),
+            Actual::Split { .. } => format!("goes to a side chosen at random, not {wanted}"),
             Actual::Status { status, .. } => format!("gets `{status}`, not {wanted}"),
         },
     );
     if let Some(r) = route.and_then(|r| config.routes.get(r)) {
         d = d.secondary(r.head_span, "this route takes the request");
     }
+    if let (Actual::Split { route, .. }, Expected::Upstream(_)) = (&actual, &e.expect.node) {
+        let key = match plan.routes.get(*route).map(|r| &r.target) {
+            Some(Target::Split(super::Split { sticky: Some(k), .. })) => {
+                format!("give the request its sticky key (`{k}`) to expect a side, or expect `-> split`")
+            }
+            _ => "the split is not sticky: expect `-> split`".to_string(),
+        };
+        return Some(d.help(key));
+    }
     let help = match &e.expect.node {
-        Expected::Upstream(n) if n != "aggregate" && !plan.upstreams.iter().any(|u| &u.name == n) => {
+        Expected::Upstream(n) if n != "aggregate" && n != "split" && !plan.upstreams.iter().any(|u| &u.name == n) => {
             let typo = suggest(n, plan.upstreams.iter().map(|u| u.name.as_str()));
             return Some(
                 d.help(format!("there is no upstream `{n}`"))

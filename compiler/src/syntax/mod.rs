@@ -1678,6 +1678,7 @@ impl<'a> Lowerer<'a> {
         let mut head_end = span.start;
         let mut block = None;
         let mut after = Rule::k_route;
+        let mut when = Vec::new();
         for p in pair.into_inner() {
             let rule = p.as_rule();
             if rule != Rule::route_block {
@@ -1685,6 +1686,11 @@ impl<'a> Lowerer<'a> {
             }
             match rule {
                 Rule::methods => methods = self.methods(p),
+                Rule::condition => {
+                    if let Some(c) = self.condition(p) {
+                        when.push(c);
+                    }
+                }
                 Rule::value => {
                     let v = self.value(p);
                     match after {
@@ -1719,6 +1725,7 @@ impl<'a> Lowerer<'a> {
             return;
         };
         let mut route = self.new_route(methods, path, host, upstream, head_span, span);
+        route.when = when;
         if let Some(b) = block {
             self.route_block(b, &mut route);
         }
@@ -1749,6 +1756,8 @@ impl<'a> Lowerer<'a> {
             transforms: Vec::new(),
             cors: None,
             aggregate: None,
+            split: None,
+            when: Vec::new(),
             respond: None,
             redirect: None,
             head_span,
@@ -1809,6 +1818,7 @@ impl<'a> Lowerer<'a> {
             "set",
             "remove",
             "aggregate",
+            "split",
             "respond",
             "redirect",
             "cors",
@@ -1854,6 +1864,11 @@ impl<'a> Lowerer<'a> {
                 Rule::aggregate => {
                     if self.first(&mut seen, "aggregate", a_span, block) {
                         route.aggregate = Some(Box::new(self.aggregate(a)));
+                    }
+                }
+                Rule::split => {
+                    if self.first(&mut seen, "split", a_span, block) {
+                        route.split = Some(Box::new(self.split(a, a_span)));
                     }
                 }
                 Rule::respond => {
@@ -1960,6 +1975,121 @@ impl<'a> Lowerer<'a> {
                 _ => {}
             }
         }
+    }
+
+    fn condition(&mut self, pair: Pair<'_, Rule>) -> Option<Condition> {
+        let span = self.span(&pair);
+        let mut subject = None;
+        let mut op = None;
+        let mut operand = None;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::value if subject.is_none() => subject = Some(self.value(p)),
+                Rule::value => operand = Some(self.value(p)),
+                Rule::cond_op => op = Some(p.as_str().to_string()),
+                Rule::k_present => op = Some("present".to_string()),
+                _ => {}
+            }
+        }
+        let subject = self
+            .expect()
+            .reference(&subject?, "a reference such as `header.x-beta`")?;
+        let op_text = op?;
+        if op_text == "present" {
+            let operand_span = subject.span;
+            return Some(Condition {
+                subject,
+                op: CondOp::Present,
+                operand_span,
+                span,
+            });
+        }
+        let operand = operand?;
+        let op = match op_text.as_str() {
+            "in" => {
+                let Val::List(items) = &operand.val else {
+                    self.expect().mismatch(
+                        &operand,
+                        "a list such as `[\"v2\", \"next\"]`",
+                        Some("`in` takes a list; use `==` for one value".into()),
+                    );
+                    return None;
+                };
+                let mut values = Vec::new();
+                for item in items {
+                    values.push(self.expect().string(item, "a string")?.node);
+                }
+                CondOp::In(values)
+            }
+            other => {
+                let s = self.expect().string(&operand, "a string such as `\"1\"`")?.node;
+                if other == "==" {
+                    CondOp::Eq(s)
+                } else {
+                    CondOp::Ne(s)
+                }
+            }
+        };
+        if subject.node == Reference::ClientIp {
+            if let Some(bad) = op.values().iter().find(|v| gw_plan::condition::parse_net(v).is_none()) {
+                self.diags.push(
+                    Diagnostic::new(Code::GW0003, format!("`{bad}` is not an address or a CIDR block"))
+                        .primary(operand.span, "expected an address or a block such as `\"10.0.0.0/8\"`")
+                        .help("`client_ip` compares with addresses (`\"192.0.2.7\"`) and CIDR blocks (`\"10.0.0.0/8\"`, `\"2001:db8::/32\"`)"),
+                );
+                return None;
+            }
+        }
+        Some(Condition {
+            subject,
+            op,
+            operand_span: operand.span,
+            span,
+        })
+    }
+
+    /// `split { NAME WEIGHT% ... sticky REF }`.
+    fn split(&mut self, pair: Pair<'_, Rule>, span: Span) -> Split {
+        let mut out = Split {
+            sides: Vec::new(),
+            sticky: None,
+            span,
+        };
+        let mut seen_sticky = false;
+        for a in pair.into_inner() {
+            match a.as_rule() {
+                Rule::split_side => {
+                    let vals: Vec<_> = a.into_inner().filter(|p| p.as_rule() == Rule::value).collect();
+                    let vals = vals.into_iter().map(|v| self.value(v)).collect::<Vec<_>>();
+                    if let [n, w] = vals.as_slice() {
+                        let n = self.expect().name(n, "an upstream name");
+                        let w = self.expect().percent(w, "a split weight");
+                        if let (Some(upstream), Some(weight)) = (n, w) {
+                            out.sides.push(SplitSide { upstream, weight });
+                        }
+                    }
+                }
+                Rule::split_sticky => {
+                    let a_span = self.span(&a);
+                    let Some(v) = a.into_inner().find(|p| p.as_rule() == Rule::value) else {
+                        continue;
+                    };
+                    let v = self.value(v);
+                    if seen_sticky {
+                        self.diags.push(
+                            Diagnostic::new(Code::GW0105, "`sticky` is set twice in a split")
+                                .primary(a_span, "set again")
+                                .help("a split has one sticky key; keep one `sticky`"),
+                        );
+                        continue;
+                    }
+                    seen_sticky = true;
+                    out.sticky = self.expect().reference(&v, "a reference such as `cookie.session`");
+                }
+                _ => {}
+            }
+        }
+        out
     }
 
     fn require(&mut self, pair: Pair<'_, Rule>) -> Option<Require> {
@@ -2223,6 +2353,8 @@ impl<'a> Lowerer<'a> {
         let mut path = None;
         let mut host = None;
         let mut headers = Vec::new();
+        let mut cookies = Vec::new();
+        let mut client_ip = None;
         let mut expect = None;
         let mut after = Rule::method;
         let mut ok = true;
@@ -2244,6 +2376,34 @@ impl<'a> Lowerer<'a> {
                         match (n, v) {
                             (Some(n), Some(v)) => headers.push((Spanned::new(n.node.to_ascii_lowercase(), n.span), v)),
                             _ => ok = false,
+                        }
+                    }
+                }
+                Rule::expect_cookie => {
+                    let vals: Vec<_> = p.into_inner().filter(|p| p.as_rule() == Rule::value).collect();
+                    let vals = vals.into_iter().map(|v| self.value(v)).collect::<Vec<_>>();
+                    if let [n, v] = vals.as_slice() {
+                        let n = self.expect().word(n, "a cookie name");
+                        let v = self.expect().string(v, "a cookie value string");
+                        match (n, v) {
+                            (Some(n), Some(v)) => cookies.push((n, v)),
+                            _ => ok = false,
+                        }
+                    }
+                }
+                Rule::expect_client => {
+                    let Some(v) = p.into_inner().find(|p| p.as_rule() == Rule::value) else {
+                        continue;
+                    };
+                    let v = self.value(v);
+                    let s = self.expect().string(&v, "an address such as `\"10.1.2.3\"`");
+                    match s.as_ref().and_then(|s| s.node.parse::<std::net::IpAddr>().ok()) {
+                        Some(ip) => client_ip = Some(Spanned::new(ip, v.span)),
+                        None => {
+                            if s.is_some() {
+                                self.expect().mismatch(&v, "an address such as `\"10.1.2.3\"`", None);
+                            }
+                            ok = false;
                         }
                     }
                 }
@@ -2285,6 +2445,8 @@ impl<'a> Lowerer<'a> {
             path: path?,
             host,
             headers,
+            cookies,
+            client_ip,
             expect: expect?,
             span,
         })

@@ -40,6 +40,8 @@
 (set_header "set" @property)
 (remove_header "remove" @property)
 (aggregate "aggregate" @property)
+(split "split" @property)
+(sticky "sticky" @property)
 (respond "respond" @property)
 (redirect "redirect" @property)
 (cors "cors" @property)
@@ -60,12 +62,22 @@
   "host"
   "header"
   "optional"
+  "when"
+  "and"
+  "cookie"
+  "client_ip"
 ] @keyword
 
 (certificate "key" @keyword)
 
 (require
   operator: ["has" "in"] @keyword.operator)
+
+(condition
+  operator: ["in" "present"] @keyword.operator)
+
+(condition
+  operator: ["==" "!="] @operator)
 
 (require
   operator: ["==" "!="] @operator)

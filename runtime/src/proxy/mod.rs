@@ -29,7 +29,7 @@ use crate::request::{add_forwarded, filter_trailer, is_upgrade, request_host, st
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use forward::{Answer, Forward};
-use gw_plan::router::{lookup, Lookup, Params};
+use gw_plan::router::{lookup_with, Lookup, Params};
 use gw_plan::words::Method;
 use gw_plan::{HeaderOp, Plan, Route, Target};
 use hyper::header::{self, HeaderValue};
@@ -331,7 +331,16 @@ fn find_route<'p, B>(
         req.headers_mut().insert(header::HOST, h.clone());
     }
     let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-    match lookup(plan, method_of(req.method()), host_str, uri.path()) {
+    // What route conditions read (only routes with a `when` read it).
+    let facts = RequestCtx {
+        client_ip: conn.client.ip(),
+        headers: req.headers(),
+        query: uri.query(),
+        params: None,
+        claims: None,
+        api_key: None,
+    };
+    match lookup_with(plan, method_of(req.method()), host_str, uri.path(), &facts) {
         Lookup::Matched { route, params } => Ok((route, params, host)),
         Lookup::NotFound => {
             shared.metrics.reject(Rejection::NotFound);
@@ -370,7 +379,7 @@ fn next<'a>(
             }
             Next::Answer(r)
         }
-        Target::Upstream { upstream } => match upstreams.get(*upstream) {
+        Target::Upstream { .. } | Target::Split(_) => match upstreams.get(upstream_of(target, ctx)) {
             Some(up) => Next::Forward(Rendered {
                 up,
                 request_ops: render_ops(&route.request_headers, ctx),
@@ -380,6 +389,23 @@ fn next<'a>(
             None => Next::Answer(status_response(StatusCode::BAD_GATEWAY)),
         },
         Target::Aggregate(_) => Next::Answer(status_response(StatusCode::BAD_GATEWAY)),
+    }
+}
+
+/// The upstream a request of `ctx` goes to: the route's, or the side of
+/// its split — by the sticky key's value when the request has it, else at
+/// random (a per-thread generator: no lock).
+fn upstream_of(target: &Target, ctx: &RequestCtx<'_>) -> usize {
+    match target {
+        Target::Upstream { upstream } => *upstream,
+        Target::Split(split) => {
+            let side = match split.sticky.as_ref().and_then(|k| ctx.value(k)) {
+                Some(key) => split.side_for_key(&key),
+                None => split.side_for_random(crate::upstream::balance::random_u64()),
+            };
+            split.sides.get(side).map_or(usize::MAX, |s| s.upstream)
+        }
+        _ => usize::MAX,
     }
 }
 

@@ -43,6 +43,8 @@
 (set_header "set" @variable.other.member)
 (remove_header "remove" @variable.other.member)
 (aggregate "aggregate" @variable.other.member)
+(split "split" @variable.other.member)
+(sticky "sticky" @variable.other.member)
 (respond "respond" @variable.other.member)
 (redirect "redirect" @variable.other.member)
 (cors "cors" @variable.other.member)
@@ -63,12 +65,22 @@
   "host"
   "header"
   "optional"
+  "when"
+  "and"
+  "cookie"
+  "client_ip"
 ] @keyword
 
 (certificate "key" @keyword)
 
 (require
   operator: ["has" "in"] @keyword.operator)
+
+(condition
+  operator: ["in" "present"] @keyword.operator)
+
+(condition
+  operator: ["==" "!="] @operator)
 
 (require
   operator: ["==" "!="] @operator)
