@@ -464,15 +464,10 @@ pub const KEYWORDS: &[Keyword] = &[
     .value("flag, or block (below)")
     .default("plain TCP")
     .opens(UpstreamTls),
-    kw(
-        "host_header",
-        Upstream,
-        "host_header",
-        "the `Host` the servers receive",
-    )
-    .value("`client`, `server` or a string")
-    .default("`client` *(decision 44)*")
-    .values(&["client", "server"]),
+    kw("host_header", Upstream, "host_header", "the `Host` the servers receive")
+        .value("`client`, `server` or a string")
+        .default("`client` *(decision 44)*")
+        .values(&["client", "server"]),
     kw(
         "ca",
         UpstreamTls,

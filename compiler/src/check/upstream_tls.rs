@@ -67,8 +67,15 @@ fn ca_file(ctx: &Ctx<'_>, ca: &Spanned<Source>, diags: &mut Diagnostics) {
 /// `cert .. key ..`: the listener's checks (GW0403), reported as GW0405.
 fn client_cert(ctx: &Ctx<'_>, c: &ClientCertificate, diags: &mut Diagnostics) {
     let mut found = Diagnostics::default();
-    let cert = material::read(ctx, &c.cert.node, c.cert.span, "client certificate", Code::GW0405, &mut found)
-        .and_then(|m| pem_file(&m, c.cert.span, Kind::Certificate, &mut found).map(|b| (b, m.origin)));
+    let cert = material::read(
+        ctx,
+        &c.cert.node,
+        c.cert.span,
+        "client certificate",
+        Code::GW0405,
+        &mut found,
+    )
+    .and_then(|m| pem_file(&m, c.cert.span, Kind::Certificate, &mut found).map(|b| (b, m.origin)));
     let key = material::read(ctx, &c.key.node, c.key.span, "client key", Code::GW0405, &mut found)
         .and_then(|m| pem_file(&m, c.key.span, Kind::Key, &mut found).map(|b| (b, m.origin)));
     if let (Some(cert), Some(key)) = (cert, key) {

@@ -839,8 +839,11 @@ impl<'a> Lowerer<'a> {
                 return None;
             }
             _ => {
-                self.expect()
-                    .mismatch(v, "`client`, `server` or a host name such as `\"api.example.com\"`", None);
+                self.expect().mismatch(
+                    v,
+                    "`client`, `server` or a host name such as `\"api.example.com\"`",
+                    None,
+                );
                 return None;
             }
         };
@@ -901,7 +904,11 @@ impl<'a> Lowerer<'a> {
                         .get(1)
                         .and_then(|v| self.expect().source(v, "a key file", name, true));
                     if let (Some(cert), Some(key)) = (cert, key) {
-                        tls.client_cert = Some(ClientCertificate { cert, key, span: a_span });
+                        tls.client_cert = Some(ClientCertificate {
+                            cert,
+                            key,
+                            span: a_span,
+                        });
                     }
                 }
                 Rule::upstream_tls_unknown => self.unknown(a, block, &["ca", "server_name", "cert"]),

@@ -98,14 +98,16 @@ fn render_metrics(shared: &Shared, loaded: &LoadedPlan) -> String {
     }
     let samples: Vec<_> = servers
         .iter()
-        .map(|(upstream, server, healthy, ejected, in_flight, tls_errors)| ServerSample {
-            upstream,
-            server,
-            healthy: *healthy,
-            ejected: *ejected,
-            in_flight: *in_flight,
-            tls_errors: *tls_errors,
-        })
+        .map(
+            |(upstream, server, healthy, ejected, in_flight, tls_errors)| ServerSample {
+                upstream,
+                server,
+                healthy: *healthy,
+                ejected: *ejected,
+                in_flight: *in_flight,
+                tls_errors: *tls_errors,
+            },
+        )
         .collect();
     let limits: Vec<_> = loaded
         .policies

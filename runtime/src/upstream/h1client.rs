@@ -421,7 +421,11 @@ pub(crate) fn send(
 }
 
 /// Writes a replayed request on a fresh connection and reads the answer's head.
-pub(crate) async fn replay(pool: &Arc<H1Pool>, stream: Stream, replay: Replay) -> Result<Response<UpstreamBody>, Failed> {
+pub(crate) async fn replay(
+    pool: &Arc<H1Pool>,
+    stream: Stream,
+    replay: Replay,
+) -> Result<Response<UpstreamBody>, Failed> {
     let writer = Writer {
         out: replay.bytes,
         body: None,
