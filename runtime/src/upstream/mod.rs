@@ -488,6 +488,34 @@ pub(crate) mod tests {
         Upstream::build(&plan.upstreams[0], &HashMap::new()).await
     }
 
+    #[test]
+    fn host_header_server_is_the_written_host_without_the_scheme_s_default_port() {
+        let plan = crate::testdata::plan(crate::testdata::ONE_UPSTREAM);
+        let mut c = plan.upstreams[0].clone();
+        let host = |c: &plan::Upstream, a: &str| {
+            host_header(c, a).map(|(h, authority)| {
+                assert_eq!(h.as_bytes(), authority.as_str().as_bytes(), "Host and :authority agree");
+                String::from_utf8_lossy(h.as_bytes()).into_owned()
+            })
+        };
+        assert_eq!(host(&c, "backend.test:80"), None, "client: the request's own");
+        c.host_header = plan::HostHeader::Server;
+        assert_eq!(host(&c, "backend.test:80").as_deref(), Some("backend.test"));
+        assert_eq!(host(&c, "backend.test:443").as_deref(), Some("backend.test:443"));
+        assert_eq!(host(&c, "[::1]:8080").as_deref(), Some("[::1]:8080"));
+        c.tls = Some(plan::UpstreamTls::default());
+        assert_eq!(
+            host(&c, "billing.example.com:443").as_deref(),
+            Some("billing.example.com")
+        );
+        assert_eq!(
+            host(&c, "billing.example.com:80").as_deref(),
+            Some("billing.example.com:80")
+        );
+        c.host_header = plan::HostHeader::Fixed("api.example.com".into());
+        assert_eq!(host(&c, "10.0.0.1:443").as_deref(), Some("api.example.com"));
+    }
+
     #[tokio::test]
     async fn retries_deciding_at_once_never_pass_the_budget() {
         let up = upstream().await;
