@@ -669,3 +669,38 @@ async fn a_failed_handshake_is_logged_with_its_reason() {
     );
     assert!(!served.output().contains("PRIVATE KEY"), "no key material in the log");
 }
+
+// ------------------------------------------------------------------ layer 4
+
+#[tokio::test]
+async fn a_tcp_listener_originates_verified_tls_to_a_tls_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("private CA");
+    let good = TlsUpstream::start(&ca.server(&["127.0.0.1"]), None).await;
+    let bad = TlsUpstream::start(&Ca::new("unknown CA").server(&["127.0.0.1"]), None).await;
+    let mut files = Files::new();
+    let ca_path = files.add("ca.pem", &ca.pem);
+    for (up, answered) in [(&good, true), (&bad, false)] {
+        let live = files
+            .start(&format!(
+                "listen 127.0.0.1:0 tcp -> ledger
+                 upstream ledger {{ server {} tls {{ ca \"{ca_path}\" }} }}",
+                up.addr
+            ))
+            .await;
+        let mut s = tokio::net::TcpStream::connect(live.addrs[0]).await.expect("connect");
+        s.write_all(b"GET /l4 HTTP/1.1\r\nhost: l4.test\r\nconnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = Vec::new();
+        let _ = within(
+            Duration::from_secs(10),
+            "the answer or the close",
+            s.read_to_end(&mut answer),
+        )
+        .await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(answer.starts_with("HTTP/1.1 200"), answered, "{answer}");
+        assert_eq!(up.seen.requests.lock().unwrap().len(), usize::from(answered));
+    }
+}

@@ -46,9 +46,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use stream::{Dialer, Stream};
-use tokio::net::TcpStream;
 
 /// Why an exchange with a server failed.
 #[derive(Debug)]
@@ -267,14 +265,6 @@ fn host_header(
     Some((value, authority))
 }
 
-/// Dials `addr` within `timeout` (the layer-4 proxy's connections).
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
-    }
-}
-
 /// Resolves a server address: IP literals directly, names through DNS.
 pub(crate) async fn resolve(address: &str) -> Vec<SocketAddr> {
     let Some((host, port)) = split_host_port(address) else {
@@ -480,6 +470,7 @@ pub(crate) mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::sync::{Mutex, PoisonError};
+    use std::time::Duration;
 
     /// The upstream of `runtime/testdata/one-upstream.gw` (its server is
     /// never dialled).

@@ -128,6 +128,11 @@ impl H1Pool {
         self.dialer.addr
     }
 
+    /// How the server's connections are made.
+    pub(crate) fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
     /// Dials the server (and shakes hands, with `tls`).
     pub(crate) async fn connect(&self) -> Result<Stream, SendError> {
         match self.dialer.dial().await {
