@@ -834,7 +834,7 @@ impl<'a> Lowerer<'a> {
                     Diagnostic::new(Code::GW0106, format!("unknown `host_header` value `{other}`"))
                         .primary(v.span, "not `client`, `server` or a string")
                         .help("write `host_header client` (the client's Host), `host_header server` (the server's host and port) or `host_header \"api.example.com\"`")
-                        .did_you_mean(v.span, suggest(other, ["client", "server"].into_iter())),
+                        .did_you_mean(v.span, suggest(other, ["client", "server"])),
                 );
                 return None;
             }
