@@ -1,5 +1,6 @@
 //! The gateway's own HTTP/1.1 client for proxied requests: one exchange on
-//! one upstream TCP connection, driven by the request's own task — no
+//! one upstream connection (TCP, or TLS over TCP for a `tls` upstream:
+//! `stream::Stream`), driven by the request's own task — no
 //! connection task, no channel between the request and its connection, so a
 //! response costs no extra task wake-up.
 //!
