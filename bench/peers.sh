@@ -48,6 +48,12 @@
 #   NOISE_MAX=20 RETRY_NOISY=1   re-measure a run (up to RETRY_NOISY times) when CPU used by
 #                       processes outside the experiment exceeded NOISE_MAX % of all CPUs
 #   NO_INSTALL=1        never apt-get install missing tools (fail instead)
+#   UPSTREAM_TLS=1      the upstreams speak HTTPS (nginx `ssl`, a CA and a certificate for
+#                       `bench.upstream` made with openssl in the run dir, TLS session cache on):
+#                       nginx proxies with `proxy_pass https://` + `proxy_ssl_verify on` +
+#                       `proxy_ssl_session_reuse on`, HAProxy with `ssl verify required`, gw with
+#                       `tls { ca ... server_name "bench.upstream" }`, all keeping upstream
+#                       connections alive; `direct` is wrk over HTTPS; no tcp-floor
 set -uo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -60,6 +66,7 @@ WRK_THREADS="${WRK_THREADS:-1}"
 WARMUP="${WARMUP:-1}"
 BASE_PORT="${BASE_PORT:-19180}"
 UP_PORTS="${UP_PORTS:-9001 9002 9003}"
+UPSTREAM_TLS="${UPSTREAM_TLS:-0}"
 GW_NAME="${GW_NAME:-gw-ext}"
 GW_WAIT="${GW_WAIT:-60}"
 GW_THREADS_T1="${GW_THREADS_T1:-1}"
@@ -193,8 +200,13 @@ http {
   uwsgi_temp_path $RUN/tmp/u_u; scgi_temp_path $RUN/tmp/u_s;
 EOF
   local i=0
+  local ssl="" certs=""
+  if [ "$UPSTREAM_TLS" = 1 ]; then
+    ssl=" ssl"
+    certs="ssl_certificate $RUN/tls/upstream.crt; ssl_certificate_key $RUN/tls/upstream.key; ssl_session_cache shared:up:10m; "
+  fi
   for p in "${UPS[@]}"; do i=$((i+1))
-    printf '  server { listen 127.0.0.1:%s backlog=4096; location / { default_type text/plain; return 200 "ok%s"; } }\n' "$p" "$i"
+    printf '  server { listen 127.0.0.1:%s%s backlog=4096; %slocation / { default_type text/plain; return 200 "ok%s"; } }\n' "$p" "$ssl" "$certs" "$i"
   done
   echo "}"
 }
@@ -220,7 +232,13 @@ $(for p in "${UPS[@]}"; do echo "    server 127.0.0.1:$p;"; done)
   server {
     listen 127.0.0.1:$2 backlog=4096;
     location / {
-      proxy_pass http://backend;
+$(if [ "$UPSTREAM_TLS" = 1 ]; then
+  echo "      proxy_pass https://backend;"
+  echo "      proxy_ssl_trusted_certificate $RUN/tls/ca.pem; proxy_ssl_verify on;"
+  echo "      proxy_ssl_name bench.upstream; proxy_ssl_server_name on; proxy_ssl_session_reuse on;"
+else
+  echo "      proxy_pass http://backend;"
+fi)
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }
@@ -229,6 +247,9 @@ $(for p in "${UPS[@]}"; do echo "    server 127.0.0.1:$p;"; done)
 EOF
 }
 
+haproxy_ssl() {  # the upstream server options of UPSTREAM_TLS=1 (verified, SNI, sessions reused)
+  [ "$UPSTREAM_TLS" = 1 ] && printf ' ssl verify required ca-file %s sni str(bench.upstream) verifyhost bench.upstream' "$RUN/tls/ca.pem"
+}
 haproxy_conf() {  # <threads> <port> [tcp]
   if [ "${3:-}" = tcp ]; then
     printf '%s\n' global "  nbthread $1" "  maxconn 9900" defaults "  mode tcp" \
@@ -244,7 +265,7 @@ frontend fe
   default_backend be
 backend be
   balance roundrobin
-$(i=0; for p in "${UPS[@]}"; do i=$((i+1)); echo "  server s$i 127.0.0.1:$p"; done)
+$(i=0; for p in "${UPS[@]}"; do i=$((i+1)); echo "  server s$i 127.0.0.1:$p$(haproxy_ssl)"; done)
 EOF
 }
 
@@ -254,9 +275,28 @@ gw_conf() {  # <port>
   sed -e "s/^listen 127\.0\.0\.1:[0-9]*/listen 127.0.0.1:$1/" \
       -e "s/server 127\.0\.0\.1:9001/server 127.0.0.1:${UPS[0]}/" \
       -e "s/server 127\.0\.0\.1:9002/server 127.0.0.1:${UPS[1]}/" \
-      -e "s/server 127\.0\.0\.1:9003/server 127.0.0.1:${UPS[2]}/" "$HERE/bench.gw"
+      -e "s/server 127\.0\.0\.1:9003/server 127.0.0.1:${UPS[2]}/" \
+      -e "$( [ "$UPSTREAM_TLS" = 1 ] && echo 's|^  pool {|  tls { ca "tls/ca.pem" server_name "bench.upstream" }\n  pool {|' )" \
+      "$HERE/bench.gw"
 }
+# The URL of a target: `direct` is the upstream itself, over HTTPS with UPSTREAM_TLS=1.
+target_url() {  # <target>
+  local scheme=http; [ "$1" = direct ] && [ "$UPSTREAM_TLS" = 1 ] && scheme=https
+  echo "$scheme://127.0.0.1:${TPORT[$1]}${TPATH[$1]}"
+}
+CURL_CA=(); [ "$UPSTREAM_TLS" = 1 ] && CURL_CA=(--cacert "$RUN/tls/ca.pem")
 mkdir -p "$RUN/keys"; cp "$HERE/keys/rsa-public.pem" "$RUN/keys/"
+if [ "$UPSTREAM_TLS" = 1 ]; then   # a throwaway CA and the upstreams' certificate (P-256)
+  mkdir -p "$RUN/tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$RUN/tls/ca.key" \
+    -out "$RUN/tls/ca.pem" -days 2 -subj "/CN=bench CA" -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign" >"$LOG/openssl.log" 2>&1 || die "openssl CA (see $LOG/openssl.log)"
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$RUN/tls/upstream.key" \
+    -out "$RUN/tls/upstream.csr" -subj "/CN=bench.upstream" >>"$LOG/openssl.log" 2>&1 || die "openssl key"
+  printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:bench.upstream,IP:127.0.0.1\n' >"$RUN/tls/ext"
+  openssl x509 -req -in "$RUN/tls/upstream.csr" -CA "$RUN/tls/ca.pem" -CAkey "$RUN/tls/ca.key" -days 2 \
+    -extfile "$RUN/tls/ext" -out "$RUN/tls/upstream.crt" >>"$LOG/openssl.log" 2>&1 || die "openssl certificate"
+fi
 
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 jwt_token() {  # an RS256 token bench.gw's `users` auth accepts, valid for 2 hours
@@ -269,7 +309,7 @@ jwt_token() {  # an RS256 token bench.gw's `users` auth accepts, valid for 2 hou
 
 # ---------------------------------------------------------------- targets
 ALL=(direct nginx-w1 nginx-auto haproxy-t1 haproxy-t2)
-[ "$MODE" != idle ] && ALL+=(tcp-floor)
+[ "$MODE" != idle ] && [ "$UPSTREAM_TLS" != 1 ] && ALL+=(tcp-floor)
 if [ -n "${PINGORA_BIN:-}" ]; then
   [ -x "$PINGORA_BIN" ] || die "PINGORA_BIN=$PINGORA_BIN not executable"
   for n in $PINGORA_THREADS; do ALL+=("pingora-t$n"); done
@@ -338,11 +378,11 @@ fi
 for t in "${PROCS[@]}"; do
   wt=10; [[ "$t" == gw* ]] && wt=$GW_WAIT
   wait_port "${TPORT[$t]}" "$wt" "${TPID[$t]}" || die "$t did not accept on :${TPORT[$t]} within ${wt}s (see $LOG/$t.out)"
-  url="http://127.0.0.1:${TPORT[$t]}${TPATH[$t]}"
+  url="$(target_url "$t")"
   hdr=(); [ -n "${THDR[$t]}" ] && hdr=(-H "${THDR[$t]}")
   # sanity: 200s from all three upstreams through the target
-  seen=$(for _ in 1 2 3 4 5 6 7 8 9; do curl -s -m 2 "${hdr[@]}" "$url"; echo; done | sort -u | grep -c '^ok')
-  code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "${hdr[@]}" "$url")
+  seen=$(for _ in 1 2 3 4 5 6 7 8 9; do curl -s -m 2 "${CURL_CA[@]}" "${hdr[@]}" "$url"; echo; done | sort -u | grep -c '^ok')
+  code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "${CURL_CA[@]}" "${hdr[@]}" "$url")
   [ "$code" = 200 ] || die "$t answered HTTP $code"
   say "$t ready on :${TPORT[$t]}${TPATH[$t]} (pid ${TPID[$t]}, distinct upstream bodies in 9 GETs: $seen)"
 done
@@ -411,7 +451,7 @@ wrk_run() {  # wrk_run <target> <conns> <seconds> -> "RESULT ..." line
   local hdr=(); [ -n "${THDR[$1]}" ] && hdr=(-H "${THDR[$1]}")
   # shellcheck disable=SC2046
   timeout -k 5 $(( $3 + 30 )) $(pin "${WRK_CPUS:-}") "$WRK" -t"$WRK_THREADS" -c"$2" -d"$3"s --timeout 5s --latency \
-    "${hdr[@]}" -s "$RUN/report.lua" "http://127.0.0.1:${TPORT[$1]}${TPATH[$1]}"
+    "${hdr[@]}" -s "$RUN/report.lua" "$(target_url "$1")"
 }
 
 if [ "$WARMUP" != 0 ]; then
@@ -477,7 +517,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 {
   echo "$(date -u +%Y-%m-%dT%H:%MZ); $(nproc) CPUs ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo));" \
        "$("$NGINX" -v 2>&1 | sed 's/.*: //'), haproxy $("$HAPROXY" -v | awk 'NR==1{print $3}'), $("$WRK" -v 2>&1 | awk 'NR==1{print $1" "$2}')," \
-       "gw $GW_REV (GW_LOG=$GW_LOG)"
+       "gw $GW_REV (GW_LOG=$GW_LOG)$([ "$UPSTREAM_TLS" = 1 ] && echo '; upstreams over TLS (UPSTREAM_TLS=1)')"
   echo "wrk -t$WRK_THREADS -c{${CS[*]}} -d${DURATION}s --latency, $ROUNDS interleaved rounds (order rotated per round)," \
        "WRK_CPUS=${WRK_CPUS:-any} SERVER_CPUS=${SERVER_CPUS:-any}; loadavg before: $LOAD_START, after: $LOAD_END;" \
        "$retried run(s) re-measured because other-CPU > ${NOISE_MAX}% (rows kept in discarded.tsv)"

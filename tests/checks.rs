@@ -863,3 +863,57 @@ fn every_did_you_mean_is_an_edit_that_removes_its_diagnostic() {
         }
     }
 }
+
+// ------------------------------------------------------------------ GW0405 and an upstream's `tls`
+
+fn upstream_with(attrs: &str) -> String {
+    format!("listen 127.0.0.1:8080\nupstream app {{\n  server 127.0.0.1:9443\n  {attrs}\n}}\nroute /x -> app\n")
+}
+
+#[test]
+fn upstream_tls_files_are_checked_as_gw0405() {
+    // Usable: a CA certificate, a client certificate with its own key.
+    let ok = upstream_with("tls { ca \"files/tls.crt\" cert \"files/tls.crt\" key \"files/tls.key\" }");
+    assert_eq!(codes(&ok), [], "{ok}");
+    assert_eq!(codes(&upstream_with("tls")), [], "the system's roots");
+    for (attrs, label) in [
+        ("tls { ca \"files/tls.key\" }", "\"files/tls.key\""),
+        ("tls { ca \"files/missing.pem\" }", "\"files/missing.pem\""),
+        (
+            "tls { cert \"files/tls.crt\" key \"files/other.key\" }",
+            "\"files/other.key\"",
+        ),
+        (
+            "tls { cert \"files/tls.key\" key \"files/tls.key\" }",
+            "\"files/tls.key\"",
+        ),
+    ] {
+        let c = compile(&upstream_with(attrs));
+        let d = only(&c, Code::GW0405);
+        assert_eq!(d.len(), 1, "{attrs}: {:#?}", c.diagnostics);
+        assert_eq!(primary_text(&c, d[0]), label, "{attrs}");
+    }
+}
+
+#[test]
+fn upstream_tls_and_host_header_values_are_checked() {
+    for (attrs, code) in [
+        ("tls { server_name \"https://ledger.internal/\" }", Code::GW0003),
+        ("tls { sni \"ledger.internal\" }", Code::GW0103),
+        ("tls\n  tls", Code::GW0105),
+        ("host_header upstream", Code::GW0106),
+        ("host_header \"a name/with a path\"", Code::GW0003),
+        ("host_header 443", Code::GW0106),
+    ] {
+        assert_eq!(codes(&upstream_with(attrs)), [code], "{attrs}");
+    }
+    for attrs in [
+        "tls { server_name \"ledger.internal\" }",
+        "tls { server_name \"10.0.0.1\" }",
+        "host_header client",
+        "host_header server",
+        "host_header \"api.example.com:8443\"",
+    ] {
+        assert_eq!(codes(&upstream_with(attrs)), [], "{attrs}");
+    }
+}

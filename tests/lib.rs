@@ -62,3 +62,4 @@ mod serve_watch;
 mod snapshots;
 mod support;
 mod upstream_h1;
+mod upstream_tls;

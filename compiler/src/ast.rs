@@ -195,7 +195,43 @@ pub struct Upstream {
     pub retry: Option<Retry>,
     pub pool: Option<Pool>,
     pub http2: Option<Span>,
+    /// `tls` or `tls { ... }`: TLS to the servers.
+    pub tls: Option<UpstreamTls>,
+    /// `host_header client | server | "NAME"`.
+    pub host_header: Option<Spanned<HostHeader>>,
     pub span: Span,
+}
+
+/// An upstream's `tls [{ ... }]`.
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    /// `ca FILE`: trust only these CA certificates (default: the system's roots).
+    pub ca: Option<Spanned<Source>>,
+    /// `server_name "NAME"`: sent (SNI) and verified (default: the server's host).
+    pub server_name: Option<Spanned<String>>,
+    /// `cert FILE key FILE`: the client certificate (mutual TLS).
+    pub client_cert: Option<ClientCertificate>,
+    /// The `tls` keyword (and its block).
+    pub span: Span,
+}
+
+/// `cert FILE key FILE` in an upstream's `tls` block.
+#[derive(Clone, Debug)]
+pub struct ClientCertificate {
+    pub cert: Spanned<Source>,
+    pub key: Spanned<Source>,
+    pub span: Span,
+}
+
+/// The `Host` an upstream's servers receive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostHeader {
+    /// The client's (decision 44).
+    Client,
+    /// The server's own `host[:port]`, as written in `server`.
+    Server,
+    /// A fixed name.
+    Fixed(String),
 }
 
 #[derive(Clone, Debug, PartialEq)]

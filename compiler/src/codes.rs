@@ -63,6 +63,7 @@ codes! {
     GW0402 Error "key material missing, unreadable, or not of the algorithm's kind",
     GW0403 Error "TLS listener without a usable certificate and key",
     GW0404 Error "`env(\"X\")` not set",
+    GW0405 Error "upstream TLS settings unusable (a file missing, a key not its certificate's, a CA without certificates)",
     GW0501 Warning "upstream, auth, limit or store defined and never used",
     GW0502 Warning "retry on a route that accepts non-idempotent methods",
     GW0503 Warning "plain-HTTP listener carries routes with auth",

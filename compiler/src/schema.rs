@@ -33,6 +33,8 @@ pub enum Context {
     Health,
     Eject,
     Pool,
+    /// Inside an upstream's `tls { ... }` block.
+    UpstreamTls,
     /// After `retry N` (in an upstream or a route).
     Retry,
     /// Inside `auth NAME jwt { ... }`.
@@ -82,6 +84,7 @@ impl Context {
             Health => "a `health { ... }` block",
             Eject => "an `eject { ... }` block",
             Pool => "a `pool { ... }` block",
+            UpstreamTls => "an upstream's `tls { ... }` block",
             Retry => "`retry N ...`",
             Jwt => "`auth NAME jwt { ... }`",
             ApiKey => "`auth NAME api_key { ... }`",
@@ -115,6 +118,7 @@ impl Context {
                 | Health
                 | Eject
                 | Pool
+                | UpstreamTls
                 | Jwt
                 | ApiKey
                 | Limit
@@ -458,6 +462,43 @@ pub const KEYWORDS: &[Keyword] = &[
     kw("http2", Upstream, "http2", "speak h2 to these servers")
         .value("flag")
         .default("HTTP/1.1"),
+    kw(
+        "tls",
+        Upstream,
+        "tls [{ ... }]",
+        "speak TLS to these servers, verifying their certificates",
+    )
+    .value("flag, or block (below)")
+    .default("plain TCP")
+    .opens(UpstreamTls),
+    kw("host_header", Upstream, "host_header", "the `Host` the servers receive")
+        .value("`client`, `server` or a string")
+        .default("`client` *(decision 44)*")
+        .values(&["client", "server"]),
+    kw(
+        "ca",
+        UpstreamTls,
+        "ca",
+        "trust only the CA certificates of this PEM file",
+    )
+    .value("file path (a string relative to the `.gw` file, or `file(...)`)")
+    .default("the system's trust roots"),
+    kw(
+        "server_name",
+        UpstreamTls,
+        "server_name",
+        "the name sent (SNI) and verified in the server's certificate",
+    )
+    .value("string")
+    .default("the server's host"),
+    kw(
+        "cert",
+        UpstreamTls,
+        "cert FILE key FILE",
+        "a client certificate and its key, presented to the servers (mutual TLS)",
+    )
+    .value("file paths")
+    .default("none"),
     kw("weight", Server, "weight", "the server's share of requests")
         .value("integer")
         .default("`1`")

@@ -17,7 +17,8 @@
 
 // Attribute names of each block: gw.pest's `*_kw` rules.
 const LIMITS_SETTINGS = ['header_timeout', 'idle_timeout', 'max_header_size', 'max_body_size', 'max_connections'];
-const UPSTREAM_SETTINGS = ['balance', 'connect_timeout', 'timeout'];
+const UPSTREAM_SETTINGS = ['balance', 'connect_timeout', 'timeout', 'host_header'];
+const UPSTREAM_TLS_SETTINGS = ['ca', 'server_name'];
 const HEALTH_SETTINGS = ['path', 'interval', 'timeout', 'expect', 'unhealthy', 'healthy'];
 const EJECT_SETTINGS = ['errors', 'for'];
 const POOL_SETTINGS = ['max_idle', 'idle_timeout'];
@@ -131,6 +132,7 @@ module.exports = grammar({
       $.pool,
       $.retry,
       $.http2,
+      alias($.upstream_tls, $.tls),
       alias($.upstream_setting, $.setting),
     )),
     upstream_setting: $ => setting(UPSTREAM_SETTINGS, $),
@@ -161,6 +163,15 @@ module.exports = grammar({
       optional(seq('budget', field('budget', $._value))),
     ),
     http2: _ => 'http2',
+    /** `tls [{ ca FILE server_name "NAME" cert FILE key FILE }]`: TLS to the servers */
+    upstream_tls: $ => seq('tls', optional(alias($.upstream_tls_block, $.block))),
+    upstream_tls_block: $ => block(choice(
+      alias($.client_certificate, $.certificate),
+      alias($.upstream_tls_setting, $.setting),
+    )),
+    upstream_tls_setting: $ => setting(UPSTREAM_TLS_SETTINGS, $),
+    /** `cert FILE key FILE`: the client certificate gw presents */
+    client_certificate: $ => seq('cert', field('cert', $._value), 'key', field('key', $._value)),
 
     /** `auth NAME jwt|api_key { ... }` */
     auth: $ => seq(

@@ -514,6 +514,53 @@ pub struct Upstream {
     pub retry: Option<Retry>,
     pub pool: Pool,
     pub http2: bool,
+    /// `tls`: TLS to the servers (absent: plain TCP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+    /// The `Host` the servers receive.
+    #[serde(default, skip_serializing_if = "HostHeader::is_client")]
+    pub host_header: HostHeader,
+}
+
+/// An upstream's TLS settings: what the servers are verified against and
+/// what gw presents.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UpstreamTls {
+    /// Trust only these CA certificates (PEM); `None`: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<Secret>,
+    /// The name sent (SNI) and verified; `None`: each server's own host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// The client certificate and key (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<ClientCertificate>,
+}
+
+/// `cert FILE key FILE` in an upstream's `tls` block.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientCertificate {
+    pub cert: Secret,
+    pub key: Secret,
+}
+
+/// The `Host` an upstream's servers receive.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostHeader {
+    /// The client's own (decision 44).
+    #[default]
+    Client,
+    /// The server's `host[:port]` as written in its `server` line.
+    Server,
+    /// A fixed name.
+    Fixed(String),
+}
+
+impl HostHeader {
+    pub fn is_client(&self) -> bool {
+        *self == HostHeader::Client
+    }
 }
 
 /// Defaults the plan fills in where the configuration is silent.

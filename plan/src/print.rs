@@ -345,6 +345,25 @@ fn write_upstream(out: &mut String, u: &Upstream) -> fmt::Result {
         u.pool.idle_timeout,
         if u.http2 { " http2" } else { "" }
     )?;
+    if let Some(t) = &u.tls {
+        let mut line = String::from("    tls");
+        match &t.ca {
+            Some(ca) => line.push_str(&format!(" ca {ca}")),
+            None => line.push_str(" (system roots)"),
+        }
+        if let Some(n) = &t.server_name {
+            line.push_str(&format!(" server_name {n:?}"));
+        }
+        if let Some(c) = &t.client_cert {
+            line.push_str(&format!(" cert {} key {}", c.cert, c.key));
+        }
+        writeln!(out, "{line}")?;
+    }
+    match &u.host_header {
+        HostHeader::Client => {}
+        HostHeader::Server => writeln!(out, "    host_header server")?,
+        HostHeader::Fixed(n) => writeln!(out, "    host_header {n:?}")?,
+    }
     if let Some(h) = &u.health {
         writeln!(
             out,

@@ -133,6 +133,8 @@ pub(crate) struct ServerSample<'a> {
     pub healthy: bool,
     pub ejected: bool,
     pub in_flight: u32,
+    /// Failed TLS handshakes with the server (`tls` upstreams).
+    pub tls_errors: u64,
 }
 
 /// One `limit` kept in this gateway's memory, for rendering.
@@ -210,6 +212,19 @@ pub(crate) fn render(
             escape(s.upstream),
             escape(s.server),
             s.in_flight
+        );
+    }
+    out.push_str(
+        "# HELP gw_upstream_tls_errors_total TLS handshakes with the server that failed (certificate not verified, refused, ...).\n",
+    );
+    out.push_str("# TYPE gw_upstream_tls_errors_total counter\n");
+    for s in servers {
+        let _ = writeln!(
+            out,
+            "gw_upstream_tls_errors_total{{upstream=\"{}\",server=\"{}\"}} {}",
+            escape(s.upstream),
+            escape(s.server),
+            s.tls_errors
         );
     }
     out.push_str("# HELP gw_limit_keys Keys with a budget of their own, by limit (kept in memory).\n");

@@ -195,7 +195,7 @@ fn tls(ctx: &Ctx<'_>, listen: &Listen, certs: &[Certificate], tls_span: Span, di
 /// The key must be the certificate's: their public halves are compared
 /// where the files carry them (RSA moduli, EC points); anything else (an
 /// Ed25519 key holds no public half) is left to the TLS library at start.
-fn pair(cert: &Certificate, c: &(pem::Block, String), k: &(pem::Block, String), diags: &mut Diagnostics) {
+pub(super) fn pair(cert: &Certificate, c: &(pem::Block, String), k: &(pem::Block, String), diags: &mut Diagnostics) {
     let ((cert_block, cert_origin), (key_block, key_origin)) = (c, k);
     let Some(spki) = pem::certificate_spki(&cert_block.der) else {
         diags.push(
@@ -223,14 +223,14 @@ fn pair(cert: &Certificate, c: &(pem::Block, String), k: &(pem::Block, String), 
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Kind {
+pub(super) enum Kind {
     Certificate,
     Key,
 }
 
 /// The certificate or key block of a PEM file, after reporting what is
 /// wrong with it.
-fn pem_file(m: &material::Material, span: Span, kind: Kind, diags: &mut Diagnostics) -> Option<pem::Block> {
+pub(super) fn pem_file(m: &material::Material, span: Span, kind: Kind, diags: &mut Diagnostics) -> Option<pem::Block> {
     let origin = &m.origin;
     let (what, labels, example): (&str, &[&str], &str) = match kind {
         Kind::Certificate => ("certificate", &["CERTIFICATE"], "-----BEGIN CERTIFICATE-----"),

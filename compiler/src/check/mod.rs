@@ -12,6 +12,7 @@
 //!   (GW0505), read through [`material`] (GW0404).
 //! - [`listen`]: listen addresses (GW0205), TLS certificates (GW0403) and
 //!   credentials over plain HTTP (GW0503).
+//! - [`upstream_tls`]: an upstream's `tls` files (GW0405).
 //! - [`resilience`]: retries on non-idempotent routes (GW0502) and timeouts
 //!   that contradict each other (GW0504).
 //!
@@ -26,6 +27,7 @@ mod names;
 mod pem;
 mod resilience;
 mod routes;
+mod upstream_tls;
 mod upstreams;
 
 use crate::ast::{Auth, AuthKind, Config, Limit, Method, Retry, Route, Upstream};
@@ -49,6 +51,7 @@ pub fn check(host: &dyn Host, sources: &SourceMap, config: &Config, diags: &mut 
     names::check(&ctx, diags);
     routes::check(&ctx, diags);
     upstreams::check(&ctx, diags);
+    upstream_tls::check(&ctx, diags);
     auth::check(&ctx, diags);
     listen::check(&ctx, diags);
     resilience::check(&ctx, diags);

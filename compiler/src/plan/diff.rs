@@ -698,6 +698,28 @@ fn upstream(u: &Upstream) -> Item {
     if u.http2 {
         facts.push(statement("http2"));
     }
+    if let Some(t) = &u.tls {
+        let mut block = Vec::new();
+        if let Some(ca) = &t.ca {
+            block.push(format!("ca {ca}"));
+        }
+        if let Some(n) = &t.server_name {
+            block.push(format!("server_name {n:?}"));
+        }
+        if let Some(c) = &t.client_cert {
+            block.push(format!("cert {} key {}", c.cert, c.key));
+        }
+        if block.is_empty() {
+            facts.push(statement("tls"));
+        } else {
+            facts.push(fact("tls", format!("{{ {} }}", block.join(" "))));
+        }
+    }
+    match &u.host_header {
+        gw_plan::HostHeader::Client => {}
+        gw_plan::HostHeader::Server => facts.push(fact("host_header", "server".to_string())),
+        gw_plan::HostHeader::Fixed(n) => facts.push(fact("host_header", format!("{n:?}"))),
+    }
     let mut i = new_item(u.name.clone(), u.name.clone(), facts, to_value(u));
     i.about = Some(strategy(u));
     i

@@ -428,6 +428,19 @@ fn upstream(u: &ast::Upstream) -> Upstream {
                 .map_or(defaults::POOL_IDLE_TIMEOUT, |v| Ms::from_duration(v.node)),
         },
         http2: u.http2.is_some(),
+        tls: u.tls.as_ref().map(|t| gw_plan::UpstreamTls {
+            ca: t.ca.as_ref().map(|c| secret(&c.node)),
+            server_name: t.server_name.as_ref().map(|s| s.node.clone()),
+            client_cert: t.client_cert.as_ref().map(|c| gw_plan::ClientCertificate {
+                cert: secret(&c.cert.node),
+                key: secret(&c.key.node),
+            }),
+        }),
+        host_header: match u.host_header.as_ref().map(|h| &h.node) {
+            None | Some(ast::HostHeader::Client) => gw_plan::HostHeader::Client,
+            Some(ast::HostHeader::Server) => gw_plan::HostHeader::Server,
+            Some(ast::HostHeader::Fixed(n)) => gw_plan::HostHeader::Fixed(n.clone()),
+        },
     }
 }
 

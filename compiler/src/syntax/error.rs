@@ -32,13 +32,62 @@ fn describe(rule: Rule) -> Option<&'static str> {
         require_op | k_has | k_in => "`has`, `in`, `==` or `!=`",
         expectation => "a test such as `GET /path -> upstream`",
         aggregate_part | aggregate_timeout => "an aggregate part such as `profile users GET \"/users/{claim.sub}\"`",
-        server | health | eject | pool | retry | http2 | upstream_setting | upstream_setting_kw | upstream_unknown
-        | limits_setting | limits_kw | limits_unknown | health_setting | health_kw | health_unknown | eject_setting
-        | eject_kw | eject_unknown | pool_setting | pool_kw | pool_unknown | auth_from | auth_jwks | auth_setting
-        | auth_setting_kw | auth_unknown | limit_setting | limit_kw | limit_unknown | store_setting | store_kw
-        | store_unknown | route_auth | require | route_limit | set_header | remove_header | aggregate | respond
-        | redirect | cors | route_setting | route_setting_kw | route_unknown | cors_credentials | cors_setting
-        | cors_setting_kw | cors_unknown | tls_cert | tls_unknown | k_cert => "an attribute",
+        server
+        | health
+        | eject
+        | pool
+        | retry
+        | http2
+        | upstream_setting
+        | upstream_setting_kw
+        | upstream_unknown
+        | limits_setting
+        | limits_kw
+        | limits_unknown
+        | health_setting
+        | health_kw
+        | health_unknown
+        | eject_setting
+        | eject_kw
+        | eject_unknown
+        | pool_setting
+        | pool_kw
+        | pool_unknown
+        | auth_from
+        | auth_jwks
+        | auth_setting
+        | auth_setting_kw
+        | auth_unknown
+        | limit_setting
+        | limit_kw
+        | limit_unknown
+        | store_setting
+        | store_kw
+        | store_unknown
+        | route_auth
+        | require
+        | route_limit
+        | set_header
+        | remove_header
+        | aggregate
+        | respond
+        | redirect
+        | cors
+        | route_setting
+        | route_setting_kw
+        | route_unknown
+        | cors_credentials
+        | cors_setting
+        | cors_setting_kw
+        | cors_unknown
+        | tls_cert
+        | tls_unknown
+        | k_cert
+        | upstream_tls
+        | upstream_tls_cert
+        | upstream_tls_setting
+        | upstream_tls_setting_kw
+        | upstream_tls_unknown => "an attribute",
         k_weight | k_backup | k_resolve | server_opt => "a server option (`weight`, `backup`, `resolve`)",
         _ => return None,
     })

@@ -731,6 +731,8 @@ impl<'a> Lowerer<'a> {
             retry: None,
             pool: None,
             http2: None,
+            tls: None,
+            host_header: None,
             span,
         };
         let mut seen = Seen::default();
@@ -744,6 +746,8 @@ impl<'a> Lowerer<'a> {
             "retry",
             "pool",
             "http2",
+            "tls",
+            "host_header",
         ];
         for a in inner {
             let a_span = self.span(&a);
@@ -763,6 +767,7 @@ impl<'a> Lowerer<'a> {
                     match kw.as_str() {
                         "balance" => up.balance = self.balance(&v),
                         "connect_timeout" => up.connect_timeout = self.expect().positive_duration(&v, &kw),
+                        "host_header" => up.host_header = self.host_header(&v),
                         _ => up.timeout = self.expect().positive_duration(&v, &kw),
                     }
                 }
@@ -791,11 +796,126 @@ impl<'a> Lowerer<'a> {
                         up.http2 = Some(a_span);
                     }
                 }
+                Rule::upstream_tls => {
+                    if self.first(&mut seen, "tls", a_span, &block) {
+                        up.tls = Some(self.upstream_tls(a));
+                    }
+                }
                 Rule::upstream_unknown => self.unknown(a, &block, KNOWN),
                 _ => {}
             }
         }
         self.config.upstreams.push(up);
+    }
+
+    /// `host_header client | server | "NAME"`.
+    fn host_header(&mut self, v: &SVal) -> Option<Spanned<HostHeader>> {
+        let h = match &v.val {
+            Val::Ident(s) if s == "client" => HostHeader::Client,
+            Val::Ident(s) if s == "server" => HostHeader::Server,
+            Val::Str(_) => {
+                let s = self.expect().string(v, "a host name")?;
+                let (host, port) = match s.node.rsplit_once(':') {
+                    Some((h, p)) if !h.contains(':') => (h, Some(p)),
+                    _ => (s.node.as_str(), None),
+                };
+                if !is_host_name(host) || port.is_some_and(|p| p.parse::<u16>().is_err()) {
+                    self.diags.push(
+                        Diagnostic::new(Code::GW0003, format!("invalid host name `{}`", s.node))
+                            .primary(s.span, "not a host name")
+                            .help("write a name with an optional port, without scheme or path, such as `\"api.example.com\"`"),
+                    );
+                    return None;
+                }
+                HostHeader::Fixed(s.node.to_ascii_lowercase())
+            }
+            Val::Ident(other) => {
+                self.diags.push(
+                    Diagnostic::new(Code::GW0106, format!("unknown `host_header` value `{other}`"))
+                        .primary(v.span, "not `client`, `server` or a string")
+                        .help("write `host_header client` (the client's Host), `host_header server` (the server's host and port) or `host_header \"api.example.com\"`")
+                        .did_you_mean(v.span, suggest(other, ["client", "server"])),
+                );
+                return None;
+            }
+            _ => {
+                self.expect().mismatch(
+                    v,
+                    "`client`, `server` or a host name such as `\"api.example.com\"`",
+                    None,
+                );
+                return None;
+            }
+        };
+        Some(Spanned::new(h, v.span))
+    }
+
+    /// An upstream's `tls` or `tls { ca .. server_name .. cert .. key .. }`.
+    fn upstream_tls(&mut self, pair: Pair<'_, Rule>) -> UpstreamTls {
+        let span = self.span(&pair);
+        let mut tls = UpstreamTls {
+            ca: None,
+            server_name: None,
+            client_cert: None,
+            span,
+        };
+        let block = "an upstream's `tls` block";
+        let mut seen = Seen::default();
+        let name = self.name;
+        for a in pair.into_inner() {
+            let a_span = self.span(&a);
+            match a.as_rule() {
+                Rule::k_tls => tls.span = a_span,
+                Rule::upstream_tls_setting => {
+                    let Some((kw, kw_span, v)) = self.setting(a) else {
+                        continue;
+                    };
+                    if !self.first(&mut seen, &kw, kw_span, block) {
+                        continue;
+                    }
+                    if kw == "ca" {
+                        tls.ca = self.expect().source(&v, "a CA certificate file", name, true);
+                        continue;
+                    }
+                    let Some(s) = self.expect().string(&v, "a server name such as `\"api.example.com\"`") else {
+                        continue;
+                    };
+                    let ok = is_host_name(&s.node) || s.node.parse::<std::net::IpAddr>().is_ok();
+                    if ok {
+                        tls.server_name = Some(Spanned::new(s.node.to_ascii_lowercase(), s.span));
+                    } else {
+                        self.diags.push(
+                            Diagnostic::new(Code::GW0003, format!("invalid server name `{}`", s.node))
+                                .primary(s.span, "not a DNS name or IP address")
+                                .help("write the name without scheme, port or path, such as `\"ledger.internal\"`"),
+                        );
+                    }
+                }
+                Rule::upstream_tls_cert => {
+                    if !self.first(&mut seen, "cert", a_span, block) {
+                        continue;
+                    }
+                    let values: Vec<_> = a.into_inner().filter(|p| p.as_rule() == Rule::value).collect();
+                    let values: Vec<SVal> = values.into_iter().map(|v| self.value(v)).collect();
+                    let cert = values
+                        .first()
+                        .and_then(|v| self.expect().source(v, "a certificate file", name, true));
+                    let key = values
+                        .get(1)
+                        .and_then(|v| self.expect().source(v, "a key file", name, true));
+                    if let (Some(cert), Some(key)) = (cert, key) {
+                        tls.client_cert = Some(ClientCertificate {
+                            cert,
+                            key,
+                            span: a_span,
+                        });
+                    }
+                }
+                Rule::upstream_tls_unknown => self.unknown(a, block, &["ca", "server_name", "cert"]),
+                _ => {}
+            }
+        }
+        tls
     }
 
     fn balance(&mut self, v: &SVal) -> Option<Spanned<Balance>> {

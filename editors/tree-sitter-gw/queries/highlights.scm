@@ -128,6 +128,11 @@
   value: (identifier) @constant.builtin
   (#any-of? @constant.builtin "round_robin" "least_conn" "random" "p2c" "ip_hash"))
 
+(setting
+  name: "host_header"
+  value: (identifier) @constant.builtin
+  (#any-of? @constant.builtin "client" "server"))
+
 (retry
   condition: (identifier) @constant.builtin
   (#any-of? @constant.builtin "connect_error" "timeout"))

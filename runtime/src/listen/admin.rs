@@ -92,18 +92,22 @@ fn render_metrics(shared: &Shared, loaded: &LoadedPlan) -> String {
                 b.state.is_healthy(),
                 b.state.is_ejected(),
                 b.state.in_flight(),
+                b.state.tls_errors(),
             ));
         }
     }
     let samples: Vec<_> = servers
         .iter()
-        .map(|(upstream, server, healthy, ejected, in_flight)| ServerSample {
-            upstream,
-            server,
-            healthy: *healthy,
-            ejected: *ejected,
-            in_flight: *in_flight,
-        })
+        .map(
+            |(upstream, server, healthy, ejected, in_flight, tls_errors)| ServerSample {
+                upstream,
+                server,
+                healthy: *healthy,
+                ejected: *ejected,
+                in_flight: *in_flight,
+                tls_errors: *tls_errors,
+            },
+        )
         .collect();
     let limits: Vec<_> = loaded
         .policies

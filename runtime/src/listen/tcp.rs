@@ -5,12 +5,13 @@
 //! accept it within `connect_timeout` counts for passive ejection and the
 //! next one is tried. Bytes are copied both ways until either side closes,
 //! or nothing moves for `idle_timeout`. Connections count towards
-//! `max_connections`.
+//! `max_connections`. A `tls` upstream's connections are TLS (gw
+//! originates it, verified as for HTTP; the client's bytes go inside), made
+//! by the server's own dialer.
 
 use super::admit;
 use crate::conn::{Activity, Clocks, ConnTracker};
 use crate::loaded::Shared;
-use crate::upstream::connect;
 use crate::upstream::health::Outcome;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,7 +61,6 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
     let set = up.set.load_full();
     let key = up.ip_hash.then(|| peer.ip().to_string().into_bytes());
     let mut tried = Vec::new();
-    let timeout = up.config.connect_timeout.as_duration();
     let (mut stream, server) = loop {
         let Some(i) = set.balancer.pick(&set.states, key.as_deref(), &tried) else {
             shared.metrics.reject(crate::metrics::Rejection::NoServer);
@@ -71,7 +71,7 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
         let Some(server) = set.servers.get(i) else {
             return;
         };
-        match connect(server.addr, timeout).await {
+        match server.h1.dialer().dial().await {
             Ok(stream) => {
                 set.record(i, Outcome::Ok, &up);
                 break (stream, server);
@@ -81,11 +81,10 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
                 if tried.len() > 1 {
                     shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }
-                tracing::debug!(upstream = %up.name, server = %server.addr, error = %e, "tcp: connect failed");
+                tracing::debug!(upstream = %up.name, server = %server.addr, error = ?e, "tcp: connect failed");
             }
         }
     };
-    let _ = stream.set_nodelay(true);
     let _in_flight = server.state.start();
     let clocks = Clocks::new();
     let mut client = Activity {

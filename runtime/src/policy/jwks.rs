@@ -293,11 +293,11 @@ async fn fetch(url: &str) -> Result<Bytes, String> {
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     if tls {
-        let name = rustls::pki_types::ServerName::try_from(bare_host).map_err(|e| e.to_string())?;
+        let name = crate::tls_client::server_name(None, &bare_host)?;
         let stream = tokio_rustls::TlsConnector::from(tls_client()?)
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS: {e}"))?;
+            .map_err(|e| format!("TLS: {}", crate::tls_client::why(&e)))?;
         send(TokioIo::new(stream), req).await
     } else {
         send(TokioIo::new(tcp), req).await
@@ -325,25 +325,14 @@ where
         .map_err(|e| format!("body: {e}"))
 }
 
-/// A TLS client trusting the system's roots, made once.
+/// A TLS client trusting the system's roots (the shared client TLS code,
+/// `crate::tls_client`), made once: its session cache resumes the next
+/// refresh's session.
 fn tls_client() -> Result<Arc<rustls::ClientConfig>, String> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err("no trusted root certificates on this system".into());
-            }
-            let config =
-                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                    .with_safe_default_protocol_versions()
-                    .map_err(|e| e.to_string())?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-            Ok(Arc::new(config))
+            crate::tls_client::client_config(&gw_plan::UpstreamTls::default(), &[crate::tls_client::HTTP_11])
         })
         .clone()
 }

@@ -288,12 +288,18 @@ impl<'a> Forward<'a> {
         uri.path_and_query = Some(self.path.clone());
         if self.up.config.http2 {
             uri.scheme = Some(Scheme::HTTP);
-            uri.authority = Some(h2_authority.cloned().unwrap_or_else(|| server.authority.clone()));
+            uri.authority = Some(match &server.host_header {
+                // `host_header server` or a name: the upstream's choice.
+                Some((_, authority)) => authority.clone(),
+                None => h2_authority.cloned().unwrap_or_else(|| server.authority.clone()),
+            });
             parts.version = hyper::Version::HTTP_2;
             parts.headers.remove(header::HOST);
         } else {
             parts.version = hyper::Version::HTTP_11;
-            if !parts.headers.contains_key(header::HOST) {
+            if let Some((host, _)) = &server.host_header {
+                parts.headers.insert(header::HOST, host.clone());
+            } else if !parts.headers.contains_key(header::HOST) {
                 parts.headers.insert(header::HOST, server.host.clone());
             }
         }

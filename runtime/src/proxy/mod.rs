@@ -628,7 +628,7 @@ fn upstream_path(route: &Route, ctx: &RequestCtx<'_>, uri: &Uri) -> PathAndQuery
 
 /// Copies bytes both ways between an upgraded client and the upstream's
 /// socket (`early`: what the upstream sent right after its `101` head).
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: (tokio::net::TcpStream, Bytes)) {
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: (crate::upstream::stream::Stream, Bytes)) {
     use tokio::io::AsyncWriteExt;
     let Ok(c) = client.await else {
         return;

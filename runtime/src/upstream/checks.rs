@@ -41,7 +41,13 @@ async fn check_loop(up: Arc<Upstream>, mut stop: watch::Receiver<bool>) {
         for b in &set.servers {
             let up = up.clone();
             let state = b.state.clone();
-            let authority = b.authority.clone();
+            // The server's own client: it dials this server, with the
+            // upstream's TLS when it has `tls`; `Host` as its requests get
+            // it under `host_header` (else the server's address).
+            let (authority, client) = match &b.host_header {
+                Some((_, name)) => (name.clone(), b.client.clone()),
+                None => (b.authority.clone(), b.client.clone()),
+            };
             let h = health.clone();
             checks.push(tokio::spawn(async move {
                 let uri = Uri::builder()
@@ -50,7 +56,7 @@ async fn check_loop(up: Arc<Upstream>, mut stop: watch::Receiver<bool>) {
                     .path_and_query(h.path.as_str())
                     .build();
                 let passed = match uri.ok().and_then(|u| Request::get(u).body(empty()).ok()) {
-                    Some(req) => match tokio::time::timeout(h.timeout.as_duration(), up.client.request(req)).await {
+                    Some(req) => match tokio::time::timeout(h.timeout.as_duration(), client.request(req)).await {
                         Ok(Ok(resp)) => {
                             let s = resp.status().as_u16();
                             s >= h.expect.0 && s <= h.expect.1

@@ -1,11 +1,12 @@
 //! hyper-util's pooled client, for what the gateway's own HTTP/1.1 client
 //! does not carry: proxied requests to `http2` servers (one multiplexed
 //! connection per server), aggregate parts and active health checks. Each
-//! server has a client whose connector always dials that server, whatever
-//! the request's URI says, so that an `http2` request can carry the
-//! client's host as `:authority` and still reach the server chosen; the
-//! upstream-wide client (health checks) dials the URI's address.
+//! server has a client whose connector always dials that server through its
+//! [`Dialer`] (with the upstream's TLS), whatever the request's URI says,
+//! so that a request can carry the client's host as `:authority` and still
+//! reach the server chosen.
 
+use super::stream::{Dialer, Stream};
 use super::{SendError, Server, UpstreamBody};
 use crate::body::Body;
 use gw_plan as plan;
@@ -13,32 +14,23 @@ use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
-/// Dials upstream servers: a fixed server (a server's own client), or the
-/// IP address and port of the request's URI (the upstream-wide client).
-/// Connecting is bounded by `connect_timeout`; the error is then
+/// Dials one server through its [`Dialer`] (TCP, then TLS when the
+/// upstream has `tls`), within `connect_timeout`; the error is then
 /// `io::ErrorKind::TimedOut`.
 #[derive(Clone, Debug)]
-pub struct Connector {
-    to: Option<SocketAddr>,
-    timeout: Duration,
+pub(crate) struct Connector {
+    to: Arc<Dialer>,
 }
 
-impl Connector {
-    pub fn new(to: Option<SocketAddr>, timeout: Duration) -> Connector {
-        Connector { to, timeout }
-    }
-}
-
-type Connecting = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<Stream>>> + Send>>;
 
 impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Stream>;
     type Error = std::io::Error;
     type Future = Connecting;
 
@@ -46,40 +38,16 @@ impl tower_service::Service<Uri> for Connector {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, uri: Uri) -> Connecting {
-        let (to, timeout) = (self.to, self.timeout);
-        Box::pin(async move {
-            let addr = match to {
-                Some(a) => a,
-                None => uri_addr(&uri).await?,
-            };
-            let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(r) => r?,
-                Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
-            };
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
-        })
+    fn call(&mut self, _: Uri) -> Connecting {
+        let to = self.to.clone();
+        Box::pin(async move { Ok(TokioIo::new(to.dial().await?)) })
     }
 }
 
-/// The socket address a URI names (port 80 by default).
-async fn uri_addr(uri: &Uri) -> std::io::Result<SocketAddr> {
-    let host = uri.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    tokio::net::lookup_host((host, port))
-        .await?
-        .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
-}
+pub(crate) type HttpClient = Client<Connector, Body>;
 
-pub type HttpClient = Client<Connector, Body>;
-
-/// A pooled client for `config`'s servers dialling `to` (or the URI's address).
-pub(crate) fn http_client(config: &plan::Upstream, to: Option<SocketAddr>) -> HttpClient {
+/// A pooled client for `config`'s server that `to` dials.
+pub(crate) fn http_client(config: &plan::Upstream, to: Arc<Dialer>) -> HttpClient {
     let mut builder = Client::builder(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
@@ -90,7 +58,7 @@ pub(crate) fn http_client(config: &plan::Upstream, to: Option<SocketAddr>) -> Ht
     if config.http2 {
         builder.http2_keep_alive_interval(Some(Duration::from_secs(30)));
     }
-    builder.build(Connector::new(to, config.connect_timeout.as_duration()))
+    builder.build(Connector { to })
 }
 
 impl Server {

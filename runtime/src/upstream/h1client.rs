@@ -1,5 +1,6 @@
 //! The gateway's own HTTP/1.1 client for proxied requests: one exchange on
-//! one upstream TCP connection, driven by the request's own task — no
+//! one upstream connection (TCP, or TLS over TCP for a `tls` upstream:
+//! `stream::Stream`), driven by the request's own task — no
 //! connection task, no channel between the request and its connection, so a
 //! response costs no extra task wake-up.
 //!
@@ -38,6 +39,7 @@
 //! to one module (about 170 of its lines are tests).
 
 use super::pool::H1Pool;
+use super::stream::Stream;
 use super::{SendError, UpstreamBody};
 use crate::body::{Body, BoxError};
 use crate::bufpool::UPSTREAM;
@@ -52,8 +54,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncReadExt, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// A response head (status line and headers) may be at most this long.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -182,7 +183,7 @@ impl Writer {
     }
 
     /// Sends what it can; `Ready(Ok)` once the whole request is written.
-    fn poll_write(&mut self, cx: &mut Context<'_>, stream: &mut TcpStream) -> Poll<Result<(), WriteError>> {
+    fn poll_write(&mut self, cx: &mut Context<'_>, stream: &mut Stream) -> Poll<Result<(), WriteError>> {
         loop {
             if !self.primed {
                 self.primed = true;
@@ -213,6 +214,13 @@ impl Writer {
                     Poll::Ready(Ok(n)) => self.sent += n,
                 }
                 continue;
+            }
+            // What TLS holds back goes out before the request is done or
+            // waits on its body (a plain socket holds nothing back).
+            if let Stream::Tls(_) = stream {
+                if let Err(e) = ready!(Pin::new(&mut *stream).poll_flush(cx)) {
+                    return Poll::Ready(Err(WriteError::Io(e)));
+                }
             }
             if self.body.is_none() {
                 return Poll::Ready(Ok(()));
@@ -277,7 +285,7 @@ impl Writer {
 
 /// The connection and what has been read from it but not used yet.
 struct Wire {
-    stream: TcpStream,
+    stream: Stream,
     rbuf: BytesMut,
     /// The request was not sent whole (a write failed, or the answer came
     /// first and the body was abandoned): the connection cannot be reused.
@@ -414,7 +422,11 @@ pub(crate) fn send(
 }
 
 /// Writes a replayed request on a fresh connection and reads the answer's head.
-pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Result<Response<UpstreamBody>, Failed> {
+pub(crate) async fn replay(
+    pool: &Arc<H1Pool>,
+    stream: Stream,
+    replay: Replay,
+) -> Result<Response<UpstreamBody>, Failed> {
     let writer = Writer {
         out: replay.bytes,
         body: None,
@@ -436,7 +448,7 @@ pub async fn replay(pool: &Arc<H1Pool>, stream: TcpStream, replay: Replay) -> Re
 /// may then be replayed on a fresh one).
 pub(crate) async fn exchange(
     pool: &Arc<H1Pool>,
-    stream: TcpStream,
+    stream: Stream,
     reused: bool,
     encoded: Encoded,
 ) -> Result<Response<UpstreamBody>, Failed> {
@@ -951,7 +963,7 @@ impl fmt::Debug for ResponseBody {
 impl ResponseBody {
     /// The socket of a `101 Switching Protocols` answer and the bytes read
     /// past its head, for the tunnel; `None` for any other answer.
-    pub fn into_upgraded(mut self) -> Option<(TcpStream, Bytes)> {
+    pub(crate) fn into_upgraded(mut self) -> Option<(Stream, Bytes)> {
         if !matches!(self.framing, Framing::Upgrade) {
             return None;
         }
@@ -1069,14 +1081,27 @@ impl HttpBody for ResponseBody {
 /// socket has shown no readiness since its last read; otherwise one
 /// non-blocking read: nothing to read → usable; end of stream, an error or
 /// unexpected bytes → not.
-pub fn usable(stream: &TcpStream) -> bool {
+///
+/// A TLS connection reads what came through TLS instead: a server may send
+/// records while the connection is idle that are not data (TLS 1.3 session
+/// tickets, which rustls takes in), and only data, an alert or the end of
+/// the stream make it unusable.
+pub(crate) fn usable(stream: &mut Stream) -> bool {
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
+    match stream.tcp().poll_read_ready(&mut cx) {
         Poll::Pending => true,
         Poll::Ready(Err(_)) => false,
         Poll::Ready(Ok(())) => {
             let mut probe = [0u8; 1];
-            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            match stream {
+                Stream::Plain(s) => {
+                    matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                }
+                Stream::Tls(s) => {
+                    let mut buf = ReadBuf::new(&mut probe);
+                    Pin::new(&mut **s).poll_read(&mut cx, &mut buf).is_pending()
+                }
+            }
         }
     }
 }
@@ -1348,20 +1373,20 @@ mod tests {
             encode(req.expect("a request"))
         };
         #[allow(deprecated)] // SO_LINGER 0: the close resets at once, never blocks
-        let reset = |s: TcpStream| {
+        let reset = |s: tokio::net::TcpStream| {
             let _ = s.set_linger(Some(std::time::Duration::ZERO));
             drop(s);
         };
         // Reset before any byte went: the upstream never had the request,
         // which may go again on a fresh connection.
-        let client = TcpStream::connect(addr).await.expect("connect");
+        let client = Stream::Plain(tokio::net::TcpStream::connect(addr).await.expect("connect"));
         reset(listener.accept().await.expect("accept").0);
-        let _ = client.readable().await; // the reset has come
+        let _ = client.tcp().readable().await; // the reset has come
         let out = exchange(&pool, client, true, post(16)).await;
         assert!(matches!(out, Err(Failed::Replay(_))), "nothing sent: a replay");
         // Reset once part of the request went: the upstream may have acted
         // on it, so it is not sent again.
-        let client = TcpStream::connect(addr).await.expect("connect");
+        let client = Stream::Plain(tokio::net::TcpStream::connect(addr).await.expect("connect"));
         let (mut server, _) = listener.accept().await.expect("accept");
         let sending = {
             let pool = pool.clone();

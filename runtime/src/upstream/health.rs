@@ -88,6 +88,8 @@ pub struct ServerState {
     consecutive_errors: AtomicU32,
     ejections: AtomicU32,
     in_flight: AtomicU32,
+    /// Handshakes that failed (`tls` upstreams), for `/metrics`.
+    tls_errors: AtomicU64,
 }
 
 impl ServerState {
@@ -102,7 +104,18 @@ impl ServerState {
             consecutive_errors: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
+            tls_errors: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a failed TLS handshake with this server.
+    pub fn count_tls_error(&self) {
+        self.tls_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed TLS handshakes with this server so far.
+    pub fn tls_errors(&self) -> u64 {
+        self.tls_errors.load(Ordering::Relaxed)
     }
 
     /// Healthy by active checks and not ejected at `now` (see
@@ -243,6 +256,8 @@ impl ServerState {
             .store(old.consecutive_errors.load(Ordering::Relaxed), Ordering::Relaxed);
         self.ejections
             .store(old.ejections.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.tls_errors
+            .store(old.tls_errors.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// For tests and the admin API.

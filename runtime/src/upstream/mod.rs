@@ -8,8 +8,11 @@
 //! Each server has its own connections: HTTP/1.1 requests go through the
 //! gateway's own client (`h1client`) over the server's pool of idle
 //! sockets ([`pool`]); `http2` servers, aggregate parts and health checks
-//! use hyper-util's client (`client`). The request's task drives its
-//! exchange itself: no connection task, no channel.
+//! use hyper-util's client (`client`). Both dial through the server's
+//! [`stream::Dialer`]: plain TCP, or TLS when the upstream has `tls` (one
+//! rustls client per upstream, so its servers share a session cache). The
+//! request's task drives its exchange itself: no connection task, no
+//! channel.
 //!
 //! Nothing here knows the client side of the gateway: a request arrives as a
 //! `Request` whose URI and headers the proxy has already made, and an
@@ -23,6 +26,7 @@ pub(crate) mod client;
 pub(crate) mod h1client;
 pub mod health;
 mod pool;
+pub(crate) mod stream;
 
 use crate::body::Body;
 use crate::clock::now_millis;
@@ -42,8 +46,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::net::TcpStream;
+use stream::{Dialer, Stream};
 
 /// Why an exchange with a server failed.
 #[derive(Debug)]
@@ -76,6 +79,9 @@ pub(crate) struct Server {
     pub host: hyper::header::HeaderValue,
     /// `ADDR` as text, for logs (shared, not copied per request).
     pub label: Arc<str>,
+    /// The `Host` (and h2 `:authority`) its requests carry when the
+    /// upstream's `host_header` is `server` or a name; `None`: the client's.
+    pub host_header: Option<(hyper::header::HeaderValue, hyper::http::uri::Authority)>,
     /// This server's client (`http2` upstreams, aggregate parts).
     pub(crate) client: HttpClient,
     /// This server's HTTP/1.1 connections (proxied requests).
@@ -107,7 +113,7 @@ pub(crate) enum UpstreamBody {
 impl UpstreamBody {
     /// The upstream socket of a `101 Switching Protocols` answer (HTTP/1.1)
     /// and the bytes that came after its head.
-    pub(crate) fn into_upgraded(self) -> Option<(TcpStream, bytes::Bytes)> {
+    pub(crate) fn into_upgraded(self) -> Option<(Stream, bytes::Bytes)> {
         match self {
             UpstreamBody::H1(b) => b.into_upgraded(),
             UpstreamBody::H2(_) => None,
@@ -186,9 +192,9 @@ pub(crate) struct Upstream {
     pub name: String,
     pub config: plan::Upstream,
     pub set: ArcSwap<ServerSet>,
-    /// A client that dials the address in the request's URI (health checks,
-    /// aggregate parts); proxied requests use their server's own client.
-    pub(crate) client: HttpClient,
+    /// The upstream's TLS client (`tls`), shared by its servers: one
+    /// session cache. `Err`: its settings could not be loaded.
+    tls: Option<Result<Arc<rustls::ClientConfig>, Arc<str>>>,
     /// The hash key's source for `hash(...)` (client IP for `ip_hash`).
     pub key: Option<Reference>,
     pub ip_hash: bool,
@@ -224,12 +230,28 @@ pub(crate) fn split_host_port(address: &str) -> Option<(&str, u16)> {
     Some((host, port))
 }
 
-/// Dials `addr` within `timeout` (the layer-4 proxy's connections).
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")),
-    }
+/// The `Host` of `config`'s requests to the server written `address`:
+/// `None` for the client's own (`host_header client`); the server's
+/// `host[:port]` as written, without the scheme's default port
+/// (`host_header server`, as nginx sends); or the fixed name.
+fn host_header(
+    config: &plan::Upstream,
+    address: &str,
+) -> Option<(hyper::header::HeaderValue, hyper::http::uri::Authority)> {
+    let text = match &config.host_header {
+        plan::HostHeader::Client => return None,
+        plan::HostHeader::Fixed(name) => name.clone(),
+        plan::HostHeader::Server => {
+            let default_port = if config.tls.is_some() { 443 } else { 80 };
+            match split_host_port(address) {
+                Some((_, port)) if port == default_port => address[..address.rfind(':')?].to_string(),
+                _ => address.to_string(),
+            }
+        }
+    };
+    let value = hyper::header::HeaderValue::from_str(&text).ok()?;
+    let authority = text.parse().ok()?;
+    Some((value, authority))
 }
 
 /// Resolves a server address: IP literals directly, names through DNS.
@@ -259,10 +281,21 @@ impl Upstream {
     /// server states of the plan being replaced (by server id), so that
     /// unchanged servers keep their health.
     pub async fn build(config: &plan::Upstream, previous: &HashMap<String, Arc<ServerState>>) -> Upstream {
+        let tls = config.tls.as_ref().map(|t| {
+            let alpn: &[&[u8]] = if config.http2 {
+                &[crate::tls_client::H2]
+            } else {
+                &[crate::tls_client::HTTP_11]
+            };
+            crate::tls_client::client_config(t, alpn).map_err(|e| {
+                tracing::error!(upstream = %config.name, error = %e, "upstream TLS settings unusable: every connection to it will fail");
+                Arc::<str>::from(e)
+            })
+        });
         let mut servers = Vec::new();
         for s in &config.servers {
             for addr in resolve(&s.address).await {
-                servers.push(Server::new(config, s, addr, previous));
+                servers.push(Server::new(config, s, addr, previous, tls.as_ref()));
             }
         }
         let strategy = strategy_of(&config.balance);
@@ -271,13 +304,12 @@ impl Upstream {
             plan::Balance::IpHash => (None, true),
             _ => (None, false),
         };
-        let client = http_client(config, None);
         let eject = EjectPolicy::of(config.eject.as_ref());
         Upstream {
             name: config.name.clone(),
             config: config.clone(),
             set: ArcSwap::from_pointee(ServerSet::new(servers, strategy)),
-            client,
+            tls,
             key,
             ip_hash,
             eject,
@@ -317,7 +349,7 @@ impl Upstream {
                     Some(b) if b.state.weight == s.weight.max(1) && b.state.backup == s.backup => {
                         servers.push(b.same());
                     }
-                    _ => servers.push(Server::new(&self.config, s, addr, &HashMap::new())),
+                    _ => servers.push(Server::new(&self.config, s, addr, &HashMap::new(), self.tls.as_ref())),
                 }
             }
         }
@@ -359,6 +391,7 @@ impl Server {
             authority: self.authority.clone(),
             host: self.host.clone(),
             label: self.label.clone(),
+            host_header: self.host_header.clone(),
             client: self.client.clone(),
             h1: self.h1.clone(),
         }
@@ -371,6 +404,7 @@ impl Server {
         s: &plan::Server,
         addr: SocketAddr,
         previous: &HashMap<String, Arc<ServerState>>,
+        tls: Option<&Result<Arc<rustls::ClientConfig>, Arc<str>>>,
     ) -> Server {
         let id = format!("{}@{}", s.address, addr);
         let state = match previous.get(&id) {
@@ -389,14 +423,17 @@ impl Server {
             .unwrap_or_else(|_| hyper::http::uri::Authority::from_static("invalid"));
         let host = hyper::header::HeaderValue::from_str(&label)
             .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("invalid"));
+        let written = split_host_port(&s.address).map_or("", |(h, _)| h);
+        let dialer = Arc::new(Dialer::new(config, written, addr, tls, state.clone()));
         Server {
             state,
             addr,
             authority,
             host,
             label,
-            client: http_client(config, Some(addr)),
-            h1: Arc::new(H1Pool::new(config, addr)),
+            host_header: host_header(config, &s.address),
+            client: http_client(config, dialer.clone()),
+            h1: Arc::new(H1Pool::new(config, dialer)),
         }
     }
 }
@@ -410,5 +447,33 @@ pub(crate) mod tests {
     pub(crate) async fn upstream() -> Upstream {
         let plan = crate::testdata::plan(crate::testdata::ONE_UPSTREAM);
         Upstream::build(&plan.upstreams[0], &HashMap::new()).await
+    }
+
+    #[test]
+    fn host_header_server_is_the_written_host_without_the_scheme_s_default_port() {
+        let plan = crate::testdata::plan(crate::testdata::ONE_UPSTREAM);
+        let mut c = plan.upstreams[0].clone();
+        let host = |c: &plan::Upstream, a: &str| {
+            host_header(c, a).map(|(h, authority)| {
+                assert_eq!(h.as_bytes(), authority.as_str().as_bytes(), "Host and :authority agree");
+                String::from_utf8_lossy(h.as_bytes()).into_owned()
+            })
+        };
+        assert_eq!(host(&c, "backend.test:80"), None, "client: the request's own");
+        c.host_header = plan::HostHeader::Server;
+        assert_eq!(host(&c, "backend.test:80").as_deref(), Some("backend.test"));
+        assert_eq!(host(&c, "backend.test:443").as_deref(), Some("backend.test:443"));
+        assert_eq!(host(&c, "[::1]:8080").as_deref(), Some("[::1]:8080"));
+        c.tls = Some(plan::UpstreamTls::default());
+        assert_eq!(
+            host(&c, "billing.example.com:443").as_deref(),
+            Some("billing.example.com")
+        );
+        assert_eq!(
+            host(&c, "billing.example.com:80").as_deref(),
+            Some("billing.example.com:80")
+        );
+        c.host_header = plan::HostHeader::Fixed("api.example.com".into());
+        assert_eq!(host(&c, "10.0.0.1:443").as_deref(), Some("api.example.com"));
     }
 }

@@ -11,6 +11,7 @@
 //! been read to its end, and it says whether an idle socket is still usable
 //! (a connection the server closed while idle is noticed as it is taken).
 
+use super::stream::{DialError, Dialer, Stream};
 use super::SendError;
 use crate::clock::now_millis;
 use gw_plan as plan;
@@ -19,11 +20,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// An idle HTTP/1.1 connection and when it became idle ([`now_millis`]).
 struct Idle {
-    stream: TcpStream,
+    stream: Stream,
     since: u64,
 }
 
@@ -47,8 +47,8 @@ pub fn set_worker_index(i: usize) {
 
 /// One server's HTTP/1.1 connections (see the module docs).
 pub struct H1Pool {
-    addr: SocketAddr,
-    connect_timeout: Duration,
+    /// The server's address, `connect_timeout` and TLS.
+    dialer: Arc<Dialer>,
     max_idle: usize,
     idle_timeout: u64,
     /// One stack per worker thread.
@@ -61,16 +61,15 @@ pub struct H1Pool {
 impl std::fmt::Debug for H1Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("H1Pool")
-            .field("addr", &self.addr)
+            .field("addr", &self.dialer.addr)
             .finish_non_exhaustive()
     }
 }
 
 impl H1Pool {
-    pub(crate) fn new(config: &plan::Upstream, addr: SocketAddr) -> H1Pool {
+    pub(crate) fn new(config: &plan::Upstream, dialer: Arc<Dialer>) -> H1Pool {
         H1Pool {
-            addr,
-            connect_timeout: config.connect_timeout.as_duration(),
+            dialer,
             // `max_idle` counts per server: each thread keeps its share.
             max_idle: (config.pool.max_idle as usize).div_ceil(WORKERS.load(Ordering::Relaxed).max(1)),
             idle_timeout: config.pool.idle_timeout.0.max(1),
@@ -89,11 +88,11 @@ impl H1Pool {
 
     /// The most recently used idle connection that is still fresh and that
     /// `usable` accepts (the client's check that it is still open).
-    pub(crate) fn take(&self, usable: impl Fn(&TcpStream) -> bool) -> Option<TcpStream> {
+    pub(crate) fn take(&self, usable: impl Fn(&mut Stream) -> bool) -> Option<Stream> {
         let now = now_millis();
         let mut idle = self.lock();
-        while let Some(c) = idle.pop() {
-            if now.saturating_sub(c.since) < self.idle_timeout && usable(&c.stream) {
+        while let Some(mut c) = idle.pop() {
+            if now.saturating_sub(c.since) < self.idle_timeout && usable(&mut c.stream) {
                 return Some(c.stream);
             }
         }
@@ -103,7 +102,7 @@ impl H1Pool {
     /// Parks a connection whose exchange ended cleanly (its body read to the
     /// end, both sides willing to keep it), unless the stack is full. The
     /// first one starts the reaper, which closes what `usable` refuses.
-    pub(crate) fn park(self: Arc<Self>, stream: TcpStream, usable: fn(&TcpStream) -> bool) {
+    pub(crate) fn park(self: Arc<Self>, stream: Stream, usable: fn(&mut Stream) -> bool) {
         if self.max_idle == 0 {
             return;
         }
@@ -126,24 +125,27 @@ impl H1Pool {
 
     /// The server's address.
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+        self.dialer.addr
     }
 
-    /// Dials the server.
-    pub(crate) async fn connect(&self) -> Result<TcpStream, SendError> {
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) => return Err(SendError::Connect { timed_out: false }),
-            Err(_) => return Err(SendError::Connect { timed_out: true }),
-        };
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+    /// How the server's connections are made.
+    pub(crate) fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
+    /// Dials the server (and shakes hands, with `tls`).
+    pub(crate) async fn connect(&self) -> Result<Stream, SendError> {
+        match self.dialer.dial().await {
+            Ok(s) => Ok(s),
+            Err(DialError::TimedOut) => Err(SendError::Connect { timed_out: true }),
+            Err(DialError::Io(_) | DialError::Tls) => Err(SendError::Connect { timed_out: false }),
+        }
     }
 }
 
 /// Closes the connections of `pool` idle for longer than `timeout` ms, or
 /// that `usable` refuses.
-async fn reap(pool: Weak<H1Pool>, timeout: u64, usable: fn(&TcpStream) -> bool) {
+async fn reap(pool: Weak<H1Pool>, timeout: u64, usable: fn(&mut Stream) -> bool) {
     let every = Duration::from_millis((timeout / 2).clamp(50, 30_000));
     loop {
         tokio::time::sleep(every).await;
@@ -154,9 +156,13 @@ async fn reap(pool: Weak<H1Pool>, timeout: u64, usable: fn(&TcpStream) -> bool) 
                 let mut idle = lock_stack(stack);
                 let (keep, stale) = std::mem::take(&mut *idle)
                     .into_iter()
-                    .partition(|c| now.saturating_sub(c.since) < timeout && usable(&c.stream));
-                *idle = keep;
-                stale
+                    .map(|mut c| {
+                        let fresh = now.saturating_sub(c.since) < timeout && usable(&mut c.stream);
+                        (c, fresh)
+                    })
+                    .partition::<Vec<_>, _>(|(_, fresh)| *fresh);
+                *idle = keep.into_iter().map(|(c, _)| c).collect();
+                stale.into_iter().map(|(c, _)| c).collect()
             };
             drop(stale);
         }
