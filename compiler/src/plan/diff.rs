@@ -605,6 +605,12 @@ fn name_index(v: &mut Value, field: &str, name_of: impl Fn(usize) -> String) {
 /// `127.0.0.1:8080`, `:8443 tls`, `:5432 tcp`: the address and kind a
 /// reload compares.
 fn listener_name(l: &Listener) -> String {
+    if l.proxy_protocol {
+        return match l.kind {
+            ListenerKind::Tls { .. } => format!("{} proxy_protocol tls", l.address),
+            _ => format!("{} proxy_protocol", l.address),
+        };
+    }
     match l.kind {
         ListenerKind::Http => l.address.clone(),
         ListenerKind::Tls { .. } => format!("{} tls", l.address),
@@ -615,12 +621,19 @@ fn listener_name(l: &Listener) -> String {
 fn listener(plan: &Plan, l: &Listener) -> Item {
     let facts = match &l.kind {
         ListenerKind::Http => Vec::new(),
-        ListenerKind::Tls { certificates } => certificates
+        ListenerKind::Tls {
+            certificates,
+            client_auth,
+        } => certificates
             .iter()
             .map(|c| {
                 let which = c.sni.as_deref().map_or("default".to_string(), |s| format!("sni {s}"));
                 fact(format!("certificate {which}"), format!("cert {} key {}", c.cert, c.key))
             })
+            .chain(client_auth.iter().map(|a| {
+                let how = if a.required { "required" } else { "optional" };
+                fact("client_ca", format!("{} client_auth {how}", a.ca))
+            }))
             .collect(),
         ListenerKind::Tcp { upstream } => vec![fact("->", upstream_name(plan, *upstream))],
     };

@@ -24,10 +24,11 @@ pub mod limit;
 pub mod redis;
 
 use crate::body::Body;
+use crate::conn::ClientCert;
 use crate::error::status_response;
 use crate::metrics::Rejection;
 use crate::request::RequestCtx;
-use gw_plan::words::Reference;
+use gw_plan::words::{CertField, Reference};
 use gw_plan::{AuthKind, Plan, RequireOp, Route};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
@@ -200,8 +201,9 @@ pub(crate) fn check<'a, B>(
     route: &'a Route,
     req: &'a Request<B>,
     client_ip: IpAddr,
+    client_cert: Option<&'a ClientCert>,
 ) -> impl Future<Output = Result<Identity, Rejected>> + Send + 'a {
-    check_parts(policies, route, req.headers(), req.uri(), client_ip)
+    check_parts(policies, route, req.headers(), req.uri(), client_ip, client_cert)
 }
 
 /// [`check`] over the parts of a request.
@@ -211,6 +213,7 @@ pub(crate) async fn check_parts(
     headers: &HeaderMap,
     uri: &Uri,
     client_ip: IpAddr,
+    client_cert: Option<&ClientCert>,
 ) -> Result<Identity, Rejected> {
     let mut identity = Identity::default();
     if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
@@ -234,6 +237,7 @@ pub(crate) async fn check_parts(
         params: None,
         claims: identity.claims.as_deref(),
         api_key: identity.api_key.as_deref(),
+        client_cert,
     };
     for r in &route.requires {
         if !require_holds(&ctx, &r.subject, &r.op) {
@@ -254,12 +258,26 @@ pub(crate) async fn check_parts(
 }
 
 /// Whether `subject op` holds for this request. A missing value satisfies
-/// only `!=`.
+/// only `!=`; but a connection without a client certificate satisfies no
+/// `require` on `client_cert.*` (403, whatever the operator).
 pub(crate) fn require_holds(ctx: &RequestCtx<'_>, subject: &Reference, op: &RequireOp) -> bool {
+    if matches!(subject, Reference::ClientCert(_)) && ctx.client_cert.is_none() {
+        return false;
+    }
+    if let (RequireOp::InRanges(nets), Reference::ClientIp) = (op, subject) {
+        let ip = ctx.client_ip.to_canonical();
+        return nets.iter().any(|n| n.contains(&ip));
+    }
     let value = ctx.value(subject);
     match (op, value.as_deref()) {
+        (RequireOp::Has(v), _) if *subject == Reference::ClientCert(CertField::San) => {
+            ctx.client_cert.is_some_and(|c| c.san.iter().any(|name| name == v))
+        }
         (RequireOp::Has(v), _) => has(ctx.claims, subject, value.as_deref(), v),
         (RequireOp::In(vs), Some(x)) => vs.iter().any(|v| v == x),
+        (RequireOp::InRanges(nets), Some(x)) => x
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| nets.iter().any(|n| n.contains(&ip.to_canonical()))),
         (RequireOp::Eq(v), Some(x)) => v == x,
         (RequireOp::Ne(v), Some(x)) => v != x,
         (RequireOp::Ne(_), None) => true,
