@@ -14,6 +14,63 @@ use hyper::{StatusCode, Uri, Version};
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
 
+/// What `client_cert.*` reads of a connection's verified client
+/// certificate: made once per connection, after its handshake, and only on
+/// a listener with `client_ca` (the only one that receives certificates).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClientCert {
+    /// `client_cert.subject`: the subject's distinguished name (RFC 4514
+    /// order as x509-parser writes it: `CN=orders, O=shop`).
+    pub subject: String,
+    /// `client_cert.san`: every DNS, URI and IP subject alternative name,
+    /// in the certificate's order.
+    pub san: Vec<String>,
+    /// The names joined with `, `: what a template renders.
+    pub san_text: String,
+    /// `client_cert.fingerprint`: SHA-256 of the DER, lower-case hex.
+    pub fingerprint: String,
+}
+
+impl ClientCert {
+    /// Reads a certificate rustls has already verified. The subject and
+    /// names are x509-parser's (rustls-webpki checks them but exposes
+    /// neither); a certificate it cannot read keeps its fingerprint only.
+    pub fn from_der(der: &[u8]) -> ClientCert {
+        use sha2::Digest as _;
+        use std::fmt::Write as _;
+        use x509_parser::extensions::GeneralName;
+        let mut fingerprint = String::with_capacity(64);
+        for b in sha2::Sha256::digest(der) {
+            let _ = write!(fingerprint, "{b:02x}");
+        }
+        let mut cert = ClientCert {
+            fingerprint,
+            ..ClientCert::default()
+        };
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(der) else {
+            return cert;
+        };
+        cert.subject = parsed.subject().to_string();
+        if let Ok(Some(ext)) = parsed.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                let text = match name {
+                    GeneralName::DNSName(d) => d.to_string(),
+                    GeneralName::URI(u) => u.to_string(),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default()).to_string(),
+                        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default()).to_string(),
+                        _ => continue,
+                    },
+                    _ => continue,
+                };
+                cert.san.push(text);
+            }
+        }
+        cert.san_text = cert.san.join(", ");
+        cert
+    }
+}
+
 /// The request data references read.
 pub(crate) struct RequestCtx<'a> {
     pub client_ip: IpAddr,
@@ -25,7 +82,7 @@ pub(crate) struct RequestCtx<'a> {
     /// The name of the API key that authenticated the request.
     pub api_key: Option<&'a str>,
     /// The connection's verified client certificate (mTLS).
-    pub client_cert: Option<&'a crate::conn::ClientCert>,
+    pub client_cert: Option<&'a ClientCert>,
 }
 
 impl<'a> RequestCtx<'a> {

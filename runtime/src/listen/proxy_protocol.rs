@@ -116,6 +116,27 @@ pub(crate) async fn read(stream: &mut TcpStream, peer: SocketAddr, wait: Duratio
     tokio::time::timeout(wait, reading).await.ok().flatten()
 }
 
+/// The fuzz target's body (`fuzz/fuzz_targets/proxy_header.rs`): framing
+/// and parsing never panic, a header framed is within the bounds and the
+/// bytes given, and framing never changes its mind as more bytes come —
+/// every prefix frames as "more" or as the whole does.
+pub fn fuzz_proxy_header(data: &[u8]) {
+    let whole = frame(data);
+    if let Frame::Header(n) = whole {
+        assert!(n <= 16 + MAX_V2_BODY, "a header of {n} bytes");
+        if let Some(header) = data.get(..n) {
+            let _ = source(header);
+        }
+    }
+    for k in 0..data.len().min(16 + V1_MAX + 1) {
+        let part = frame(&data[..k]);
+        assert!(
+            part == Frame::More || part == whole,
+            "{k} bytes frame as {part:?}, all of them as {whole:?}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

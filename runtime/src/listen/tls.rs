@@ -6,9 +6,10 @@
 //! certificate's identity ([`ClientCert`], read once per connection).
 
 use super::{serve_connection, Accepted, Proto};
-use crate::conn::{ClientCert, Conn, ConnGuard};
+use crate::conn::{Conn, ConnGuard};
 use crate::loaded::Shared;
 use crate::metrics::Rejection;
+use crate::request::ClientCert;
 use crate::secrets;
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -24,10 +24,9 @@ pub mod limit;
 pub mod redis;
 
 use crate::body::Body;
-use crate::conn::ClientCert;
 use crate::error::status_response;
 use crate::metrics::Rejection;
-use crate::request::RequestCtx;
+use crate::request::{ClientCert, RequestCtx};
 use gw_plan::words::{CertField, Reference};
 use gw_plan::{AuthKind, Plan, RequireOp, Route};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
