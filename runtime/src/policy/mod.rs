@@ -351,3 +351,69 @@ pub(crate) fn credential<'h>(
     }
     Some(raw)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gw_plan::words::CertField;
+
+    fn ctx<'a>(headers: &'a HeaderMap, cert: Option<&'a ClientCert>, ip: &str) -> RequestCtx<'a> {
+        RequestCtx {
+            client_ip: ip.parse().expect("an address"),
+            headers,
+            query: None,
+            params: None,
+            claims: None,
+            api_key: None,
+            client_cert: cert,
+        }
+    }
+
+    #[test]
+    fn no_require_on_a_client_certificate_holds_without_one() {
+        let headers = HeaderMap::new();
+        let san = Reference::ClientCert(CertField::San);
+        let none = ctx(&headers, None, "127.0.0.1");
+        for op in [
+            RequireOp::Ne("spiffe://x".into()),
+            RequireOp::Has("spiffe://x".into()),
+            RequireOp::Eq(String::new()),
+        ] {
+            assert!(!require_holds(&none, &san, &op), "{op:?}");
+        }
+        let cert = ClientCert {
+            san: vec!["spiffe://shop/orders".into(), "orders.test".into()],
+            san_text: "spiffe://shop/orders, orders.test".into(),
+            ..ClientCert::default()
+        };
+        let some = ctx(&headers, Some(&cert), "127.0.0.1");
+        assert!(require_holds(&some, &san, &RequireOp::Has("orders.test".into())));
+        assert!(!require_holds(&some, &san, &RequireOp::Has("orders".into())));
+        assert!(require_holds(&some, &san, &RequireOp::Ne("spiffe://x".into())));
+    }
+
+    #[test]
+    fn client_ip_in_takes_ranges_of_both_families() {
+        let headers = HeaderMap::new();
+        let nets: Vec<ipnet::IpNet> = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1/32"]
+            .iter()
+            .map(|n| n.parse().expect("a range"))
+            .collect();
+        let op = RequireOp::InRanges(nets);
+        for (ip, want) in [
+            ("10.200.1.1", true),
+            ("11.0.0.1", false),
+            ("::ffff:10.1.1.1", true),
+            ("2001:db8:ffff::1", true),
+            ("2001:db9::1", false),
+            ("192.0.2.1", true),
+            ("192.0.2.2", false),
+        ] {
+            assert_eq!(
+                require_holds(&ctx(&headers, None, ip), &Reference::ClientIp, &op),
+                want,
+                "{ip}"
+            );
+        }
+    }
+}
