@@ -463,7 +463,7 @@ fn the_word_readers_find_what_they_should() {
     let roots = pest.reference_roots.expect("roots");
     assert_eq!(
         roots.iter().map(String::as_str).collect::<Vec<_>>(),
-        ["claim", "cookie", "header", "param", "query"]
+        ["claim", "client_cert", "cookie", "header", "param", "query"]
     );
     let units = pest.units.expect("units");
     for unit in ["ms", "KiB", "B", "minute", "h"] {

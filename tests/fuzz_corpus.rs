@@ -104,6 +104,11 @@ fn route_corpus_replays() {
     replay("route");
 }
 
+#[test]
+fn proxy_header_corpus_replays() {
+    replay("proxy_header");
+}
+
 /// Every corpus has its test above and every fuzz target a corpus, and
 /// every folder of `fuzz/corpus/` and `fuzz/regressions/` is a corpus's, so
 /// that nothing is silently left out.

@@ -51,6 +51,7 @@ mod runtime_layers;
 mod schema;
 mod secrets;
 mod serve_admin;
+mod serve_edge;
 mod serve_harness;
 mod serve_health;
 mod serve_limits;

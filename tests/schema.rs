@@ -85,7 +85,7 @@ fn every_keyword_set_of_the_grammar_equals_its_context_in_the_schema() {
     // the schema contexts they must equal)
     let sets: &[(&[&str], bool, &[Context])] = &[
         (&["top_kw"], false, &[Top]),
-        (&["listen_tls", "listen_tcp"], false, &[Listen]),
+        (&["listen_tls", "listen_tcp", "listen_proxy"], false, &[Listen]),
         (&["tls_kw"], false, &[Tls]),
         (&["tls_cert"], true, &[Cert]),
         (&["limits_kw"], false, &[Limits]),

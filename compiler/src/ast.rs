@@ -21,6 +21,8 @@ pub struct Config {
     pub stores: Vec<Store>,
     pub routes: Vec<Route>,
     pub tests: Vec<Test>,
+    /// `trust_proxies [...]` (every such declaration's ranges together).
+    pub trust_proxies: Vec<Spanned<ipnet::IpNet>>,
     /// Names that declarations with a syntax error would have defined, by
     /// keyword (`("upstream", "orders")`): a reference to one is not also
     /// "unknown" (GW0101), since the mistake is already reported.
@@ -146,6 +148,8 @@ pub enum Source {
 pub struct Listen {
     pub address: Spanned<Address>,
     pub kind: ListenKind,
+    /// `proxy_protocol`: connections start with a PROXY header.
+    pub proxy_protocol: bool,
     pub span: Span,
 }
 
@@ -156,6 +160,10 @@ pub enum ListenKind {
     Tls {
         certs: Vec<Certificate>,
         tls_span: Span,
+        /// `client_ca FILE`: ask clients for certificates signed by it.
+        client_ca: Option<Spanned<Source>>,
+        /// `client_auth required|optional` (`true`: required).
+        client_auth: Option<Spanned<bool>>,
     },
     /// `tcp -> upstream`.
     Tcp {
@@ -445,6 +453,8 @@ pub struct Require {
 pub enum RequireOp {
     Has(String),
     In(Vec<String>),
+    /// `client_ip in [...]`: addresses and CIDR ranges.
+    InRanges(Vec<ipnet::IpNet>),
     Eq(String),
     Ne(String),
 }

@@ -64,12 +64,14 @@ codes! {
     GW0403 Error "TLS listener without a usable certificate and key",
     GW0404 Error "`env(\"X\")` not set",
     GW0405 Error "upstream TLS settings unusable (a file missing, a key not its certificate's, a CA without certificates)",
+    GW0406 Error "`client_ca` of a TLS listener missing, unreadable, or holding no certificate",
     GW0501 Warning "upstream, auth, limit or store defined and never used",
     GW0502 Warning "retry on a route that accepts non-idempotent methods",
     GW0503 Warning "plain-HTTP listener carries routes with auth",
     GW0504 Warning "resilience settings that contradict each other",
     GW0505 Warning "a secret written inline in the configuration",
     GW0506 Warning "a root configuration with routes and no `listen`",
+    GW0507 Warning "a route reading `client_cert.*` is also served by a listener without `client_ca`",
     GW0601 Error "an embedded `test` expectation fails",
 }
 

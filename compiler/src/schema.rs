@@ -266,9 +266,22 @@ use Context::*;
 pub const KEYWORDS: &[Keyword] = &[
     // ------------------------------------------------------------ declarations
     kw("import", Top, "import \"file.gw\"", "include another file").value("string"),
-    kw("listen", Top, "listen ADDR [tls {...} | tcp -> UPSTREAM]", "a listener").opens(Listen),
+    kw(
+        "listen",
+        Top,
+        "listen ADDR [proxy_protocol] [tls {...} | tcp -> UPSTREAM]",
+        "a listener",
+    )
+    .opens(Listen),
     kw("admin", Top, "admin ADDR", "the admin listener"),
     kw("limits", Top, "limits { ... }", "server-wide safety bounds").opens(Limits),
+    kw(
+        "trust_proxies",
+        Top,
+        "trust_proxies [\"CIDR\", ...]",
+        "the proxies whose X-Forwarded-For is believed",
+    )
+    .value("list of addresses or CIDR ranges"),
     kw("upstream", Top, "upstream NAME { ... }", "a pool of servers")
         .opens(Upstream)
         .defines(NameKind::Upstream),
@@ -306,6 +319,13 @@ pub const KEYWORDS: &[Keyword] = &[
     .no_row()
     .opens(Tls),
     kw(
+        "proxy_protocol",
+        Listen,
+        "listen ADDR proxy_protocol [tls { ... }]",
+        "every connection starts with a PROXY v1 or v2 header; its source address is the peer",
+    )
+    .no_row(),
+    kw(
         "tcp",
         Listen,
         "listen ADDR tcp -> UPSTREAM",
@@ -321,6 +341,23 @@ pub const KEYWORDS: &[Keyword] = &[
     .value("file paths (a string is a path relative to the `.gw` file, or `file(...)`)")
     .default("—")
     .opens(Cert),
+    kw(
+        "client_ca",
+        Tls,
+        "client_ca FILE",
+        "ask clients for a certificate signed by this CA (mTLS)",
+    )
+    .value("a file path, or `file(...)`")
+    .default("none"),
+    kw(
+        "client_auth",
+        Tls,
+        "client_auth required|optional",
+        "whether a client without a certificate may connect",
+    )
+    .value("`required` or `optional`")
+    .default("`required` (with `client_ca`)")
+    .values(&["required", "optional"]),
     kw(
         "key",
         Cert,

@@ -84,6 +84,7 @@ module.exports = grammar({
       $.listen,
       $.admin,
       $.limits,
+      $.trust_proxies,
       $.upstream,
       $.auth,
       $.limit,
@@ -99,14 +100,19 @@ module.exports = grammar({
     /** `import "other.gw"` */
     import: $ => seq('import', field('path', $._value)),
 
-    /** `listen ADDR [tls { ... } | tcp -> UPSTREAM]` */
+    /** `listen ADDR [proxy_protocol] [tls { ... }]`, `listen ADDR tcp -> UPSTREAM` */
     listen: $ => seq(
       'listen',
       field('address', $._value),
-      optional(choice($.tls, $.tcp)),
+      optional(choice($.tcp, seq($.proxy_protocol, optional($.tls)), $.tls)),
     ),
+    proxy_protocol: _ => 'proxy_protocol',
     tls: $ => seq('tls', optional(alias($.tls_block, $.block))),
-    tls_block: $ => block($.certificate),
+    tls_block: $ => block(choice($.certificate, $.client_ca, $.client_auth)),
+    /** `client_ca FILE` */
+    client_ca: $ => seq('client_ca', field('ca', $._value)),
+    /** `client_auth required|optional` */
+    client_auth: $ => seq('client_auth', field('value', $._value)),
     /** `cert FILE key FILE [sni "NAME"]` */
     certificate: $ => seq(
       'cert', field('cert', $._value),
@@ -114,6 +120,9 @@ module.exports = grammar({
       optional(seq('sni', field('sni', $._value))),
     ),
     tcp: $ => seq('tcp', '->', field('upstream', $._value)),
+
+    /** `trust_proxies ["10.0.0.0/8", "127.0.0.1"]` */
+    trust_proxies: $ => seq('trust_proxies', field('ranges', $._value)),
 
     /** `admin ADDR` */
     admin: $ => seq('admin', field('address', $._value)),
@@ -379,8 +388,8 @@ module.exports = grammar({
       token.immediate('}'),
     ),
 
-    /** `claim.sub`, `header.x-user-id`, `query.page`, `param.id`, `cookie.session` */
-    reference: _ => token(/(claim|header|query|param|cookie)(\.[A-Za-z0-9_\-]+)+/),
+    /** `claim.sub`, `header.x-user-id`, `query.page`, `param.id`, `cookie.session`, `client_cert.san` */
+    reference: _ => token(/(claim|header|query|param|cookie|client_cert)(\.[A-Za-z0-9_\-]+)+/),
 
     /** `env("NAME")`, `file("path")`, `hash(claim.sub)` */
     call: $ => seq(

@@ -34,7 +34,13 @@ pub const CORPORA: &[Corpus] = &[
     ("h1_request", h1_request, &["h1_request"]),
     ("h1_response", h1_response, &["h1_response"]),
     ("route", route, &["route"]),
+    ("proxy_header", proxy_header, &["proxy_header"]),
 ];
+
+/// The PROXY protocol header a `proxy_protocol` listener reads first.
+pub fn proxy_header(data: &[u8]) {
+    gw_runtime::fuzz_proxy_header(data);
+}
 
 /// The HTTP/1.1 request reader of the gateway's server loop.
 pub fn h1_request(data: &[u8]) {

@@ -63,6 +63,10 @@ pub struct Plan {
     pub stores: Vec<Store>,
     /// In file order; `routes[i]` is the configuration's `i`-th route.
     pub routes: Vec<Route>,
+    /// `trust_proxies`: the peers whose `X-Forwarded-For` is believed
+    /// (addresses as `/32` or `/128` ranges). Empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_proxies: Vec<ipnet::IpNet>,
     /// Derived from `routes`; rebuilt when a plan is loaded from JSON.
     #[serde(skip)]
     pub router: router::Router,
@@ -81,6 +85,8 @@ struct PlanFile {
     rate_limits: Vec<RateLimit>,
     stores: Vec<Store>,
     routes: Vec<Route>,
+    #[serde(default)]
+    trust_proxies: Vec<ipnet::IpNet>,
 }
 
 impl TryFrom<PlanFile> for Plan {
@@ -107,6 +113,7 @@ impl TryFrom<PlanFile> for Plan {
             rate_limits: f.rate_limits,
             stores: f.stores,
             routes,
+            trust_proxies: f.trust_proxies,
             router: router::Router::default(),
         };
         plan.validate()?;
@@ -258,6 +265,15 @@ impl Plan {
             }
         }
         Ok(())
+    }
+
+    /// Whether `peer` is one of the `trust_proxies`: a proxy whose
+    /// `X-Forwarded-For` (and, for other parts of the gateway, whose
+    /// `X-Request-Id`) is believed. An IPv4 address seen as IPv6
+    /// (`::ffff:10.0.0.1`, on a dual-stack socket) is taken as IPv4.
+    pub fn trusts_peer(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.trust_proxies.iter().any(|net| net.contains(&peer))
     }
 
     /// The readable tree printed by `gwc plan`.
@@ -459,14 +475,34 @@ pub struct Listener {
     /// As written: `:8080`, `127.0.0.1:8443`, `[::1]:80`.
     pub address: String,
     pub kind: ListenerKind,
+    /// `proxy_protocol`: every connection starts with a PROXY v1 or v2
+    /// header, whose source address is the connection's peer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ListenerKind {
     Http,
-    Tls { certificates: Vec<Certificate> },
-    Tcp { upstream: usize },
+    Tls {
+        certificates: Vec<Certificate>,
+        /// `client_ca`: clients are asked for a certificate signed by it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_auth: Option<ClientAuth>,
+    },
+    Tcp {
+        upstream: usize,
+    },
+}
+
+/// A TLS listener's client certificates (mTLS): the CA that signs them and
+/// whether a client may connect without one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAuth {
+    pub ca: Secret,
+    /// `client_auth required` (the default): no certificate, no handshake.
+    pub required: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -896,8 +932,20 @@ pub enum RequireOp {
     /// words include it.
     Has(String),
     In(Vec<String>),
+    /// `client_ip in [...]`: the address lies in one of the ranges (an
+    /// address is a `/32` or `/128` range).
+    InRanges(Vec<ipnet::IpNet>),
     Eq(String),
     Ne(String),
+}
+
+/// A range as the language writes it: an address alone when it is one.
+pub fn range_text(net: &ipnet::IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 impl fmt::Display for Require {
@@ -911,6 +959,16 @@ impl fmt::Display for Require {
                         f.write_str(", ")?;
                     }
                     write!(f, "{v:?}")?;
+                }
+                f.write_str("]")
+            }
+            RequireOp::InRanges(nets) => {
+                write!(f, "require {} in [", self.subject)?;
+                for (i, n) in nets.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{:?}", range_text(n))?;
                 }
                 f.write_str("]")
             }

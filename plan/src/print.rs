@@ -17,12 +17,21 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
     writeln!(out, "plan (format version {})", plan.format_version)?;
     for l in &plan.listeners {
         match &l.kind {
+            ListenerKind::Http if l.proxy_protocol => writeln!(out, "listen {} http proxy_protocol", l.address)?,
             ListenerKind::Http => writeln!(out, "listen {} http", l.address)?,
-            ListenerKind::Tls { certificates } => {
-                writeln!(out, "listen {} tls", l.address)?;
+            ListenerKind::Tls {
+                certificates,
+                client_auth,
+            } => {
+                let proxy = if l.proxy_protocol { " proxy_protocol" } else { "" };
+                writeln!(out, "listen {} tls{proxy}", l.address)?;
                 for c in certificates {
                     let sni = c.sni.as_deref().map_or("default".to_string(), |s| format!("sni {s}"));
                     writeln!(out, "  {sni}: cert {} key {}", c.cert, c.key)?;
+                }
+                if let Some(ca) = client_auth {
+                    let how = if ca.required { "required" } else { "optional" };
+                    writeln!(out, "  client_ca {} client_auth {how}", ca.ca)?;
                 }
             }
             ListenerKind::Tcp { upstream } => {
@@ -32,6 +41,10 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
     }
     for a in &plan.admin {
         writeln!(out, "admin {a}")?;
+    }
+    if !plan.trust_proxies.is_empty() {
+        let nets: Vec<String> = plan.trust_proxies.iter().map(crate::range_text).collect();
+        writeln!(out, "trust_proxies {}", nets.join(", "))?;
     }
     let l = &plan.limits;
     writeln!(

@@ -72,6 +72,30 @@ pub enum Reference {
     Cookie(String),
     /// `client_ip`.
     ClientIp,
+    /// `client_cert.subject`, `client_cert.san`, `client_cert.fingerprint`:
+    /// the verified client certificate of an mTLS listener.
+    ClientCert(CertField),
+}
+
+/// What `client_cert.X` reads of a verified client certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CertField {
+    /// The subject's distinguished name, as RFC 4514 writes it (`CN=orders,O=shop`).
+    Subject,
+    /// Every DNS, URI and IP subject alternative name.
+    San,
+    /// SHA-256 of the certificate's DER, lower-case hex.
+    Fingerprint,
+}
+
+impl CertField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertField::Subject => "subject",
+            CertField::San => "san",
+            CertField::Fingerprint => "fingerprint",
+        }
+    }
 }
 
 impl std::fmt::Display for Reference {
@@ -83,6 +107,7 @@ impl std::fmt::Display for Reference {
             Reference::Param(p) => write!(f, "param.{p}"),
             Reference::Cookie(c) => write!(f, "cookie.{c}"),
             Reference::ClientIp => f.write_str("client_ip"),
+            Reference::ClientCert(field) => write!(f, "client_cert.{}", field.as_str()),
         }
     }
 }
@@ -230,7 +255,7 @@ pub enum KeyKind {
 impl Reference {
     /// A reference as the language writes it (`claim.a.b`, `header.X`,
     /// lower-cased, `query.page`, `param.id`, `cookie.session`,
-    /// `client_ip`); `None` for anything else.
+    /// `client_ip`, `client_cert.san`); `None` for anything else.
     pub fn parse(text: &str) -> Option<Reference> {
         if text == "client_ip" {
             return Some(Reference::ClientIp);
@@ -245,6 +270,12 @@ impl Reference {
             "query" if !rest.contains('.') => Reference::Query(rest.to_string()),
             "param" if !rest.contains('.') => Reference::Param(rest.to_string()),
             "cookie" if !rest.contains('.') => Reference::Cookie(rest.to_string()),
+            "client_cert" => Reference::ClientCert(match rest {
+                "subject" => CertField::Subject,
+                "san" => CertField::San,
+                "fingerprint" => CertField::Fingerprint,
+                _ => return None,
+            }),
             _ => return None,
         })
     }

@@ -7,15 +7,31 @@
 
 use crate::clock::now_millis;
 use crate::metrics::{Metrics, Rejection};
+use crate::request::ClientCert;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What the connection knows about itself.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Conn {
+    /// The peer: the TCP peer, or the source a PROXY header gave.
     pub client: SocketAddr,
     pub tls: bool,
+    /// The verified client certificate (a TLS listener with `client_ca`),
+    /// read once after the handshake.
+    pub cert: Option<Arc<ClientCert>>,
+}
+
+impl Conn {
+    /// A connection without a client certificate.
+    pub fn new(client: SocketAddr, tls: bool) -> Conn {
+        Conn {
+            client,
+            tls,
+            cert: None,
+        }
+    }
 }
 
 /// Counts open client connections (one atomic, shown as

@@ -93,6 +93,8 @@ enum Slot {
         address: String,
         socket: Option<TcpListener>,
         serves: Serves,
+        /// `proxy_protocol`: each connection starts with a PROXY header.
+        proxy_protocol: bool,
     },
 }
 
@@ -126,9 +128,12 @@ pub fn bind_address(address: &str) -> Result<SocketAddr, String> {
 }
 
 fn listener_key(l: &gw_plan::Listener, plan: &Plan) -> String {
+    // A listener that starts or stops expecting PROXY headers is another
+    // listener: its connections are read differently from their first byte.
+    let proxy = if l.proxy_protocol { "proxy_protocol " } else { "" };
     match &l.kind {
-        ListenerKind::Http => format!("http {}", l.address),
-        ListenerKind::Tls { .. } => format!("tls {}", l.address),
+        ListenerKind::Http => format!("{proxy}http {}", l.address),
+        ListenerKind::Tls { .. } => format!("{proxy}tls {}", l.address),
         ListenerKind::Tcp { upstream } => {
             let name = plan.upstreams.get(*upstream).map_or("?", |u| u.name.as_str());
             format!("tcp {} -> {name}", l.address)
@@ -238,7 +243,10 @@ impl Gateway {
         let mut slots = Vec::with_capacity(plan.listeners.len());
         for (l, key) in plan.listeners.iter().zip(wanted.iter().cloned()) {
             let tls = match &l.kind {
-                ListenerKind::Tls { certificates } => Some(listen::tls::tls_config(certificates)?),
+                ListenerKind::Tls {
+                    certificates,
+                    client_auth,
+                } => Some(listen::tls::tls_config(certificates, client_auth.as_ref())?),
                 _ => None,
             };
             if current.serving.iter().any(|b| b.key == key) {
@@ -261,6 +269,7 @@ impl Gateway {
                 address: l.address.clone(),
                 socket,
                 serves,
+                proxy_protocol: l.proxy_protocol,
             });
         }
         let admin_address = self
@@ -282,6 +291,7 @@ impl Gateway {
                         address,
                         socket,
                         serves: Serves::Admin,
+                        proxy_protocol: false,
                     })
                 }
             }
@@ -382,6 +392,7 @@ impl Gateway {
             address,
             socket,
             serves,
+            proxy_protocol,
         } = slot
         else {
             return None;
@@ -419,7 +430,7 @@ impl Gateway {
                     Serves::Tls(config) => Some(config.clone()),
                     _ => None,
                 };
-                self.spawn_accept_loops(socket, &address, tls, stop_rx, shutdown)
+                self.spawn_accept_loops(socket, &address, tls, proxy_protocol, stop_rx, shutdown)
             }
             Serves::Tcp(upstream) => vec![tokio::spawn(listen::tcp::accept_loop(
                 socket,
@@ -465,13 +476,20 @@ impl Gateway {
         socket: TcpListener,
         address: &str,
         tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+        proxy_protocol: bool,
         stop: watch::Receiver<bool>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
         let (shared, tracker) = (self.shared.clone(), self.connections.clone());
         if self.workers.is_empty() {
             return vec![tokio::spawn(listen::accept_loop(
-                socket, shared, tracker, tls, stop, shutdown,
+                socket,
+                shared,
+                tracker,
+                tls,
+                proxy_protocol,
+                stop,
+                shutdown,
             ))];
         }
         let std_socket = match socket.into_std() {
@@ -494,14 +512,20 @@ impl Gateway {
             let (stop, shutdown, address) = (stop.clone(), shutdown.clone(), address.to_string());
             tasks.push(worker.spawn(async move {
                 match TcpListener::from_std(copy) {
-                    Ok(l) => listen::accept_loop(l, shared, tracker, tls, stop, shutdown).await,
+                    Ok(l) => listen::accept_loop(l, shared, tracker, tls, proxy_protocol, stop, shutdown).await,
                     Err(e) => tracing::warn!(listen = %address, error = %e, "a worker thread does not accept on this listener"),
                 }
             }));
         }
         match TcpListener::from_std(std_socket) {
             Ok(l) => tasks.push(tokio::spawn(listen::accept_loop(
-                l, shared, tracker, tls, stop, shutdown,
+                l,
+                shared,
+                tracker,
+                tls,
+                proxy_protocol,
+                stop,
+                shutdown,
             ))),
             Err(e) => tracing::warn!(listen = %address, error = %e, "the main thread does not accept on this listener"),
         }

@@ -39,6 +39,7 @@ pub use gateway::{Gateway, Options};
 /// Fuzzing entries, not an API (see their docs).
 #[doc(hidden)]
 pub use listen::h1server::fuzz_request_reader;
+pub use listen::proxy_protocol::fuzz_proxy_header;
 #[doc(hidden)]
 pub use upstream::h1client::fuzz_response_reader;
 

@@ -3,15 +3,73 @@
 //! request's host (RFC 9112 3.2: one valid `Host`, the target's authority
 //! first) and its transfer codings (RFC 9112 6.1); and the header hygiene of
 //! a proxy: hop-by-hop headers out, `X-Forwarded-*` in, trailer fields that
-//! may not travel as trailers out (RFC 9110 6.5.1), and out of `Trailer`.
+//! may not travel as trailers out (RFC 9110 6.5.1), and out of `Trailer`;
+//! the client's address behind `trust_proxies` ([`walk_forwarded`]).
 
 use gw_plan::router::Params;
-use gw_plan::words::Reference;
+use gw_plan::words::{CertField, Reference};
 use gw_plan::{Piece, Template};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{StatusCode, Uri, Version};
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv6Addr};
+
+/// What `client_cert.*` reads of a connection's verified client
+/// certificate: made once per connection, after its handshake, and only on
+/// a listener with `client_ca` (the only one that receives certificates).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ClientCert {
+    /// `client_cert.subject`: the subject's distinguished name (RFC 4514
+    /// order as x509-parser writes it: `CN=orders, O=shop`).
+    pub subject: String,
+    /// `client_cert.san`: every DNS, URI and IP subject alternative name,
+    /// in the certificate's order.
+    pub san: Vec<String>,
+    /// The names joined with `, `: what a template renders.
+    pub san_text: String,
+    /// `client_cert.fingerprint`: SHA-256 of the DER, lower-case hex.
+    pub fingerprint: String,
+}
+
+impl ClientCert {
+    /// Reads a certificate rustls has already verified. The subject and
+    /// names are x509-parser's (rustls-webpki checks them but exposes
+    /// neither); a certificate it cannot read keeps its fingerprint only.
+    pub fn from_der(der: &[u8]) -> ClientCert {
+        use sha2::Digest as _;
+        use std::fmt::Write as _;
+        use x509_parser::extensions::GeneralName;
+        let mut fingerprint = String::with_capacity(64);
+        for b in sha2::Sha256::digest(der) {
+            let _ = write!(fingerprint, "{b:02x}");
+        }
+        let mut cert = ClientCert {
+            fingerprint,
+            ..ClientCert::default()
+        };
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(der) else {
+            return cert;
+        };
+        cert.subject = parsed.subject().to_string();
+        if let Ok(Some(ext)) = parsed.subject_alternative_name() {
+            for name in &ext.value.general_names {
+                let text = match name {
+                    GeneralName::DNSName(d) => d.to_string(),
+                    GeneralName::URI(u) => u.to_string(),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*b).unwrap_or_default()).to_string(),
+                        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(*b).unwrap_or_default()).to_string(),
+                        _ => continue,
+                    },
+                    _ => continue,
+                };
+                cert.san.push(text);
+            }
+        }
+        cert.san_text = cert.san.join(", ");
+        cert
+    }
+}
 
 /// The request data references read.
 pub(crate) struct RequestCtx<'a> {
@@ -23,6 +81,8 @@ pub(crate) struct RequestCtx<'a> {
     pub claims: Option<&'a serde_json::Value>,
     /// The name of the API key that authenticated the request.
     pub api_key: Option<&'a str>,
+    /// The connection's verified client certificate (mTLS).
+    pub client_cert: Option<&'a ClientCert>,
 }
 
 /// What route conditions read: the request's headers, query, cookies and
@@ -45,6 +105,14 @@ impl<'a> RequestCtx<'a> {
     pub fn value(&self, r: &Reference) -> Option<Cow<'a, str>> {
         match r {
             Reference::ClientIp => Some(Cow::Owned(self.client_ip.to_string())),
+            Reference::ClientCert(field) => {
+                let cert = self.client_cert?;
+                Some(Cow::Borrowed(match field {
+                    CertField::Subject => cert.subject.as_str(),
+                    CertField::San => cert.san_text.as_str(),
+                    CertField::Fingerprint => cert.fingerprint.as_str(),
+                }))
+            }
             Reference::Header(h) => self
                 .headers
                 .get(h.as_str())
@@ -563,6 +631,76 @@ pub(crate) fn filter_trailer(headers: &mut HeaderMap, transformed: Option<&[Head
 /// Does a `Trailer` value list `name` (any case)?
 pub(crate) fn announces(trailer: &HeaderValue, name: &HeaderName) -> bool {
     lists_token(trailer, name.as_str().as_bytes())
+}
+
+/// Whether `peer` is one of the plan's `trust_proxies`: a proxy whose
+/// forwarding headers are believed. The one test of trust, for every part
+/// of the gateway that keeps a client-supplied header only from a proxy
+/// (`X-Forwarded-For` here; a request ID elsewhere).
+pub fn trusts_peer(plan: &gw_plan::Plan, peer: IpAddr) -> bool {
+    plan.trusts_peer(peer)
+}
+
+/// The client's address, as nginx's `real_ip_recursive on` finds it: the
+/// peer, unless it is one of `trust_proxies`; then `X-Forwarded-For` (all of
+/// its lines, in order) walked from the right past trusted addresses, to the
+/// first one that is not trusted — or to the leftmost when all are. An
+/// entry that is not an address (`unknown`, garbage) stops the walk: the
+/// client is then the last address verified. Entries may carry a port
+/// (`1.2.3.4:5678`, `[2001:db8::1]:443`).
+///
+/// With `trust_proxies`, `X-Forwarded-For` is also rewritten to the chain
+/// that was verified — from the client found to the proxy before the peer
+/// (the caller appends the peer) — so the upstream never gets addresses a
+/// client made up; from an untrusted peer it is removed. Without
+/// `trust_proxies` nothing is read or changed, and the client is the peer.
+pub(crate) fn walk_forwarded(plan: &gw_plan::Plan, peer: IpAddr, headers: &mut HeaderMap) -> IpAddr {
+    if plan.trust_proxies.is_empty() {
+        return peer;
+    }
+    if !plan.trusts_peer(peer) {
+        headers.remove(&X_FORWARDED_FOR);
+        return peer;
+    }
+    let mut client = peer;
+    let mut chain: Vec<IpAddr> = Vec::new();
+    {
+        let lines: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?"))
+            .collect();
+        for entry in lines.iter().rev().flat_map(|l| l.rsplit(',')) {
+            let Some(ip) = forwarded_address(entry.trim()) else {
+                break;
+            };
+            client = ip;
+            chain.push(ip);
+            if !plan.trusts_peer(ip) {
+                break;
+            }
+        }
+    }
+    headers.remove(&X_FORWARDED_FOR);
+    if !chain.is_empty() {
+        let text: Vec<String> = chain.iter().rev().map(IpAddr::to_string).collect();
+        if let Ok(v) = HeaderValue::try_from(text.join(", ")) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry as an address: `1.2.3.4`, `2001:db8::1`,
+/// `1.2.3.4:80`, `[2001:db8::1]` or `[2001:db8::1]:80`; IPv4 written as
+/// IPv6 (`::ffff:1.2.3.4`) is taken as IPv4.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let ip = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse::<IpAddr>().ok())?;
+    Some(ip.to_canonical())
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

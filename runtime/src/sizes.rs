@@ -48,10 +48,7 @@ async fn a_connection_s_task_stays_small() {
 #[tokio::test]
 async fn a_request_s_future_stays_small() {
     let shared = shared().await;
-    let conn = Conn {
-        client: "127.0.0.1:1".parse().expect("an address"),
-        tls: false,
-    };
+    let conn = Conn::new("127.0.0.1:1".parse().expect("an address"), false);
     let req = Request::new(http_body_util::Full::new(bytes::Bytes::new()));
     let handle = proxy::handle(shared, conn, req);
     within("a request's future", std::mem::size_of_val(&handle), 3_368);
@@ -69,6 +66,6 @@ async fn the_policy_check_stays_small() {
         .expect("a route with policies");
     let client_ip = "127.0.0.1".parse().expect("an address");
     let req = Request::new(());
-    let check = crate::policy::check(&loaded.policies, route, &req, client_ip);
+    let check = crate::policy::check(&loaded.policies, route, &req, client_ip, None);
     within("the policy check", std::mem::size_of_val(&check), 336);
 }

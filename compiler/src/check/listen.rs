@@ -2,7 +2,9 @@
 //! (GW0205); a TLS listener has a certificate and key that exist and are PEM
 //! of the right kind (GW0403); credentials do not cross the network in clear
 //! text (GW0503, a warning); a configuration with routes has a listener to
-//! serve them (GW0506, a warning).
+//! serve them (GW0506, a warning); a `client_ca` holds a certificate
+//! (GW0406), and a route reading `client_cert.*` is warned about when a
+//! listener without `client_ca` serves it too (GW0507).
 
 use super::material;
 use super::pem;
@@ -17,12 +19,93 @@ use std::net::IpAddr;
 pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
     addresses(ctx, diags);
     for listen in &ctx.config.listens {
-        if let ListenKind::Tls { certs, tls_span } = &listen.kind {
+        if let ListenKind::Tls {
+            certs,
+            tls_span,
+            client_ca,
+            client_auth,
+        } = &listen.kind
+        {
             tls(ctx, listen, certs, *tls_span, diags);
+            match (client_ca, client_auth) {
+                (Some(ca), _) => client_ca_file(ctx, ca, diags),
+                (None, Some(how)) => diags.push(
+                    Diagnostic::new(Code::GW0104, "`client_auth` without `client_ca`")
+                        .primary(how.span, "no CA to verify client certificates against")
+                        .help("add `client_ca \"certs/clients-ca.pem\"` to the `tls` block"),
+                ),
+                (None, None) => {}
+            }
         }
     }
     clear_text(ctx, diags);
     no_listener(ctx, diags);
+    client_cert_without_ca(ctx, diags);
+}
+
+// ------------------------------------------------------------------ GW0406
+
+/// A `client_ca` must hold at least one X.509 certificate in PEM: the trust
+/// roots a client certificate is verified against.
+fn client_ca_file(ctx: &Ctx<'_>, ca: &Spanned<crate::ast::Source>, diags: &mut Diagnostics) {
+    let Some(m) = material::read(ctx, &ca.node, ca.span, "client CA", Code::GW0406, diags) else {
+        return;
+    };
+    let origin = &m.origin;
+    let certs = match pem::parse(&m.bytes) {
+        Ok(blocks) => blocks
+            .into_iter()
+            .filter(|b| b.label == "CERTIFICATE" && !b.encrypted)
+            .filter(|b| pem::certificate_spki(&b.der).is_some())
+            .count(),
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(Code::GW0406, format!("{origin} is not a PEM CA certificate: {e}"))
+                    .primary(ca.span, "not PEM")
+                    .help("give the PEM file of the CA that signs client certificates (`-----BEGIN CERTIFICATE-----`)"),
+            );
+            return;
+        }
+    };
+    if certs == 0 {
+        diags.push(
+            Diagnostic::new(Code::GW0406, format!("{origin} holds no certificate"))
+                .primary(ca.span, "no CA certificate to verify clients against")
+                .help("give the PEM file of the CA that signs client certificates (`-----BEGIN CERTIFICATE-----`)"),
+        );
+    }
+}
+
+// ------------------------------------------------------------------ GW0507
+
+/// Every listener serves every route: a route whose `require`, templates or
+/// limit keys read `client_cert.*` is served also by a listener that asks
+/// for no certificate, where those references are absent (its `require`
+/// answers 403 there). Warned once per route, at the first such reference.
+fn client_cert_without_ca(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
+    let bare = ctx.config.listens.iter().find(|l| match &l.kind {
+        ListenKind::Http => true,
+        ListenKind::Tls { client_ca, .. } => client_ca.is_none(),
+        ListenKind::Tcp { .. } => false,
+    });
+    let Some(bare) = bare else { return };
+    for route in &ctx.config.routes {
+        let Some(at) = crate::check::routes::client_cert_reference(ctx, route) else {
+            continue;
+        };
+        diags.push(
+            Diagnostic::new(
+                Code::GW0507,
+                format!(
+                    "this route reads `client_cert.*`, and listener `{}` asks for no client certificate",
+                    bare.address.node
+                ),
+            )
+            .primary(at, "absent on a listener without `client_ca`")
+            .secondary(bare.address.span, "serves every route, without client certificates")
+            .help("every listener serves every route: give this listener `client_ca` too, or accept that a `require` on `client_cert.*` answers 403 there"),
+        );
+    }
 }
 
 // ------------------------------------------------------------------ GW0506

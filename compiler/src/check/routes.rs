@@ -457,6 +457,24 @@ fn params(route: &Route, diags: &mut Diagnostics) {
     });
 }
 
+/// The first `client_cert.*` the route reads — in a `require`, a template,
+/// or the key of one of its limits — for GW0507.
+pub(crate) fn client_cert_reference(ctx: &Ctx<'_>, route: &Route) -> Option<crate::source::Span> {
+    let mut first: Option<crate::source::Span> = None;
+    for_each_reference(route, |r| {
+        if matches!(r.node, Reference::ClientCert(_)) && first.is_none() {
+            first = Some(r.span);
+        }
+    });
+    if first.is_some() {
+        return first;
+    }
+    route.limits.iter().find_map(|name| {
+        let key = ctx.limit(&name.node)?.key.as_ref()?;
+        matches!(&key.node, LimitKey::Ref(Reference::ClientCert(_))).then_some(name.span)
+    })
+}
+
 // ------------------------------------------------------------------ GW0204
 
 fn claims(ctx: &Ctx<'_>, route: &Route, diags: &mut Diagnostics) {

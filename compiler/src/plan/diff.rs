@@ -61,6 +61,8 @@ pub enum Kind {
     Admin,
     /// The server-wide `limits` block.
     Limits,
+    /// One range of `trust_proxies`.
+    TrustProxies,
     Upstream,
     Auth,
     Limit,
@@ -69,10 +71,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 9] = [
         Kind::Listen,
         Kind::Admin,
         Kind::Limits,
+        Kind::TrustProxies,
         Kind::Upstream,
         Kind::Auth,
         Kind::Limit,
@@ -86,6 +89,7 @@ impl Kind {
             Kind::Listen => "listen",
             Kind::Admin => "admin",
             Kind::Limits => "limits",
+            Kind::TrustProxies => "trust_proxies",
             Kind::Upstream => "upstream",
             Kind::Auth => "auth",
             Kind::Limit => "limit",
@@ -100,6 +104,7 @@ impl Kind {
             Kind::Listen => ("listener", "listeners"),
             Kind::Admin => ("admin listener", "admin listeners"),
             Kind::Limits => ("`limits` block", "`limits` blocks"),
+            Kind::TrustProxies => ("trusted proxy range", "trusted proxy ranges"),
             Kind::Upstream => ("upstream", "upstreams"),
             Kind::Auth => ("auth", "auths"),
             Kind::Limit => ("limit", "limits"),
@@ -546,6 +551,7 @@ fn len(plan: &Plan, kind: Kind) -> usize {
         Kind::Listen => plan.listeners.len(),
         Kind::Admin => plan.admin.len(),
         Kind::Limits => 1,
+        Kind::TrustProxies => plan.trust_proxies.len(),
         Kind::Upstream => plan.upstreams.len(),
         Kind::Auth => plan.auths.len(),
         Kind::Limit => plan.rate_limits.len(),
@@ -560,6 +566,7 @@ fn key(plan: &Plan, kind: Kind, i: usize) -> String {
         Kind::Listen => listener_name(&plan.listeners[i]),
         Kind::Admin => plan.admin[i].clone(),
         Kind::Limits => String::new(),
+        Kind::TrustProxies => gw_plan::range_text(&plan.trust_proxies[i]),
         Kind::Upstream => plan.upstreams[i].name.clone(),
         Kind::Auth => plan.auths[i].name.clone(),
         Kind::Limit => plan.rate_limits[i].name.clone(),
@@ -577,6 +584,10 @@ fn item(plan: &Plan, kind: Kind, i: usize) -> Item {
             new_item(a.clone(), a.clone(), Vec::new(), Value::Null)
         }
         Kind::Limits => server_limits(&plan.limits),
+        Kind::TrustProxies => {
+            let range = gw_plan::range_text(&plan.trust_proxies[i]);
+            new_item(range.clone(), range, Vec::new(), Value::Null)
+        }
         Kind::Upstream => upstream(&plan.upstreams[i]),
         Kind::Auth => auth(&plan.auths[i]),
         Kind::Limit => rate_limit(plan, &plan.rate_limits[i]),
@@ -605,6 +616,12 @@ fn name_index(v: &mut Value, field: &str, name_of: impl Fn(usize) -> String) {
 /// `127.0.0.1:8080`, `:8443 tls`, `:5432 tcp`: the address and kind a
 /// reload compares.
 fn listener_name(l: &Listener) -> String {
+    if l.proxy_protocol {
+        return match l.kind {
+            ListenerKind::Tls { .. } => format!("{} proxy_protocol tls", l.address),
+            _ => format!("{} proxy_protocol", l.address),
+        };
+    }
     match l.kind {
         ListenerKind::Http => l.address.clone(),
         ListenerKind::Tls { .. } => format!("{} tls", l.address),
@@ -615,12 +632,19 @@ fn listener_name(l: &Listener) -> String {
 fn listener(plan: &Plan, l: &Listener) -> Item {
     let facts = match &l.kind {
         ListenerKind::Http => Vec::new(),
-        ListenerKind::Tls { certificates } => certificates
+        ListenerKind::Tls {
+            certificates,
+            client_auth,
+        } => certificates
             .iter()
             .map(|c| {
                 let which = c.sni.as_deref().map_or("default".to_string(), |s| format!("sni {s}"));
                 fact(format!("certificate {which}"), format!("cert {} key {}", c.cert, c.key))
             })
+            .chain(client_auth.iter().map(|a| {
+                let how = if a.required { "required" } else { "optional" };
+                fact("client_ca", format!("{} client_auth {how}", a.ca))
+            }))
             .collect(),
         ListenerKind::Tcp { upstream } => vec![fact("->", upstream_name(plan, *upstream))],
     };
@@ -1013,6 +1037,16 @@ route /{*rest} { respond 404 }
             ]
         );
         assert_eq!(d.summary(), "1 upstream changed");
+    }
+
+    #[test]
+    fn trusted_proxy_ranges_added_and_removed() {
+        let old = plan(&format!("{BASE}trust_proxies [\"10.0.0.0/8\", \"127.0.0.1\"]"));
+        let new = plan(&format!("{BASE}trust_proxies [\"10.0.0.0/8\", \"192.168.0.0/16\"]"));
+        let text = diff(&old, &new).render();
+        assert!(text.contains("+ trust_proxies 192.168.0.0/16"), "{text}");
+        assert!(text.contains("- trust_proxies 127.0.0.1"), "{text}");
+        assert!(!text.contains("10.0.0.0/8"), "{text}");
     }
 
     #[test]

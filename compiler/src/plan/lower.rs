@@ -51,10 +51,22 @@ pub fn lower(config: &ast::Config, sources: &SourceMap) -> Result<Plan, Vec<Diag
             rate_limits,
             stores,
             routes,
+            trust_proxies: trust_proxies(&config.trust_proxies),
             router,
         }),
         _ => Err(cx.diags),
     }
+}
+
+/// The `trust_proxies` ranges, each once, in the order written.
+fn trust_proxies(ranges: &[crate::source::Spanned<ipnet::IpNet>]) -> Vec<ipnet::IpNet> {
+    let mut out: Vec<ipnet::IpNet> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        if !out.contains(&r.node) {
+            out.push(r.node);
+        }
+    }
+    out
 }
 
 fn index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
@@ -128,7 +140,16 @@ impl<'c> Lower<'c> {
     fn listener(&mut self, l: &ast::Listen) -> Option<Listener> {
         let kind = match &l.kind {
             ast::ListenKind::Http => ListenerKind::Http,
-            ast::ListenKind::Tls { certs, .. } => ListenerKind::Tls {
+            ast::ListenKind::Tls {
+                certs,
+                client_ca,
+                client_auth,
+                ..
+            } => ListenerKind::Tls {
+                client_auth: client_ca.as_ref().map(|ca| gw_plan::ClientAuth {
+                    ca: secret(&ca.node),
+                    required: client_auth.as_ref().is_none_or(|how| how.node),
+                }),
                 certificates: certs
                     .iter()
                     .map(|c| Certificate {
@@ -145,6 +166,7 @@ impl<'c> Lower<'c> {
         Some(Listener {
             address: l.address.node.to_string(),
             kind,
+            proxy_protocol: l.proxy_protocol,
         })
     }
 
@@ -259,6 +281,7 @@ impl<'c> Lower<'c> {
                     op: match &q.op {
                         ast::RequireOp::Has(v) => RequireOp::Has(v.clone()),
                         ast::RequireOp::In(v) => RequireOp::In(v.clone()),
+                        ast::RequireOp::InRanges(v) => RequireOp::InRanges(v.clone()),
                         ast::RequireOp::Eq(v) => RequireOp::Eq(v.clone()),
                         ast::RequireOp::Ne(v) => RequireOp::Ne(v.clone()),
                     },

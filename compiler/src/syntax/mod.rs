@@ -523,6 +523,7 @@ impl<'a> Lowerer<'a> {
                 }
             }
             Rule::limits => self.limits(pair),
+            Rule::trust_proxies => self.trust_proxies(pair),
             Rule::upstream => self.upstream(pair),
             Rule::auth => self.auth(pair),
             Rule::limit => self.limit(pair),
@@ -534,12 +535,22 @@ impl<'a> Lowerer<'a> {
                 let span = self.span(&name);
                 let word = name.as_str();
                 let known = [
-                    "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
+                    "import",
+                    "listen",
+                    "admin",
+                    "limits",
+                    "trust_proxies",
+                    "upstream",
+                    "auth",
+                    "limit",
+                    "store",
+                    "route",
+                    "test",
                 ];
                 self.diags.push(
                     Diagnostic::new(Code::GW0001, format!("expected a declaration, found `{word}`"))
                         .primary(span, "unknown declaration")
-                        .help("a declaration starts with `import`, `listen`, `admin`, `limits`, `upstream`, `auth`, `limit`, `store`, `route` or `test`")
+                        .help("a declaration starts with `import`, `listen`, `admin`, `limits`, `trust_proxies`, `upstream`, `auth`, `limit`, `store`, `route` or `test`")
                         .did_you_mean(span, suggest(word, known)),
                 );
             }
@@ -558,18 +569,43 @@ impl<'a> Lowerer<'a> {
         }
     }
 
+    /// `trust_proxies ["10.0.0.0/8", "127.0.0.1"]`.
+    fn trust_proxies(&mut self, pair: Pair<'_, Rule>) {
+        let Some(v) = pair.into_inner().find(|p| p.as_rule() == Rule::value) else {
+            return;
+        };
+        let v = self.value(v);
+        let Val::List(items) = &v.val else {
+            self.expect().mismatch(
+                &v,
+                "a list of addresses or CIDR ranges such as `[\"10.0.0.0/8\", \"127.0.0.1\"]`",
+                None,
+            );
+            return;
+        };
+        for item in items {
+            if let Some(net) = self.expect().ip_range(item) {
+                self.config.trust_proxies.push(net);
+            }
+        }
+    }
+
     fn listen(&mut self, pair: Pair<'_, Rule>) {
         let span = self.span(&pair);
-        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::k_listen);
+        let mut inner = pair.into_inner().filter(|p| p.as_rule() != Rule::k_listen).peekable();
         let Some(addr) = inner.next() else { return };
         let addr = self.value(addr);
         let address = self.expect().address(&addr, false);
         let mut kind = ListenKind::Http;
+        let proxy_protocol = inner.next_if(|p| p.as_rule() == Rule::listen_proxy).is_some();
         if let Some(p) = inner.next() {
             match p.as_rule() {
                 Rule::listen_tls => {
                     let mut certs = Vec::new();
                     let mut tls_span = span;
+                    let mut client_ca = None;
+                    let mut client_auth = None;
+                    let mut seen = Seen::default();
                     for a in p.into_inner() {
                         match a.as_rule() {
                             Rule::k_tls => tls_span = self.span(&a),
@@ -578,11 +614,53 @@ impl<'a> Lowerer<'a> {
                                     certs.push(c);
                                 }
                             }
-                            Rule::tls_unknown => self.unknown(a, "a `tls` block", &["cert"]),
+                            Rule::tls_client_ca => {
+                                let at = self.span(&a);
+                                let Some(v) = a.into_inner().find(|p| p.as_rule() == Rule::value) else {
+                                    continue;
+                                };
+                                let v = self.value(v);
+                                let name = self.name;
+                                let ca = self.expect().source(&v, "a CA certificate file", name, true);
+                                if self.first(&mut seen, "client_ca", at, "a `tls` block") {
+                                    client_ca = ca;
+                                }
+                            }
+                            Rule::tls_client_auth => {
+                                let at = self.span(&a);
+                                let Some(v) = a.into_inner().find(|p| p.as_rule() == Rule::value) else {
+                                    continue;
+                                };
+                                let v = self.value(v);
+                                let how = match &v.val {
+                                    Val::Ident(w) if w == "required" => Some(true),
+                                    Val::Ident(w) if w == "optional" => Some(false),
+                                    _ => {
+                                        let typo = match &v.val {
+                                            Val::Ident(w) => suggest(w, ["required", "optional"]),
+                                            _ => None,
+                                        };
+                                        self.expect()
+                                            .mismatch_typo(&v, "`required` or `optional`", None, v.span, typo);
+                                        None
+                                    }
+                                };
+                                if self.first(&mut seen, "client_auth", at, "a `tls` block") {
+                                    client_auth = how.map(|how| Spanned::new(how, v.span));
+                                }
+                            }
+                            Rule::tls_unknown => {
+                                self.unknown(a, "a `tls` block", &["cert", "client_ca", "client_auth"])
+                            }
                             _ => {}
                         }
                     }
-                    kind = ListenKind::Tls { certs, tls_span };
+                    kind = ListenKind::Tls {
+                        certs,
+                        tls_span,
+                        client_ca,
+                        client_auth,
+                    };
                 }
                 Rule::listen_tcp => {
                     let Some(v) = p.into_inner().find(|p| p.as_rule() == Rule::value) else {
@@ -598,7 +676,12 @@ impl<'a> Lowerer<'a> {
             }
         }
         if let Some(address) = address {
-            self.config.listens.push(Listen { address, kind, span });
+            self.config.listens.push(Listen {
+                address,
+                kind,
+                proxy_protocol,
+                span,
+            });
         }
     }
 
@@ -2240,11 +2323,19 @@ impl<'a> Lowerer<'a> {
                     );
                     return None;
                 };
-                let mut values = Vec::new();
-                for item in items {
-                    values.push(self.expect().string(item, "a string")?.node);
+                if subject.node == Reference::ClientIp {
+                    let mut ranges = Vec::new();
+                    for item in items {
+                        ranges.push(self.expect().ip_range(item)?.node);
+                    }
+                    RequireOp::InRanges(ranges)
+                } else {
+                    let mut values = Vec::new();
+                    for item in items {
+                        values.push(self.expect().string(item, "a string")?.node);
+                    }
+                    RequireOp::In(values)
                 }
-                RequireOp::In(values)
             }
             other => {
                 let s = self.expect().string(&operand, "a string such as `\"admin\"`")?.node;

@@ -819,18 +819,48 @@ impl Expect<'_> {
             Val::Ref(r) => Some(Spanned::new(r.clone(), v.span)),
             Val::Bad(b) if b.contains('.') => {
                 let root = b.split('.').next().unwrap_or("");
-                let help = "references are `claim.X`, `header.X`, `query.X`, `param.X`, `cookie.X` or `client_ip`";
+                let help = "references are `claim.X`, `header.X`, `query.X`, `param.X`, `cookie.X`, `client_ip` or `client_cert.subject|san|fingerprint`";
                 // The edit replaces the root only: `claims.sub` → `claim.sub`.
                 let root_span = Span {
                     end: v.span.start + root.len() as u32,
                     ..v.span
                 };
-                let typo = suggest(root, ["claim", "header", "query", "param", "cookie"]);
+                let typo = suggest(root, ["claim", "header", "query", "param", "cookie", "client_cert"]);
                 self.mismatch_typo(v, what, Some(help.into()), root_span, typo);
                 None
             }
             _ => {
                 self.mismatch(v, what, None);
+                None
+            }
+        }
+    }
+
+    /// An address (`"127.0.0.1"`, `"::1"`) or a CIDR range
+    /// (`"10.0.0.0/8"`, `"2001:db8::/32"`) written as a string; an address
+    /// is the range of itself alone. A range with host bits set
+    /// (`"10.0.0.1/8"`) is refused: it most likely means something else.
+    pub fn ip_range(&mut self, v: &SVal) -> Option<Spanned<ipnet::IpNet>> {
+        let s = self.string(v, "an address or CIDR range such as `\"10.0.0.0/8\"`")?;
+        let text = s.node.trim();
+        let net = if text.contains('/') {
+            text.parse::<ipnet::IpNet>().ok().filter(|n| n.trunc() == *n)
+        } else {
+            text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
+        };
+        match net {
+            Some(n) => Some(Spanned::new(n, s.span)),
+            None => {
+                let found = self.found(v);
+                let help = match text.parse::<ipnet::IpNet>() {
+                    Ok(n) => format!("host bits are set after the prefix; the range is `\"{}\"`", n.trunc()),
+                    Err(_) => "write an IPv4 or IPv6 address, or one followed by `/` and a prefix length: `\"10.0.0.0/8\"`, `\"2001:db8::/32\"`".to_string(),
+                };
+                self.diags.push(
+                    Diagnostic::new(Code::GW0003, format!("invalid address or CIDR range `{found}`"))
+                        .primary(s.span, "not an address or CIDR range")
+                        .help(help),
+                );
                 None
             }
         }

@@ -15,6 +15,7 @@
 (listen "listen" @keyword)
 (admin "admin" @keyword)
 (limits "limits" @keyword)
+(trust_proxies "trust_proxies" @keyword)
 (upstream "upstream" @keyword)
 (auth "auth" @keyword)
 (limit "limit" @keyword)
@@ -34,6 +35,9 @@
 (from "from" @property)
 (jwks "jwks" @property)
 (certificate "cert" @property)
+(client_ca "client_ca" @property)
+(client_auth "client_auth" @property)
+(proxy_protocol) @property
 (route_auth "auth" @property)
 (route_limit "limit" @property)
 (require "require" @property)

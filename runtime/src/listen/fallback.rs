@@ -124,11 +124,12 @@ fn service(
     // hyper reads heads of up to 8 KiB whatever it is told: check below that.
     let max_header_size = handover.limits.max_header_size;
     let max_head = (max_header_size < HYPER_MIN_BUF).then_some(max_header_size);
-    let conn = handover.conn;
+    let conn = handover.conn.clone();
     let service_shared = handover.shared.clone();
     let service_clocks = handover.clocks.clone();
     service_fn(move |req: Request<Incoming>| {
         let shared = service_shared.clone();
+        let conn = conn.clone();
         let guard = ConnInFlight::start(service_clocks.clone());
         async move {
             let _guard = guard;
@@ -195,7 +196,7 @@ fn watch<'a, C: Graceful>(mut connection: Pin<&'a mut C>, handover: &'a mut Hand
     async move {
         let idle = handover.limits.idle_timeout.0.max(1);
         let header_deadline = handover.started.saturating_add(handover.limits.header_timeout.0);
-        let (shared, conn, clocks) = (&handover.shared, handover.conn, &handover.clocks);
+        let (shared, conn, clocks) = (&handover.shared, &handover.conn, &handover.clocks);
         let closing = &mut handover.closing;
         let mut draining = false;
         loop {
@@ -249,7 +250,7 @@ fn head_size<B>(req: &Request<B>) -> u64 {
 
 /// Counts what a connection ended with: a head over `max_header_size` (hyper
 /// answered 431) or a head not read within `header_timeout`.
-fn note_connection_error(shared: &Shared, conn: Conn, e: &(dyn std::error::Error + Send + Sync + 'static)) {
+fn note_connection_error(shared: &Shared, conn: &Conn, e: &(dyn std::error::Error + Send + Sync + 'static)) {
     let Some(h) = e.downcast_ref::<hyper::Error>() else {
         tracing::debug!(client = %conn.client, error = %e, "connection ended with an error");
         return;

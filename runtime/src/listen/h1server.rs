@@ -214,7 +214,7 @@ fn serve_with<'a, S: Transport>(
             let head_deadline = if buf.is_empty() {
                 let deadline = first.then(|| started.saturating_add(bounds.header_timeout));
                 let waited = next_bytes(&mut io, buf, clocks, &bounds, deadline, closing, timer.as_mut()).await;
-                if ended(waited, shared, conn) {
+                if ended(waited, shared, &conn) {
                     return Served::Closed;
                 }
                 // From the read that just came (it set `last`): no clock read.
@@ -249,7 +249,7 @@ fn serve_with<'a, S: Transport>(
                 let req = Request::from_parts(parts, Full::new(body));
                 // Boxed: an idle connection does not carry the proxy's state (a few
                 // KiB).
-                let dispatch = crate::bufpool::recycled(proxy::handle(shared.clone(), conn, req));
+                let dispatch = crate::bufpool::recycled(proxy::handle(shared.clone(), conn.clone(), req));
                 (dispatch, is_head, version, keep_alive)
             };
             let resp = dispatch.await;
@@ -274,7 +274,7 @@ fn serve_with<'a, S: Transport>(
                 Served::Closed
             }
             Unread::Ended(read) => {
-                ended(read, shared, conn);
+                ended(read, shared, &conn);
                 Served::Closed
             }
         }
@@ -423,7 +423,7 @@ fn read_body<'a, S: Transport>(
 
 /// Whether a read the loop waited for ends the connection: the client
 /// closed or failed, or the wait was cut (counted and logged).
-fn ended(read: Result<std::io::Result<usize>, Cut>, shared: &Shared, conn: Conn) -> bool {
+fn ended(read: Result<std::io::Result<usize>, Cut>, shared: &Shared, conn: &Conn) -> bool {
     match read {
         Ok(Ok(n)) => n == 0,
         Ok(Err(_)) => true,
@@ -435,7 +435,7 @@ fn ended(read: Result<std::io::Result<usize>, Cut>, shared: &Shared, conn: Conn)
 }
 
 /// Counts and logs why a connection was closed while waiting.
-fn note_cut(shared: &Shared, conn: Conn, cut: Cut) {
+fn note_cut(shared: &Shared, conn: &Conn, cut: Cut) {
     match cut {
         Cut::HeaderTimeout => {
             shared.metrics.reject(Rejection::HeaderTimeout);

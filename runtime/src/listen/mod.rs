@@ -27,6 +27,7 @@
 pub(crate) mod admin;
 mod fallback;
 pub(crate) mod h1server;
+pub mod proxy_protocol;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 
@@ -126,6 +127,7 @@ pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     tracker: Arc<ConnTracker>,
     tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+    proxy_protocol: bool,
     mut stop: watch::Receiver<bool>,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -140,6 +142,19 @@ pub(crate) async fn accept_loop(
             continue;
         };
         let tls = tls.as_ref().map(|t| t.load_full());
+        if proxy_protocol {
+            // Boxed: a connection of a listener without PROXY headers does
+            // not carry the reader's state.
+            tokio::spawn(Box::pin(behind_proxy(
+                stream,
+                client,
+                guard,
+                tls,
+                shared.clone(),
+                closing.clone(),
+            )));
+            continue;
+        }
         tokio::spawn(serve_accepted(
             stream,
             client,
@@ -169,7 +184,7 @@ pub(crate) fn serve_accepted(
             let Some(proto) = sniff(&stream, &shared, client).await else {
                 return;
             };
-            let conn = Conn { client, tls: false };
+            let conn = Conn::new(client, false);
             let accepted = Accepted {
                 conn,
                 proto,
@@ -191,6 +206,27 @@ pub(crate) fn serve_accepted(
         ))
         .await;
     }
+}
+
+/// A connection of a `proxy_protocol` listener: its PROXY header first
+/// (within `header_timeout`; before the TLS handshake on a TLS listener),
+/// whose source address becomes the connection's peer; then the connection
+/// as any other. Without a valid header in time, it is closed.
+async fn behind_proxy(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    guard: ConnGuard,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shared: Arc<Shared>,
+    closing: watch::Receiver<bool>,
+) {
+    let wait = shared.current.load().plan.limits.header_timeout.as_duration();
+    let Some(client) = proxy_protocol::read(&mut stream, peer, wait).await else {
+        shared.metrics.reject(Rejection::BadRequest);
+        tracing::debug!(%peer, "no valid PROXY header within header_timeout; closing");
+        return;
+    };
+    serve_accepted(stream, client, guard, tls, shared, closing).await;
 }
 
 /// One signal for a listener's connections to close: set when the listener
@@ -253,7 +289,7 @@ where
             Proto::H1 => {
                 let ctx = h1server::Ctx {
                     shared: &shared,
-                    conn,
+                    conn: conn.clone(),
                     clocks: &clocks,
                     started,
                     closing: &mut closing,

@@ -26,8 +26,8 @@ pub mod redis;
 use crate::body::Body;
 use crate::error::status_response;
 use crate::metrics::Rejection;
-use crate::request::RequestCtx;
-use gw_plan::words::Reference;
+use crate::request::{ClientCert, RequestCtx};
+use gw_plan::words::{CertField, Reference};
 use gw_plan::{AuthKind, Plan, RequireOp, Route};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
@@ -200,8 +200,9 @@ pub(crate) fn check<'a, B>(
     route: &'a Route,
     req: &'a Request<B>,
     client_ip: IpAddr,
+    client_cert: Option<&'a ClientCert>,
 ) -> impl Future<Output = Result<Identity, Rejected>> + Send + 'a {
-    check_parts(policies, route, req.headers(), req.uri(), client_ip)
+    check_parts(policies, route, req.headers(), req.uri(), client_ip, client_cert)
 }
 
 /// [`check`] over the parts of a request.
@@ -211,6 +212,7 @@ pub(crate) async fn check_parts(
     headers: &HeaderMap,
     uri: &Uri,
     client_ip: IpAddr,
+    client_cert: Option<&ClientCert>,
 ) -> Result<Identity, Rejected> {
     let mut identity = Identity::default();
     if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
@@ -234,6 +236,7 @@ pub(crate) async fn check_parts(
         params: None,
         claims: identity.claims.as_deref(),
         api_key: identity.api_key.as_deref(),
+        client_cert,
     };
     for r in &route.requires {
         if !require_holds(&ctx, &r.subject, &r.op) {
@@ -254,12 +257,26 @@ pub(crate) async fn check_parts(
 }
 
 /// Whether `subject op` holds for this request. A missing value satisfies
-/// only `!=`.
+/// only `!=`; but a connection without a client certificate satisfies no
+/// `require` on `client_cert.*` (403, whatever the operator).
 pub(crate) fn require_holds(ctx: &RequestCtx<'_>, subject: &Reference, op: &RequireOp) -> bool {
+    if matches!(subject, Reference::ClientCert(_)) && ctx.client_cert.is_none() {
+        return false;
+    }
+    if let (RequireOp::InRanges(nets), Reference::ClientIp) = (op, subject) {
+        let ip = ctx.client_ip.to_canonical();
+        return nets.iter().any(|n| n.contains(&ip));
+    }
     let value = ctx.value(subject);
     match (op, value.as_deref()) {
+        (RequireOp::Has(v), _) if *subject == Reference::ClientCert(CertField::San) => {
+            ctx.client_cert.is_some_and(|c| c.san.iter().any(|name| name == v))
+        }
         (RequireOp::Has(v), _) => has(ctx.claims, subject, value.as_deref(), v),
         (RequireOp::In(vs), Some(x)) => vs.iter().any(|v| v == x),
+        (RequireOp::InRanges(nets), Some(x)) => x
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| nets.iter().any(|n| n.contains(&ip.to_canonical()))),
         (RequireOp::Eq(v), Some(x)) => v == x,
         (RequireOp::Ne(v), Some(x)) => v != x,
         (RequireOp::Ne(_), None) => true,
@@ -333,4 +350,70 @@ pub(crate) fn credential<'h>(
         return None;
     }
     Some(raw)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gw_plan::words::CertField;
+
+    fn ctx<'a>(headers: &'a HeaderMap, cert: Option<&'a ClientCert>, ip: &str) -> RequestCtx<'a> {
+        RequestCtx {
+            client_ip: ip.parse().expect("an address"),
+            headers,
+            query: None,
+            params: None,
+            claims: None,
+            api_key: None,
+            client_cert: cert,
+        }
+    }
+
+    #[test]
+    fn no_require_on_a_client_certificate_holds_without_one() {
+        let headers = HeaderMap::new();
+        let san = Reference::ClientCert(CertField::San);
+        let none = ctx(&headers, None, "127.0.0.1");
+        for op in [
+            RequireOp::Ne("spiffe://x".into()),
+            RequireOp::Has("spiffe://x".into()),
+            RequireOp::Eq(String::new()),
+        ] {
+            assert!(!require_holds(&none, &san, &op), "{op:?}");
+        }
+        let cert = ClientCert {
+            san: vec!["spiffe://shop/orders".into(), "orders.test".into()],
+            san_text: "spiffe://shop/orders, orders.test".into(),
+            ..ClientCert::default()
+        };
+        let some = ctx(&headers, Some(&cert), "127.0.0.1");
+        assert!(require_holds(&some, &san, &RequireOp::Has("orders.test".into())));
+        assert!(!require_holds(&some, &san, &RequireOp::Has("orders".into())));
+        assert!(require_holds(&some, &san, &RequireOp::Ne("spiffe://x".into())));
+    }
+
+    #[test]
+    fn client_ip_in_takes_ranges_of_both_families() {
+        let headers = HeaderMap::new();
+        let nets: Vec<ipnet::IpNet> = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1/32"]
+            .iter()
+            .map(|n| n.parse().expect("a range"))
+            .collect();
+        let op = RequireOp::InRanges(nets);
+        for (ip, want) in [
+            ("10.200.1.1", true),
+            ("11.0.0.1", false),
+            ("::ffff:10.1.1.1", true),
+            ("2001:db8:ffff::1", true),
+            ("2001:db9::1", false),
+            ("192.0.2.1", true),
+            ("192.0.2.2", false),
+        ] {
+            assert_eq!(
+                require_holds(&ctx(&headers, None, ip), &Reference::ClientIp, &op),
+                want,
+                "{ip}"
+            );
+        }
+    }
 }

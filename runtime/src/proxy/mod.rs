@@ -70,7 +70,7 @@ fn method_of(m: &hyper::Method) -> Option<Method> {
 /// `B` is the client's body: hyper's `Incoming`, or the gateway's own
 /// HTTP/1.1 server's.
 #[allow(clippy::manual_async_fn)] // an `async fn` stores its arguments twice (see `route_request`)
-pub fn handle<B>(shared: Arc<Shared>, conn: Conn, req: Request<B>) -> impl Future<Output = Response<Body>> + use<B>
+pub fn handle<B>(shared: Arc<Shared>, conn: Conn, mut req: Request<B>) -> impl Future<Output = Response<Body>> + use<B>
 where
     B: ClientStream,
 {
@@ -78,6 +78,10 @@ where
     async move {
         let started = Instant::now();
         let loaded = shared.current.load_full();
+        // The client's address: the peer, or behind `trust_proxies` the one
+        // `X-Forwarded-For` gives (rewritten to the chain verified). What
+        // policies, templates, hash keys and the access line read.
+        let client_ip = crate::request::walk_forwarded(&loaded.plan, conn.client.ip(), req.headers_mut());
         let method = req.method().clone();
         let uri = req.uri().clone();
         // CORS is answered at the gateway: a preflight before routing (once
@@ -96,14 +100,14 @@ where
             Some((resp, route)) => (resp, Some(route), None),
             None => {
                 let origin = policy::cors::origin(&req);
-                let (resp, route, server) = route_request(&shared, &loaded, conn, &uri, req).await;
+                let (resp, route, server) = route_request(&shared, &loaded, &conn, client_ip, &uri, req).await;
                 (policy::cors::decorate(&loaded.plan, route, origin, resp), route, server)
             }
         };
         account(
             &shared,
             &loaded,
-            conn,
+            client_ip,
             &method,
             &uri,
             route,
@@ -121,7 +125,7 @@ where
 fn account(
     shared: &Shared,
     loaded: &LoadedPlan,
-    conn: Conn,
+    client_ip: std::net::IpAddr,
     method: &hyper::Method,
     uri: &Uri,
     route: Option<usize>,
@@ -144,7 +148,7 @@ fn account(
         .map_or("-", String::as_str);
     let upstream = server.unwrap_or("-");
     let line = crate::log::AccessLine {
-        client: conn.client.ip(),
+        client: client_ip,
         method: method.as_str(),
         path: uri.path(),
         route,
@@ -157,7 +161,7 @@ fn account(
     if !crate::log::access(&line) {
         tracing::info!(
             target: "gw::access",
-            client = %conn.client.ip(),
+            client = %client_ip,
             method = %method,
             path = uri.path(),
             route,
@@ -211,13 +215,14 @@ struct Outgoing<B> {
 fn route_request<'a, B: ClientStream>(
     shared: &'a Shared,
     loaded: &'a Arc<LoadedPlan>,
-    conn: Conn,
+    conn: &'a Conn,
+    client_ip: std::net::IpAddr,
     uri: &'a Uri,
     mut req: Request<B>,
 ) -> impl Future<Output = Routed> + use<'a, B> {
     async move {
         let plan = &loaded.plan;
-        let (route_index, params, host) = match find_route(shared, plan, conn, uri, &mut req) {
+        let (route_index, params, host) = match find_route(shared, plan, conn, client_ip, uri, &mut req) {
             Ok(found) => found,
             Err(refused) => return refused,
         };
@@ -237,7 +242,14 @@ fn route_request<'a, B: ClientStream>(
         let checked = if route.auth.is_none() && route.requires.is_empty() && route.limits.is_empty() {
             Ok(policy::Identity::default())
         } else {
-            Box::pin(policy::check(&loaded.policies, route, &req, conn.client.ip())).await
+            Box::pin(policy::check(
+                &loaded.policies,
+                route,
+                &req,
+                client_ip,
+                conn.cert.as_deref(),
+            ))
+            .await
         };
         let identity = match checked {
             Ok(identity) => identity,
@@ -250,12 +262,13 @@ fn route_request<'a, B: ClientStream>(
         // here, before the request is taken apart for forwarding.
         let (response_ops, next) = {
             let ctx = RequestCtx {
-                client_ip: conn.client.ip(),
+                client_ip,
                 headers: req.headers(),
                 query: uri.query(),
                 params: Some(&params),
                 claims: identity.claims.as_deref(),
                 api_key: identity.api_key.as_deref(),
+                client_cert: conn.cert.as_deref(),
             };
             let response_ops = render_ops(&route.response_headers, &ctx);
             let next = match &route.target {
@@ -315,7 +328,8 @@ fn route_request<'a, B: ClientStream>(
 fn find_route<'p, B>(
     shared: &Shared,
     plan: &'p Plan,
-    conn: Conn,
+    conn: &Conn,
+    client_ip: std::net::IpAddr,
     uri: &'p Uri,
     req: &mut Request<B>,
 ) -> Result<(usize, Params<'p>, Option<HeaderValue>), Routed> {
@@ -331,14 +345,16 @@ fn find_route<'p, B>(
         req.headers_mut().insert(header::HOST, h.clone());
     }
     let host_str = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
-    // What route conditions read (only routes with a `when` read it).
+    // What route conditions read (only routes with a `when` read it): the
+    // client's address is the one `trust_proxies` found.
     let facts = RequestCtx {
-        client_ip: conn.client.ip(),
+        client_ip,
         headers: req.headers(),
         query: uri.query(),
         params: None,
         claims: None,
         api_key: None,
+        client_cert: None,
     };
     match lookup_with(plan, method_of(req.method()), host_str, uri.path(), &facts) {
         Lookup::Matched { route, params } => Ok((route, params, host)),
@@ -413,7 +429,7 @@ fn upstream_of(target: &Target, ctx: &RequestCtx<'_>) -> usize {
 /// the request was routed by, already its `Host`.
 fn outgoing<B>(
     mut req: Request<B>,
-    conn: Conn,
+    conn: &Conn,
     host: Option<&HeaderValue>,
     request_ops: Vec<RenderedOp>,
 ) -> Outgoing<B> {

@@ -18,6 +18,7 @@
 (listen "listen" @keyword)
 (admin "admin" @keyword)
 (limits "limits" @keyword)
+(trust_proxies "trust_proxies" @keyword)
 (upstream "upstream" @keyword)
 (auth "auth" @keyword)
 (limit "limit" @keyword)
@@ -37,6 +38,9 @@
 (from "from" @variable.other.member)
 (jwks "jwks" @variable.other.member)
 (certificate "cert" @variable.other.member)
+(client_ca "client_ca" @variable.other.member)
+(client_auth "client_auth" @variable.other.member)
+(proxy_protocol) @variable.other.member
 (route_auth "auth" @variable.other.member)
 (route_limit "limit" @variable.other.member)
 (require "require" @variable.other.member)
