@@ -33,7 +33,7 @@ pub mod secrets;
 mod text;
 pub mod upstream;
 
-pub use gateway::{Gateway, Options};
+pub use gateway::{Gateway, Inherited, Options};
 
 /// Fuzzing entries, not an API (see their docs).
 #[doc(hidden)]
