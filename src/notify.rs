@@ -4,8 +4,10 @@
 //! starts and `READY=1` when it ends — swapped in or refused, the gateway
 //! serves again —, `STOPPING=1` when the drain starts, a `STATUS=` line for
 //! `systemctl status`, and `WATCHDOG=1` every half `WATCHDOG_USEC` while
-//! every serving runtime answers (see [`spawn_watchdog`]). Without
-//! `NOTIFY_SOCKET` every call does nothing.
+//! every serving runtime answers (see [`spawn_watchdog`]). A gateway that
+//! took over from another (`--upgrade-socket`) sends `MAINPID=` with its
+//! `READY=1`, and the one it replaced says nothing more ([`hand_over`]).
+//! Without `NOTIFY_SOCKET` every call does nothing.
 //!
 //! Written here rather than taken from the `sd-notify` crate: its 0.4 line
 //! connects to `NOTIFY_SOCKET` as a path, so the abstract names (`@...`)
@@ -22,7 +24,14 @@ use std::time::Duration;
 /// The notify socket of this process, opened at the first message.
 static SOCKET: OnceLock<Option<imp::Socket>> = OnceLock::new();
 
+/// Set once a gateway that replaces this one has taken its sockets
+/// ([`hand_over`]): from then on the new process is the service.
+static HANDED_OVER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn send(message: &str) {
+    if HANDED_OVER.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let socket = SOCKET.get_or_init(|| {
         let value = std::env::var_os("NOTIFY_SOCKET")?;
         match imp::Socket::open(&value) {
@@ -43,6 +52,25 @@ fn send(message: &str) {
 /// The listeners are bound: the service is up.
 pub fn ready(status: &str) {
     send(&format!("READY=1\nSTATUS={}", one_line(status)));
+}
+
+/// This process took the listening sockets of the gateway it replaces
+/// (`gwc serve --upgrade-socket`) and serves: it becomes the service's main
+/// process (systemd accepts `MAINPID=` from it with `NotifyAccess=all`).
+pub fn took_over(status: &str) {
+    send(&format!(
+        "MAINPID={}\nREADY=1\nSTATUS={}",
+        std::process::id(),
+        one_line(status)
+    ));
+}
+
+/// The gateway `pid` took this one's sockets and is the service now: this
+/// process says nothing more to the service manager (no `STOPPING=1`, no
+/// watchdog pings) while it drains.
+pub fn hand_over(pid: u32) {
+    send(&format!("STATUS=handed over to pid {pid}; draining"));
+    HANDED_OVER.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A reload starts (a change of the configuration or `SIGHUP`).

@@ -149,6 +149,15 @@ fn the_systemd_unit_is_type_notify_hardened_and_verified_by_systemd() {
         stop > drain,
         "TimeoutStopSec={stop:?} cuts the drain of {drain:?} short"
     );
+    // Upgrades: the socket in a folder the unit creates for the gateway, and
+    // the new process may tell systemd it is the main one.
+    let socket = arg_after(&args, "--upgrade-socket");
+    let runtime_dir = setting(&settings, "RuntimeDirectory");
+    assert!(
+        socket.starts_with(&format!("/run/{runtime_dir}/")),
+        "{socket} outside /run/{runtime_dir}"
+    );
+    assert_eq!(setting(&settings, "NotifyAccess"), "all");
     let user = setting(&settings, "User");
     assert!(!user.is_empty() && user != "root" && user != "0", "User={user}");
     for (key, value) in [

@@ -3,18 +3,120 @@
 //! sharing one Redis share one budget, the budget refills at the rate, keys
 //! expire when idle, `on_error allow|deny` answer at once when Redis is down
 //! or silent, a restarted Redis is used again, AUTH and SELECT come from
-//! the URL, and `rediss://` is refused. Without `redis-server` these tests
+//! the URL, and `rediss://` is TLS verified by the trust roots. Without `redis-server` these tests
 //! fail saying to install it, unless `GW_SKIP_REDIS_TESTS=1` outside CI:
 //! under CI (`CI` set, as `.ci/run` sets it) or when `tests/run` says Redis
 //! is required (`GW_REDIS_REQUIRED=1`), a skip is a failure.
 
 use crate::live::{get as get_url, Live, Upstream};
 use crate::policy::get;
-use gw_runtime::policy::redis::{parse, parse_url, Reply, Target};
+use gw_runtime::policy::redis::{parse_url, Target};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+// ------------------------------------------------------------------ the test's own RESP
+
+// The test reads what Redis stores on connections of its own, apart from
+// the gateway's client (the `redis` crate): a small RESP codec.
+
+/// The longest reply the test reads.
+const MAX_REPLY: usize = 64 * 1024;
+
+/// A RESP reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+/// Encodes a command as a RESP array of bulk strings.
+fn encode(args: &[&[u8]], out: &mut Vec<u8>) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Parses one reply from the front of `buf`: `Ok(None)` when more bytes
+/// are needed, else the reply and how many bytes it took.
+fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, &'static str> {
+    parse_at(buf, 0, 0)
+}
+
+fn parse_at(buf: &[u8], start: usize, depth: u32) -> Result<Option<(Reply, usize)>, &'static str> {
+    if depth > 4 {
+        return Err("nested too deep");
+    }
+    let Some(rel) = buf.get(start..).and_then(|b| b.windows(2).position(|w| w == b"\r\n")) else {
+        return Ok(None);
+    };
+    if rel == 0 {
+        return Err("empty reply");
+    }
+    let kind = buf[start];
+    let line = &buf[start + 1..start + rel];
+    let after = start + rel + 2;
+    let text = || String::from_utf8_lossy(line).into_owned();
+    let int = || -> Result<i64, &'static str> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or("not an integer")
+    };
+    match kind {
+        b'+' => Ok(Some((Reply::Simple(text()), after))),
+        b'-' => Ok(Some((Reply::Error(text()), after))),
+        b':' => Ok(Some((Reply::Int(int()?), after))),
+        b'$' => {
+            let n = int()?;
+            if n < 0 {
+                return Ok(Some((Reply::Bulk(None), after)));
+            }
+            let n = usize::try_from(n).map_err(|_| "bad length")?;
+            if n > MAX_REPLY {
+                return Err("reply too large");
+            }
+            let end = after + n;
+            if buf.len() < end + 2 {
+                return Ok(None);
+            }
+            if &buf[end..end + 2] != b"\r\n" {
+                return Err("bulk string not terminated");
+            }
+            Ok(Some((Reply::Bulk(Some(buf[after..end].to_vec())), end + 2)))
+        }
+        b'*' => {
+            let n = int()?;
+            if n < 0 {
+                return Ok(Some((Reply::Array(None), after)));
+            }
+            let n = usize::try_from(n).map_err(|_| "bad length")?;
+            if n > 1024 {
+                return Err("reply too large");
+            }
+            let mut items = Vec::with_capacity(n);
+            let mut at = after;
+            for _ in 0..n {
+                match parse_at(buf, at, depth + 1)? {
+                    Some((item, next)) => {
+                        items.push(item);
+                        at = next;
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some((Reply::Array(Some(items)), at)))
+        }
+        _ => Err("unknown reply type"),
+    }
+}
 
 /// A `redis-server` of this test, killed when dropped.
 struct RedisServer {
@@ -147,7 +249,7 @@ impl RedisServer {
                 .map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-            gw_runtime::policy::redis::encode(&bytes, &mut out);
+            encode(&bytes, &mut out);
             s.write_all(&out).await.map_err(|e| e.to_string())?;
             let mut buf = Vec::new();
             loop {
@@ -171,8 +273,8 @@ impl RedisServer {
             let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
             let mut out = Vec::new();
             let db = db.to_string();
-            gw_runtime::policy::redis::encode(&[b"SELECT", db.as_bytes()], &mut out);
-            gw_runtime::policy::redis::encode(&[b"KEYS", b"gw:limit:*"], &mut out);
+            encode(&[b"SELECT", db.as_bytes()], &mut out);
+            encode(&[b"KEYS", b"gw:limit:*"], &mut out);
             s.write_all(&out).await.expect("write");
             let mut buf = Vec::new();
             loop {
@@ -546,9 +648,9 @@ async fn a_password_and_a_database_come_from_the_url() {
     let port = redis.port;
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     let mut out = Vec::new();
-    gw_runtime::policy::redis::encode(&[b"AUTH", b"s3cr%t"], &mut out);
-    gw_runtime::policy::redis::encode(&[b"SELECT", b"3"], &mut out);
-    gw_runtime::policy::redis::encode(&[b"EXISTS", b"gw:limit:l:all"], &mut out);
+    encode(&[b"AUTH", b"s3cr%t"], &mut out);
+    encode(&[b"SELECT", b"3"], &mut out);
+    encode(&[b"EXISTS", b"gw:limit:l:all"], &mut out);
     s.write_all(&out).await.expect("write");
     let mut buf = Vec::new();
     let replies = tokio::time::timeout(Duration::from_secs(2), async {
@@ -570,12 +672,129 @@ async fn a_password_and_a_database_come_from_the_url() {
     assert_eq!(replies[2], Reply::Int(1), "{replies:?}");
 }
 
-#[tokio::test]
-async fn a_tls_store_is_refused_and_follows_on_error() {
-    let text = ON_ERROR.replace("ACTION", "deny");
-    let (live, _up) = gateway_with(&text, "rediss://127.0.0.1:6380").await;
-    let got = get_url(&live.url("/")).await;
-    assert_eq!(got.status, 429);
+/// A CA and a certificate it signed for `127.0.0.1`, made with the
+/// `openssl` command (Debian's `ca-certificates` depends on it) in `dir`:
+/// `ca.crt`, `redis.crt`, `redis.key`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command (apt-get install -y openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=gw test redis CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ];
+    ca.extend(ec);
+    run(&ca);
+    let mut csr = vec![
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "redis.key",
+        "-out",
+        "redis.csr",
+    ];
+    csr.extend(ec);
+    run(&csr);
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+        "-out",
+        "redis.crt",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_store_counts_over_tls_verified_by_the_trust_roots() {
+    let certs = crate::support::TempDir::new();
+    make_certificates(certs.path());
+    let file = |name: &str| certs.path().join(name).to_string_lossy().into_owned();
+    let tls_port = free_port().to_string();
+    let Some(_redis) = RedisServer::start(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &file("redis.crt"),
+        "--tls-key-file",
+        &file("redis.key"),
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await
+    else {
+        return;
+    };
+    let up = Upstream::named("app").await;
+    let config = format!(
+        "listen 127.0.0.1:0
+         upstream app {{ server {} }}
+         store shared redis \"rediss://127.0.0.1:{tls_port}\" {{ timeout 2s on_error allow }}
+         limit l {{ rate 1/min burst 1 key none store shared }}
+         route /{{*rest}} -> app {{ limit l }}\n",
+        up.addr
+    );
+    // The system's trust roots, as rustls-native-certs reads them: here
+    // the test CA alone (SSL_CERT_FILE).
+    let trusting = crate::serve_harness::Served::start_with_env(
+        &[("app.gw", &config)],
+        &["app.gw"],
+        &[("SSL_CERT_FILE", &file("ca.crt"))],
+    );
+    trusting
+        .wait_lines(Duration::from_secs(20), 1, |l| l.contains("redis store connected"))
+        .await;
+    let addr = trusting.bound(1).await[0];
+    let url = format!("http://{addr}/x");
+    assert_eq!(get_url(&url).await.status, 200);
+    // With on_error allow, only Redis answering over TLS refuses this one.
+    assert_eq!(get_url(&url).await.status, 429, "{}", trusting.output());
+
+    // With the machine's trust roots, which do not hold the test CA: the
+    // handshake fails, the store is down, on_error allow lets requests by.
+    let distrusting = crate::serve_harness::Served::start_with_env(&[("app.gw", &config)], &["app.gw"], &[]);
+    distrusting
+        .wait_lines(Duration::from_secs(20), 1, |l| {
+            l.contains("redis store not reachable yet")
+        })
+        .await;
+    let addr = distrusting.bound(1).await[0];
+    for _ in 0..3 {
+        assert_eq!(get_url(&format!("http://{addr}/x")).await.status, 200);
+    }
 }
 
 #[test]
@@ -601,32 +820,9 @@ fn redis_urls_parse_host_port_database_and_credentials() {
         parse_url("redis://gw:p%40ss@[::1]:6380/1"),
         Ok(t("::1", 6380, 1, Some("gw"), Some("p@ss")))
     );
-    assert!(parse_url("rediss://cache:6380").unwrap_err().contains("TLS"));
+    assert_eq!(parse_url("rediss://cache:6380"), Ok(t("cache", 6380, 0, None, None)));
     assert!(parse_url("redis://cache:0").is_err());
     assert!(parse_url("redis://cache/x").is_err());
     assert!(parse_url("redis://user@cache").is_err());
     assert!(parse_url("redis://").is_err());
-}
-
-#[test]
-fn resp_replies_parse_only_when_complete() {
-    let whole = b"*2\r\n:0\r\n:99\r\n";
-    assert_eq!(
-        parse(whole).ok().flatten(),
-        Some((Reply::Array(Some(vec![Reply::Int(0), Reply::Int(99)])), whole.len()))
-    );
-    for cut in 0..whole.len() {
-        assert!(matches!(parse(&whole[..cut]), Ok(None)), "cut at {cut}");
-    }
-    assert_eq!(
-        parse(b"$3\r\nabc\r\n+OK\r\n").ok().flatten(),
-        Some((Reply::Bulk(Some(b"abc".to_vec())), 9))
-    );
-    assert_eq!(parse(b"$-1\r\n").ok().flatten(), Some((Reply::Bulk(None), 5)));
-    assert_eq!(
-        parse(b"-NOSCRIPT No matching script\r\n").ok().flatten().map(|r| r.0),
-        Some(Reply::Error("NOSCRIPT No matching script".into()))
-    );
-    assert!(parse(b"?what\r\n").is_err());
-    assert!(parse(b"$99999999\r\n").is_err());
 }

@@ -235,3 +235,34 @@ async fn an_abstract_notify_socket_is_reached_and_no_watchdog_means_no_ping() {
         .count();
     assert_eq!(pings, 0, "{:?}", manager.messages());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_takes_over_becomes_the_main_process_and_the_old_one_goes_silent() {
+    let (manager, socket) = Manager::at_path();
+    let sockets = TempDir::new();
+    let upgrade = sockets.path().join("gw.sock");
+    let upgrade = upgrade.to_str().expect("a UTF-8 path");
+    let app = [("app.gw", "listen 127.0.0.1:0\nroute GET /a { respond 200 \"a\" }\n")];
+    let args = ["app.gw", "--upgrade-socket", upgrade];
+    let env = [("NOTIFY_SOCKET", socket.as_str()), ("WATCHDOG_USEC", "400000")];
+    let old = Served::start_with_env(&app, &args, &env);
+    let (first, _) = manager.next(0, "READY=1", &old).await;
+    manager.next(first, "WATCHDOG=1", &old).await;
+    let new = Served::start_with_env(&app, &args, &env);
+    let (took, message) = manager.next(first + 1, "READY=1", &new).await;
+    assert_eq!(
+        field(&message, "MAINPID"),
+        Some(new.pid().to_string().as_str()),
+        "{message}"
+    );
+    assert_eq!(old.wait_exit(WAIT).await, Some(0), "{}", old.output());
+    let after = manager.messages().len();
+    // The new one pings its watchdog (WATCHDOG_PID is not the old one's).
+    manager.next(after, "WATCHDOG=1", &new).await;
+    let messages = manager.messages();
+    assert!(
+        !messages.iter().any(|(_, m)| m.lines().any(|l| l == "STOPPING=1")),
+        "the old gateway's drain is not the service stopping: {messages:?}"
+    );
+    assert!(took > first);
+}

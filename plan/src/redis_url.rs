@@ -40,8 +40,7 @@ fn invalid(why: &'static str) -> Invalid {
     Invalid { why, help: SHAPE }
 }
 
-/// Whether `url` asks for TLS (`rediss://`), which the runtime does not
-/// implement (the checker accepts it; the store is always down).
+/// Whether `url` asks for TLS (`rediss://`).
 pub fn is_tls(url: &str) -> bool {
     url.starts_with("rediss://")
 }

@@ -8,6 +8,14 @@
 //! The admin listener is bound where the plan says, as written: the docs and
 //! the checker recommend loopback; an admin address reachable from other
 //! machines is logged as a warning at start.
+//!
+//! Sockets across processes: with [`Options::reuse_port`] the traffic
+//! listeners (never `admin`) are bound with `SO_REUSEPORT`, so that several
+//! gateways serve one port; [`Options::inherited`] are listening sockets
+//! another gateway handed over (a binary upgrade, `gwc serve
+//! --upgrade-socket`), used instead of binding for the listeners of the same
+//! kind and address, and [`Gateway::listening_sockets`] are this gateway's
+//! to hand over in turn.
 
 use crate::conn::ConnTracker;
 use crate::listen;
@@ -37,6 +45,52 @@ pub struct Options {
     /// serve --allow-drastic-reload`). Without it such a reload is refused
     /// (see [`Gateway::reload`]); a plan with no listener is refused always.
     pub allow_drastic_reload: bool,
+    /// Bind the traffic listeners with `SO_REUSEPORT` (and `SO_REUSEADDR`)
+    /// so that other processes may listen on the same port (`gwc serve
+    /// --reuse-port`); never the admin listener.
+    pub reuse_port: bool,
+    /// Listening sockets handed over by the gateway this one replaces, by
+    /// listener key (see [`Gateway::listening_sockets`]): a listener of the
+    /// same key takes its socket instead of binding. Taken at start; what
+    /// is left unused is closed.
+    pub inherited: Inherited,
+}
+
+/// Listening sockets handed over by another process, by listener key.
+#[derive(Clone, Debug, Default)]
+pub struct Inherited(Arc<std::sync::Mutex<Vec<(String, std::net::TcpListener)>>>);
+
+impl Inherited {
+    pub fn new(sockets: Vec<(String, std::net::TcpListener)>) -> Inherited {
+        Inherited(Arc::new(std::sync::Mutex::new(sockets)))
+    }
+
+    /// The socket handed over for `key`, set non-blocking for tokio.
+    fn take(&self, key: &str) -> Option<TcpListener> {
+        let mut sockets = self.0.lock().ok()?;
+        let i = sockets.iter().position(|(k, _)| k == key)?;
+        let (_, socket) = sockets.swap_remove(i);
+        socket.set_nonblocking(true).ok()?;
+        match TcpListener::from_std(socket) {
+            Ok(l) => {
+                tracing::info!(listener = %key, "listening socket taken over");
+                Some(l)
+            }
+            Err(e) => {
+                tracing::warn!(listener = %key, error = %e, "a listening socket handed over cannot be used; binding anew");
+                None
+            }
+        }
+    }
+
+    /// Closes what no listener took.
+    fn clear(&self) {
+        if let Ok(mut sockets) = self.0.lock() {
+            for (key, _) in sockets.drain(..) {
+                tracing::info!(listener = %key, "listening socket handed over but not in this plan; closed");
+            }
+        }
+    }
 }
 
 /// How long a closed listener's accept loop gets to let go of its socket.
@@ -63,6 +117,10 @@ struct Bound {
     stop: watch::Sender<bool>,
     /// The accept loops (one per worker runtime for HTTP and TLS).
     tasks: Vec<JoinHandle<()>>,
+    /// A copy of the listening socket, to hand over to a gateway that
+    /// replaces this one ([`Gateway::listening_sockets`]).
+    #[cfg(unix)]
+    socket: Option<std::os::fd::OwnedFd>,
 }
 
 #[derive(Default)]
@@ -263,7 +321,10 @@ impl Gateway {
                 (_, Some(config)) => Serves::Tls(Arc::new(ArcSwap::new(config))),
                 _ => Serves::Http,
             };
-            let socket = self.bind_unless_closing(&l.address, &closing).await?;
+            let socket = match self.options.inherited.take(&key) {
+                Some(s) => Some(s),
+                None => self.bind_unless_closing(&l.address, &closing, true).await?,
+            };
             slots.push(Slot::Open {
                 key,
                 address: l.address.clone(),
@@ -285,7 +346,10 @@ impl Gateway {
                     Some(Slot::Keep { key, tls: None })
                 } else {
                     let closing: Vec<&Bound> = current.admin.iter().collect();
-                    let socket = self.bind_unless_closing(&address, &closing).await?;
+                    let socket = match self.options.inherited.take(&key) {
+                        Some(s) => Some(s),
+                        None => self.bind_unless_closing(&address, &closing, false).await?,
+                    };
                     Some(Slot::Open {
                         key,
                         address,
@@ -296,12 +360,19 @@ impl Gateway {
                 }
             }
         };
+        self.options.inherited.clear();
         Ok(Bindings { slots, admin })
     }
 
     /// Binds `address` now, or returns `None` when one of `closing` holds it
-    /// (it is bound after that one closes).
-    async fn bind_unless_closing(&self, address: &str, closing: &[&Bound]) -> Result<Option<TcpListener>, String> {
+    /// (it is bound after that one closes). `traffic`: not the admin
+    /// listener (the one `--reuse-port` does not apply to).
+    async fn bind_unless_closing(
+        &self,
+        address: &str,
+        closing: &[&Bound],
+        traffic: bool,
+    ) -> Result<Option<TcpListener>, String> {
         let addr = bind_address(address)?;
         let held = closing
             .iter()
@@ -309,11 +380,16 @@ impl Gateway {
         if held {
             return Ok(None);
         }
-        self.bind(address, addr).await.map(Some)
+        self.bind(address, addr, traffic).await.map(Some)
     }
 
-    async fn bind(&self, address: &str, addr: SocketAddr) -> Result<TcpListener, String> {
-        match TcpListener::bind(addr).await {
+    async fn bind(&self, address: &str, addr: SocketAddr, traffic: bool) -> Result<TcpListener, String> {
+        let bound = if traffic && self.options.reuse_port {
+            bind_reuse_port(addr)
+        } else {
+            TcpListener::bind(addr).await
+        };
+        match bound {
             Ok(l) => Ok(l),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && self.options.free_port_if_busy => {
                 let free = SocketAddr::new(addr.ip(), 0);
@@ -400,7 +476,7 @@ impl Gateway {
         let socket = match socket {
             Some(s) => s,
             None => match bind_address(&address) {
-                Ok(addr) => match self.bind(&address, addr).await {
+                Ok(addr) => match self.bind(&address, addr, !matches!(serves, Serves::Admin)).await {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(error = %e, "listener not opened");
@@ -419,6 +495,11 @@ impl Gateway {
                 tracing::error!(listen = %address, error = %e, "listener not opened");
                 return None;
             }
+        };
+        #[cfg(unix)]
+        let copy = {
+            use std::os::fd::AsFd;
+            socket.as_fd().try_clone_to_owned().ok()
         };
         let (stop, stop_rx) = watch::channel(false);
         let shared = self.shared.clone();
@@ -466,7 +547,25 @@ impl Gateway {
             serves,
             stop,
             tasks,
+            #[cfg(unix)]
+            socket: copy,
         })
+    }
+
+    /// Copies of the sockets every listener (admin included) listens on,
+    /// with their keys: what a gateway replacing this one takes over
+    /// ([`Options::inherited`]). Connections waiting in their queues are
+    /// accepted by whichever process accepts first, and by the new one
+    /// alone once this one stops accepting; none is lost.
+    #[cfg(unix)]
+    pub async fn listening_sockets(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        let listeners = self.listeners.lock().await;
+        listeners
+            .serving
+            .iter()
+            .chain(listeners.admin.iter())
+            .filter_map(|b| Some((b.key.clone(), b.socket.as_ref()?.try_clone().ok()?)))
+            .collect()
     }
 
     /// Starts an HTTP (or TLS) listener's accept loop on this runtime and
@@ -594,6 +693,23 @@ impl Gateway {
         let _ = tokio::time::timeout(drain, self.connections.all_closed()).await;
         self.connections.live()
     }
+}
+
+/// A listener bound with `SO_REUSEADDR` and `SO_REUSEPORT`: other sockets
+/// with both may listen on the same address, and the kernel spreads new
+/// connections over them.
+fn bind_reuse_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    // tokio's and std's `bind` listen with a backlog of 1024 and 128.
+    socket.listen(1024)
 }
 
 /// Why a plan is never served: it has no `listen`.

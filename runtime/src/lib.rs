@@ -34,7 +34,7 @@ mod text;
 pub mod tls_client;
 pub mod upstream;
 
-pub use gateway::{Gateway, Options};
+pub use gateway::{Gateway, Inherited, Options};
 
 /// Fuzzing entries, not an API (see their docs).
 #[doc(hidden)]

@@ -16,6 +16,7 @@ mod plan;
 mod route;
 mod serve;
 mod test;
+mod upgrade;
 mod watch;
 
 use clap::{CommandFactory, Parser, Subcommand};

@@ -66,6 +66,15 @@ pub struct ServeArgs {
     /// otherwise, keeping the running plan; a restart is always allowed).
     #[arg(long)]
     allow_drastic_reload: bool,
+    /// Bind the traffic listeners with SO_REUSEPORT, so that several
+    /// gateways serve the same port (never the admin listener).
+    #[arg(long)]
+    reuse_port: bool,
+    /// Upgrades without a lost connection: take the listening sockets of
+    /// the gateway listening on this Unix socket (if one does), then listen
+    /// here for the next one; SIGUSR2 starts that next one.
+    #[arg(long, value_name = "PATH")]
+    upgrade_socket: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -207,6 +216,10 @@ struct Signals {
     int: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     hup: Option<tokio::signal::unix::Signal>,
+    /// `SIGUSR2`: start the gateway that replaces this one (with
+    /// `--upgrade-socket`).
+    #[cfg(unix)]
+    usr2: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
@@ -218,6 +231,7 @@ impl Signals {
                 term: signal(SignalKind::terminate()).ok(),
                 int: signal(SignalKind::interrupt()).ok(),
                 hup: signal(SignalKind::hangup()).ok(),
+                usr2: signal(SignalKind::user_defined2()).ok(),
             }
         }
         #[cfg(not(unix))]
@@ -278,10 +292,41 @@ async fn serve(args: ServeArgs, mut plan: Plan, watched: Watched, workers: Vec<t
         d.apply(&mut plan);
         demo = Some(d);
     }
+    // The program file as it is now: SIGUSR2 starts it again (after a
+    // package manager replaced it, the new binary).
+    #[cfg(unix)]
+    let program = std::env::current_exe().ok();
+    #[cfg(unix)]
+    let mut take_over = match &args.upgrade_socket {
+        Some(path) => match super::upgrade::take_over(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => None,
+    };
+    #[cfg(unix)]
+    let inherited = match &mut take_over {
+        Some(t) => {
+            tracing::info!(
+                pid = t.old_pid,
+                sockets = t.sockets.len(),
+                "upgrade: taking over the running gateway's listening sockets"
+            );
+            gw_runtime::Inherited::new(std::mem::take(&mut t.sockets))
+        }
+        None => gw_runtime::Inherited::default(),
+    };
+    #[cfg(not(unix))]
+    let inherited = gw_runtime::Inherited::default();
     let options = Options {
         admin_override: None,
         free_port_if_busy: args.demo,
         allow_drastic_reload: args.allow_drastic_reload,
+        reuse_port: args.reuse_port,
+        inherited,
     };
     let watchdog_workers = workers.clone();
     let gateway = match Gateway::start_with_workers(plan.clone(), options, workers).await {
@@ -293,7 +338,17 @@ async fn serve(args: ServeArgs, mut plan: Plan, watched: Watched, workers: Vec<t
     };
     // Every listener is bound: a service manager may send traffic now.
     let bound = gateway.local_addrs().await;
-    crate::notify::ready(&format!("serving {} listener(s)", bound.len()));
+    let status = format!("serving {} listener(s)", bound.len());
+    #[cfg(unix)]
+    let (handed_over, upgrade_path) = match start_upgrades(&args, take_over, &gateway, &status).await {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    #[cfg(not(unix))]
+    crate::notify::ready(&status);
     crate::notify::spawn_watchdog(watchdog_workers);
     if args.demo {
         print_tour(&plan, &bound, gateway.admin_addr());
@@ -323,11 +378,28 @@ async fn serve(args: ServeArgs, mut plan: Plan, watched: Watched, workers: Vec<t
         max_stuck: watch::MAX_STUCK,
     };
     let reload = tokio::spawn(watcher.run(watched));
-    let first = signals.stop().await;
+    #[cfg(unix)]
+    let first = {
+        let program = program.as_deref();
+        let stopped = wait_for_stop(&mut signals, handed_over, program, args.upgrade_socket.is_some()).await;
+        // After a handover the upgrade socket is the new gateway's.
+        if let (Some(_), Some(path)) = (stopped, &upgrade_path) {
+            let _ = std::fs::remove_file(path);
+        }
+        stopped
+    };
+    #[cfg(not(unix))]
+    let first = Some(signals.stop().await);
     let at = Instant::now();
-    tracing::info!(signal = first.name(), drain = ?args.drain,
-        "shutting down: no new connections; draining (another signal a second or more from now stops at once)");
-    crate::notify::stopping(&format!("draining (up to {:?})", args.drain));
+    match first {
+        Some(signal) => {
+            tracing::info!(signal = signal.name(), drain = ?args.drain,
+                "shutting down: no new connections; draining (another signal a second or more from now stops at once)");
+            crate::notify::stopping(&format!("draining (up to {:?})", args.drain));
+        }
+        None => tracing::info!(drain = ?args.drain,
+            "upgrade: the new gateway serves; no new connections here; draining (a signal now stops at once)"),
+    }
     reload.abort();
     #[cfg(unix)]
     if let Some(h) = hups {
@@ -346,7 +418,7 @@ async fn serve(args: ServeArgs, mut plan: Plan, watched: Watched, workers: Vec<t
                 break;
             }
             again = signals.stop() => {
-                if again == first && at.elapsed() < SIGNAL_COPIES_WITHIN {
+                if Some(again) == first && at.elapsed() < SIGNAL_COPIES_WITHIN {
                     // The same signal sent to the process and to its group.
                     tracing::info!(signal = again.name(), "the same signal again within a second: one stop, still draining");
                     continue;
@@ -357,6 +429,88 @@ async fn serve(args: ServeArgs, mut plan: Plan, watched: Watched, workers: Vec<t
         }
     }
     ExitCode::SUCCESS
+}
+
+/// After the listeners are bound, with `--upgrade-socket`: finishes taking
+/// over from the gateway this one replaces (which then drains), tells the
+/// service manager this process serves, and listens for the next upgrade.
+/// Returns what tells this gateway that its successor took over, and the
+/// upgrade socket's path.
+#[cfg(unix)]
+async fn start_upgrades(
+    args: &ServeArgs,
+    take_over: Option<super::upgrade::TakeOver>,
+    gateway: &Arc<Gateway>,
+    status: &str,
+) -> Result<(Option<tokio::sync::oneshot::Receiver<u32>>, Option<std::path::PathBuf>), String> {
+    match take_over {
+        Some(t) => {
+            let old = t.old_pid;
+            // The old gateway stops accepting once it reads this.
+            if let Err(e) = t.finish() {
+                tracing::warn!(error = %e, "upgrade: serving, but the old gateway did not confirm its drain");
+            }
+            tracing::info!(pid = old, "upgrade: serving; the old gateway drains");
+            crate::notify::took_over(status);
+        }
+        None => crate::notify::ready(status),
+    }
+    let Some(path) = &args.upgrade_socket else {
+        return Ok((None, None));
+    };
+    let listener = super::upgrade::listen(path)?;
+    tracing::info!(socket = %path.display(), "listening for upgrades (SIGUSR2 starts the new gateway)");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    super::upgrade::serve(
+        listener,
+        path.clone(),
+        gateway.clone(),
+        tokio::runtime::Handle::current(),
+        tx,
+    );
+    Ok((Some(rx), Some(path.clone())))
+}
+
+/// Waits for a stop signal (`Some`) or for a successor that took over the
+/// listening sockets (`None`); `SIGUSR2` starts that successor.
+#[cfg(unix)]
+async fn wait_for_stop(
+    signals: &mut Signals,
+    handed_over: Option<tokio::sync::oneshot::Receiver<u32>>,
+    program: Option<&std::path::Path>,
+    upgrades: bool,
+) -> Option<Stop> {
+    let mut handed_over = handed_over;
+    let mut usr2_signal = signals.usr2.take();
+    loop {
+        let usr2 = async {
+            match &mut usr2_signal {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let over = async {
+            match &mut handed_over {
+                Some(rx) => rx.await.ok(),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            stop = signals.stop() => return Some(stop),
+            pid = over => match pid {
+                Some(pid) => {
+                    tracing::info!(pid, "upgrade: the new gateway took over the listening sockets");
+                    return None;
+                }
+                // The upgrade socket's thread is gone: no more upgrades.
+                None => handed_over = None,
+            },
+            _ = usr2 => match program {
+                Some(program) if upgrades => super::upgrade::spawn_successor(program),
+                _ => tracing::warn!("SIGUSR2: upgrades need `--upgrade-socket PATH`; ignored"),
+            },
+        }
+    }
 }
 
 /// A few requests to try against the demo, on standard output: public
