@@ -60,4 +60,5 @@ mod serve_reload;
 mod serve_watch;
 mod snapshots;
 mod support;
+mod traffic_mirror;
 mod upstream_h1;

@@ -388,8 +388,19 @@ pub struct Route {
     pub aggregate: Option<Box<Aggregate>>,
     pub respond: Option<Box<Respond>>,
     pub redirect: Option<Box<Redirect>>,
+    pub mirror: Option<Box<Mirror>>,
     /// The `route ... PATH ...` head, for labels.
     pub head_span: Span,
+    pub span: Span,
+}
+
+/// `mirror UPSTREAM PERCENT`: a copy of that share of the route's requests
+/// goes to another upstream, its answer discarded.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    pub upstream: Name,
+    /// 1..=100.
+    pub percent: Spanned<u32>,
     pub span: Span,
 }
 

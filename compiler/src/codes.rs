@@ -54,6 +54,7 @@ codes! {
     GW0203 Error "bad path parameters: unknown `param.X`, `{*rest}` not last, or a duplicate name",
     GW0204 Error "`claim.X` used where no `jwt` auth applies",
     GW0205 Error "listen address used twice",
+    GW0211 Error "mirror, compress or cache settings that cannot apply to the route",
     GW0301 Error "upstream has no usable server",
     GW0302 Error "hash key reads data the requests routed to it may not have",
     GW0401 Error "auth mixes HS* with RS*/ES* algorithms (algorithm confusion)",
@@ -66,6 +67,7 @@ codes! {
     GW0504 Warning "resilience settings that contradict each other",
     GW0505 Warning "a secret written inline in the configuration",
     GW0506 Warning "a root configuration with routes and no `listen`",
+    GW0508 Warning "mirror of non-idempotent requests onto a server that takes the original",
     GW0601 Error "an embedded `test` expectation fails",
 }
 

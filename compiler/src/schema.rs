@@ -764,6 +764,14 @@ pub const KEYWORDS: &[Keyword] = &[
     )
     .value("as in an upstream")
     .opens(Retry),
+    kw(
+        "mirror",
+        Route,
+        "mirror UPSTREAM PERCENT",
+        "copies that share of requests to another upstream; its answers are discarded",
+    )
+    .value("upstream name, 1%..100%")
+    .refers(NameKind::Upstream),
     kw("cors", Route, "cors { ... }", "answer CORS, preflights included")
         .value("block (below)")
         .opens(Cors),

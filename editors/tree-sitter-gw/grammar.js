@@ -223,6 +223,7 @@ module.exports = grammar({
       $.redirect,
       $.cors,
       $.retry,
+      $.mirror,
       alias($.route_setting, $.setting),
     )),
     route_setting: $ => setting(ROUTE_SETTINGS, $),
@@ -263,6 +264,8 @@ module.exports = grammar({
       field('path', $._value),
       optional(field('optional', 'optional')),
     ),
+    /** `mirror UPSTREAM PERCENT` */
+    mirror: $ => seq('mirror', field('upstream', $._value), field('share', $._value)),
     /** `respond STATUS ["body"]` */
     respond: $ => seq('respond', field('status', $._value), optional(field('body', $.string))),
     /** `redirect [STATUS] "location"` */

@@ -240,6 +240,9 @@ impl Plan {
                 }
                 Target::Respond { .. } | Target::Redirect { .. } => {}
             }
+            if let Some(m) = &r.mirror {
+                check("upstream", m.upstream, self.upstreams.len())?;
+            }
         }
         Ok(())
     }
@@ -773,7 +776,20 @@ pub struct Route {
     pub retry: Option<Retry>,
     pub cors: Option<Cors>,
     pub target: Target,
+    /// `mirror UPSTREAM PERCENT` (absent from the JSON when not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
     pub origin: Origin,
+}
+
+/// `mirror UPSTREAM PERCENT`: a copy of `percent` of the route's requests
+/// (those that passed its policies) goes to `upstream`; its answer is
+/// discarded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mirror {
+    pub upstream: usize,
+    /// 1..=100.
+    pub percent: u32,
 }
 
 impl Route {

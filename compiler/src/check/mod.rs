@@ -14,6 +14,8 @@
 //!   credentials over plain HTTP (GW0503).
 //! - [`resilience`]: retries on non-idempotent routes (GW0502) and timeouts
 //!   that contradict each other (GW0504).
+//! - [`traffic`]: `mirror` only on forwarding routes (GW0211), and not of
+//!   writes onto the servers that take the original (GW0508).
 //!
 //! Architecture invariant: checks read files and variables only through the
 //! [`Host`], and are total — no input makes them panic. Every pass is linear
@@ -26,6 +28,7 @@ mod names;
 mod pem;
 mod resilience;
 mod routes;
+mod traffic;
 mod upstreams;
 
 use crate::ast::{Auth, AuthKind, Config, Limit, Method, Retry, Route, Upstream};
@@ -52,6 +55,7 @@ pub fn check(host: &dyn Host, sources: &SourceMap, config: &Config, diags: &mut 
     auth::check(&ctx, diags);
     listen::check(&ctx, diags);
     resilience::check(&ctx, diags);
+    traffic::check(&ctx, diags);
 }
 
 /// What every check shares: the configuration, its names, and the host.

@@ -146,6 +146,9 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
                 r.resolve(Space::Upstream, &part.upstream.node, part.upstream.span, diags);
             }
         }
+        if let Some(m) = &route.mirror {
+            r.resolve(Space::Upstream, &m.upstream.node, m.upstream.span, diags);
+        }
     }
     for listen in &config.listens {
         if let ListenKind::Tcp { upstream } = &listen.kind {

@@ -828,6 +828,12 @@ fn route(plan: &Plan, r: &Route) -> Item {
     if let Some(t) = &r.retry {
         facts.push(retry(t));
     }
+    if let Some(m) = &r.mirror {
+        facts.push(fact(
+            "mirror",
+            format!("{} {}%", upstream_name(plan, m.upstream), m.percent),
+        ));
+    }
     // `-> orders` is written `-> orders`, and said `target: orders -> payment`
     // when it changes.
     let (target, target_value) = match &r.target {

@@ -267,6 +267,12 @@ impl<'c> Lower<'c> {
                 max_age: c.max_age.as_ref().map(|d| Ms::from_duration(d.node)),
             }),
             target,
+            mirror: r.mirror.as_ref().and_then(|m| {
+                Some(Mirror {
+                    upstream: self.resolve("upstream", Table::Upstream, &m.upstream)?,
+                    percent: m.percent.node,
+                })
+            }),
             origin: origin(sources, r.head_span),
         }
     }

@@ -37,8 +37,8 @@ fn describe(rule: Rule) -> Option<&'static str> {
         | eject_kw | eject_unknown | pool_setting | pool_kw | pool_unknown | auth_from | auth_jwks | auth_setting
         | auth_setting_kw | auth_unknown | limit_setting | limit_kw | limit_unknown | store_setting | store_kw
         | store_unknown | route_auth | require | route_limit | set_header | remove_header | aggregate | respond
-        | redirect | cors | route_setting | route_setting_kw | route_unknown | cors_credentials | cors_setting
-        | cors_setting_kw | cors_unknown | tls_cert | tls_unknown | k_cert => "an attribute",
+        | redirect | cors | mirror | k_mirror | route_setting | route_setting_kw | route_unknown | cors_credentials
+        | cors_setting | cors_setting_kw | cors_unknown | tls_cert | tls_unknown | k_cert => "an attribute",
         k_weight | k_backup | k_resolve | server_opt => "a server option (`weight`, `backup`, `resolve`)",
         _ => return None,
     })

@@ -1751,6 +1751,7 @@ impl<'a> Lowerer<'a> {
             aggregate: None,
             respond: None,
             redirect: None,
+            mirror: None,
             head_span,
             span,
         }
@@ -1813,6 +1814,7 @@ impl<'a> Lowerer<'a> {
             "redirect",
             "cors",
             "retry",
+            "mirror",
             "strip_prefix",
             "timeout",
             "rewrite",
@@ -1931,6 +1933,11 @@ impl<'a> Lowerer<'a> {
                         route.retry = self.retry(a);
                     }
                 }
+                Rule::mirror => {
+                    if self.first(&mut seen, "mirror", a_span, block) {
+                        route.mirror = self.mirror(a, a_span).map(Box::new);
+                    }
+                }
                 Rule::route_setting => {
                     let Some((kw, kw_span, v)) = self.setting(a) else {
                         continue;
@@ -1960,6 +1967,29 @@ impl<'a> Lowerer<'a> {
                 _ => {}
             }
         }
+    }
+
+    /// `mirror UPSTREAM PERCENT`: a share of 1% to 100%.
+    fn mirror(&mut self, pair: Pair<'_, Rule>, span: Span) -> Option<Mirror> {
+        let vals: Vec<_> = pair.into_inner().filter(|p| p.as_rule() == Rule::value).collect();
+        let mut vals = vals.into_iter().map(|v| self.value(v)).collect::<Vec<_>>().into_iter();
+        let upstream = vals.next().and_then(|v| self.expect().name(&v, "an upstream name"));
+        let percent = vals.next().and_then(|v| self.expect().percent(&v, "mirror"));
+        if let Some(p) = &percent {
+            if p.node == 0 {
+                self.expect().out_of_range(
+                    p.span,
+                    "a mirror of `0%` sends no copy".to_string(),
+                    "give a share from `1%` to `100%`, or remove `mirror`",
+                );
+                return None;
+            }
+        }
+        Some(Mirror {
+            upstream: upstream?,
+            percent: percent?,
+            span,
+        })
     }
 
     fn require(&mut self, pair: Pair<'_, Rule>) -> Option<Require> {

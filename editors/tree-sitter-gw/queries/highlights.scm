@@ -43,6 +43,7 @@
 (respond "respond" @property)
 (redirect "redirect" @property)
 (cors "cors" @property)
+(mirror "mirror" @property)
 (credentials) @property
 
 [

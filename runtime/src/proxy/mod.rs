@@ -18,6 +18,7 @@
 
 mod aggregate;
 mod forward;
+mod mirror;
 
 use crate::body::{boxed, empty, full, Body, Stall, TrailerRule, Trailers};
 use crate::conn::Conn;
@@ -286,7 +287,20 @@ fn route_request<'a, B: ClientStream>(
             hash: rendered.hash,
             max_body: plan.limits.max_body_size,
         };
-        match forward.run(Some(head), body, declared).await {
+        // A route with `mirror` takes a boxed path (its state is not part of
+        // every request's future); the others the plain one.
+        let forwarding = match route.mirror {
+            None => mirror::Forwarding::Plain {
+                f: forward.run(Some(head), body, declared),
+            },
+            Some(_) => {
+                let copy = (&**loaded, route_index, client_upgrade.is_some());
+                mirror::Forwarding::Mirrored {
+                    f: Box::pin(mirror::run(&forward, copy, head, body, declared)),
+                }
+            }
+        };
+        match forwarding.await {
             Ok(answer) => {
                 let server = answer.server.clone();
                 let transformed = || loaded.transformed_response_headers.get(route_index).cloned().flatten();

@@ -46,6 +46,7 @@
 (respond "respond" @variable.other.member)
 (redirect "redirect" @variable.other.member)
 (cors "cors" @variable.other.member)
+(mirror "mirror" @variable.other.member)
 (credentials) @variable.other.member
 
 [
