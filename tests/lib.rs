@@ -60,5 +60,6 @@ mod serve_reload;
 mod serve_watch;
 mod snapshots;
 mod support;
+mod traffic_compress;
 mod traffic_mirror;
 mod upstream_h1;

@@ -105,6 +105,7 @@ fn every_keyword_set_of_the_grammar_equals_its_context_in_the_schema() {
         (&["set_header", "remove_header"], true, &[Header]),
         (&["require_op"], false, &[Require]),
         (&["cors_kw"], false, &[Cors]),
+        (&["compress_kw"], false, &[Compress]),
         (&["aggregate_timeout"], false, &[Aggregate]),
         (&["aggregate_part"], false, &[Part]),
         (&["expectation", "expect_header"], false, &[Expectation]),
@@ -242,6 +243,7 @@ fn every_attribute_table_of_the_reference_matches_the_schema() {
         ("`store NAME redis \"URL\" [{ ... }]`", Store),
         ("Attributes of a route block", Route),
         ("`cors { ... }`", Cors),
+        ("`compress { ... }`", Compress),
     ];
     let markdown = read("docs/language.md");
     let tables = tables(&markdown);

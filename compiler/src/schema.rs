@@ -54,6 +54,8 @@ pub enum Context {
     /// After `require REF`.
     Require,
     Cors,
+    /// Inside `compress { ... }` (top level or a route).
+    Compress,
     Aggregate,
     /// After an aggregate part's path.
     Part,
@@ -90,6 +92,7 @@ impl Context {
             Header => "`set`/`remove request|response header ...`",
             Require => "`require REF OP VALUE`",
             Cors => "a `cors { ... }` block",
+            Compress => "a `compress { ... }` block",
             Aggregate => "an `aggregate { ... }` block",
             Part => "an aggregate part",
             Test => "a `test { ... }` block",
@@ -115,6 +118,7 @@ impl Context {
                 | Store
                 | Route
                 | Cors
+                | Compress
                 | Aggregate
                 | Test
         )
@@ -258,6 +262,13 @@ pub const KEYWORDS: &[Keyword] = &[
     kw("listen", Top, "listen ADDR [tls {...} | tcp -> UPSTREAM]", "a listener").opens(Listen),
     kw("admin", Top, "admin ADDR", "the admin listener"),
     kw("limits", Top, "limits { ... }", "server-wide safety bounds").opens(Limits),
+    kw(
+        "compress",
+        Top,
+        "compress { ... }",
+        "compresses the answers of every route passed on from upstreams",
+    )
+    .opens(Compress),
     kw("upstream", Top, "upstream NAME { ... }", "a pool of servers")
         .opens(Upstream)
         .defines(NameKind::Upstream),
@@ -772,6 +783,15 @@ pub const KEYWORDS: &[Keyword] = &[
     )
     .value("upstream name, 1%..100%")
     .refers(NameKind::Upstream),
+    kw(
+        "compress",
+        Route,
+        "compress { ... } | compress off",
+        "the route's own compression, or none",
+    )
+    .value("block (below), or `off`")
+    .opens(Compress)
+    .values(&["off"]),
     kw("cors", Route, "cors { ... }", "answer CORS, preflights included")
         .value("block (below)")
         .opens(Cors),
@@ -838,6 +858,29 @@ pub const KEYWORDS: &[Keyword] = &[
     kw("max_age", Cors, "max_age", "how long a browser may cache a preflight")
         .value(DURATION)
         .default("not sent *(decision)*"),
+    kw("gzip", Compress, "gzip", "offer gzip")
+        .value("flag")
+        .default("offered when no coding is named"),
+    kw("br", Compress, "br", "offer brotli")
+        .value("flag")
+        .default("offered when no coding is named"),
+    kw("zstd", Compress, "zstd", "offer zstd")
+        .value("flag")
+        .default("offered when no coding is named"),
+    kw("level", Compress, "level", "how hard every coding works")
+        .value("integer 1..9")
+        .default("`5`"),
+    kw(
+        "min_size",
+        Compress,
+        "min_size",
+        "bodies of a known length under this are sent as they are",
+    )
+    .value("size")
+    .default("`1KiB`"),
+    kw("types", Compress, "types", "the media types compressed")
+        .value("strings `\"type/subtype\"` or `\"type/*\"`")
+        .default("text, JSON, JavaScript, XML, SVG *(decision)*"),
     kw("timeout", Aggregate, "timeout D", "bounds the whole aggregation").no_row(),
     kw(
         "optional",

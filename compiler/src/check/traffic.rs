@@ -1,9 +1,10 @@
-//! Traffic settings of a route: `mirror` only where the route forwards to an
-//! upstream (GW0211), and a mirror whose copies of writes would reach a
+//! Traffic settings of a route: `mirror` and a route's own `compress` only
+//! where the route forwards to an upstream (GW0211), one top-level
+//! `compress` (GW0105), and a mirror whose copies of writes would reach a
 //! server that already took the original (GW0508, a warning).
 
 use super::{describe_route, route_methods, Ctx};
-use crate::ast::{Mirror, Route};
+use crate::ast::{Mirror, Route, RouteCompress};
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 
@@ -12,13 +13,37 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
         if let Some(m) = &route.mirror {
             mirror(ctx, route, m, diags);
         }
+        if let Some(RouteCompress::On(c)) = route.compress.as_deref() {
+            if let Some(t) = answered_here(route) {
+                diags.push(
+                    Diagnostic::new(
+                        Code::GW0211,
+                        format!(
+                            "route `{}` compresses answers the gateway makes itself",
+                            describe_route(route)
+                        ),
+                    )
+                    .primary(c.span, "no upstream answer to compress")
+                    .help(format!(
+                        "the gateway answers this route itself (`{t}`); `compress` applies to answers passed on from an upstream"
+                    )),
+                );
+            }
+        }
+    }
+    if let [first, second, ..] = ctx.config.compress.as_slice() {
+        diags.push(
+            Diagnostic::new(Code::GW0105, "`compress` given twice at the top level")
+                .primary(second.span, "given again")
+                .secondary(first.span, "first given here")
+                .help("keep one top-level `compress` block; a route can have its own"),
+        );
     }
 }
 
-// ------------------------------------------------------------ GW0211, GW0508
-
-fn mirror(ctx: &Ctx<'_>, route: &Route, m: &Mirror, diags: &mut Diagnostics) {
-    let target = if route.aggregate.is_some() {
+/// What makes the route's answer at the gateway, if something does.
+fn answered_here(route: &Route) -> Option<&'static str> {
+    if route.aggregate.is_some() {
         Some("aggregate")
     } else if route.respond.is_some() {
         Some("respond")
@@ -26,7 +51,13 @@ fn mirror(ctx: &Ctx<'_>, route: &Route, m: &Mirror, diags: &mut Diagnostics) {
         Some("redirect")
     } else {
         None
-    };
+    }
+}
+
+// ------------------------------------------------------------ GW0211, GW0508
+
+fn mirror(ctx: &Ctx<'_>, route: &Route, m: &Mirror, diags: &mut Diagnostics) {
+    let target = answered_here(route);
     let Some(own) = &route.upstream else {
         // No target at all is GW0202's; a gateway-made answer has nothing to copy.
         if let Some(t) = target {

@@ -828,6 +828,13 @@ fn route(plan: &Plan, r: &Route) -> Item {
     if let Some(t) = &r.retry {
         facts.push(retry(t));
     }
+    if let Some(c) = r.compress.and_then(|c| plan.compressions.get(c)) {
+        let line = c.to_string();
+        facts.push(fact(
+            "compress",
+            line.strip_prefix("compress ").unwrap_or(&line).to_string(),
+        ));
+    }
     if let Some(m) = &r.mirror {
         facts.push(fact(
             "mirror",
@@ -853,6 +860,16 @@ fn route(plan: &Plan, r: &Route) -> Item {
     let mut raw = to_value(r);
     if let Some(o) = raw.as_object_mut() {
         o.remove("origin");
+        // Indices into the plan's tables, compared by what they point at.
+        if let Some(c) = r.compress.and_then(|c| plan.compressions.get(c)) {
+            o.insert("compress".into(), to_value(c));
+        }
+        if let Some(m) = &r.mirror {
+            o.insert(
+                "mirror".into(),
+                Value::String(format!("{} {}%", upstream_name(plan, m.upstream), m.percent)),
+            );
+        }
     }
     name_index(&mut raw, "auth", |i| {
         plan.auths.get(i).map_or_else(|| "?".into(), |a| a.name.clone())

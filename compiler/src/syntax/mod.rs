@@ -249,8 +249,8 @@ fn blank_too_deep(text: &str) -> Option<(String, Vec<usize>)> {
 }
 
 /// The declaration keywords, which recovery looks for in column 1.
-pub(crate) const DECLARATION_KEYWORDS: [&str; 10] = [
-    "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
+pub(crate) const DECLARATION_KEYWORDS: [&str; 11] = [
+    "import", "listen", "admin", "limits", "compress", "upstream", "auth", "limit", "store", "route", "test",
 ];
 
 /// The start of the first line after `pos` that begins with a declaration
@@ -265,6 +265,20 @@ fn next_declaration_line(text: &str, pos: usize) -> usize {
         from = line;
     }
     text.len()
+}
+
+/// `type/subtype` or `type/*`: tokens (RFC 9110 5.6.2) around one `/`.
+fn is_media_range(s: &str) -> bool {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match s.split_once('/') {
+        Some((ty, "*")) => token(ty),
+        Some((ty, sub)) => token(ty) && token(sub),
+        None => false,
+    }
 }
 
 /// The declaration keyword `text` has at `at`, as a whole word.
@@ -523,6 +537,18 @@ impl<'a> Lowerer<'a> {
                 }
             }
             Rule::limits => self.limits(pair),
+            Rule::compress => {
+                let span = self.span(&pair);
+                match self.compress(pair) {
+                    Some(RouteCompress::On(c)) => self.config.compress.push(c),
+                    Some(RouteCompress::Off(_)) => self.diags.push(
+                        Diagnostic::new(Code::GW0106, "`compress off` at the top level")
+                            .primary(span, "only a route opts out")
+                            .help("remove it (without a top-level `compress` block nothing is compressed), or write `compress off` in a route"),
+                    ),
+                    None => {}
+                }
+            }
             Rule::upstream => self.upstream(pair),
             Rule::auth => self.auth(pair),
             Rule::limit => self.limit(pair),
@@ -534,12 +560,13 @@ impl<'a> Lowerer<'a> {
                 let span = self.span(&name);
                 let word = name.as_str();
                 let known = [
-                    "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
+                    "import", "listen", "admin", "limits", "compress", "upstream", "auth", "limit", "store", "route",
+                    "test",
                 ];
                 self.diags.push(
                     Diagnostic::new(Code::GW0001, format!("expected a declaration, found `{word}`"))
                         .primary(span, "unknown declaration")
-                        .help("a declaration starts with `import`, `listen`, `admin`, `limits`, `upstream`, `auth`, `limit`, `store`, `route` or `test`")
+                        .help("a declaration starts with `import`, `listen`, `admin`, `limits`, `compress`, `upstream`, `auth`, `limit`, `store`, `route` or `test`")
                         .did_you_mean(span, suggest(word, known)),
                 );
             }
@@ -1752,6 +1779,7 @@ impl<'a> Lowerer<'a> {
             respond: None,
             redirect: None,
             mirror: None,
+            compress: None,
             head_span,
             span,
         }
@@ -1815,6 +1843,7 @@ impl<'a> Lowerer<'a> {
             "cors",
             "retry",
             "mirror",
+            "compress",
             "strip_prefix",
             "timeout",
             "rewrite",
@@ -1933,6 +1962,11 @@ impl<'a> Lowerer<'a> {
                         route.retry = self.retry(a);
                     }
                 }
+                Rule::compress => {
+                    if self.first(&mut seen, "compress", a_span, block) {
+                        route.compress = self.compress(a).map(Box::new);
+                    }
+                }
                 Rule::mirror => {
                     if self.first(&mut seen, "mirror", a_span, block) {
                         route.mirror = self.mirror(a, a_span).map(Box::new);
@@ -1967,6 +2001,92 @@ impl<'a> Lowerer<'a> {
                 _ => {}
             }
         }
+    }
+
+    /// `compress { ... }` or `compress off`.
+    fn compress(&mut self, pair: Pair<'_, Rule>) -> Option<RouteCompress> {
+        let span = self.span(&pair);
+        let mut compress = Compress {
+            codings: Vec::new(),
+            level: None,
+            min_size: None,
+            types: Vec::new(),
+            span,
+        };
+        let mut seen = Seen::default();
+        const KNOWN: &[&str] = &["gzip", "br", "zstd", "level", "min_size", "types"];
+        let block = "a `compress` block";
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::value => {
+                    let v = self.value(p);
+                    return match &v.val {
+                        Val::Ident(w) if w == "off" => Some(RouteCompress::Off(span)),
+                        _ => {
+                            self.expect()
+                                .mismatch(&v, "`off` or a block such as `{ gzip br level 5 }`", None);
+                            None
+                        }
+                    };
+                }
+                Rule::compress_block => {}
+                _ => continue,
+            }
+            for a in p.into_inner() {
+                let a_span = self.span(&a);
+                match a.as_rule() {
+                    Rule::compress_coding => {
+                        let word = a.as_str().trim();
+                        if !self.first(&mut seen, word, a_span, block) {
+                            continue;
+                        }
+                        let coding = match word {
+                            "gzip" => Coding::Gzip,
+                            "br" => Coding::Br,
+                            _ => Coding::Zstd,
+                        };
+                        compress.codings.push(Spanned::new(coding, a_span));
+                    }
+                    Rule::compress_setting => {
+                        let Some((kw, kw_span, values)) = self.list_setting(a) else {
+                            continue;
+                        };
+                        if !self.first(&mut seen, &kw, kw_span, block) {
+                            continue;
+                        }
+                        match kw.as_str() {
+                            "level" | "min_size" if values.len() > 1 => {
+                                self.expect().mismatch(&values[1], "one value", None);
+                            }
+                            "level" => {
+                                compress.level = values.first().and_then(|v| self.expect().int(v, "level", 1, 9))
+                            }
+                            "min_size" => compress.min_size = values.first().and_then(|v| self.expect().size(v)),
+                            _ => {
+                                for v in &values {
+                                    let Some(t) = self.expect().string(v, "a media type such as `\"text/*\"`") else {
+                                        continue;
+                                    };
+                                    let t = Spanned::new(t.node.to_ascii_lowercase(), t.span);
+                                    if is_media_range(&t.node) {
+                                        compress.types.push(t);
+                                    } else {
+                                        self.diags.push(
+                                            Diagnostic::new(Code::GW0003, format!("invalid media type `{}`", t.node))
+                                                .primary(t.span, "not `type/subtype` or `type/*`")
+                                                .help("write a media type such as `\"application/json\"` or `\"text/*\"`, without parameters"),
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Rule::compress_unknown => self.unknown(a, block, KNOWN),
+                    _ => {}
+                }
+            }
+        }
+        Some(RouteCompress::On(compress))
     }
 
     /// `mirror UPSTREAM PERCENT`: a share of 1% to 100%.

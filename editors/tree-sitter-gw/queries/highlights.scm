@@ -15,6 +15,7 @@
 (listen "listen" @keyword)
 (admin "admin" @keyword)
 (limits "limits" @keyword)
+(source_file (compress "compress" @keyword))
 (upstream "upstream" @keyword)
 (auth "auth" @keyword)
 (limit "limit" @keyword)
@@ -44,6 +45,8 @@
 (redirect "redirect" @property)
 (cors "cors" @property)
 (mirror "mirror" @property)
+(block (compress "compress" @property))
+(coding ["gzip" "br" "zstd"] @property)
 (credentials) @property
 
 [

@@ -17,6 +17,7 @@
 //! aggregate, a body buffered for a replay) are boxed.
 
 mod aggregate;
+mod compress;
 mod forward;
 mod mirror;
 
@@ -273,6 +274,12 @@ fn route_request<'a, B: ClientStream>(
                 return (resp, Some(route_index), None);
             }
         };
+        // What the client accepts, read before the request is taken apart
+        // (one byte; `Untouched` on a route without `compress`).
+        let accept = match route.compress.and_then(|i| plan.compressions.get(i)) {
+            None => compress::Accept::Untouched,
+            Some(cfg) => compress::negotiate(cfg, req.method(), req.headers()),
+        };
         let Outgoing {
             head,
             body,
@@ -305,6 +312,10 @@ fn route_request<'a, B: ClientStream>(
                 let server = answer.server.clone();
                 let transformed = || loaded.transformed_response_headers.get(route_index).cloned().flatten();
                 let resp = pass_on(answer, takes, client_upgrade, transformed, response_ops, &forward);
+                let resp = match route.compress.and_then(|i| plan.compressions.get(i)) {
+                    None => resp,
+                    Some(cfg) => compress::apply(resp, accept, cfg),
+                };
                 (resp, Some(route_index), Some(server))
             }
             Err((kind, server)) => (failed(shared, kind), Some(route_index), server),

@@ -18,6 +18,7 @@
 (listen "listen" @keyword)
 (admin "admin" @keyword)
 (limits "limits" @keyword)
+(source_file (compress "compress" @keyword))
 (upstream "upstream" @keyword)
 (auth "auth" @keyword)
 (limit "limit" @keyword)
@@ -47,6 +48,8 @@
 (redirect "redirect" @variable.other.member)
 (cors "cors" @variable.other.member)
 (mirror "mirror" @variable.other.member)
+(block (compress "compress" @variable.other.member))
+(coding ["gzip" "br" "zstd"] @variable.other.member)
 (credentials) @variable.other.member
 
 [
