@@ -1084,6 +1084,36 @@ route /{*rest} { respond 404 }
         assert_eq!(j["changes"][0]["origin"], "app.gw:8");
     }
 
+    /// A route's `compress` and `mirror` are compared by what they say, not
+    /// by their index in the plan's tables (which another route's change
+    /// can shift).
+    #[test]
+    fn compress_and_mirror_are_compared_by_what_they_say() {
+        let old = BASE
+            .replace("-> orders { auth users", "-> orders { compress { br } auth users")
+            .replace(
+                "route POST /login -> login",
+                "route POST /login -> login { compress { zstd } }",
+            );
+        let new = old.replace("compress { br } ", "");
+        let d = diff(&plan(&old), &plan(&new));
+        assert_eq!(d.entries.len(), 1, "{}", d.render());
+        assert!(d.render().contains("GET /orders/{id}"), "{}", d.render());
+        assert!(d.render().contains("compress"), "{}", d.render());
+        // The mirror's upstream by name: reordering upstreams changes nothing.
+        let mirrored = BASE.replace(
+            "route POST /login -> login",
+            "route POST /login -> login { mirror orders 5% }",
+        );
+        let reordered = mirrored.replace(
+            "upstream orders { balance p2c server 127.0.0.1:9001 server 127.0.0.1:9002 }\nupstream login { server 127.0.0.1:9101 }",
+            "upstream login { server 127.0.0.1:9101 }\nupstream orders { balance p2c server 127.0.0.1:9001 server 127.0.0.1:9002 }",
+        );
+        assert_ne!(mirrored, reordered);
+        let d = diff(&plan(&mirrored), &plan(&reordered));
+        assert!(d.is_empty(), "{}", d.render());
+    }
+
     /// Every attribute of every declaration is said in words, never as
     /// the "settings" fallback.
     #[test]
@@ -1112,6 +1142,9 @@ route /{*rest} { respond 404 }
             ("-> login", "-> login { set request header x-a \"1\" }"),
             ("-> login", "-> login { remove response header server }"),
             ("-> login", "-> login { cors { origins \"https://a.example\" } }"),
+            ("-> login", "-> login { mirror orders 10% }"),
+            ("-> login", "-> login { compress { gzip level 3 } }"),
+            ("admin 127.0.0.1:9901", "admin 127.0.0.1:9901\ncompress { br }"),
             ("{ respond 404 }", "{ respond 404 \"gone\" }"),
             ("listen 127.0.0.1:8080", "listen 127.0.0.1:8080\nlimits { idle_timeout 5s max_header_size 8KiB max_body_size 1MiB max_connections 9 }"),
         ];
