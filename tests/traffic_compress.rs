@@ -277,3 +277,34 @@ async fn a_body_is_encoded_as_it_streams() {
     assert!(frame.data_ref().is_some_and(|d| !d.is_empty()));
     feeder.abort();
 }
+
+#[tokio::test]
+async fn an_http2_client_gets_the_same_coding() {
+    let up = upstream().await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream app {{ server {} }}
+         route /{{*rest}} -> app {{ compress {{ br gzip }} }}",
+        up.addr
+    ))
+    .await;
+    let req = Request::get(live.url("/text"))
+        .header("accept-encoding", "gzip, br")
+        .body(gw_runtime::body::empty())
+        .expect("request");
+    let resp = within(
+        Duration::from_secs(10),
+        "an h2 answer",
+        crate::proxy_support::h2_client().request(req),
+    )
+    .await
+    .expect("request");
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(
+        resp.headers().get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"br"[..])
+    );
+    assert!(resp.headers().get("content-length").is_none());
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(decode("br", &body).await, text(4096));
+}

@@ -227,3 +227,26 @@ async fn a_body_over_the_bound_goes_alone_and_policies_come_first() {
     assert_eq!(reaches(2, || metrics.mirror.answered.load(Ordering::Relaxed)).await, 2);
     assert_eq!(shadow.count(), 2);
 }
+
+#[tokio::test]
+async fn copies_reach_an_http2_mirror() {
+    let app = Upstream::named("app").await;
+    let shadow = Upstream::named("shadow").await;
+    let live = Live::start(&format!(
+        "listen 127.0.0.1:0
+         upstream app {{ server {} }}
+         upstream shadow {{ server {} http2 }}
+         route /h2 -> app {{ mirror shadow 100% }}",
+        app.addr, shadow.addr
+    ))
+    .await;
+    let req = Request::get(live.url("/h2?x=1"))
+        .header("host", "menu.example")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    assert_eq!(send(req).await.status, 200);
+    let metrics = live.gateway.metrics();
+    assert_eq!(reaches(1, || metrics.mirror.answered.load(Ordering::Relaxed)).await, 1);
+    assert_eq!(shadow.count(), 1);
+    assert_eq!(metrics.mirror.failed.load(Ordering::Relaxed), 0);
+}
