@@ -846,7 +846,7 @@ impl fmt::Display for Compress {
         for c in &self.codings {
             write!(f, " {}", c.as_str())?;
         }
-        write!(f, " level {} min_size {}B types", self.level, self.min_size)?;
+        write!(f, " level {} min_size {} types", self.level, print::size(self.min_size))?;
         for (i, t) in self.types.iter().enumerate() {
             write!(f, "{} {t:?}", if i > 0 { "," } else { "" })?;
         }
