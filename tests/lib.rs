@@ -63,5 +63,7 @@ mod serve_upgrade;
 mod serve_watch;
 mod snapshots;
 mod support;
+mod traffic_compress;
+mod traffic_mirror;
 mod upstream_h1;
 mod upstream_tls;

@@ -106,6 +106,7 @@ fn every_keyword_set_of_the_grammar_equals_its_context_in_the_schema() {
         (&["set_header", "remove_header"], true, &[Header]),
         (&["require_op"], false, &[Require]),
         (&["cors_kw"], false, &[Cors]),
+        (&["compress_kw"], false, &[Compress]),
         (&["aggregate_timeout"], false, &[Aggregate]),
         (&["aggregate_part"], false, &[Part]),
         (&["condition", "cond_op"], false, &[Condition]),
@@ -250,6 +251,7 @@ fn every_attribute_table_of_the_reference_matches_the_schema() {
         ("`store NAME redis \"URL\" [{ ... }]`", Store),
         ("Attributes of a route block", Route),
         ("`cors { ... }`", Cors),
+        ("`compress { ... }`", Compress),
     ];
     let markdown = read("docs/language.md");
     let tables = tables(&markdown);

@@ -23,6 +23,8 @@ pub struct Config {
     pub tests: Vec<Test>,
     /// `trust_proxies [...]` (every such declaration's ranges together).
     pub trust_proxies: Vec<Spanned<ipnet::IpNet>>,
+    /// Top-level `compress` blocks (more than one is GW0105).
+    pub compress: Vec<Compress>,
     /// Names that declarations with a syntax error would have defined, by
     /// keyword (`("upstream", "orders")`): a reference to one is not also
     /// "unknown" (GW0101), since the mistake is already reported.
@@ -436,8 +438,50 @@ pub struct Route {
     pub when: Vec<Condition>,
     pub respond: Option<Box<Respond>>,
     pub redirect: Option<Box<Redirect>>,
+    pub mirror: Option<Box<Mirror>>,
+    pub compress: Option<Box<RouteCompress>>,
     /// The `route ... PATH ...` head, for labels.
     pub head_span: Span,
+    pub span: Span,
+}
+
+/// `compress { gzip br zstd level 5 min_size 1KiB types "text/*" }`.
+#[derive(Clone, Debug)]
+pub struct Compress {
+    /// In the order written: the order of preference. Empty: every coding.
+    pub codings: Vec<Spanned<Coding>>,
+    pub level: Option<Spanned<u64>>,
+    pub min_size: Option<Spanned<u64>>,
+    /// Lower-cased `type/subtype` or `type/*`. Empty: the default list.
+    pub types: Vec<Spanned<String>>,
+    pub span: Span,
+}
+
+/// A route's `compress`: its own block, or `off`.
+#[derive(Clone, Debug)]
+pub enum RouteCompress {
+    On(Compress),
+    Off(Span),
+}
+
+impl RouteCompress {
+    pub fn span(&self) -> Span {
+        match self {
+            RouteCompress::On(c) => c.span,
+            RouteCompress::Off(s) => *s,
+        }
+    }
+}
+
+pub use gw_plan::Coding;
+
+/// `mirror UPSTREAM PERCENT`: a copy of that share of the route's requests
+/// goes to another upstream, its answer discarded.
+#[derive(Clone, Debug)]
+pub struct Mirror {
+    pub upstream: Name,
+    /// 1..=100.
+    pub percent: Spanned<u32>,
     pub span: Span,
 }
 

@@ -57,6 +57,7 @@ codes! {
     GW0206 Error "conditioned routes may both take one request",
     GW0207 Error "split weights do not add up to 100%",
     GW0208 Error "a condition reads what a route cannot see before auth",
+    GW0211 Error "mirror, compress or cache settings that cannot apply to the route",
     GW0301 Error "upstream has no usable server",
     GW0302 Error "hash key reads data the requests routed to it may not have",
     GW0401 Error "auth mixes HS* with RS*/ES* algorithms (algorithm confusion)",
@@ -72,6 +73,7 @@ codes! {
     GW0505 Warning "a secret written inline in the configuration",
     GW0506 Warning "a root configuration with routes and no `listen`",
     GW0507 Warning "a route reading `client_cert.*` is also served by a listener without `client_ca`",
+    GW0508 Warning "mirror of non-idempotent requests onto a server that takes the original",
     GW0601 Error "an embedded `test` expectation fails",
 }
 

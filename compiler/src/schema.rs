@@ -60,6 +60,8 @@ pub enum Context {
     /// Inside a route's `split { ... }`.
     Split,
     Cors,
+    /// Inside `compress { ... }` (top level or a route).
+    Compress,
     Aggregate,
     /// After an aggregate part's path.
     Part,
@@ -99,6 +101,7 @@ impl Context {
             Condition => "a route condition `when REF OP VALUE`",
             Split => "a `split { ... }` block",
             Cors => "a `cors { ... }` block",
+            Compress => "a `compress { ... }` block",
             Aggregate => "an `aggregate { ... }` block",
             Part => "an aggregate part",
             Test => "a `test { ... }` block",
@@ -125,6 +128,7 @@ impl Context {
                 | Store
                 | Route
                 | Cors
+                | Compress
                 | Aggregate
                 | Split
                 | Test
@@ -282,6 +286,13 @@ pub const KEYWORDS: &[Keyword] = &[
         "the proxies whose X-Forwarded-For is believed",
     )
     .value("list of addresses or CIDR ranges"),
+    kw(
+        "compress",
+        Top,
+        "compress { ... }",
+        "compresses the answers of every route passed on from upstreams",
+    )
+    .opens(Compress),
     kw("upstream", Top, "upstream NAME { ... }", "a pool of servers")
         .opens(Upstream)
         .defines(NameKind::Upstream),
@@ -881,6 +892,23 @@ pub const KEYWORDS: &[Keyword] = &[
     )
     .value("as in an upstream")
     .opens(Retry),
+    kw(
+        "mirror",
+        Route,
+        "mirror UPSTREAM PERCENT",
+        "copies that share of requests to another upstream; its answers are discarded",
+    )
+    .value("upstream name, 1%..100%")
+    .refers(NameKind::Upstream),
+    kw(
+        "compress",
+        Route,
+        "compress { ... } | compress off",
+        "the route's own compression, or none",
+    )
+    .value("block (below), or `off`")
+    .opens(Compress)
+    .values(&["off"]),
     kw("cors", Route, "cors { ... }", "answer CORS, preflights included")
         .value("block (below)")
         .opens(Cors),
@@ -963,6 +991,29 @@ pub const KEYWORDS: &[Keyword] = &[
     kw("max_age", Cors, "max_age", "how long a browser may cache a preflight")
         .value(DURATION)
         .default("not sent *(decision)*"),
+    kw("gzip", Compress, "gzip", "offer gzip")
+        .value("flag")
+        .default("offered when no coding is named"),
+    kw("br", Compress, "br", "offer brotli")
+        .value("flag")
+        .default("offered when no coding is named"),
+    kw("zstd", Compress, "zstd", "offer zstd")
+        .value("flag")
+        .default("offered when no coding is named"),
+    kw("level", Compress, "level", "how hard every coding works")
+        .value("integer 1..9")
+        .default("`5`"),
+    kw(
+        "min_size",
+        Compress,
+        "min_size",
+        "bodies of a known length under this are sent as they are",
+    )
+    .value("size")
+    .default("`1KiB`"),
+    kw("types", Compress, "types", "the media types compressed")
+        .value("strings `\"type/subtype\"` or `\"type/*\"`")
+        .default("text, JSON, JavaScript, XML, SVG *(decision)*"),
     kw("timeout", Aggregate, "timeout D", "bounds the whole aggregation").no_row(),
     kw(
         "optional",

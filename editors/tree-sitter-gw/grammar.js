@@ -27,6 +27,8 @@ const LIMIT_SETTINGS = ['rate', 'burst', 'key', 'store', 'max_keys'];
 const STORE_SETTINGS = ['timeout', 'on_error'];
 const ROUTE_SETTINGS = ['strip_prefix', 'timeout', 'rewrite'];
 const CORS_SETTINGS = ['origins', 'methods', 'headers', 'expose', 'max_age'];
+const COMPRESS_CODINGS = ['gzip', 'br', 'zstd'];
+const COMPRESS_SETTINGS = ['level', 'min_size', 'types'];
 
 // Characters of a path pattern outside `{param}` (gw.pest's `path_char`).
 const PATH_CHARS = /[A-Za-z0-9\/\-._~!$&'()*+=:@%?]+/;
@@ -85,6 +87,7 @@ module.exports = grammar({
       $.admin,
       $.limits,
       $.trust_proxies,
+      $.compress,
       $.upstream,
       $.auth,
       $.limit,
@@ -128,6 +131,11 @@ module.exports = grammar({
     admin: $ => seq('admin', field('address', $._value)),
 
     /** `limits { header_timeout 10s ... }` */
+    /** `compress { gzip br zstd level 5 min_size 1KiB types "text/*" }`, or `compress off` in a route */
+    compress: $ => seq('compress', choice(alias($.compress_block, $.block), field('value', $._value))),
+    compress_block: $ => block(choice($.coding, alias($.compress_setting, $.setting))),
+    compress_setting: $ => listSetting(COMPRESS_SETTINGS, $),
+    coding: _ => choice(...COMPRESS_CODINGS),
     limits: $ => seq('limits', alias($.limits_block, $.block)),
     limits_block: $ => block(alias($.limits_setting, $.setting)),
     limits_setting: $ => setting(LIMITS_SETTINGS, $),
@@ -253,6 +261,8 @@ module.exports = grammar({
       $.redirect,
       $.cors,
       $.retry,
+      $.mirror,
+      $.compress,
       alias($.route_setting, $.setting),
     )),
     route_setting: $ => setting(ROUTE_SETTINGS, $),
@@ -298,6 +308,8 @@ module.exports = grammar({
     split_block: $ => block(choice($.split_side, $.sticky)),
     split_side: $ => seq(field('upstream', $.identifier), field('weight', $._value)),
     sticky: $ => seq('sticky', field('key', $._value)),
+    /** `mirror UPSTREAM PERCENT` */
+    mirror: $ => seq('mirror', field('upstream', $._value), field('share', $._value)),
     /** `respond STATUS ["body"]` */
     respond: $ => seq('respond', field('status', $._value), optional(field('body', $.string))),
     /** `redirect [STATUS] "location"` */

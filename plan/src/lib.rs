@@ -67,6 +67,10 @@ pub struct Plan {
     /// (addresses as `/32` or `/128` ranges). Empty: none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust_proxies: Vec<ipnet::IpNet>,
+    /// The `compress` settings routes point at (`Route::compress`): the
+    /// top-level one first, then each route's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compressions: Vec<Compress>,
     /// Derived from `routes`; rebuilt when a plan is loaded from JSON.
     #[serde(skip)]
     pub router: router::Router,
@@ -87,6 +91,8 @@ struct PlanFile {
     routes: Vec<Route>,
     #[serde(default)]
     trust_proxies: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    compressions: Vec<Compress>,
 }
 
 impl TryFrom<PlanFile> for Plan {
@@ -114,6 +120,7 @@ impl TryFrom<PlanFile> for Plan {
             stores: f.stores,
             routes,
             trust_proxies: f.trust_proxies,
+            compressions: f.compressions,
             router: router::Router::default(),
         };
         plan.validate()?;
@@ -262,6 +269,12 @@ impl Plan {
                     }
                 }
                 Target::Respond { .. } | Target::Redirect { .. } => {}
+            }
+            if let Some(m) = &r.mirror {
+                check("upstream", m.upstream, self.upstreams.len())?;
+            }
+            if let Some(c) = r.compress {
+                check("compress", c, self.compressions.len())?;
             }
         }
         Ok(())
@@ -602,6 +615,16 @@ impl HostHeader {
 /// Defaults the plan fills in where the configuration is silent.
 pub mod defaults {
     use super::Ms;
+    /// `compress`: the level, the smallest body compressed, the media types.
+    pub const COMPRESS_LEVEL: u32 = 5;
+    pub const COMPRESS_MIN_SIZE: u64 = 1024;
+    pub const COMPRESS_TYPES: &[&str] = &[
+        "text/*",
+        "application/json",
+        "application/javascript",
+        "application/xml",
+        "image/svg+xml",
+    ];
     pub const CONNECT_TIMEOUT: Ms = Ms(5_000);
     pub const UPSTREAM_TIMEOUT: Ms = Ms(30_000);
     pub const HEALTH_INTERVAL: Ms = Ms(2_000);
@@ -891,7 +914,72 @@ pub struct Route {
     pub retry: Option<Retry>,
     pub cors: Option<Cors>,
     pub target: Target,
+    /// `mirror UPSTREAM PERCENT` (absent from the JSON when not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+    /// The index in `Plan::compressions` of the `compress` that applies
+    /// (the route's own, else the top-level one; `None` for `compress off`
+    /// or when there is none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<usize>,
     pub origin: Origin,
+}
+
+/// `compress { ... }`: the codings offered, in the order of preference,
+/// the level, the smallest body compressed, and the media types.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compress {
+    pub codings: Vec<Coding>,
+    /// 1..=9, one scale for every coding.
+    pub level: u32,
+    /// Bodies of a known length under this many bytes are sent as they are.
+    pub min_size: u64,
+    /// Lower-case `type/subtype` or `type/*`.
+    pub types: Vec<String>,
+}
+
+/// A content coding `compress` offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Coding {
+    Gzip,
+    Br,
+    Zstd,
+}
+
+impl Coding {
+    /// The coding's token in `Accept-Encoding` and `Content-Encoding`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Coding::Gzip => "gzip",
+            Coding::Br => "br",
+            Coding::Zstd => "zstd",
+        }
+    }
+}
+
+impl fmt::Display for Compress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("compress {")?;
+        for c in &self.codings {
+            write!(f, " {}", c.as_str())?;
+        }
+        write!(f, " level {} min_size {} types", self.level, print::size(self.min_size))?;
+        for (i, t) in self.types.iter().enumerate() {
+            write!(f, "{} {t:?}", if i > 0 { "," } else { "" })?;
+        }
+        f.write_str(" }")
+    }
+}
+
+/// `mirror UPSTREAM PERCENT`: a copy of `percent` of the route's requests
+/// (those that passed its policies) goes to `upstream`; its answer is
+/// discarded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mirror {
+    pub upstream: usize,
+    /// 1..=100.
+    pub percent: u32,
 }
 
 impl Route {

@@ -270,6 +270,12 @@ pub fn pipeline(plan: &Plan, r: &Route) -> Vec<String> {
         lines.push(t.to_string());
     }
     lines.push(target(plan, r));
+    if let Some(m) = &r.mirror {
+        lines.push(format!("mirror {} {}%", upstream_name(plan, m.upstream), m.percent));
+    }
+    if let Some(c) = r.compress.and_then(|c| plan.compressions.get(c)) {
+        lines.push(c.to_string());
+    }
     for h in &r.response_headers {
         lines.push(header_op("response", h));
     }

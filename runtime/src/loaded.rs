@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use gw_plan::{HeaderOp, Plan};
 use hyper::header::HeaderName;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 pub struct LoadedPlan {
@@ -27,6 +28,17 @@ pub struct LoadedPlan {
     pub transformed_response_headers: Vec<Option<Arc<[HeaderName]>>>,
     /// Auth key sets, API keys and rate-limit state of the plan's policies.
     pub policies: Arc<crate::policy::Policies>,
+    /// Per route, the state of its `mirror` (`None` when it has none).
+    pub mirrors: Vec<Option<Arc<MirrorState>>>,
+}
+
+/// A mirrored route's copies: the requests counted so far (its share is
+/// taken by counting, so 10% is every tenth request) and the copies in
+/// flight (bounded by the proxy).
+#[derive(Debug, Default)]
+pub struct MirrorState {
+    pub seen: AtomicU64,
+    pub in_flight: AtomicUsize,
 }
 
 impl LoadedPlan {
@@ -79,6 +91,11 @@ impl LoadedPlan {
             })
             .collect();
         let policies = Arc::new(crate::policy::Policies::build(&plan, previous.map(|p| &*p.policies)).await);
+        let mirrors = plan
+            .routes
+            .iter()
+            .map(|r| r.mirror.as_ref().map(|_| Arc::new(MirrorState::default())))
+            .collect();
         LoadedPlan {
             plan,
             upstreams,
@@ -86,6 +103,7 @@ impl LoadedPlan {
             route_labels,
             transformed_response_headers,
             policies,
+            mirrors,
         }
     }
 }

@@ -112,6 +112,22 @@ pub struct Metrics {
     pub reload_failures: AtomicU64,
     /// Requests that matched no route (404/405/400).
     pub unmatched: RouteMetrics,
+    /// Copies made by routes' `mirror`.
+    pub mirror: MirrorMetrics,
+}
+
+/// What became of the copies `mirror` chose to make.
+#[derive(Debug, Default)]
+pub struct MirrorMetrics {
+    /// The mirror upstream answered (any status; the answer is discarded).
+    pub answered: AtomicU64,
+    /// No answer: no usable server, a refused connect, a timeout, a reset.
+    pub failed: AtomicU64,
+    /// Not sent: the route had as many copies in flight as it may.
+    pub dropped: AtomicU64,
+    /// Not sent: the request's body was over the mirror's bound (or did not
+    /// all come within it).
+    pub skipped: AtomicU64,
 }
 
 impl Metrics {
@@ -261,6 +277,20 @@ pub(crate) fn render(
         "counter",
         metrics.connections_total.load(Ordering::Relaxed),
     );
+    out.push_str("# HELP gw_mirror_copies_total Copies chosen by routes' mirror, by what became of them.\n");
+    out.push_str("# TYPE gw_mirror_copies_total counter\n");
+    for (outcome, n) in [
+        ("answered", &metrics.mirror.answered),
+        ("failed", &metrics.mirror.failed),
+        ("dropped", &metrics.mirror.dropped),
+        ("skipped", &metrics.mirror.skipped),
+    ] {
+        let _ = writeln!(
+            out,
+            "gw_mirror_copies_total{{outcome=\"{outcome}\"}} {}",
+            n.load(Ordering::Relaxed)
+        );
+    }
     gauge(
         &mut out,
         "gw_retries_total",

@@ -15,6 +15,8 @@
 //! - [`upstream_tls`]: an upstream's `tls` files (GW0405).
 //! - [`resilience`]: retries on non-idempotent routes (GW0502) and timeouts
 //!   that contradict each other (GW0504).
+//! - [`traffic`]: `mirror` only on forwarding routes (GW0211), and not of
+//!   writes onto the servers that take the original (GW0508).
 //!
 //! Architecture invariant: checks read files and variables only through the
 //! [`Host`], and are total — no input makes them panic. Every pass is linear
@@ -27,6 +29,7 @@ mod names;
 mod pem;
 mod resilience;
 mod routes;
+mod traffic;
 mod upstream_tls;
 mod upstreams;
 
@@ -55,6 +58,7 @@ pub fn check(host: &dyn Host, sources: &SourceMap, config: &Config, diags: &mut 
     auth::check(&ctx, diags);
     listen::check(&ctx, diags);
     resilience::check(&ctx, diags);
+    traffic::check(&ctx, diags);
 }
 
 /// What every check shares: the configuration, its names, and the host.

@@ -151,6 +151,9 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
                 r.resolve(Space::Upstream, &side.upstream.node, side.upstream.span, diags);
             }
         }
+        if let Some(m) = &route.mirror {
+            r.resolve(Space::Upstream, &m.upstream.node, m.upstream.span, diags);
+        }
     }
     for listen in &config.listens {
         if let ListenKind::Tcp { upstream } = &listen.kind {

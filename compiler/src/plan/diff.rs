@@ -874,6 +874,19 @@ fn route(plan: &Plan, r: &Route) -> Item {
     if let Some(t) = &r.retry {
         facts.push(retry(t));
     }
+    if let Some(c) = r.compress.and_then(|c| plan.compressions.get(c)) {
+        let line = c.to_string();
+        facts.push(fact(
+            "compress",
+            line.strip_prefix("compress ").unwrap_or(&line).to_string(),
+        ));
+    }
+    if let Some(m) = &r.mirror {
+        facts.push(fact(
+            "mirror",
+            format!("{} {}%", upstream_name(plan, m.upstream), m.percent),
+        ));
+    }
     // `-> orders` is written `-> orders`, and said `target: orders -> payment`
     // when it changes.
     let (target, target_value) = match &r.target {
@@ -893,6 +906,16 @@ fn route(plan: &Plan, r: &Route) -> Item {
     let mut raw = to_value(r);
     if let Some(o) = raw.as_object_mut() {
         o.remove("origin");
+        // Indices into the plan's tables, compared by what they point at.
+        if let Some(c) = r.compress.and_then(|c| plan.compressions.get(c)) {
+            o.insert("compress".into(), to_value(c));
+        }
+        if let Some(m) = &r.mirror {
+            o.insert(
+                "mirror".into(),
+                Value::String(format!("{} {}%", upstream_name(plan, m.upstream), m.percent)),
+            );
+        }
     }
     name_index(&mut raw, "auth", |i| {
         plan.auths.get(i).map_or_else(|| "?".into(), |a| a.name.clone())
@@ -1117,6 +1140,36 @@ route /{*rest} { respond 404 }
         assert_eq!(j["changes"][0]["origin"], "app.gw:8");
     }
 
+    /// A route's `compress` and `mirror` are compared by what they say, not
+    /// by their index in the plan's tables (which another route's change
+    /// can shift).
+    #[test]
+    fn compress_and_mirror_are_compared_by_what_they_say() {
+        let old = BASE
+            .replace("-> orders { auth users", "-> orders { compress { br } auth users")
+            .replace(
+                "route POST /login -> login",
+                "route POST /login -> login { compress { zstd } }",
+            );
+        let new = old.replace("compress { br } ", "");
+        let d = diff(&plan(&old), &plan(&new));
+        assert_eq!(d.entries.len(), 1, "{}", d.render());
+        assert!(d.render().contains("GET /orders/{id}"), "{}", d.render());
+        assert!(d.render().contains("compress"), "{}", d.render());
+        // The mirror's upstream by name: reordering upstreams changes nothing.
+        let mirrored = BASE.replace(
+            "route POST /login -> login",
+            "route POST /login -> login { mirror orders 5% }",
+        );
+        let reordered = mirrored.replace(
+            "upstream orders { balance p2c server 127.0.0.1:9001 server 127.0.0.1:9002 }\nupstream login { server 127.0.0.1:9101 }",
+            "upstream login { server 127.0.0.1:9101 }\nupstream orders { balance p2c server 127.0.0.1:9001 server 127.0.0.1:9002 }",
+        );
+        assert_ne!(mirrored, reordered);
+        let d = diff(&plan(&mirrored), &plan(&reordered));
+        assert!(d.is_empty(), "{}", d.render());
+    }
+
     /// Every attribute of every declaration is said in words, never as
     /// the "settings" fallback.
     #[test]
@@ -1145,6 +1198,9 @@ route /{*rest} { respond 404 }
             ("-> login", "-> login { set request header x-a \"1\" }"),
             ("-> login", "-> login { remove response header server }"),
             ("-> login", "-> login { cors { origins \"https://a.example\" } }"),
+            ("-> login", "-> login { mirror orders 10% }"),
+            ("-> login", "-> login { compress { gzip level 3 } }"),
+            ("admin 127.0.0.1:9901", "admin 127.0.0.1:9901\ncompress { br }"),
             ("{ respond 404 }", "{ respond 404 \"gone\" }"),
             ("listen 127.0.0.1:8080", "listen 127.0.0.1:8080\nlimits { idle_timeout 5s max_header_size 8KiB max_body_size 1MiB max_connections 9 }"),
         ];

@@ -30,7 +30,19 @@ pub fn lower(config: &ast::Config, sources: &SourceMap) -> Result<Plan, Vec<Diag
     let auths = config.auths.iter().map(auth).collect();
     let rate_limits = config.rate_limits.iter().map(|l| cx.rate_limit(l)).collect();
     let stores = config.stores.iter().map(store).collect();
-    let routes: Vec<Route> = config.routes.iter().map(|r| cx.route(r, sources)).collect();
+    let mut compressions: Vec<Compress> = config.compress.first().map(compress).into_iter().collect();
+    let top_compress = (!compressions.is_empty()).then_some(0);
+    let mut routes: Vec<Route> = config.routes.iter().map(|r| cx.route(r, sources)).collect();
+    for (route, r) in routes.iter_mut().zip(&config.routes) {
+        route.compress = match r.compress.as_deref() {
+            None => top_compress.filter(|_| matches!(route.target, Target::Upstream { .. })),
+            Some(ast::RouteCompress::Off(_)) => None,
+            Some(ast::RouteCompress::On(c)) => {
+                compressions.push(compress(c));
+                Some(compressions.len() - 1)
+            }
+        };
+    }
     let router = match Router::build(&routes) {
         Ok(r) => Some(r),
         Err(errors) => {
@@ -52,6 +64,7 @@ pub fn lower(config: &ast::Config, sources: &SourceMap) -> Result<Plan, Vec<Diag
             stores,
             routes,
             trust_proxies: trust_proxies(&config.trust_proxies),
+            compressions,
             router,
         }),
         _ => Err(cx.diags),
@@ -67,6 +80,22 @@ fn trust_proxies(ranges: &[crate::source::Spanned<ipnet::IpNet>]) -> Vec<ipnet::
         }
     }
     out
+}
+
+/// `compress { ... }` with its defaults filled in.
+fn compress(c: &ast::Compress) -> Compress {
+    Compress {
+        codings: match c.codings.is_empty() {
+            true => vec![Coding::Gzip, Coding::Br, Coding::Zstd],
+            false => c.codings.iter().map(|c| c.node).collect(),
+        },
+        level: c.level.as_ref().map_or(defaults::COMPRESS_LEVEL, |l| l.node as u32),
+        min_size: c.min_size.as_ref().map_or(defaults::COMPRESS_MIN_SIZE, |m| m.node),
+        types: match c.types.is_empty() {
+            true => defaults::COMPRESS_TYPES.iter().map(|t| t.to_string()).collect(),
+            false => c.types.iter().map(|t| t.node.clone()).collect(),
+        },
+    }
 }
 
 fn index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
@@ -307,6 +336,13 @@ impl<'c> Lower<'c> {
                 max_age: c.max_age.as_ref().map(|d| Ms::from_duration(d.node)),
             }),
             target,
+            compress: None,
+            mirror: r.mirror.as_ref().and_then(|m| {
+                Some(Mirror {
+                    upstream: self.resolve("upstream", Table::Upstream, &m.upstream)?,
+                    percent: m.percent.node,
+                })
+            }),
             origin: origin(sources, r.head_span),
         }
     }

@@ -23,7 +23,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         method | methods => "a method such as `GET`",
         path => "a path such as `/users`",
         decl_next | decl_start | k_import | k_listen | k_admin | k_limits | k_upstream | k_auth | k_limit | k_store
-        | k_route | k_test | top_unknown => "a declaration such as `route` or `upstream`",
+        | k_route | k_test | k_compress | top_unknown => "a declaration such as `route` or `upstream`",
         EOI => "the end of the file",
         k_key => "`key`",
         k_header => "`header`",
@@ -73,6 +73,8 @@ fn describe(rule: Rule) -> Option<&'static str> {
         | respond
         | redirect
         | cors
+        | mirror
+        | k_mirror
         | route_setting
         | route_setting_kw
         | route_unknown

@@ -249,8 +249,8 @@ fn blank_too_deep(text: &str) -> Option<(String, Vec<usize>)> {
 }
 
 /// The declaration keywords, which recovery looks for in column 1.
-pub(crate) const DECLARATION_KEYWORDS: [&str; 10] = [
-    "import", "listen", "admin", "limits", "upstream", "auth", "limit", "store", "route", "test",
+pub(crate) const DECLARATION_KEYWORDS: [&str; 11] = [
+    "import", "listen", "admin", "limits", "compress", "upstream", "auth", "limit", "store", "route", "test",
 ];
 
 /// The start of the first line after `pos` that begins with a declaration
@@ -265,6 +265,20 @@ fn next_declaration_line(text: &str, pos: usize) -> usize {
         from = line;
     }
     text.len()
+}
+
+/// `type/subtype` or `type/*`: tokens (RFC 9110 5.6.2) around one `/`.
+fn is_media_range(s: &str) -> bool {
+    let token = |t: &str| {
+        !t.is_empty()
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    match s.split_once('/') {
+        Some((ty, "*")) => token(ty),
+        Some((ty, sub)) => token(ty) && token(sub),
+        None => false,
+    }
 }
 
 /// The declaration keyword `text` has at `at`, as a whole word.
@@ -524,6 +538,18 @@ impl<'a> Lowerer<'a> {
             }
             Rule::limits => self.limits(pair),
             Rule::trust_proxies => self.trust_proxies(pair),
+            Rule::compress => {
+                let span = self.span(&pair);
+                match self.compress(pair) {
+                    Some(RouteCompress::On(c)) => self.config.compress.push(c),
+                    Some(RouteCompress::Off(_)) => self.diags.push(
+                        Diagnostic::new(Code::GW0106, "`compress off` at the top level")
+                            .primary(span, "only a route opts out")
+                            .help("remove it (without a top-level `compress` block nothing is compressed), or write `compress off` in a route"),
+                    ),
+                    None => {}
+                }
+            }
             Rule::upstream => self.upstream(pair),
             Rule::auth => self.auth(pair),
             Rule::limit => self.limit(pair),
@@ -540,6 +566,7 @@ impl<'a> Lowerer<'a> {
                     "admin",
                     "limits",
                     "trust_proxies",
+                    "compress",
                     "upstream",
                     "auth",
                     "limit",
@@ -550,7 +577,7 @@ impl<'a> Lowerer<'a> {
                 self.diags.push(
                     Diagnostic::new(Code::GW0001, format!("expected a declaration, found `{word}`"))
                         .primary(span, "unknown declaration")
-                        .help("a declaration starts with `import`, `listen`, `admin`, `limits`, `trust_proxies`, `upstream`, `auth`, `limit`, `store`, `route` or `test`")
+                        .help("a declaration starts with `import`, `listen`, `admin`, `limits`, `trust_proxies`, `compress`, `upstream`, `auth`, `limit`, `store`, `route` or `test`")
                         .did_you_mean(span, suggest(word, known)),
                 );
             }
@@ -1963,6 +1990,8 @@ impl<'a> Lowerer<'a> {
             when: Vec::new(),
             respond: None,
             redirect: None,
+            mirror: None,
+            compress: None,
             head_span,
             span,
         }
@@ -2026,6 +2055,8 @@ impl<'a> Lowerer<'a> {
             "redirect",
             "cors",
             "retry",
+            "mirror",
+            "compress",
             "strip_prefix",
             "timeout",
             "rewrite",
@@ -2147,6 +2178,16 @@ impl<'a> Lowerer<'a> {
                 Rule::retry => {
                     if self.first(&mut seen, "retry", a_span, block) {
                         route.retry = self.retry(a);
+                    }
+                }
+                Rule::compress => {
+                    if self.first(&mut seen, "compress", a_span, block) {
+                        route.compress = self.compress(a).map(Box::new);
+                    }
+                }
+                Rule::mirror => {
+                    if self.first(&mut seen, "mirror", a_span, block) {
+                        route.mirror = self.mirror(a, a_span).map(Box::new);
                     }
                 }
                 Rule::route_setting => {
@@ -2293,6 +2334,115 @@ impl<'a> Lowerer<'a> {
             }
         }
         out
+    }
+
+    /// `compress { ... }` or `compress off`.
+    fn compress(&mut self, pair: Pair<'_, Rule>) -> Option<RouteCompress> {
+        let span = self.span(&pair);
+        let mut compress = Compress {
+            codings: Vec::new(),
+            level: None,
+            min_size: None,
+            types: Vec::new(),
+            span,
+        };
+        let mut seen = Seen::default();
+        const KNOWN: &[&str] = &["gzip", "br", "zstd", "level", "min_size", "types"];
+        let block = "a `compress` block";
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::value => {
+                    let v = self.value(p);
+                    return match &v.val {
+                        Val::Ident(w) if w == "off" => Some(RouteCompress::Off(span)),
+                        _ => {
+                            self.expect()
+                                .mismatch(&v, "`off` or a block such as `{ gzip br level 5 }`", None);
+                            None
+                        }
+                    };
+                }
+                Rule::compress_block => {}
+                _ => continue,
+            }
+            for a in p.into_inner() {
+                let a_span = self.span(&a);
+                match a.as_rule() {
+                    Rule::compress_coding => {
+                        let word = a.as_str().trim();
+                        if !self.first(&mut seen, word, a_span, block) {
+                            continue;
+                        }
+                        let coding = match word {
+                            "gzip" => Coding::Gzip,
+                            "br" => Coding::Br,
+                            _ => Coding::Zstd,
+                        };
+                        compress.codings.push(Spanned::new(coding, a_span));
+                    }
+                    Rule::compress_setting => {
+                        let Some((kw, kw_span, values)) = self.list_setting(a) else {
+                            continue;
+                        };
+                        if !self.first(&mut seen, &kw, kw_span, block) {
+                            continue;
+                        }
+                        match kw.as_str() {
+                            "level" | "min_size" if values.len() > 1 => {
+                                self.expect().mismatch(&values[1], "one value", None);
+                            }
+                            "level" => {
+                                compress.level = values.first().and_then(|v| self.expect().int(v, "level", 1, 9))
+                            }
+                            "min_size" => compress.min_size = values.first().and_then(|v| self.expect().size(v)),
+                            _ => {
+                                for v in &values {
+                                    let Some(t) = self.expect().string(v, "a media type such as `\"text/*\"`") else {
+                                        continue;
+                                    };
+                                    let t = Spanned::new(t.node.to_ascii_lowercase(), t.span);
+                                    if is_media_range(&t.node) {
+                                        compress.types.push(t);
+                                    } else {
+                                        self.diags.push(
+                                            Diagnostic::new(Code::GW0003, format!("invalid media type `{}`", t.node))
+                                                .primary(t.span, "not `type/subtype` or `type/*`")
+                                                .help("write a media type such as `\"application/json\"` or `\"text/*\"`, without parameters"),
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Rule::compress_unknown => self.unknown(a, block, KNOWN),
+                    _ => {}
+                }
+            }
+        }
+        Some(RouteCompress::On(compress))
+    }
+
+    /// `mirror UPSTREAM PERCENT`: a share of 1% to 100%.
+    fn mirror(&mut self, pair: Pair<'_, Rule>, span: Span) -> Option<Mirror> {
+        let vals: Vec<_> = pair.into_inner().filter(|p| p.as_rule() == Rule::value).collect();
+        let mut vals = vals.into_iter().map(|v| self.value(v)).collect::<Vec<_>>().into_iter();
+        let upstream = vals.next().and_then(|v| self.expect().name(&v, "an upstream name"));
+        let percent = vals.next().and_then(|v| self.expect().percent(&v, "mirror"));
+        if let Some(p) = &percent {
+            if p.node == 0 {
+                self.expect().out_of_range(
+                    p.span,
+                    "a mirror of `0%` sends no copy".to_string(),
+                    "give a share from `1%` to `100%`, or remove `mirror`",
+                );
+                return None;
+            }
+        }
+        Some(Mirror {
+            upstream: upstream?,
+            percent: percent?,
+            span,
+        })
     }
 
     fn require(&mut self, pair: Pair<'_, Rule>) -> Option<Require> {

@@ -16,6 +16,7 @@
 (admin "admin" @keyword)
 (limits "limits" @keyword)
 (trust_proxies "trust_proxies" @keyword)
+(source_file (compress "compress" @keyword))
 (upstream "upstream" @keyword)
 (auth "auth" @keyword)
 (limit "limit" @keyword)
@@ -49,6 +50,9 @@
 (respond "respond" @property)
 (redirect "redirect" @property)
 (cors "cors" @property)
+(mirror "mirror" @property)
+(block (compress "compress" @property))
+(coding ["gzip" "br" "zstd"] @property)
 (credentials) @property
 
 [

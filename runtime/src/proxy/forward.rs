@@ -280,38 +280,51 @@ impl<'a> Forward<'a> {
     fn request_to(
         &self,
         server: &Server,
-        mut parts: hyper::http::request::Parts,
+        parts: hyper::http::request::Parts,
         body: Body,
         h2_authority: Option<&Authority>,
     ) -> Option<Request<Body>> {
-        let mut uri = hyper::http::uri::Parts::default();
-        uri.path_and_query = Some(self.path.clone());
-        if self.up.config.http2 {
-            uri.scheme = Some(Scheme::HTTP);
-            uri.authority = Some(match &server.host_header {
-                // `host_header server` or a name: the upstream's choice.
-                Some((_, authority)) => authority.clone(),
-                None => h2_authority.cloned().unwrap_or_else(|| server.authority.clone()),
-            });
-            parts.version = hyper::Version::HTTP_2;
-            parts.headers.remove(header::HOST);
-        } else {
-            parts.version = hyper::Version::HTTP_11;
-            if let Some((host, _)) = &server.host_header {
-                parts.headers.insert(header::HOST, host.clone());
-            } else if !parts.headers.contains_key(header::HOST) {
-                parts.headers.insert(header::HOST, server.host.clone());
-            }
-        }
-        parts.uri = Uri::from_parts(uri).ok()?;
-        Some(Request::from_parts(parts, body))
+        request_for(self.up, &self.path, server, parts, body, h2_authority)
     }
+}
+
+/// The request of one attempt on `server` of `up` (see
+/// [`Forward::request_to`]); a mirrored copy is made the same way.
+pub(super) fn request_for(
+    up: &Upstream,
+    path: &PathAndQuery,
+    server: &Server,
+    mut parts: hyper::http::request::Parts,
+    body: Body,
+    h2_authority: Option<&Authority>,
+) -> Option<Request<Body>> {
+    let mut uri = hyper::http::uri::Parts::default();
+    uri.path_and_query = Some(path.clone());
+    if up.config.http2 {
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(match &server.host_header {
+            // `host_header server` or a name: the upstream's choice.
+            Some((_, authority)) => authority.clone(),
+            None => h2_authority.cloned().unwrap_or_else(|| server.authority.clone()),
+        });
+        parts.version = hyper::Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.version = hyper::Version::HTTP_11;
+        if let Some((host, _)) = &server.host_header {
+            parts.headers.insert(header::HOST, host.clone());
+        } else if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, server.host.clone());
+        }
+    }
+    parts.uri = Uri::from_parts(uri).ok()?;
+    Some(Request::from_parts(parts, body))
 }
 
 /// What an answer with `status` says about its server: 5xx answers count
 /// towards an `eject` block (501 is a statement about the request, not the
 /// server's health).
-fn answered(status: u16) -> health::Outcome {
+pub(super) fn answered(status: u16) -> health::Outcome {
     if status < 500 || status == 501 {
         health::Outcome::Ok
     } else {
@@ -335,7 +348,7 @@ fn client_side(kind: ErrorKind) -> bool {
 /// pooled connection that broke (perhaps closed while idle: nothing
 /// against the server); the client's own body (too large, or failed);
 /// anything else from the upstream.
-fn classify(e: &SendError) -> (ErrorKind, health::Outcome) {
+pub(super) fn classify(e: &SendError) -> (ErrorKind, health::Outcome) {
     let e = match e {
         SendError::Connect { timed_out: true } => return (ErrorKind::ConnectTimeout, health::Outcome::Unreachable),
         SendError::Connect { timed_out: false } => return (ErrorKind::Connect, health::Outcome::Unreachable),

@@ -17,7 +17,9 @@
 //! aggregate, a body buffered for a replay) are boxed.
 
 mod aggregate;
+mod compress;
 mod forward;
+mod mirror;
 
 use crate::body::{boxed, empty, full, Body, Stall, TrailerRule, Trailers};
 use crate::conn::Conn;
@@ -285,6 +287,12 @@ fn route_request<'a, B: ClientStream>(
                 return (resp, Some(route_index), None);
             }
         };
+        // What the client accepts, read before the request is taken apart
+        // (one byte; `Untouched` on a route without `compress`).
+        let accept = match route.compress.and_then(|i| plan.compressions.get(i)) {
+            None => compress::Accept::Untouched,
+            Some(cfg) => compress::negotiate(cfg, req.method(), req.headers()),
+        };
         let Outgoing {
             head,
             body,
@@ -299,11 +307,28 @@ fn route_request<'a, B: ClientStream>(
             hash: rendered.hash,
             max_body: plan.limits.max_body_size,
         };
-        match forward.run(Some(head), body, declared).await {
+        // A route with `mirror` takes a boxed path (its state is not part of
+        // every request's future); the others the plain one.
+        let forwarding = match route.mirror {
+            None => mirror::Forwarding::Plain {
+                f: forward.run(Some(head), body, declared),
+            },
+            Some(_) => {
+                let copy = (&**loaded, route_index, client_upgrade.is_some());
+                mirror::Forwarding::Mirrored {
+                    f: Box::pin(mirror::run(&forward, copy, head, body, declared)),
+                }
+            }
+        };
+        match forwarding.await {
             Ok(answer) => {
                 let server = answer.server.clone();
                 let transformed = || loaded.transformed_response_headers.get(route_index).cloned().flatten();
                 let resp = pass_on(answer, takes, client_upgrade, transformed, response_ops, &forward);
+                let resp = match route.compress.and_then(|i| plan.compressions.get(i)) {
+                    None => resp,
+                    Some(cfg) => compress::apply(resp, accept, cfg),
+                };
                 (resp, Some(route_index), Some(server))
             }
             Err((kind, server)) => (failed(shared, kind), Some(route_index), server),

@@ -19,6 +19,7 @@
 (admin "admin" @keyword)
 (limits "limits" @keyword)
 (trust_proxies "trust_proxies" @keyword)
+(source_file (compress "compress" @keyword))
 (upstream "upstream" @keyword)
 (auth "auth" @keyword)
 (limit "limit" @keyword)
@@ -52,6 +53,9 @@
 (respond "respond" @variable.other.member)
 (redirect "redirect" @variable.other.member)
 (cors "cors" @variable.other.member)
+(mirror "mirror" @variable.other.member)
+(block (compress "compress" @variable.other.member))
+(coding ["gzip" "br" "zstd"] @variable.other.member)
 (credentials) @variable.other.member
 
 [
