@@ -11,7 +11,7 @@
 
 use crate::conn::ConnTracker;
 use crate::listen;
-use crate::loaded::{LoadedPlan, Shared};
+use crate::loaded::{LoadedPlan, Phase, Shared};
 use crate::metrics::Metrics;
 use crate::upstream::checks;
 use crate::upstream::health::ServerState;
@@ -176,6 +176,7 @@ impl Gateway {
             gw.commit(&mut listeners, prepared).await;
         }
         checks::spawn(&gw.shared.current.load().upstreams, health_rx);
+        gw.shared.set_phase(Phase::Serving);
         Ok(gw)
     }
 
@@ -197,6 +198,17 @@ impl Gateway {
     /// The process-wide counters (what `/metrics` shows).
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// Retries sent by the upstreams of the plan being served
+    /// (`gw_retries_total`, summed).
+    pub fn retries(&self) -> u64 {
+        let loaded = self.shared.current.load();
+        loaded
+            .upstreams
+            .iter()
+            .map(|u| u.metrics.retries.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Counts a reload refused before it reached the gateway (the new
@@ -411,7 +423,11 @@ impl Gateway {
         };
         let (stop, stop_rx) = watch::channel(false);
         let shared = self.shared.clone();
-        let tracker = self.connections.clone();
+        // The admin listener's connections are not counted.
+        let tracker = match serves {
+            Serves::Admin => self.connections.clone(),
+            _ => self.connections.for_listener(&address),
+        };
         let shutdown = self.shutdown.subscribe();
         let tasks = match &serves {
             Serves::Http | Serves::Tls(_) => {
@@ -419,7 +435,7 @@ impl Gateway {
                     Serves::Tls(config) => Some(config.clone()),
                     _ => None,
                 };
-                self.spawn_accept_loops(socket, &address, tls, stop_rx, shutdown)
+                self.spawn_accept_loops(socket, &address, tls, tracker, stop_rx, shutdown)
             }
             Serves::Tcp(upstream) => vec![tokio::spawn(listen::tcp::accept_loop(
                 socket,
@@ -433,7 +449,7 @@ impl Gateway {
         };
         match &serves {
             Serves::Admin => {
-                tracing::info!(admin = %address, bound = %local, "admin listening (/healthz, /metrics, /plan)");
+                tracing::info!(admin = %address, bound = %local, "admin listening (/healthz, /ready, /metrics, /upstreams, /plan)");
                 if !local.ip().is_loopback() {
                     tracing::warn!(
                         admin = %address,
@@ -465,10 +481,11 @@ impl Gateway {
         socket: TcpListener,
         address: &str,
         tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
+        tracker: Arc<ConnTracker>,
         stop: watch::Receiver<bool>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
-        let (shared, tracker) = (self.shared.clone(), self.connections.clone());
+        let shared = self.shared.clone();
         if self.workers.is_empty() {
             return vec![tokio::spawn(listen::accept_loop(
                 socket, shared, tracker, tls, stop, shutdown,
@@ -555,20 +572,30 @@ impl Gateway {
     /// Stops accepting, asks every connection to finish (HTTP/1.1 closes
     /// after its current response, HTTP/2 gets a GOAWAY), and waits up to
     /// `drain` for them. Returns how many connections were still open.
+    ///
+    /// The admin listener stays open through the drain, answering `/ready`
+    /// with `503` (and `/metrics` as ever), and closes last.
     pub async fn shutdown(&self, drain: Duration) -> u64 {
+        self.shared.set_phase(Phase::Draining);
         let _ = self.shutdown.send(true);
-        {
+        let admin = {
             let mut listeners = self.listeners.lock().await;
             for b in listeners.serving.drain(..) {
                 close(b).await;
             }
-            if let Some(b) = listeners.admin.take() {
-                close(b).await;
-            }
-        }
+            listeners.admin.take()
+        };
         let _ = self.health_stop.lock().await.send(true);
         let _ = tokio::time::timeout(drain, self.connections.all_closed()).await;
+        if let Some(b) = admin {
+            close(b).await;
+        }
         self.connections.live()
+    }
+
+    /// Where the gateway is in its life (what admin `/ready` answers).
+    pub fn phase(&self) -> Phase {
+        self.shared.phase()
     }
 }
 

@@ -71,6 +71,7 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
         let Some(server) = set.servers.get(i) else {
             return;
         };
+        server.state.metrics.requests.fetch_add(1, Ordering::Relaxed);
         match connect(server.addr, timeout).await {
             Ok(stream) => {
                 set.record(i, Outcome::Ok, &up);
@@ -78,8 +79,13 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
             }
             Err(e) => {
                 set.record(i, Outcome::Unreachable, &up);
+                server.state.metrics.error(if e.kind() == std::io::ErrorKind::TimedOut {
+                    crate::metrics::UpstreamError::Timeout
+                } else {
+                    crate::metrics::UpstreamError::Connect
+                });
                 if tried.len() > 1 {
-                    shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    up.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::debug!(upstream = %up.name, server = %server.addr, error = %e, "tcp: connect failed");
             }

@@ -88,6 +88,9 @@ pub struct ServerState {
     consecutive_errors: AtomicU32,
     ejections: AtomicU32,
     in_flight: AtomicU32,
+    /// What `/metrics` shows of the server (requests, errors, latency,
+    /// ejections).
+    pub metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
 }
 
 impl ServerState {
@@ -102,6 +105,7 @@ impl ServerState {
             consecutive_errors: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
+            metrics: std::sync::Arc::default(),
         }
     }
 
@@ -137,6 +141,13 @@ impl ServerState {
             Some((written, resolved)) => format!("{written} ({resolved})"),
             None => self.id.clone(),
         }
+    }
+
+    /// When passive ejection lets the server back in ([`now_millis`]), if
+    /// it is out now.
+    pub(crate) fn ejected_until(&self) -> Option<u64> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        (until > now_millis()).then_some(until)
     }
 
     pub(crate) fn in_flight(&self) -> u32 {
@@ -229,6 +240,7 @@ impl ServerState {
         if policy.explicit {
             self.ejections.fetch_add(1, Ordering::Relaxed);
         }
+        self.metrics.ejections.fetch_add(1, Ordering::Relaxed);
         Some(Duration::from_millis(millis))
     }
 

@@ -207,6 +207,9 @@ pub(crate) struct Upstream {
     /// Requests in flight and retries in flight, for the retry budget.
     pub active: AtomicU64,
     pub retries_active: AtomicU64,
+    /// Retries sent and refused by the budget (`/metrics`), carried over a
+    /// reload by the upstream's name.
+    pub metrics: Arc<crate::metrics::UpstreamMetrics>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -294,6 +297,7 @@ impl Upstream {
             eject,
             active: AtomicU64::new(0),
             retries_active: AtomicU64::new(0),
+            metrics: Arc::default(),
         }
     }
 
@@ -366,6 +370,7 @@ impl Upstream {
         let cap = (active * u64::from(budget_percent) / 100).max(3);
         if self.retries_active.fetch_add(1, Ordering::Relaxed) >= cap {
             self.retries_active.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.budget_refusals.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         Some(RetrySlot(self))
@@ -439,6 +444,20 @@ pub(crate) mod tests {
     pub(crate) async fn upstream() -> Upstream {
         let plan = crate::testdata::plan(crate::testdata::ONE_UPSTREAM);
         Upstream::build(&plan.upstreams[0], &HashMap::new()).await
+    }
+
+    #[tokio::test]
+    async fn a_retry_the_budget_refuses_is_counted() {
+        let up = upstream().await;
+        // Nothing in flight: the budget's floor of 3 retries.
+        let held: Vec<_> = (0..3).filter_map(|_| up.start_retry(20)).collect();
+        assert_eq!(held.len(), 3);
+        assert!(up.start_retry(20).is_none());
+        assert!(up.start_retry(20).is_none());
+        assert_eq!(up.metrics.budget_refusals.load(Ordering::Relaxed), 2);
+        drop(held);
+        assert!(up.start_retry(20).is_some());
+        assert_eq!(up.metrics.budget_refusals.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
