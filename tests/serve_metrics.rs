@@ -5,7 +5,8 @@
 //! its type and its labels checked; label values bounded (a route by its
 //! head, an unknown method as `other`); `/ready` (`503` while draining,
 //! with a request held in flight) and `/upstreams` (health, ejection,
-//! in-flight requests).
+//! in-flight requests); and the Grafana dashboard's queries, each metric
+//! of which a live gateway exposes.
 
 use crate::live::{get, plan_of, send, Upstream};
 use crate::serve_harness::Served;
