@@ -56,6 +56,7 @@ mod serve_harness;
 mod serve_health;
 mod serve_limits;
 mod serve_listeners;
+mod serve_metrics;
 mod serve_notify;
 mod serve_process;
 mod serve_reload;

@@ -181,7 +181,7 @@ fn state_of(live: &Live, upstream: &str, addr: SocketAddr) -> Arc<gw_runtime::up
 }
 
 fn retries(live: &Live) -> u64 {
-    live.gateway.metrics().retries.load(Ordering::SeqCst)
+    live.gateway.retries()
 }
 
 #[tokio::test]

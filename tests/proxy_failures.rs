@@ -334,11 +334,16 @@ async fn retries_stay_within_the_budget() {
         for _ in 0..N {
             assert_eq!(status_of(&live.url("/")).await, 503);
         }
-        let retries = live.gateway.metrics().retries.load(Ordering::SeqCst) as usize;
+        let retries = live.gateway.retries() as usize;
         assert_eq!(
             a.count() + b.count(),
             N + retries,
             "each retry reached the other server"
+        );
+        assert_eq!(
+            live.gateway.retry_budget_refusals() as usize,
+            N - retries,
+            "every request not retried was refused by the budget, and counted"
         );
         let expected = budget_model(N, budget);
         assert!(expected < N, "the budget runs out within the test ({expected} of {N})");

@@ -52,12 +52,12 @@ async fn metrics_count_requests_by_route_and_status_with_latency_and_server_heal
     assert!(got.header("content-type").unwrap_or("").starts_with("text/plain"));
     let m = got.body;
     assert_eq!(
-        sample(&m, "gw_requests_total{route=\"GET /a\",status=\"2xx\"}"),
+        sample(&m, "gw_requests_total{route=\"GET /a\",method=\"GET\",status=\"200\"}"),
         Some(3.0),
         "{m}"
     );
     assert_eq!(
-        sample(&m, "gw_requests_total{route=\"/gone\",status=\"4xx\"}"),
+        sample(&m, "gw_requests_total{route=\"/gone\",method=\"GET\",status=\"410\"}"),
         Some(1.0),
         "{m}"
     );
@@ -81,8 +81,11 @@ async fn metrics_count_requests_by_route_and_status_with_latency_and_server_heal
     assert_eq!(sample(&m, &server), Some(1.0), "{m}");
     assert!(!m.contains('@'), "{m}");
     // The admin connection itself is not counted; the client's pooled ones may be.
-    assert!(sample(&m, "gw_open_connections").is_some(), "{m}");
-    assert_eq!(sample(&m, "gw_retries_total"), Some(0.0), "{m}");
+    assert!(
+        sample(&m, "gw_open_connections{listener=\"127.0.0.1:0\"}").is_some(),
+        "{m}"
+    );
+    assert_eq!(sample(&m, "gw_retries_total{upstream=\"a\"}"), Some(0.0), "{m}");
     for name in [
         "gw_requests_total",
         "gw_request_duration_seconds",

@@ -285,7 +285,7 @@ async fn one_request(ca: &Ca, up: &TlsUpstream, extra: &str) -> (u16, Option<f64
     let errors = sample(
         admin,
         &format!(
-            "gw_upstream_tls_errors_total{{upstream=\"ledger\",server=\"{}\"}}",
+            "gw_upstream_errors_total{{upstream=\"ledger\",server=\"{}\",kind=\"tls\"}}",
             up.addr
         ),
     )

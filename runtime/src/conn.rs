@@ -6,7 +6,7 @@
 //! another connection: the accept path and the request path take no lock.
 
 use crate::clock::now_millis;
-use crate::metrics::{Metrics, Rejection};
+use crate::metrics::{ListenerConns, Metrics, Rejection};
 use crate::request::ClientCert;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -34,20 +34,35 @@ impl Conn {
     }
 }
 
-/// Counts open client connections (one atomic, shown as
-/// `gw_open_connections`): enforces `max_connections` and lets shutdown wait
-/// for the count to reach zero.
+/// Counts open client connections (one atomic for all listeners):
+/// enforces `max_connections` and lets shutdown wait for the count to reach
+/// zero.
+///
+/// One tracker per listener, sharing the count of all of them: each also
+/// counts its own listener's connections (`gw_open_connections{listener}`).
 pub(crate) struct ConnTracker {
     metrics: Arc<Metrics>,
-    notify: tokio::sync::Notify,
+    notify: Arc<tokio::sync::Notify>,
+    listener: Option<Arc<ListenerConns>>,
 }
 
 impl ConnTracker {
     pub(crate) fn new(metrics: Arc<Metrics>) -> ConnTracker {
         ConnTracker {
             metrics,
-            notify: tokio::sync::Notify::new(),
+            notify: Arc::new(tokio::sync::Notify::new()),
+            listener: None,
         }
+    }
+
+    /// The tracker of the listener at `address` (as written): the same
+    /// count of all connections, and that listener's own.
+    pub(crate) fn for_listener(&self, address: &str) -> Arc<ConnTracker> {
+        Arc::new(ConnTracker {
+            metrics: self.metrics.clone(),
+            notify: self.notify.clone(),
+            listener: Some(self.metrics.listener(address)),
+        })
     }
 
     /// Connections open now.
@@ -69,12 +84,18 @@ impl ConnTracker {
     /// Counts a new connection unless `max` are open already.
     pub(crate) fn try_enter(self: &Arc<Self>, max: u64) -> Option<ConnGuard> {
         let before = self.metrics.open_connections.fetch_add(1, Ordering::SeqCst);
+        if let Some(l) = &self.listener {
+            l.open.fetch_add(1, Ordering::Relaxed);
+        }
         let guard = ConnGuard(self.clone());
         if before >= max.max(1) {
             self.metrics.reject(Rejection::TooManyConnections);
-            return None; // the guard's drop undoes the count
+            return None; // the guard's drop undoes the counts
         }
         self.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = &self.listener {
+            l.accepted.fetch_add(1, Ordering::Relaxed);
+        }
         Some(guard)
     }
 }
@@ -84,6 +105,9 @@ pub(crate) struct ConnGuard(Arc<ConnTracker>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        if let Some(l) = &self.0.listener {
+            l.open.fetch_sub(1, Ordering::Relaxed);
+        }
         if self.0.metrics.open_connections.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.0.notify.notify_waiters();
         }

@@ -19,7 +19,7 @@
 
 use crate::conn::ConnTracker;
 use crate::listen;
-use crate::loaded::{LoadedPlan, Shared};
+use crate::loaded::{LoadedPlan, Phase, Shared};
 use crate::metrics::Metrics;
 use crate::upstream::checks;
 use crate::upstream::health::ServerState;
@@ -239,6 +239,7 @@ impl Gateway {
             gw.commit(&mut listeners, prepared).await;
         }
         checks::spawn(&gw.shared.current.load().upstreams, health_rx);
+        gw.shared.set_phase(Phase::Serving);
         Ok(gw)
     }
 
@@ -260,6 +261,28 @@ impl Gateway {
     /// The process-wide counters (what `/metrics` shows).
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// Retries sent by the upstreams of the plan being served
+    /// (`gw_retries_total`, summed).
+    pub fn retries(&self) -> u64 {
+        let loaded = self.shared.current.load();
+        loaded
+            .upstreams
+            .iter()
+            .map(|u| u.metrics.retries.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Retries the upstreams' retry budgets refused
+    /// (`gw_retry_budget_refusals_total`, summed).
+    pub fn retry_budget_refusals(&self) -> u64 {
+        let loaded = self.shared.current.load();
+        loaded
+            .upstreams
+            .iter()
+            .map(|u| u.metrics.budget_refusals.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Counts a reload refused before it reached the gateway (the new
@@ -503,7 +526,11 @@ impl Gateway {
         };
         let (stop, stop_rx) = watch::channel(false);
         let shared = self.shared.clone();
-        let tracker = self.connections.clone();
+        // The admin listener's connections are not counted.
+        let tracker = match serves {
+            Serves::Admin => self.connections.clone(),
+            _ => self.connections.for_listener(&address),
+        };
         let shutdown = self.shutdown.subscribe();
         let tasks = match &serves {
             Serves::Http | Serves::Tls(_) => {
@@ -511,7 +538,7 @@ impl Gateway {
                     Serves::Tls(config) => Some(config.clone()),
                     _ => None,
                 };
-                self.spawn_accept_loops(socket, &address, tls, proxy_protocol, stop_rx, shutdown)
+                self.spawn_accept_loops(socket, &address, tls, proxy_protocol, tracker, stop_rx, shutdown)
             }
             Serves::Tcp(upstream) => vec![tokio::spawn(listen::tcp::accept_loop(
                 socket,
@@ -525,7 +552,7 @@ impl Gateway {
         };
         match &serves {
             Serves::Admin => {
-                tracing::info!(admin = %address, bound = %local, "admin listening (/healthz, /metrics, /plan)");
+                tracing::info!(admin = %address, bound = %local, "admin listening (/healthz, /ready, /metrics, /upstreams, /plan)");
                 if !local.ip().is_loopback() {
                     tracing::warn!(
                         admin = %address,
@@ -570,16 +597,18 @@ impl Gateway {
 
     /// Starts an HTTP (or TLS) listener's accept loop on this runtime and
     /// on every worker runtime, each on its own copy of the socket.
+    #[allow(clippy::too_many_arguments)] // each is one part of a listener, passed once at bind
     fn spawn_accept_loops(
         &self,
         socket: TcpListener,
         address: &str,
         tls: Option<Arc<ArcSwap<rustls::ServerConfig>>>,
         proxy_protocol: bool,
+        tracker: Arc<ConnTracker>,
         stop: watch::Receiver<bool>,
         shutdown: watch::Receiver<bool>,
     ) -> Vec<JoinHandle<()>> {
-        let (shared, tracker) = (self.shared.clone(), self.connections.clone());
+        let shared = self.shared.clone();
         if self.workers.is_empty() {
             return vec![tokio::spawn(listen::accept_loop(
                 socket,
@@ -678,20 +707,30 @@ impl Gateway {
     /// Stops accepting, asks every connection to finish (HTTP/1.1 closes
     /// after its current response, HTTP/2 gets a GOAWAY), and waits up to
     /// `drain` for them. Returns how many connections were still open.
+    ///
+    /// The admin listener stays open through the drain, answering `/ready`
+    /// with `503` (and `/metrics` as ever), and closes last.
     pub async fn shutdown(&self, drain: Duration) -> u64 {
+        self.shared.set_phase(Phase::Draining);
         let _ = self.shutdown.send(true);
-        {
+        let admin = {
             let mut listeners = self.listeners.lock().await;
             for b in listeners.serving.drain(..) {
                 close(b).await;
             }
-            if let Some(b) = listeners.admin.take() {
-                close(b).await;
-            }
-        }
+            listeners.admin.take()
+        };
         let _ = self.health_stop.lock().await.send(true);
         let _ = tokio::time::timeout(drain, self.connections.all_closed()).await;
+        if let Some(b) = admin {
+            close(b).await;
+        }
         self.connections.live()
+    }
+
+    /// Where the gateway is in its life (what admin `/ready` answers).
+    pub fn phase(&self) -> Phase {
+        self.shared.phase()
     }
 }
 

@@ -2,18 +2,19 @@
 //! loading it made (upstreams with their servers, pools and clients, the
 //! policies' key sets and limit budgets, per-route counters). A reload loads
 //! the new plan, inheriting from the old one — unchanged servers keep their
-//! health, unchanged routes their counters, unchanged limits their budgets —
+//! health, unchanged routes their counters, upstreams their retry counters
+//! (by name), unchanged limits their budgets —
 //! then swaps it in atomically ([`Shared::current`]); requests in flight
 //! finish on the plan they started with.
 
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{ConfigInfo, Metrics, RouteMetrics};
 use crate::upstream::health::ServerState;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use gw_plan::{HeaderOp, Plan};
 use hyper::header::HeaderName;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct LoadedPlan {
@@ -28,6 +29,8 @@ pub struct LoadedPlan {
     pub transformed_response_headers: Vec<Option<Arc<[HeaderName]>>>,
     /// Auth key sets, API keys and rate-limit state of the plan's policies.
     pub policies: Arc<crate::policy::Policies>,
+    /// The plan's digest and when it was loaded (`/metrics`).
+    pub config: ConfigInfo,
     /// Per route, the state of its `mirror` (`None` when it has none).
     pub mirrors: Vec<Option<Arc<MirrorState>>>,
 }
@@ -53,9 +56,16 @@ impl LoadedPlan {
                     .collect()
             })
             .unwrap_or_default();
+        let old_upstreams: HashMap<&str, &Arc<crate::metrics::UpstreamMetrics>> = previous
+            .map(|p| p.upstreams.iter().map(|u| (u.name.as_str(), &u.metrics)).collect())
+            .unwrap_or_default();
         let mut upstreams = Vec::with_capacity(plan.upstreams.len());
         for u in &plan.upstreams {
-            upstreams.push(Arc::new(Upstream::build(u, &old_states).await));
+            let mut built = Upstream::build(u, &old_states).await;
+            if let Some(m) = old_upstreams.get(u.name.as_str()) {
+                built.metrics = Arc::clone(m);
+            }
+            upstreams.push(Arc::new(built));
         }
         let old_metrics: HashMap<&str, &Arc<RouteMetrics>> = previous
             .map(|p| {
@@ -91,12 +101,14 @@ impl LoadedPlan {
             })
             .collect();
         let policies = Arc::new(crate::policy::Policies::build(&plan, previous.map(|p| &*p.policies)).await);
+        let config = ConfigInfo::of(&plan);
         let mirrors = plan
             .routes
             .iter()
             .map(|r| r.mirror.as_ref().map(|_| Arc::new(MirrorState::default())))
             .collect();
         LoadedPlan {
+            config,
             plan,
             upstreams,
             route_metrics,
@@ -109,10 +121,23 @@ impl LoadedPlan {
 }
 
 /// What every connection and request shares: the current plan (swapped on
-/// reload) and the process-wide counters.
+/// reload), the process-wide counters, and whether the gateway is ready.
 pub struct Shared {
     pub current: ArcSwap<LoadedPlan>,
     pub metrics: Arc<Metrics>,
+    /// A [`Phase`] (what admin `/ready` answers).
+    phase: AtomicU8,
+}
+
+/// Where the gateway is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Loading its plan and binding its listeners.
+    Starting = 0,
+    /// Every listener bound and accepting.
+    Serving = 1,
+    /// Shutting down: no new connections, the open ones finishing.
+    Draining = 2,
 }
 
 impl Shared {
@@ -120,6 +145,19 @@ impl Shared {
         Shared {
             current: ArcSwap::from_pointee(loaded),
             metrics: Arc::new(Metrics::default()),
+            phase: AtomicU8::new(Phase::Starting as u8),
         }
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Starting,
+            1 => Phase::Serving,
+            _ => Phase::Draining,
+        }
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::SeqCst);
     }
 }

@@ -8,7 +8,8 @@
 //! ([`admin`]).
 //!
 //! The accept path takes no lock: the running plan is read through an
-//! `ArcSwap`, the connection count is one atomic, and each connection's
+//! `ArcSwap`, the connection counts are atomics (all listeners', and the
+//! listener's own for `gw_open_connections`), and each connection's
 //! clocks (last byte, requests in flight) are atomics it owns
 //! ([`crate::conn`]).
 //!

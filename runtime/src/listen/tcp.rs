@@ -13,6 +13,7 @@ use super::admit;
 use crate::conn::{Activity, Clocks, ConnTracker};
 use crate::loaded::Shared;
 use crate::upstream::health::Outcome;
+use crate::upstream::stream::DialError;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +72,7 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
         let Some(server) = set.servers.get(i) else {
             return;
         };
+        server.state.metrics.requests.fetch_add(1, Ordering::Relaxed);
         match server.h1.dialer().dial().await {
             Ok(stream) => {
                 set.record(i, Outcome::Ok, &up);
@@ -78,8 +80,14 @@ async fn proxy_connection(client: TcpStream, peer: std::net::SocketAddr, shared:
             }
             Err(e) => {
                 set.record(i, Outcome::Unreachable, &up);
+                match e {
+                    DialError::TimedOut => server.state.metrics.error(crate::metrics::UpstreamError::Timeout),
+                    DialError::Io(_) => server.state.metrics.error(crate::metrics::UpstreamError::Connect),
+                    // Counted by the dialer, which logged why.
+                    DialError::Tls => {}
+                }
                 if tried.len() > 1 {
-                    shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    up.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::debug!(upstream = %up.name, server = %server.addr, error = ?e, "tcp: connect failed");
             }

@@ -13,7 +13,7 @@
 use super::{method_of, ClientStream};
 use crate::body::{boxed, buffer, empty, full, Body, Buffered, ClientBody, ClientBodyError};
 use crate::error::ErrorKind;
-use crate::loaded::Shared;
+use crate::metrics::UpstreamError;
 use crate::upstream::health::{self, ServerInFlight};
 use crate::upstream::{SendError, Server, Upstream, UpstreamBody};
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use hyper::{Request, Response, Uri};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Bodies up to this size are buffered so that a retry can replay them.
 pub const REPLAY_LIMIT: usize = 64 * 1024;
@@ -43,7 +44,6 @@ pub(super) type Failure = (ErrorKind, Option<Arc<str>>);
 
 /// One request on its way to an upstream.
 pub(super) struct Forward<'a> {
-    pub(super) shared: &'a Shared,
     pub(super) route: &'a Route,
     pub(super) up: &'a Upstream,
     pub(super) path: PathAndQuery,
@@ -197,6 +197,7 @@ impl<'a> Forward<'a> {
                 // the budget, or none goes.
                 let is_retry = attempt > 0;
                 if is_retry && !up.budget.withdraw() {
+                    up.metrics.budget_refusals.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 let label = server.label.clone();
@@ -211,8 +212,9 @@ impl<'a> Forward<'a> {
                 };
                 let in_flight = server.state.start();
                 if is_retry {
-                    self.shared.metrics.retries.fetch_add(1, Ordering::Relaxed);
+                    up.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }
+                let sent = Instant::now();
                 // Each protocol's exchange is awaited here, with no layer between
                 // (every layer moves the request and the answer once more).
                 let result = if up.config.http2 {
@@ -220,6 +222,9 @@ impl<'a> Forward<'a> {
                 } else {
                     tokio::time::timeout(timeout, server.send_h1(out)).await
                 };
+                let counted = &server.state.metrics;
+                counted.requests.fetch_add(1, Ordering::Relaxed);
+                counted.duration.observe(sent.elapsed().as_micros() as u64);
                 let (kind, outcome) = match result {
                     Ok(Ok(response)) => {
                         let status = response.status().as_u16();
@@ -245,6 +250,7 @@ impl<'a> Forward<'a> {
                 if client_side(kind) {
                     return Err((kind, Some(label)));
                 }
+                counted.error(upstream_error(kind));
                 set.record(i, outcome, up);
                 tracing::debug!(upstream = %up.name, server = %label, error = kind.as_str(), "upstream attempt failed");
                 last = Some((kind, Some(label)));
@@ -339,6 +345,16 @@ fn client_side(kind: ErrorKind) -> bool {
         kind,
         ErrorKind::BodyTooLarge | ErrorKind::ClientBody | ErrorKind::ClientTimeout
     )
+}
+
+/// A failed exchange's kind as `/metrics` counts it.
+fn upstream_error(kind: ErrorKind) -> UpstreamError {
+    match kind {
+        ErrorKind::Connect | ErrorKind::NoServer => UpstreamError::Connect,
+        ErrorKind::ConnectTimeout | ErrorKind::Timeout | ErrorKind::ClientTimeout => UpstreamError::Timeout,
+        ErrorKind::Reset => UpstreamError::Reset,
+        ErrorKind::Upstream | ErrorKind::BodyTooLarge | ErrorKind::ClientBody => UpstreamError::Protocol,
+    }
 }
 
 /// Maps a failed exchange to its kind and to what it says about the server:

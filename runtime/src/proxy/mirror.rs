@@ -111,12 +111,12 @@ fn count(c: &AtomicU64) {
 /// buffered first, when it may be copied).
 pub(super) async fn run<B: ClientStream>(
     forward: &Forward<'_>,
-    (loaded, index, upgrade): (&LoadedPlan, usize, bool),
+    (loaded, index, upgrade, metrics): (&LoadedPlan, usize, bool, &Arc<Metrics>),
     head: hyper::http::request::Parts,
     body: B,
     declared: Option<u64>,
 ) -> Result<Answer, Failure> {
-    let Some(copy) = choose(loaded, index, &forward.shared.metrics, upgrade) else {
+    let Some(copy) = choose(loaded, index, metrics, upgrade) else {
         return forward.run(Some(head), body, declared).await;
     };
     if body.is_end_stream() {

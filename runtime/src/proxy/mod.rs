@@ -99,7 +99,12 @@ where
             false => None,
         };
         let (resp, route, upstream_server) = match preflight {
-            Some((resp, route)) => (resp, Some(route), None),
+            Some((resp, route)) => {
+                if !resp.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+                    shared.metrics.reject(Rejection::Cors);
+                }
+                (resp, Some(route), None)
+            }
             None => {
                 let origin = policy::cors::origin(&req);
                 let (resp, route, server) = route_request(&shared, &loaded, &conn, client_ip, &uri, req).await;
@@ -137,13 +142,14 @@ fn account(
 ) {
     let status = resp.status().as_u16();
     let micros = started.elapsed().as_micros() as u64;
+    let method_index = crate::metrics::method_index(method);
     match route {
         Some(i) => {
             if let Some(m) = loaded.route_metrics.get(i) {
-                m.record(status, micros);
+                m.record(method_index, status, micros);
             }
         }
-        None => shared.metrics.unmatched.record(status, micros),
+        None => shared.metrics.unmatched.record(method_index, status, micros),
     }
     let route = route
         .and_then(|i| loaded.route_labels.get(i))
@@ -300,7 +306,6 @@ fn route_request<'a, B: ClientStream>(
             takes,
         } = outgoing(req, conn, host.as_ref(), rendered.request_ops);
         let forward = Forward {
-            shared,
             route,
             up: rendered.up,
             path: rendered.path,
@@ -314,7 +319,7 @@ fn route_request<'a, B: ClientStream>(
                 f: forward.run(Some(head), body, declared),
             },
             Some(_) => {
-                let copy = (&**loaded, route_index, client_upgrade.is_some());
+                let copy = (&**loaded, route_index, client_upgrade.is_some(), &shared.metrics);
                 mirror::Forwarding::Mirrored {
                     f: Box::pin(mirror::run(&forward, copy, head, body, declared)),
                 }

@@ -88,8 +88,9 @@ pub struct ServerState {
     consecutive_errors: AtomicU32,
     ejections: AtomicU32,
     in_flight: AtomicU32,
-    /// Handshakes that failed (`tls` upstreams), for `/metrics`.
-    tls_errors: AtomicU64,
+    /// What `/metrics` shows of the server (requests, errors, latency,
+    /// ejections).
+    pub metrics: std::sync::Arc<crate::metrics::ServerMetrics>,
 }
 
 impl ServerState {
@@ -104,18 +105,18 @@ impl ServerState {
             consecutive_errors: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
-            tls_errors: AtomicU64::new(0),
+            metrics: std::sync::Arc::default(),
         }
     }
 
     /// Counts a failed TLS handshake with this server.
     pub fn count_tls_error(&self) {
-        self.tls_errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics.error(crate::metrics::UpstreamError::Tls);
     }
 
     /// Failed TLS handshakes with this server so far.
     pub fn tls_errors(&self) -> u64 {
-        self.tls_errors.load(Ordering::Relaxed)
+        self.metrics.errors[crate::metrics::UpstreamError::Tls as usize].load(Ordering::Relaxed)
     }
 
     /// Healthy by active checks and not ejected at `now` (see
@@ -150,6 +151,13 @@ impl ServerState {
             Some((written, resolved)) => format!("{written} ({resolved})"),
             None => self.id.clone(),
         }
+    }
+
+    /// When passive ejection lets the server back in ([`now_millis`]), if
+    /// it is out now.
+    pub(crate) fn ejected_until(&self) -> Option<u64> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        (until > now_millis()).then_some(until)
     }
 
     pub(crate) fn in_flight(&self) -> u32 {
@@ -242,6 +250,7 @@ impl ServerState {
         if policy.explicit {
             self.ejections.fetch_add(1, Ordering::Relaxed);
         }
+        self.metrics.ejections.fetch_add(1, Ordering::Relaxed);
         Some(Duration::from_millis(millis))
     }
 
@@ -256,8 +265,6 @@ impl ServerState {
             .store(old.consecutive_errors.load(Ordering::Relaxed), Ordering::Relaxed);
         self.ejections
             .store(old.ejections.load(Ordering::Relaxed), Ordering::Relaxed);
-        self.tls_errors
-            .store(old.tls_errors.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// For tests and the admin API.

@@ -202,6 +202,9 @@ pub(crate) struct Upstream {
     pub eject: EjectPolicy,
     /// Its retry budget: requests sent and retries taken, over a window.
     pub(crate) budget: budget::RetryBudget,
+    /// Retries sent and refused by the budget (`/metrics`), carried over a
+    /// reload by the upstream's name.
+    pub metrics: Arc<crate::metrics::UpstreamMetrics>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -314,6 +317,7 @@ impl Upstream {
             ip_hash,
             eject,
             budget: budget::RetryBudget::default(),
+            metrics: Arc::default(),
         }
     }
 

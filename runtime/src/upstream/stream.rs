@@ -8,7 +8,7 @@
 //! A handshake that fails (an unknown CA, a wrong name, an expired
 //! certificate, no client certificate the server accepts) is a connect
 //! error, as a refused connection is: it is logged with rustls' reason and
-//! counted on the server (`gw_upstream_tls_errors_total`). The whole of
+//! counted on the server (`gw_upstream_errors_total{kind="tls"}`). The whole of
 //! connecting, TCP and TLS, is bounded by `connect_timeout`.
 
 use super::health::ServerState;
