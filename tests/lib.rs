@@ -57,6 +57,7 @@ mod serve_listeners;
 mod serve_notify;
 mod serve_process;
 mod serve_reload;
+mod serve_trace;
 mod serve_watch;
 mod snapshots;
 mod support;

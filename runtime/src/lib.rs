@@ -31,6 +31,7 @@ mod proxy;
 pub mod request;
 pub mod secrets;
 mod text;
+mod trace;
 pub mod upstream;
 
 pub use gateway::{Gateway, Options};
