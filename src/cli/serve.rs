@@ -225,15 +225,16 @@ fn log_filter(given: &str) -> Result<tracing_subscriber::EnvFilter, String> {
 
 /// Colour only on a terminal, and not when `NO_COLOR` is set (to anything
 /// but the empty string, <https://no-color.org>).
-fn colour(terminal: bool) -> bool {
-    terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn init_logging(format: LogFormat, filter: tracing_subscriber::EnvFilter) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(LogWriter);
     // Access lines are written by the runtime itself, as these formatters
     // would (a colour terminal keeps tracing's colours).
-    let ansi = colour(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = colour(terminal, std::env::var_os("NO_COLOR").as_deref());
     gw_runtime::log::set_access_format(match format {
         LogFormat::Text if ansi => gw_runtime::log::AccessFormat::Tracing,
         LogFormat::Text => gw_runtime::log::AccessFormat::Text,
@@ -500,5 +501,36 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
         } else {
             gw_runtime::log::Writer::Direct
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        let set = Some(std::ffi::OsStr::new("1"));
+        let empty = Some(std::ffi::OsStr::new(""));
+        assert!(colour(true, None));
+        assert!(colour(true, empty), "an empty NO_COLOR does not count");
+        assert!(!colour(true, set));
+        assert!(!colour(false, None));
+    }
+
+    #[test]
+    fn a_bare_level_is_gw_s_lines_and_a_filter_is_taken_as_it_is() {
+        // The directives, in a stable order (EnvFilter orders them by specificity).
+        let shown = |f: &str| {
+            let filter = log_filter(f).map(|f| f.to_string()).unwrap_or_default();
+            let mut directives: Vec<&str> = filter.split(',').collect();
+            directives.sort_unstable();
+            directives.join(",")
+        };
+        assert_eq!(shown("debug"), "gw::access=info,gw=debug,warn");
+        assert_eq!(shown("error"), "error,gw::access=info,gw=error");
+        assert_eq!(shown("gw=trace,hyper=debug"), "gw::access=info,gw=trace,hyper=debug");
+        assert_eq!(shown("gw::access=off"), "gw::access=off");
+        assert!(log_filter("gw=[[").is_err());
     }
 }
