@@ -60,6 +60,7 @@ mod serve_metrics;
 mod serve_notify;
 mod serve_process;
 mod serve_reload;
+mod serve_trace;
 mod serve_upgrade;
 mod serve_watch;
 mod snapshots;

@@ -162,9 +162,11 @@ async fn refused(live: &Live, text: &str) -> String {
 #[tokio::test]
 async fn a_plan_without_a_listener_is_never_swapped_in_nor_started() {
     let up = Upstream::named("a").await;
+    // The admin listener on a port of its own choosing (a port found free
+    // and closed could be taken by another test before the gateway binds),
+    // at another loopback address than the listener's.
     let live = Live::start(&format!(
-        "listen 127.0.0.1:0\nadmin {}\n{}",
-        dead_addr(),
+        "listen 127.0.0.1:0\nadmin 127.0.0.2:0\n{}",
         config(&[], up.addr, "/x")
     ))
     .await;

@@ -32,6 +32,7 @@ pub mod request;
 pub mod secrets;
 mod text;
 pub mod tls_client;
+mod trace;
 pub mod upstream;
 
 pub use gateway::{Gateway, Inherited, Options};

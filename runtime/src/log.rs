@@ -125,15 +125,62 @@ pub fn set_access_format(format: AccessFormat) {
     ACCESS_FORMAT.store(format as u8, Ordering::Relaxed);
 }
 
-/// One request, as the access log records it.
+/// One request, as the access log records it. Strings from the request
+/// (host, path, user agent, subject) are written escaped: quoted with
+/// control characters as `\u{1b}` in text, as JSON strings in JSON.
 pub(crate) struct AccessLine<'a> {
     pub client: IpAddr,
     pub method: &'a str,
+    /// The request's host as sent (raw bytes, bounded).
+    pub host: &'a [u8],
     pub path: &'a str,
+    pub protocol: &'static str,
     pub route: &'a str,
     pub upstream: &'a str,
     pub status: u16,
     pub micros: u64,
+    /// From the first attempt upstream to the answer's head.
+    pub upstream_micros: Option<u64>,
+    pub retries: u32,
+    /// The request body's declared length.
+    pub bytes_in: Option<u64>,
+    /// The response body's length, when known before it is sent.
+    pub bytes_out: Option<u64>,
+    /// The request's `User-Agent` (raw bytes, bounded).
+    pub user_agent: &'a [u8],
+    /// Who authenticated: a JWT's `sub`, an API key's name; `-` otherwise.
+    pub subject: &'a str,
+    /// Why the gateway refused or failed the request; `-` otherwise.
+    pub refused: &'a str,
+    pub request_id: &'a str,
+    pub trace_id: &'a str,
+}
+
+impl AccessLine<'_> {
+    /// The line as a tracing event (when no format is set: tests, embedders).
+    pub(crate) fn trace(&self) {
+        tracing::info!(
+            target: "gw::access",
+            client = %self.client,
+            method = self.method,
+            host = %String::from_utf8_lossy(self.host),
+            path = self.path,
+            protocol = self.protocol,
+            route = self.route,
+            upstream = self.upstream,
+            status = self.status,
+            micros = self.micros,
+            upstream_micros = self.upstream_micros,
+            retries = self.retries,
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            user_agent = %String::from_utf8_lossy(self.user_agent),
+            subject = self.subject,
+            refused = self.refused,
+            request_id = self.request_id,
+            trace_id = self.trace_id,
+        );
+    }
 }
 
 /// Writes the access line when a format is set; false when the caller
@@ -160,6 +207,8 @@ pub(crate) fn access(line: &AccessLine<'_>) -> bool {
 
 fn format_access(out: &mut Vec<u8>, l: &AccessLine<'_>, json: bool, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let host = String::from_utf8_lossy(l.host);
+    let agent = String::from_utf8_lossy(l.user_agent);
     if json {
         out.extend_from_slice(br#"{"timestamp":""#);
         timestamp(out, since);
@@ -167,8 +216,12 @@ fn format_access(out: &mut Vec<u8>, l: &AccessLine<'_>, json: bool, now: SystemT
         client_ip(out, l.client);
         out.extend_from_slice(br#"","method":"#);
         json_str(out, l.method);
+        out.extend_from_slice(br#","host":"#);
+        json_str(out, &host);
         out.extend_from_slice(br#","path":"#);
         json_str(out, l.path);
+        out.extend_from_slice(br#","protocol":"#);
+        json_str(out, l.protocol);
         out.extend_from_slice(br#","route":"#);
         json_str(out, l.route);
         out.extend_from_slice(br#","upstream":"#);
@@ -177,6 +230,24 @@ fn format_access(out: &mut Vec<u8>, l: &AccessLine<'_>, json: bool, now: SystemT
         number(out, u64::from(l.status));
         out.extend_from_slice(br#","micros":"#);
         number(out, l.micros);
+        out.extend_from_slice(br#","upstream_micros":"#);
+        json_number(out, l.upstream_micros);
+        out.extend_from_slice(br#","retries":"#);
+        number(out, u64::from(l.retries));
+        out.extend_from_slice(br#","bytes_in":"#);
+        json_number(out, l.bytes_in);
+        out.extend_from_slice(br#","bytes_out":"#);
+        json_number(out, l.bytes_out);
+        out.extend_from_slice(br#","user_agent":"#);
+        json_str(out, &agent);
+        out.extend_from_slice(br#","subject":"#);
+        json_str(out, l.subject);
+        out.extend_from_slice(br#","refused":"#);
+        json_str(out, l.refused);
+        out.extend_from_slice(br#","request_id":"#);
+        json_str(out, l.request_id);
+        out.extend_from_slice(br#","trace_id":"#);
+        json_str(out, l.trace_id);
         out.extend_from_slice(b",\"target\":\"gw::access\"}\n");
     } else {
         timestamp(out, since);
@@ -184,8 +255,12 @@ fn format_access(out: &mut Vec<u8>, l: &AccessLine<'_>, json: bool, now: SystemT
         client_ip(out, l.client);
         out.extend_from_slice(b" method=");
         out.extend_from_slice(l.method.as_bytes());
+        out.extend_from_slice(b" host=");
+        debug_str(out, &host);
         out.extend_from_slice(b" path=");
         debug_str(out, l.path);
+        out.extend_from_slice(b" protocol=");
+        out.extend_from_slice(l.protocol.as_bytes());
         out.extend_from_slice(b" route=");
         debug_str(out, l.route);
         out.extend_from_slice(b" upstream=");
@@ -194,7 +269,41 @@ fn format_access(out: &mut Vec<u8>, l: &AccessLine<'_>, json: bool, now: SystemT
         number(out, u64::from(l.status));
         out.extend_from_slice(b" micros=");
         number(out, l.micros);
+        out.extend_from_slice(b" upstream_micros=");
+        text_number(out, l.upstream_micros);
+        out.extend_from_slice(b" retries=");
+        number(out, u64::from(l.retries));
+        out.extend_from_slice(b" bytes_in=");
+        text_number(out, l.bytes_in);
+        out.extend_from_slice(b" bytes_out=");
+        text_number(out, l.bytes_out);
+        out.extend_from_slice(b" user_agent=");
+        debug_str(out, &agent);
+        out.extend_from_slice(b" subject=");
+        debug_str(out, l.subject);
+        out.extend_from_slice(b" refused=");
+        out.extend_from_slice(l.refused.as_bytes());
+        out.extend_from_slice(b" request_id=");
+        out.extend_from_slice(l.request_id.as_bytes());
+        out.extend_from_slice(b" trace_id=");
+        out.extend_from_slice(l.trace_id.as_bytes());
         out.push(b'\n');
+    }
+}
+
+/// A number that may be absent: `-` in text.
+fn text_number(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => number(out, v),
+        None => out.push(b'-'),
+    }
+}
+
+/// A number that may be absent: `null` in JSON.
+fn json_number(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        Some(v) => number(out, v),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -296,14 +405,29 @@ mod tests {
     use super::*;
 
     fn line(json: bool, path: &str) -> String {
+        line_with(json, path, b"shop.example", b"curl/8.5")
+    }
+
+    fn line_with(json: bool, path: &str, host: &[u8], user_agent: &[u8]) -> String {
         let l = AccessLine {
             client: IpAddr::from([127, 0, 0, 1]),
             method: "GET",
+            host,
             path,
+            protocol: "HTTP/1.1",
             route: "GET /a/{id}",
             upstream: "127.0.0.1:9001",
             status: 200,
             micros: 243,
+            upstream_micros: Some(200),
+            retries: 1,
+            bytes_in: None,
+            bytes_out: Some(12),
+            user_agent,
+            subject: "alice",
+            refused: "-",
+            request_id: "0af7651916cd43dd8448eb211c80319c",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
         };
         let mut out = Vec::new();
         format_access(
@@ -319,14 +443,35 @@ mod tests {
     fn access_lines_read_as_tracings_text_and_json_formatters_write_them() {
         assert_eq!(
             line(false, r#"/a"b\c"#),
-            r#"2026-11-29T08:33:53.210973Z  INFO gw::access: client=127.0.0.1 method=GET path="/a\"b\\c" route="GET /a/{id}" upstream="127.0.0.1:9001" status=200 micros=243"#.to_string() + "\n"
+            r#"2026-11-29T08:33:53.210973Z  INFO gw::access: client=127.0.0.1 method=GET host="shop.example" path="/a\"b\\c" protocol=HTTP/1.1 route="GET /a/{id}" upstream="127.0.0.1:9001" status=200 micros=243 upstream_micros=200 retries=1 bytes_in=- bytes_out=12 user_agent="curl/8.5" subject="alice" refused=- request_id=0af7651916cd43dd8448eb211c80319c trace_id=4bf92f3577b34da6a3ce929d0e0e4736"#.to_string() + "\n"
         );
         assert_eq!(
             line(true, r#"/a"b\c"#),
-            r#"{"timestamp":"2026-11-29T08:33:53.210973Z","level":"INFO","client":"127.0.0.1","method":"GET","path":"/a\"b\\c","route":"GET /a/{id}","upstream":"127.0.0.1:9001","status":200,"micros":243,"target":"gw::access"}"#.to_string() + "\n"
+            r#"{"timestamp":"2026-11-29T08:33:53.210973Z","level":"INFO","client":"127.0.0.1","method":"GET","host":"shop.example","path":"/a\"b\\c","protocol":"HTTP/1.1","route":"GET /a/{id}","upstream":"127.0.0.1:9001","status":200,"micros":243,"upstream_micros":200,"retries":1,"bytes_in":null,"bytes_out":12,"user_agent":"curl/8.5","subject":"alice","refused":"-","request_id":"0af7651916cd43dd8448eb211c80319c","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","target":"gw::access"}"#.to_string() + "\n"
         );
         let parsed: serde_json::Value = serde_json::from_str(&line(true, "/\u{1}x")).unwrap_or_default();
         assert_eq!(parsed["path"], "/\u{1}x");
+    }
+
+    #[test]
+    fn control_characters_from_the_request_are_escaped() {
+        // A user agent or host that tries to forge a second log line, or to
+        // drive the terminal.
+        let text = line_with(
+            false,
+            "/",
+            b"h\x1b[31m",
+            b"x\n2026-01-01T00:00:00Z  INFO gw::access: fake\xff",
+        );
+        assert_eq!(text.matches('\n').count(), 1, "one line: {text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(text.contains(r#"host="h\u{1b}[31m""#), "{text}");
+        assert!(text.contains(r#"user_agent="x\n2026"#), "{text}");
+        let json = line_with(true, "/", b"h\x1b[31m", b"x\ny\xff");
+        assert_eq!(json.matches('\n').count(), 1, "one line: {json}");
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        assert_eq!(parsed["host"], "h\u{1b}[31m");
+        assert_eq!(parsed["user_agent"], "x\ny\u{fffd}");
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub struct ServeArgs {
     /// Access-log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// What is logged besides the access lines: a level (`error`, `warn`,
+    /// `info`, `debug`, `trace`) for gw's own lines, or a filter in
+    /// tracing-subscriber's EnvFilter syntax (`gw=debug,hyper=warn`).
+    /// Default: `$GW_LOG`, else `info`.
+    #[arg(long, value_name = "FILTER", value_parser = parse_log_filter)]
+    log_level: Option<String>,
     /// How often to look for changes of the configuration files.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     watch_interval: Duration,
@@ -97,7 +103,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: ServeArgs) -> ExitCode {
-    init_logging(args.log_format);
+    let filter = match args.log_level.clone().or_else(|| std::env::var("GW_LOG").ok()) {
+        Some(given) => match log_filter(&given) {
+            Ok(filter) => filter,
+            Err(e) => {
+                eprintln!("error: GW_LOG: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => log_filter("info").unwrap_or_default(),
+    };
+    init_logging(args.log_format, filter);
     // Every file is stamped before it is read, so an edit saved during this
     // first read is seen by the watcher.
     let host = WatchingHost::default();
@@ -189,20 +205,52 @@ fn start_workers(n: usize) -> std::io::Result<Vec<Worker>> {
     Ok(workers)
 }
 
-fn init_logging(format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(LogWriter);
+/// `--log-level`'s value: a filter [`log_filter`] accepts.
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    log_filter(s).map(|_| s.to_string())
+}
+
+/// The filter of what is logged besides the access lines: a bare level is
+/// gw's own lines at that level (other crates' at `warn` at most); anything
+/// else is EnvFilter syntax, taken as it is. Access lines stay on either
+/// way unless the filter names `gw::access` itself.
+fn log_filter(given: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let given = given.trim();
+    let level = given.parse::<tracing::level_filters::LevelFilter>().ok();
+    let mut directives = match level {
+        Some(level) if !given.is_empty() => {
+            let others = level.min(tracing::level_filters::LevelFilter::WARN);
+            format!("{others},gw={level}")
+        }
+        _ => given.to_string(),
+    };
+    if !directives.contains("gw::access") {
+        directives.push_str(",gw::access=info");
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(directives.trim_start_matches(','))
+        .map_err(|e| format!("not a log level or filter: `{given}` ({e})"))
+}
+
+/// Colour only on a terminal, and not when `NO_COLOR` is set (to anything
+/// but the empty string, <https://no-color.org>).
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+fn init_logging(format: LogFormat, filter: tracing_subscriber::EnvFilter) {
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(LogWriter);
     // Access lines are written by the runtime itself, as these formatters
-    // would (a terminal keeps tracing's colours).
+    // would (a colour terminal keeps tracing's colours).
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = colour(terminal, std::env::var_os("NO_COLOR").as_deref());
     gw_runtime::log::set_access_format(match format {
-        LogFormat::Text if terminal => gw_runtime::log::AccessFormat::Tracing,
+        LogFormat::Text if ansi => gw_runtime::log::AccessFormat::Tracing,
         LogFormat::Text => gw_runtime::log::AccessFormat::Text,
         LogFormat::Json => gw_runtime::log::AccessFormat::Json,
     });
     let _ = match format {
-        LogFormat::Text => builder.with_ansi(terminal).try_init(),
+        LogFormat::Text => builder.with_ansi(ansi).try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
@@ -607,5 +655,36 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
         } else {
             gw_runtime::log::Writer::Direct
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        let set = Some(std::ffi::OsStr::new("1"));
+        let empty = Some(std::ffi::OsStr::new(""));
+        assert!(colour(true, None));
+        assert!(colour(true, empty), "an empty NO_COLOR does not count");
+        assert!(!colour(true, set));
+        assert!(!colour(false, None));
+    }
+
+    #[test]
+    fn a_bare_level_is_gw_s_lines_and_a_filter_is_taken_as_it_is() {
+        // The directives, in a stable order (EnvFilter orders them by specificity).
+        let shown = |f: &str| {
+            let filter = log_filter(f).map(|f| f.to_string()).unwrap_or_default();
+            let mut directives: Vec<&str> = filter.split(',').collect();
+            directives.sort_unstable();
+            directives.join(",")
+        };
+        assert_eq!(shown("debug"), "gw::access=info,gw=debug,warn");
+        assert_eq!(shown("error"), "error,gw::access=info,gw=error");
+        assert_eq!(shown("gw=trace,hyper=debug"), "gw::access=info,gw=trace,hyper=debug");
+        assert_eq!(shown("gw::access=off"), "gw::access=off");
+        assert!(log_filter("gw=[[").is_err());
     }
 }

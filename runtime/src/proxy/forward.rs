@@ -49,6 +49,9 @@ pub(super) struct Forward<'a> {
     pub(super) path: PathAndQuery,
     pub(super) hash: Option<u64>,
     pub(super) max_body: u64,
+    /// When the first attempt went, and the retries made (for the access line).
+    pub(super) sent_at: std::sync::OnceLock<std::time::Instant>,
+    pub(super) retried: std::sync::atomic::AtomicU32,
 }
 
 /// Which retries a request may make.
@@ -211,6 +214,11 @@ impl<'a> Forward<'a> {
                     return Err((ErrorKind::Upstream, Some(label)));
                 };
                 let in_flight = server.state.start();
+                if attempt == 0 {
+                    let _ = self.sent_at.set(std::time::Instant::now());
+                } else {
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                }
                 if is_retry {
                     up.metrics.retries.fetch_add(1, Ordering::Relaxed);
                 }

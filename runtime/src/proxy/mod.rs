@@ -86,6 +86,11 @@ where
         let client_ip = crate::request::walk_forwarded(&loaded.plan, conn.client.ip(), req.headers_mut());
         let method = req.method().clone();
         let uri = req.uri().clone();
+        let version = req.version();
+        // Trace context and request id, set on the request before anything
+        // reads it (templates see them, the upstream gets them).
+        let trusted = crate::request::trusts_peer(&loaded.plan, conn.client.ip());
+        let seen = crate::trace::begin(req.headers_mut(), &uri, trusted);
         // CORS is answered at the gateway: a preflight before routing (once
         // its host is found valid, as any request's: a bad one is refused by
         // `route_request`), the headers of a cross-origin request on the
@@ -98,32 +103,47 @@ where
             },
             false => None,
         };
-        let (resp, route, upstream_server) = match preflight {
+        let mut routed = match preflight {
             Some((resp, route)) => {
                 if !resp.headers().contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
                     shared.metrics.reject(Rejection::Cors);
                 }
-                (resp, Some(route), None)
+                Routed::answer(resp, Some(route))
             }
             None => {
+                // Not kept while the request is routed (it has no room in
+                // every request's future).
+                drop(preflight);
                 let origin = policy::cors::origin(&req);
-                let (resp, route, server) = route_request(&shared, &loaded, &conn, client_ip, &uri, req).await;
-                (policy::cors::decorate(&loaded.plan, route, origin, resp), route, server)
+                // Lines logged about the request carry its id when debug
+                // lines are on; the span (and its box) costs nothing otherwise.
+                let mut routed = if tracing::enabled!(target: "gw::request", tracing::Level::DEBUG) {
+                    Box::pin(in_span(
+                        &seen,
+                        route_request(&shared, &loaded, &conn, client_ip, &uri, req),
+                    ))
+                    .await
+                } else {
+                    route_request(&shared, &loaded, &conn, client_ip, &uri, req).await
+                };
+                routed.resp = policy::cors::decorate(&loaded.plan, routed.route, origin, routed.resp);
+                routed
             }
         };
+        if let Some(id) = seen.request_id_header() {
+            routed.resp.headers_mut().insert(crate::trace::X_REQUEST_ID.clone(), id);
+        }
         account(
-            &shared,
-            &loaded,
-            client_ip,
-            &method,
-            &uri,
-            route,
-            upstream_server.as_deref(),
-            &resp,
-            started,
+            &shared, &loaded, client_ip, &method, &uri, version, &seen, &routed, started,
         );
-        resp
+        routed.resp
     }
+}
+
+/// `fut` in the span of one request's log lines (`request{id=...}`).
+fn in_span<F: Future>(seen: &crate::trace::Seen, fut: F) -> tracing::instrument::Instrumented<F> {
+    let span = tracing::debug_span!(target: "gw::request", "request", id = seen.request_id());
+    tracing::Instrument::instrument(fut, span)
 }
 
 /// The request's counters (its route's, or the unmatched ones) and its
@@ -135,15 +155,17 @@ fn account(
     client_ip: std::net::IpAddr,
     method: &hyper::Method,
     uri: &Uri,
-    route: Option<usize>,
-    server: Option<&str>,
-    resp: &Response<Body>,
+    version: hyper::Version,
+    seen: &crate::trace::Seen,
+    routed: &Routed,
     started: Instant,
 ) {
+    let resp = &routed.resp;
     let status = resp.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
+    let now = Instant::now();
+    let micros = now.duration_since(started).as_micros() as u64;
     let method_index = crate::metrics::method_index(method);
-    match route {
+    match routed.route {
         Some(i) => {
             if let Some(m) = loaded.route_metrics.get(i) {
                 m.record(method_index, status, micros);
@@ -151,37 +173,105 @@ fn account(
         }
         None => shared.metrics.unmatched.record(method_index, status, micros),
     }
-    let route = route
+    let route = routed
+        .route
         .and_then(|i| loaded.route_labels.get(i))
         .map_or("-", String::as_str);
-    let upstream = server.unwrap_or("-");
+    let upstream = routed.server.as_deref().unwrap_or("-");
+    let subject = routed.identity.as_ref().and_then(|id| match (&id.api_key, &id.claims) {
+        (Some(key), _) => Some(key.as_str()),
+        (None, Some(claims)) => claims.get("sub").and_then(serde_json::Value::as_str),
+        (None, None) => None,
+    });
     let line = crate::log::AccessLine {
         client: client_ip,
         method: method.as_str(),
+        host: seen.host(),
         path: uri.path(),
+        protocol: protocol(version),
         route,
         upstream,
         status,
         micros,
+        upstream_micros: routed.sent_at.map(|t| now.duration_since(t).as_micros() as u64),
+        retries: routed.retries,
+        bytes_in: routed.bytes_in,
+        bytes_out: hyper::body::Body::size_hint(resp.body()).exact(),
+        user_agent: seen.user_agent(),
+        subject: subject.unwrap_or("-"),
+        refused: routed.refused.unwrap_or("-"),
+        request_id: seen.request_id(),
+        trace_id: seen.trace_id(),
     };
     // `gwc serve` has the line written directly (the same text, cheaper);
     // anywhere else it is a tracing event.
     if !crate::log::access(&line) {
-        tracing::info!(
-            target: "gw::access",
-            client = %client_ip,
-            method = %method,
-            path = uri.path(),
-            route,
-            upstream,
-            status,
-            micros,
-        );
+        line.trace();
     }
 }
 
-/// The response, the route's index and the server that answered.
-type Routed = (Response<Body>, Option<usize>, Option<Arc<str>>);
+/// The protocol as the access line names it.
+fn protocol(v: hyper::Version) -> &'static str {
+    match v {
+        hyper::Version::HTTP_09 => "HTTP/0.9",
+        hyper::Version::HTTP_10 => "HTTP/1.0",
+        hyper::Version::HTTP_11 => "HTTP/1.1",
+        hyper::Version::HTTP_2 => "HTTP/2",
+        hyper::Version::HTTP_3 => "HTTP/3",
+        _ => "-",
+    }
+}
+
+/// A routed request's answer and what the access line says of it.
+struct Routed {
+    resp: Response<Body>,
+    /// The route's index.
+    route: Option<usize>,
+    /// The server that answered.
+    server: Option<Arc<str>>,
+    /// Why the gateway refused the request or answered for the upstream.
+    refused: Option<&'static str>,
+    /// Who the policies found the request to be.
+    identity: Option<policy::Identity>,
+    /// Retries made (attempts after the first).
+    retries: u32,
+    /// When the first attempt went upstream.
+    sent_at: Option<Instant>,
+    /// The request body's declared length.
+    bytes_in: Option<u64>,
+}
+
+impl Routed {
+    fn answer(resp: Response<Body>, route: Option<usize>) -> Routed {
+        Routed {
+            resp,
+            route,
+            server: None,
+            refused: None,
+            identity: None,
+            retries: 0,
+            sent_at: None,
+            bytes_in: None,
+        }
+    }
+
+    fn refused(resp: Response<Body>, route: Option<usize>, why: &'static str) -> Routed {
+        Routed {
+            refused: Some(why),
+            ..Routed::answer(resp, route)
+        }
+    }
+}
+
+/// The word the access line gives a policy's refusal.
+fn refusal(reason: Rejection) -> &'static str {
+    match reason {
+        Rejection::Unauthorized => "unauthorized",
+        Rejection::Forbidden => "forbidden",
+        Rejection::RateLimited => "rate_limited",
+        _ => "refused",
+    }
+}
 
 /// What a route's request is sent on with, rendered while the request could
 /// still be read by reference: its upstream, its request header
@@ -235,14 +325,20 @@ fn route_request<'a, B: ClientStream>(
             Err(refused) => return refused,
         };
         let Some(route) = plan.routes.get(route_index) else {
-            return (status_response(StatusCode::NOT_FOUND), None, None);
+            return Routed::refused(status_response(StatusCode::NOT_FOUND), None, "not_found");
         };
         // A body over max_body_size is refused as soon as its length is known,
         // before anything else reads it or any upstream is contacted.
         let declared = req.body().size_hint().exact();
         if declared.is_some_and(|n| n > plan.limits.max_body_size) {
             shared.metrics.reject(Rejection::BodyTooLarge);
-            return (error_response(ErrorKind::BodyTooLarge), Some(route_index), None);
+            let mut routed = Routed::refused(
+                error_response(ErrorKind::BodyTooLarge),
+                Some(route_index),
+                "body_too_large",
+            );
+            routed.bytes_in = declared;
+            return routed;
         }
         // The policies: auth → require → limit. A route without them skips
         // this; one with them runs it boxed, so that its state is not part of
@@ -263,7 +359,7 @@ fn route_request<'a, B: ClientStream>(
             Ok(identity) => identity,
             Err(rejection) => {
                 shared.metrics.reject(rejection.reason);
-                return (rejection.response(), Some(route_index), None);
+                return Routed::refused(rejection.response(), Some(route_index), refusal(rejection.reason));
             }
         };
         // Everything that reads the request through references is rendered
@@ -290,7 +386,10 @@ fn route_request<'a, B: ClientStream>(
             Next::Forward(rendered) => rendered,
             Next::Answer(mut resp) => {
                 apply_ops(resp.headers_mut(), response_ops);
-                return (resp, Some(route_index), None);
+                let mut routed = Routed::answer(resp, Some(route_index));
+                routed.identity = Some(identity);
+                routed.bytes_in = declared;
+                return routed;
             }
         };
         // What the client accepts, read before the request is taken apart
@@ -311,6 +410,8 @@ fn route_request<'a, B: ClientStream>(
             path: rendered.path,
             hash: rendered.hash,
             max_body: plan.limits.max_body_size,
+            sent_at: Default::default(),
+            retried: Default::default(),
         };
         // A route with `mirror` takes a boxed path (its state is not part of
         // every request's future); the others the plain one.
@@ -325,7 +426,7 @@ fn route_request<'a, B: ClientStream>(
                 }
             }
         };
-        match forwarding.await {
+        let mut routed = match forwarding.await {
             Ok(answer) => {
                 let server = answer.server.clone();
                 let transformed = || loaded.transformed_response_headers.get(route_index).cloned().flatten();
@@ -334,10 +435,21 @@ fn route_request<'a, B: ClientStream>(
                     None => resp,
                     Some(cfg) => compress::apply(resp, accept, cfg),
                 };
-                (resp, Some(route_index), Some(server))
+                let mut routed = Routed::answer(resp, Some(route_index));
+                routed.server = Some(server);
+                routed
             }
-            Err((kind, server)) => (failed(shared, kind), Some(route_index), server),
-        }
+            Err((kind, server)) => {
+                let mut routed = Routed::refused(failed(shared, kind), Some(route_index), kind.as_str());
+                routed.server = server;
+                routed
+            }
+        };
+        routed.retries = forward.retried.load(std::sync::atomic::Ordering::Relaxed);
+        routed.sent_at = forward.sent_at.get().copied();
+        routed.identity = Some(identity);
+        routed.bytes_in = declared;
+        routed
     }
 }
 
@@ -368,7 +480,11 @@ fn find_route<'p, B>(
         Err(bad) => {
             shared.metrics.reject(Rejection::BadRequest);
             tracing::debug!(client = %conn.client, reason = ?bad, "request host refused");
-            return Err((closing_response(StatusCode::BAD_REQUEST, req.version()), None, None));
+            return Err(Routed::refused(
+                closing_response(StatusCode::BAD_REQUEST, req.version()),
+                None,
+                "bad_host",
+            ));
         }
     };
     if let (Some(h), Some(_)) = (&host, uri.authority()) {
@@ -390,7 +506,11 @@ fn find_route<'p, B>(
         Lookup::Matched { route, params } => Ok((route, params, host)),
         Lookup::NotFound => {
             shared.metrics.reject(Rejection::NotFound);
-            Err((status_response(StatusCode::NOT_FOUND), None, None))
+            Err(Routed::refused(
+                status_response(StatusCode::NOT_FOUND),
+                None,
+                "not_found",
+            ))
         }
         Lookup::MethodNotAllowed { allow } => {
             shared.metrics.reject(Rejection::MethodNotAllowed);
@@ -398,11 +518,15 @@ fn find_route<'p, B>(
             if let Ok(v) = HeaderValue::from_str(&allow.to_allow()) {
                 resp.headers_mut().insert(header::ALLOW, v);
             }
-            Err((resp, None, None))
+            Err(Routed::refused(resp, None, "method_not_allowed"))
         }
         Lookup::BadRequest(_) => {
             shared.metrics.reject(Rejection::BadRequest);
-            Err((status_response(StatusCode::BAD_REQUEST), None, None))
+            Err(Routed::refused(
+                status_response(StatusCode::BAD_REQUEST),
+                None,
+                "bad_request",
+            ))
         }
     }
 }
