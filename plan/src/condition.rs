@@ -221,7 +221,7 @@ impl Facts for Given {
 pub fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (decode(k) == name).then(|| decode(v))
+        (percent_decode(k) == name).then(|| percent_decode(v))
     })
 }
 
@@ -233,7 +233,8 @@ pub fn cookie_value<'l>(line: &'l str, name: &str) -> Option<&'l str> {
     })
 }
 
-fn decode(s: &str) -> Cow<'_, str> {
+/// `%XX` and `+` decoding (invalid escapes are kept as written).
+pub fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.contains(['%', '+']) {
         return Cow::Borrowed(s);
     }
