@@ -26,7 +26,7 @@ use crate::upstream::health::ServerState;
 use arc_swap::ArcSwap;
 use gw_plan::{ListenerKind, Plan};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -266,22 +266,21 @@ impl Gateway {
     /// Retries sent by the upstreams of the plan being served
     /// (`gw_retries_total`, summed).
     pub fn retries(&self) -> u64 {
-        let loaded = self.shared.current.load();
-        loaded
-            .upstreams
-            .iter()
-            .map(|u| u.metrics.retries.load(Ordering::Relaxed))
-            .sum()
+        self.upstreams_sum(|m| &m.retries)
     }
 
     /// Retries the upstreams' retry budgets refused
     /// (`gw_retry_budget_refusals_total`, summed).
     pub fn retry_budget_refusals(&self) -> u64 {
+        self.upstreams_sum(|m| &m.budget_refusals)
+    }
+
+    fn upstreams_sum(&self, counter: impl Fn(&crate::metrics::UpstreamMetrics) -> &AtomicU64) -> u64 {
         let loaded = self.shared.current.load();
         loaded
             .upstreams
             .iter()
-            .map(|u| u.metrics.budget_refusals.load(Ordering::Relaxed))
+            .map(|u| counter(&u.metrics).load(Ordering::Relaxed))
             .sum()
     }
 
