@@ -797,6 +797,103 @@ async fn a_rediss_store_counts_over_tls_verified_by_the_trust_roots() {
     }
 }
 
+/// A TLS redis-server with a password, its certificate signed by the CA
+/// in `certs` (made by [`make_certificates`]); `None` when skipped.
+async fn tls_redis(certs: &std::path::Path, tls_port: &str, extra: &[&str]) -> Option<RedisServer> {
+    let file = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    let mut args = vec![
+        "--tls-port".to_string(),
+        tls_port.to_string(),
+        "--tls-cert-file".to_string(),
+        file("redis.crt"),
+        "--tls-key-file".to_string(),
+        file("redis.key"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    RedisServer::start(&args).await
+}
+
+/// `store shared redis env("REDIS_URL") { tls { ca "..." } }`: the URL,
+/// with its password, from the environment, the server verified by the
+/// store's own CA (the machine's trust roots do not hold it: no
+/// `SSL_CERT_FILE`), and the password shown nowhere (log, admin `/plan`).
+/// With another CA the handshake fails and `on_error` decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_store_trusts_its_own_ca_and_a_wrong_one_applies_on_error() {
+    const PASSWORD: &str = "PLANTEDTLSREDISPASSWORD";
+    let certs = crate::support::TempDir::new();
+    make_certificates(certs.path());
+    let other = crate::support::TempDir::new();
+    make_certificates(other.path());
+    let tls_port = free_port().to_string();
+    let Some(_redis) = tls_redis(
+        certs.path(),
+        &tls_port,
+        &["--tls-auth-clients", "no", "--requirepass", PASSWORD],
+    )
+    .await
+    else {
+        return;
+    };
+    let up = Upstream::named("app").await;
+    let config = |ca: &std::path::Path, on_error: &str| {
+        format!(
+            "listen 127.0.0.1:0
+             admin 127.0.0.2:0
+             upstream app {{ server {} }}
+             store shared redis env(\"REDIS_URL\") {{
+               timeout 2s
+               on_error {on_error}
+               tls {{ ca \"{}\" }}
+             }}
+             limit l {{ rate 1/min burst 1 key none store shared }}
+             route /{{*rest}} -> app {{ limit l }}\n",
+            up.addr,
+            ca.join("ca.crt").display()
+        )
+    };
+    let url = format!("rediss://:{PASSWORD}@127.0.0.1:{tls_port}/2");
+    let env = [("REDIS_URL", url.as_str())];
+    let trusting =
+        crate::serve_harness::Served::start_with_env(&[("app.gw", &config(certs.path(), "allow"))], &["app.gw"], &env);
+    trusting
+        .wait_lines(Duration::from_secs(20), 1, |l| l.contains("redis store connected"))
+        .await;
+    let addr = trusting.bound(1).await[0];
+    let target = format!("http://{addr}/x");
+    assert_eq!(get_url(&target).await.status, 200);
+    // With on_error allow, only Redis answering over TLS refuses this one.
+    assert_eq!(get_url(&target).await.status, 429, "{}", trusting.output());
+    let admin = trusting.admin().await;
+    let plan = get_url(&format!("http://{admin}/plan")).await;
+    assert_eq!(plan.status, 200);
+    let plan = plan.body;
+    assert!(plan.contains("REDIS_URL") && plan.contains("ca.crt"), "{plan}");
+    assert!(!plan.contains(PASSWORD), "/plan shows the password: {plan}");
+    assert!(!trusting.output().contains(PASSWORD), "{}", trusting.output());
+
+    // Another CA: the handshake fails, the store is down.
+    for (on_error, status) in [("allow", 200), ("deny", 429)] {
+        let distrusting = crate::serve_harness::Served::start_with_env(
+            &[("app.gw", &config(other.path(), on_error))],
+            &["app.gw"],
+            &env,
+        );
+        distrusting
+            .wait_lines(Duration::from_secs(20), 1, |l| {
+                l.contains("redis store not reachable yet")
+            })
+            .await;
+        let addr = distrusting.bound(1).await[0];
+        for _ in 0..3 {
+            let r = get_url(&format!("http://{addr}/x")).await;
+            assert_eq!(r.status, status, "on_error {on_error}: {}", distrusting.output());
+        }
+        assert!(!distrusting.output().contains(PASSWORD), "{}", distrusting.output());
+    }
+}
+
 #[test]
 fn redis_urls_parse_host_port_database_and_credentials() {
     let t = |host: &str, port, db, user: Option<&str>, pass: Option<&str>| Target {
