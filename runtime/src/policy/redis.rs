@@ -11,8 +11,10 @@
 //! connection per store (calls pipelined on it, whichever worker thread
 //! makes them), opened at the first call and reopened after a failure;
 //! `AUTH` and `SELECT` from the URL (`redis[s]://[[user]:password@]host
-//! [:port][/db]`, parsed by the checker's parser). `rediss://` is TLS
-//! (rustls on ring) verified against the system's trust roots. Each call is
+//! [:port][/db]`, parsed by the checker's parser; written in the plan, or
+//! read at load from `env("X")` / `file("p")`). `rediss://` is TLS (rustls
+//! on ring) verified against the system's trust roots, or the store's
+//! `tls { ca .. }`, with its client certificate (`cert .. key ..`). Each call is
 //! bounded by the store's `timeout`; a failed or late call is an [`Error`]
 //! and the caller applies `on_error`. After a failure the store backs off
 //! (25 ms doubling up to 1 s) and answers [`Error::Down`] at once until the
