@@ -917,3 +917,44 @@ fn upstream_tls_and_host_header_values_are_checked() {
         assert_eq!(codes(&upstream_with(attrs)), [], "{attrs}");
     }
 }
+
+/// A store's `tls` block: the upstreams' settings except `server_name`
+/// (the Redis client verifies the URL's host), and only on `rediss://` —
+/// written, or read from `env()` (where the check reads it).
+#[test]
+fn a_store_tls_block_needs_rediss_and_takes_no_server_name() {
+    let store = |url: &str, tls: &str| {
+        format!(
+            "store s redis {url} {{ {tls} }}\nlimit l {{ rate 1/s key client_ip store s }}\nroute /x {{ limit l respond 200 }}\n"
+        )
+    };
+    assert_eq!(
+        codes(&store(
+            "\"rediss://h:6380\"",
+            "tls { ca \"files/tls.crt\" cert \"files/tls.crt\" key \"files/tls.key\" }"
+        )),
+        vec![]
+    );
+    assert_eq!(codes(&store("\"rediss://h:6380\"", "tls")), vec![]);
+    let c = compile(&store("\"redis://h:6379\"", "tls { ca \"files/tls.crt\" }"));
+    let d = only(&c, Code::GW0106);
+    assert_eq!(d.len(), 1, "{:?}", c.diagnostics);
+    assert!(primary_text(&c, d[0]).starts_with("tls"), "{}", primary_text(&c, d[0]));
+    let c = compile(&store("\"rediss://h:6380\"", "tls { server_name \"redis.internal\" }"));
+    let d = only(&c, Code::GW0106);
+    assert_eq!(d.len(), 1, "{:?}", c.diagnostics);
+    assert_eq!(primary_text(&c, d[0]), "\"redis.internal\"");
+    // From the environment: read, then checked like a written one.
+    let host = host()
+        .var("PLAIN_URL", "redis://:pw@h:6379")
+        .var("BAD_URL", "http://pw@h");
+    let c = compile_text(&host, "app.gw", &store("env(\"PLAIN_URL\")", "tls"));
+    assert_eq!(only(&c, Code::GW0106).len(), 1, "{:?}", c.diagnostics);
+    let c = compile_text(&host, "app.gw", &store("env(\"BAD_URL\")", "timeout 1s"));
+    let d = only(&c, Code::GW0003);
+    assert_eq!(d.len(), 1, "{:?}", c.diagnostics);
+    assert_eq!(primary_text(&c, d[0]), "env(\"BAD_URL\")");
+    assert!(!d[0].message.contains("pw@"), "{}", d[0].message);
+    let c = compile_text(&host, "app.gw", &store("env(\"UNSET_URL\")", "timeout 1s"));
+    assert_eq!(only(&c, Code::GW0404).len(), 1, "{:?}", c.diagnostics);
+}

@@ -3,7 +3,10 @@
 //! sharing one Redis share one budget, the budget refills at the rate, keys
 //! expire when idle, `on_error allow|deny` answer at once when Redis is down
 //! or silent, a restarted Redis is used again, AUTH and SELECT come from
-//! the URL, and `rediss://` is TLS verified by the trust roots. Without `redis-server` these tests
+//! the URL, and `rediss://` is TLS verified by the trust roots or the
+//! store's `tls { ca }` (a wrong CA applies `on_error`), with a client
+//! certificate when Redis asks; the URL from `env()` / `file()` (read
+//! again at a reload) is never shown. Without `redis-server` these tests
 //! fail saying to install it, unless `GW_SKIP_REDIS_TESTS=1` outside CI:
 //! under CI (`CI` set, as `.ci/run` sets it) or when `tests/run` says Redis
 //! is required (`GW_REDIS_REQUIRED=1`), a skip is a failure.
@@ -795,6 +798,268 @@ async fn a_rediss_store_counts_over_tls_verified_by_the_trust_roots() {
     for _ in 0..3 {
         assert_eq!(get_url(&format!("http://{addr}/x")).await.status, 200);
     }
+}
+
+/// A TLS redis-server with a password, its certificate signed by the CA
+/// in `certs` (made by [`make_certificates`]); `None` when skipped.
+async fn tls_redis(certs: &std::path::Path, tls_port: &str, extra: &[&str]) -> Option<RedisServer> {
+    let file = |name: &str| certs.join(name).to_string_lossy().into_owned();
+    let mut args = vec![
+        "--tls-port".to_string(),
+        tls_port.to_string(),
+        "--tls-cert-file".to_string(),
+        file("redis.crt"),
+        "--tls-key-file".to_string(),
+        file("redis.key"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    RedisServer::start(&args).await
+}
+
+/// `store shared redis env("REDIS_URL") { tls { ca "..." } }`: the URL,
+/// with its password, from the environment, the server verified by the
+/// store's own CA (the machine's trust roots do not hold it: no
+/// `SSL_CERT_FILE`), and the password shown nowhere (log, admin `/plan`).
+/// With another CA the handshake fails and `on_error` decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_store_trusts_its_own_ca_and_a_wrong_one_applies_on_error() {
+    const PASSWORD: &str = "PLANTEDTLSREDISPASSWORD";
+    let certs = crate::support::TempDir::new();
+    make_certificates(certs.path());
+    let other = crate::support::TempDir::new();
+    make_certificates(other.path());
+    let tls_port = free_port().to_string();
+    let Some(_redis) = tls_redis(
+        certs.path(),
+        &tls_port,
+        &["--tls-auth-clients", "no", "--requirepass", PASSWORD],
+    )
+    .await
+    else {
+        return;
+    };
+    let up = Upstream::named("app").await;
+    let config = |ca: &std::path::Path, on_error: &str| {
+        format!(
+            "listen 127.0.0.1:0
+             admin 127.0.0.2:0
+             upstream app {{ server {} }}
+             store shared redis env(\"REDIS_URL\") {{
+               timeout 2s
+               on_error {on_error}
+               tls {{ ca \"{}\" }}
+             }}
+             limit l {{ rate 1/min burst 1 key none store shared }}
+             route /{{*rest}} -> app {{ limit l }}\n",
+            up.addr,
+            ca.join("ca.crt").display()
+        )
+    };
+    let url = format!("rediss://:{PASSWORD}@127.0.0.1:{tls_port}/2");
+    let env = [("REDIS_URL", url.as_str())];
+    let trusting =
+        crate::serve_harness::Served::start_with_env(&[("app.gw", &config(certs.path(), "allow"))], &["app.gw"], &env);
+    trusting
+        .wait_lines(Duration::from_secs(20), 1, |l| l.contains("redis store connected"))
+        .await;
+    let addr = trusting.bound(1).await[0];
+    let target = format!("http://{addr}/x");
+    assert_eq!(get_url(&target).await.status, 200);
+    // With on_error allow, only Redis answering over TLS refuses this one.
+    assert_eq!(get_url(&target).await.status, 429, "{}", trusting.output());
+    let admin = trusting.admin().await;
+    let plan = get_url(&format!("http://{admin}/plan")).await;
+    assert_eq!(plan.status, 200);
+    let plan = plan.body;
+    assert!(plan.contains("REDIS_URL") && plan.contains("ca.crt"), "{plan}");
+    assert!(!plan.contains(PASSWORD), "/plan shows the password: {plan}");
+    assert!(!trusting.output().contains(PASSWORD), "{}", trusting.output());
+
+    // Another CA: the handshake fails, the store is down.
+    for (on_error, status) in [("allow", 200), ("deny", 429)] {
+        let distrusting = crate::serve_harness::Served::start_with_env(
+            &[("app.gw", &config(other.path(), on_error))],
+            &["app.gw"],
+            &env,
+        );
+        distrusting
+            .wait_lines(Duration::from_secs(20), 1, |l| {
+                l.contains("redis store not reachable yet")
+            })
+            .await;
+        let addr = distrusting.bound(1).await[0];
+        for _ in 0..3 {
+            let r = get_url(&format!("http://{addr}/x")).await;
+            assert_eq!(r.status, status, "on_error {on_error}: {}", distrusting.output());
+        }
+        assert!(!distrusting.output().contains(PASSWORD), "{}", distrusting.output());
+    }
+}
+
+/// A client certificate for gw, signed by the CA [`make_certificates`]
+/// made in `dir`: `client.crt`, `client.key`.
+fn make_client_certificate(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-subj",
+        "/CN=gw",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ]);
+    std::fs::write(
+        dir.join("client-ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client-ext",
+        "-out",
+        "client.crt",
+    ]);
+}
+
+/// `tls { ca .. cert .. key .. }` against a Redis that asks for client
+/// certificates (`tls-auth-clients yes`), the URL read from `file()`:
+/// with the certificate the store counts; without it Redis refuses the
+/// connection and `on_error allow` lets requests by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rediss_store_presents_its_client_certificate() {
+    let certs = crate::support::TempDir::new();
+    make_certificates(certs.path());
+    make_client_certificate(certs.path());
+    let file = |name: &str| certs.path().join(name).to_string_lossy().into_owned();
+    let tls_port = free_port().to_string();
+    let Some(_redis) = tls_redis(
+        certs.path(),
+        &tls_port,
+        &["--tls-auth-clients", "yes", "--tls-ca-cert-file", &file("ca.crt")],
+    )
+    .await
+    else {
+        return;
+    };
+    let up = Upstream::named("app").await;
+    let config = |tls: &str| {
+        format!(
+            "listen 127.0.0.1:0
+             upstream app {{ server {} }}
+             store shared redis file(\"redis.url\") {{ timeout 2s on_error allow tls {{ {tls} }} }}
+             limit l {{ rate 1/min burst 1 key none store shared }}
+             route /{{*rest}} -> app {{ limit l }}\n",
+            up.addr
+        )
+    };
+    let url = format!("rediss://127.0.0.1:{tls_port}/4\n");
+    let with_cert = config(&format!(
+        "ca \"{}\" cert \"{}\" key \"{}\"",
+        file("ca.crt"),
+        file("client.crt"),
+        file("client.key")
+    ));
+    let presenting = crate::serve_harness::Served::start(&[("app.gw", &with_cert), ("redis.url", &url)], &["app.gw"]);
+    presenting
+        .wait_lines(Duration::from_secs(20), 1, |l| l.contains("redis store connected"))
+        .await;
+    let addr = presenting.bound(1).await[0];
+    assert_eq!(get_url(&format!("http://{addr}/x")).await.status, 200);
+    assert_eq!(
+        get_url(&format!("http://{addr}/x")).await.status,
+        429,
+        "{}",
+        presenting.output()
+    );
+
+    let without = config(&format!("ca \"{}\"", file("ca.crt")));
+    let refused = crate::serve_harness::Served::start(&[("app.gw", &without), ("redis.url", &url)], &["app.gw"]);
+    refused
+        .wait_lines(Duration::from_secs(20), 1, |l| {
+            l.contains("redis store not reachable yet")
+        })
+        .await;
+    let addr = refused.bound(1).await[0];
+    for _ in 0..3 {
+        assert_eq!(
+            get_url(&format!("http://{addr}/x")).await.status,
+            200,
+            "{}",
+            refused.output()
+        );
+    }
+}
+
+/// The URL read from `file()` is read again at a reload: a rotated
+/// password opens a new connection even though the `.gw` file, and so the
+/// plan, did not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reads_a_store_url_file_again() {
+    let Some(redis) = RedisServer::start(&["--requirepass", "rotated"]).await else {
+        return;
+    };
+    let up = Upstream::named("app").await;
+    let config = format!(
+        "listen 127.0.0.1:0
+         upstream app {{ server {} }}
+         store shared redis file(\"redis.url\") {{ timeout 2s on_error allow }}
+         limit l {{ rate 1/min burst 1 key none store shared }}
+         route /{{*rest}} -> app {{ limit l }}\n",
+        up.addr
+    );
+    let url = |password: &str| format!("redis://:{password}@127.0.0.1:{}/5\n", redis.port);
+    let served = crate::serve_harness::Served::start(&[("app.gw", &config), ("redis.url", &url("old"))], &["app.gw"]);
+    served
+        .wait_lines(Duration::from_secs(20), 1, |l| {
+            l.contains("redis store not reachable yet")
+        })
+        .await;
+    let addr = served.bound(1).await[0];
+    for _ in 0..3 {
+        assert_eq!(get_url(&format!("http://{addr}/x")).await.status, 200);
+    }
+    served.write("redis.url", &url("rotated"));
+    served.signal("HUP");
+    served
+        .wait_lines(Duration::from_secs(20), 1, |l| l.contains("redis store connected"))
+        .await;
+    assert_eq!(get_url(&format!("http://{addr}/x")).await.status, 200);
+    assert_eq!(
+        get_url(&format!("http://{addr}/x")).await.status,
+        429,
+        "{}",
+        served.output()
+    );
+    assert!(!served.output().contains("rotated@"), "{}", served.output());
 }
 
 #[test]

@@ -594,3 +594,96 @@ route GET /a -> app
         assert!(!all.contains("MISSPELT"), "gwc {args:?} shows a secret:\n{all}");
     }
 }
+
+/// A store's URL read from `env("X")` and from `file("p")`, each with a
+/// planted password: `gwc check` (text, JSON), `plan`, `route`, `test`, the
+/// serve log and the admin `/plan` show the reference, never the URL; and
+/// a URL there that is not a Redis URL is refused without quoting it.
+#[tokio::test]
+async fn a_store_url_from_env_or_file_is_never_printed() {
+    const ENV_PASSWORD: &str = "PLANTEDENVREDISPASSWORD";
+    const FILE_PASSWORD: &str = "PLANTEDFILEREDISPASSWORD";
+    let env_url = format!("redis://gw:{ENV_PASSWORD}@127.0.0.1:9/0");
+    let file_url = format!("redis://:{FILE_PASSWORD}@127.0.0.1:9/1\n");
+    let text = "listen 127.0.0.1:0
+admin 127.0.0.2:0
+upstream app { server 127.0.0.1:9 }
+store from_env redis env(\"GW_REDIS_URL\") { on_error allow }
+store from_file redis file(\"redis.url\") { on_error allow }
+limit a { rate 10/s key client_ip store from_env }
+limit b { rate 10/s key client_ip store from_file }
+route GET /a -> app { limit a limit b }
+test \"routing\" { GET /a -> app }
+";
+    let clean = |what: &str, output: &str| {
+        for secret in [ENV_PASSWORD, FILE_PASSWORD] {
+            assert!(!output.contains(secret), "{what} prints {secret}:\n{output}");
+        }
+    };
+    for args in [
+        vec!["check", "app.gw"],
+        vec!["check", "--format", "json", "app.gw"],
+        vec!["plan", "app.gw"],
+        vec!["route", "app.gw", "GET", "/a"],
+        vec!["test", "app.gw"],
+    ] {
+        let out = Gwc::new()
+            .file("app.gw", text)
+            .file("redis.url", &file_url)
+            .env("GW_REDIS_URL", &env_url)
+            .args(args.clone())
+            .run();
+        assert_eq!(out.status, Some(0), "gwc {args:?}: {}{}", out.stdout, out.stderr);
+        clean(
+            &format!("gwc {}", args.join(" ")),
+            &format!("{}{}", out.stdout, out.stderr),
+        );
+    }
+    let out = Gwc::new()
+        .file("app.gw", text)
+        .file("redis.url", &file_url)
+        .env("GW_REDIS_URL", &env_url)
+        .args(["plan", "app.gw"])
+        .run();
+    assert!(
+        out.stdout.contains("from_env redis env(\"GW_REDIS_URL\")"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("from_file redis file("), "{}", out.stdout);
+    // Unset: GW0404; not a Redis URL: GW0003, quoting none of it.
+    let out = Gwc::new()
+        .file("app.gw", text)
+        .file("redis.url", &file_url)
+        .args(["check", "app.gw"])
+        .run();
+    assert_eq!(out.status, Some(1), "{}", out.stdout);
+    assert!(out.stdout.contains("GW0404"), "{}", out.stdout);
+    let out = Gwc::new()
+        .file("app.gw", text)
+        .file("redis.url", format!("rediz://:{FILE_PASSWORD}@h/1"))
+        .env("GW_REDIS_URL", &format!("redis://gw:{ENV_PASSWORD}@127.0.0.1:notaport"))
+        .args(["check", "app.gw"])
+        .run();
+    assert_eq!(out.status, Some(1), "{}", out.stdout);
+    assert_eq!(out.stdout.matches("GW0003").count(), 2, "{}", out.stdout);
+    clean("gwc check (bad URLs)", &format!("{}{}", out.stdout, out.stderr));
+
+    let served = Served::start_with_env(
+        &[("app.gw", text), ("redis.url", &file_url)],
+        &["app.gw"],
+        &[("GW_REDIS_URL", &env_url)],
+    );
+    let admin = served.admin().await;
+    served
+        .wait_lines(Duration::from_secs(20), 2, |l| {
+            l.contains("redis store not reachable yet")
+        })
+        .await;
+    let plan = get(admin, "/plan").await;
+    clean("/plan", &plan);
+    assert!(plan.contains("GW_REDIS_URL"), "{plan}");
+    served.signal("TERM");
+    served.wait_exit(Duration::from_secs(30)).await;
+    clean("the serve log", &served.output());
+}

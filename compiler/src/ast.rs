@@ -404,7 +404,11 @@ pub enum LimitKey {
 #[derive(Clone, Debug)]
 pub struct Store {
     pub name: Name,
-    pub url: Option<Spanned<String>>,
+    /// The URL: written in the file (checked by the parser, GW0003), or
+    /// `env("X")` / `file("p")` (read and checked by the checker).
+    pub url: Option<Spanned<Source>>,
+    /// `tls { ca .. cert .. key .. }`: the upstreams' TLS settings.
+    pub tls: Option<UpstreamTls>,
     pub timeout: Option<Spanned<Duration>>,
     /// true = allow requests when the store is down.
     pub on_error_allow: Option<Spanned<bool>>,

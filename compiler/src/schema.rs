@@ -86,7 +86,7 @@ impl Context {
             Health => "a `health { ... }` block",
             Eject => "an `eject { ... }` block",
             Pool => "a `pool { ... }` block",
-            UpstreamTls => "an upstream's `tls { ... }` block",
+            UpstreamTls => "an upstream's or a store's `tls { ... }` block",
             Retry => "`retry N ...`",
             Jwt => "`auth NAME jwt { ... }`",
             ApiKey => "`auth NAME api_key { ... }`",
@@ -305,7 +305,7 @@ pub const KEYWORDS: &[Keyword] = &[
     kw(
         "store",
         Top,
-        "store NAME redis \"URL\" [{ ... }]",
+        "store NAME redis \"URL\"|env(\"X\")|file(\"p\") [{ ... }]",
         "shared state for limits",
     )
     .opens(Store)
@@ -786,6 +786,15 @@ pub const KEYWORDS: &[Keyword] = &[
     .value("`allow` or `deny`")
     .default("`allow` *(decision)*")
     .values(&["allow", "deny"]),
+    kw(
+        "tls",
+        Store,
+        "tls [{ ... }]",
+        "the TLS settings of a `rediss://` store: an upstream's `tls` block, `server_name` excepted",
+    )
+    .value("flag, or block (as an upstream's)")
+    .default("the system's trust roots, no client certificate")
+    .opens(UpstreamTls),
     // ------------------------------------------------------------ routes
     kw(
         "host",

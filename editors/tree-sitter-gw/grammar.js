@@ -217,15 +217,15 @@ module.exports = grammar({
     limit_block: $ => block(alias($.limit_setting, $.setting)),
     limit_setting: $ => setting(LIMIT_SETTINGS, $),
 
-    /** `store NAME redis "redis://..." [{ timeout 50ms on_error allow }]` */
+    /** `store NAME redis "redis://..."|env("X")|file("p") [{ timeout 50ms on_error allow tls { ... } }]` */
     store: $ => seq(
       'store',
       field('name', $.identifier),
       field('kind', $._value),
-      optional(field('url', $.string)),
+      optional(field('url', choice($.string, $.call))),
       optional(alias($.store_block, $.block)),
     ),
-    store_block: $ => block(alias($.store_setting, $.setting)),
+    store_block: $ => block(choice(alias($.store_setting, $.setting), $.upstream_tls)),
     store_setting: $ => setting(STORE_SETTINGS, $),
 
     /** `route [METHODS] PATH [host "NAME"] [when COND [and COND]...] [-> UPSTREAM] [{ ... }]` */

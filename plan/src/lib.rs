@@ -573,7 +573,7 @@ pub struct Upstream {
 
 /// An upstream's TLS settings: what the servers are verified against and
 /// what gw presents.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamTls {
     /// Trust only these CA certificates (PEM); `None`: the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -587,7 +587,7 @@ pub struct UpstreamTls {
 }
 
 /// `cert FILE key FILE` in an upstream's `tls` block.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClientCertificate {
     pub cert: Secret,
     pub key: Secret,
@@ -875,12 +875,31 @@ impl fmt::Display for LimitKey {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Store {
     pub name: String,
+    /// The URL written in the file (its password is redacted wherever it
+    /// is shown); empty when it comes from `url_from`.
     pub url: String,
+    /// `env("X")` / `file("p")`: where the URL is read at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_from: Option<Secret>,
+    /// `tls { ca .. cert .. key .. }` (for a `rediss://` URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
     pub timeout: Ms,
     pub on_error_allow: bool,
+}
+
+impl Store {
+    /// The URL as shown (`gwc plan`, diffs): `"redis://u:<redacted>@h"`
+    /// for a written one, `env("X")` / `file("p")` for a reference.
+    pub fn url_shown(&self) -> String {
+        match &self.url_from {
+            Some(from) => from.to_string(),
+            None => format!("{:?}", crate::redact::redact_url(&self.url)),
+        }
+    }
 }
 
 // ------------------------------------------------------------------ routes

@@ -129,11 +129,12 @@ fn write_plan(out: &mut String, plan: &Plan) -> fmt::Result {
     for s in &plan.stores {
         writeln!(
             out,
-            "  {} redis {:?} timeout {} on_error {}",
+            "  {} redis {} timeout {} on_error {}{}",
             s.name,
-            crate::redact::redact_url(&s.url),
+            s.url_shown(),
             s.timeout,
-            if s.on_error_allow { "allow" } else { "deny" }
+            if s.on_error_allow { "allow" } else { "deny" },
+            if s.tls.is_some() { " tls" } else { "" }
         )?;
     }
     Ok(())

@@ -1,8 +1,11 @@
-//! An upstream's `tls` block (GW0405): its `ca` file holds at least one
-//! certificate, and its client certificate and key (`cert .. key ..`) exist,
-//! are PEM of the right kind and belong together — the same checks as a TLS
-//! listener's certificates (GW0403), under the upstream's own code. Contents
-//! are never printed.
+//! An upstream's or a store's `tls` block (GW0405): its `ca` file holds at
+//! least one certificate, and its client certificate and key (`cert ..
+//! key ..`) exist, are PEM of the right kind and belong together — the same
+//! checks as a TLS listener's certificates (GW0403), under the upstream's
+//! own code. Contents are never printed. Also a store's URL read from
+//! `env("X")` / `file("p")` (GW0404 when unset, GW0003 when not a Redis
+//! URL, quoting none of it: a password is in it), and `tls` on a
+//! `redis://` URL (GW0106: TLS needs `rediss://`).
 
 use super::listen::{pair, pem_file, Kind};
 use super::material;
@@ -21,6 +24,47 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
         }
         if let Some(c) = &tls.client_cert {
             client_cert(ctx, c, diags);
+        }
+    }
+    for store in &ctx.config.stores {
+        let url = store.url.as_ref().and_then(|u| store_url(ctx, u, diags));
+        let Some(tls) = &store.tls else { continue };
+        if let Some(ca) = &tls.ca {
+            ca_file(ctx, ca, diags);
+        }
+        if let Some(c) = &tls.client_cert {
+            client_cert(ctx, c, diags);
+        }
+        if url.is_some_and(|u| !crate::redis_url::is_tls(&u)) {
+            diags.push(
+                Diagnostic::new(Code::GW0106, "`tls` on a `redis://` URL")
+                    .primary(tls.span, "TLS needs a `rediss://` URL")
+                    .help("write `rediss://` to connect over TLS, or remove the `tls` block"),
+            );
+        }
+    }
+}
+
+/// A store's URL, read when it comes from `env()` / `file()` (a trailing
+/// newline dropped) and parsed; `None` after reporting when unusable.
+fn store_url(ctx: &Ctx<'_>, url: &Spanned<Source>, diags: &mut Diagnostics) -> Option<String> {
+    let (text, origin) = match &url.node {
+        Source::Inline(u) => return Some(u.clone()),
+        source => {
+            let m = material::read(ctx, source, url.span, "Redis URL", Code::GW0003, diags)?;
+            let text = String::from_utf8(m.bytes).unwrap_or_default();
+            (text.trim_end().to_string(), m.origin)
+        }
+    };
+    match crate::redis_url::parse(&text) {
+        Ok(_) => Some(text),
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(Code::GW0003, format!("{origin} is not a usable Redis URL: {e}"))
+                    .primary(url.span, "not a `redis://` URL")
+                    .help(e.help),
+            );
+            None
         }
     }
 }

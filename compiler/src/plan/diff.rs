@@ -723,21 +723,7 @@ fn upstream(u: &Upstream) -> Item {
         facts.push(statement("http2"));
     }
     if let Some(t) = &u.tls {
-        let mut block = Vec::new();
-        if let Some(ca) = &t.ca {
-            block.push(format!("ca {ca}"));
-        }
-        if let Some(n) = &t.server_name {
-            block.push(format!("server_name {n:?}"));
-        }
-        if let Some(c) = &t.client_cert {
-            block.push(format!("cert {} key {}", c.cert, c.key));
-        }
-        if block.is_empty() {
-            facts.push(statement("tls"));
-        } else {
-            facts.push(fact("tls", format!("{{ {} }}", block.join(" "))));
-        }
+        facts.push(tls_fact(t));
     }
     match &u.host_header {
         gw_plan::HostHeader::Client => {}
@@ -818,13 +804,35 @@ fn rate_limit(plan: &Plan, l: &RateLimit) -> Item {
     i
 }
 
+/// An upstream's or a store's `tls` block (files by reference only).
+fn tls_fact(t: &gw_plan::UpstreamTls) -> Fact {
+    let mut block = Vec::new();
+    if let Some(ca) = &t.ca {
+        block.push(format!("ca {ca}"));
+    }
+    if let Some(n) = &t.server_name {
+        block.push(format!("server_name {n:?}"));
+    }
+    if let Some(c) = &t.client_cert {
+        block.push(format!("cert {} key {}", c.cert, c.key));
+    }
+    if block.is_empty() {
+        statement("tls")
+    } else {
+        fact("tls", format!("{{ {} }}", block.join(" ")))
+    }
+}
+
 fn store(s: &Store) -> Item {
-    let url = format!("{:?}", crate::redact::redact_url(&s.url));
-    let facts = vec![
+    let url = s.url_shown();
+    let mut facts = vec![
         fact("redis", url.clone()),
         fact("timeout", s.timeout.to_string()),
         fact("on_error", if s.on_error_allow { "allow" } else { "deny" }),
     ];
+    if let Some(t) = &s.tls {
+        facts.push(tls_fact(t));
+    }
     let mut i = new_item(s.name.clone(), s.name.clone(), facts, to_value(s));
     i.about = Some(format!("redis {url}"));
     i

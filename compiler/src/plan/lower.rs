@@ -487,14 +487,7 @@ fn upstream(u: &ast::Upstream) -> Upstream {
                 .map_or(defaults::POOL_IDLE_TIMEOUT, |v| Ms::from_duration(v.node)),
         },
         http2: u.http2.is_some(),
-        tls: u.tls.as_ref().map(|t| gw_plan::UpstreamTls {
-            ca: t.ca.as_ref().map(|c| secret(&c.node)),
-            server_name: t.server_name.as_ref().map(|s| s.node.clone()),
-            client_cert: t.client_cert.as_ref().map(|c| gw_plan::ClientCertificate {
-                cert: secret(&c.cert.node),
-                key: secret(&c.key.node),
-            }),
-        }),
+        tls: u.tls.as_ref().map(upstream_tls),
         host_header: match u.host_header.as_ref().map(|h| &h.node) {
             None | Some(ast::HostHeader::Client) => gw_plan::HostHeader::Client,
             Some(ast::HostHeader::Server) => gw_plan::HostHeader::Server,
@@ -567,10 +560,29 @@ fn auth(a: &ast::Auth) -> Auth {
     }
 }
 
+/// An upstream's or a store's `tls` block.
+fn upstream_tls(t: &ast::UpstreamTls) -> gw_plan::UpstreamTls {
+    gw_plan::UpstreamTls {
+        ca: t.ca.as_ref().map(|c| secret(&c.node)),
+        server_name: t.server_name.as_ref().map(|s| s.node.clone()),
+        client_cert: t.client_cert.as_ref().map(|c| gw_plan::ClientCertificate {
+            cert: secret(&c.cert.node),
+            key: secret(&c.key.node),
+        }),
+    }
+}
+
 fn store(s: &ast::Store) -> Store {
+    let (url, url_from) = match s.url.as_ref().map(|u| &u.node) {
+        Some(ast::Source::Inline(u)) => (u.clone(), None),
+        Some(other) => (String::new(), Some(secret(other))),
+        None => (String::new(), None),
+    };
     Store {
         name: s.name.node.clone(),
-        url: s.url.as_ref().map(|u| u.node.clone()).unwrap_or_default(),
+        url,
+        url_from,
+        tls: s.tls.as_ref().map(upstream_tls),
         timeout: ms(&s.timeout, defaults::STORE_TIMEOUT),
         on_error_allow: s.on_error_allow.as_ref().map(|v| v.node) != Some(false),
     }

@@ -63,6 +63,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         | limit_unknown
         | store_setting
         | store_kw
+        | store_setting_kw
         | store_unknown
         | route_auth
         | require

@@ -1829,6 +1829,7 @@ impl<'a> Lowerer<'a> {
         let mut store = Store {
             name,
             url: None,
+            tls: None,
             timeout: None,
             on_error_allow: None,
             span,
@@ -1851,21 +1852,42 @@ impl<'a> Lowerer<'a> {
                         _ => self.expect().mismatch(&v, "a store kind (`redis`)", None),
                     }
                 }
-                Rule::string => {
-                    let v = self.value(a);
-                    if let Some(url) = self.expect().string(&v, "a URL") {
+                Rule::store_url => {
+                    let Some(inner) = a.into_inner().next() else { continue };
+                    let v = self.value(inner);
+                    let name = self.name;
+                    let Some(url) = self.expect().source(&v, "a URL", name, false) else {
+                        continue;
+                    };
+                    seen.0.push(("url".into(), v.span));
+                    if let Source::Inline(u) = &url.node {
                         // The runtime's parser: what passes here connects. The
                         // message quotes none of the URL (a password is in it).
-                        match crate::redis_url::parse(&url.node) {
-                            Ok(_) => store.url = Some(url),
-                            Err(e) => self.diags.push(
+                        if let Err(e) = crate::redis_url::parse(u) {
+                            self.diags.push(
                                 Diagnostic::new(Code::GW0003, format!("invalid Redis URL: {e}"))
                                     .primary(url.span, "not a usable `redis://` URL")
                                     .help(e.help),
-                            ),
+                            );
+                            continue;
                         }
-                        seen.0.push(("url".into(), v.span));
                     }
+                    store.url = Some(url);
+                }
+                Rule::upstream_tls => {
+                    let tls = self.upstream_tls(a);
+                    if !self.first(&mut seen, "tls", tls.span, &block) {
+                        continue;
+                    }
+                    if let Some(name) = &tls.server_name {
+                        // The redis crate sends and verifies the URL's host.
+                        self.diags.push(
+                            Diagnostic::new(Code::GW0106, "`server_name` is not supported in a store's `tls` block")
+                                .primary(name.span, "not used by the Redis client")
+                                .help("the Redis client verifies the URL's host: write the name on Redis's certificate as the URL's host"),
+                        );
+                    }
+                    store.tls = Some(tls);
                 }
                 Rule::store_setting => {
                     let Some((kw, kw_span, v)) = self.setting(a) else {
@@ -1884,7 +1906,7 @@ impl<'a> Lowerer<'a> {
                         },
                     }
                 }
-                Rule::store_unknown => self.unknown(a, &block, &["timeout", "on_error"]),
+                Rule::store_unknown => self.unknown(a, &block, &["timeout", "on_error", "tls"]),
                 _ => {}
             }
         }

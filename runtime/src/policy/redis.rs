@@ -11,8 +11,10 @@
 //! connection per store (calls pipelined on it, whichever worker thread
 //! makes them), opened at the first call and reopened after a failure;
 //! `AUTH` and `SELECT` from the URL (`redis[s]://[[user]:password@]host
-//! [:port][/db]`, parsed by the checker's parser). `rediss://` is TLS
-//! (rustls on ring) verified against the system's trust roots. Each call is
+//! [:port][/db]`, parsed by the checker's parser; written in the plan, or
+//! read at load from `env("X")` / `file("p")`). `rediss://` is TLS (rustls
+//! on ring) verified against the system's trust roots, or the store's
+//! `tls { ca .. }`, with its client certificate (`cert .. key ..`). Each call is
 //! bounded by the store's `timeout`; a failed or late call is an [`Error`]
 //! and the caller applies `on_error`. After a failure the store backs off
 //! (25 ms doubling up to 1 s) and answers [`Error::Down`] at once until the
@@ -21,7 +23,7 @@
 
 use gw_plan::Store;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{ClientTlsConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates};
 use std::fmt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -96,11 +98,27 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     gw_plan::redis_url::parse(url).map_err(|e| e.to_string())
 }
 
-/// What the client connects to: `target`, over TLS when `tls`. The TLS
-/// options of the store (`tls { ca ... }`) would be given here, through
-/// `redis::Client::build_with_tls`; without them the system's trust roots
-/// verify the server, by the URL's host name.
-fn client(target: &Target, tls: bool) -> Result<redis::Client, String> {
+/// The store's URL: written in the plan, or read from `env("X")` /
+/// `file("p")` (a trailing newline dropped). Errors name the reference,
+/// never the URL (a password is in it).
+fn url(s: &Store) -> Result<String, String> {
+    let Some(from) = &s.url_from else {
+        return Ok(s.url.clone());
+    };
+    let bytes = crate::secrets::resolve(from)?;
+    let text = String::from_utf8(bytes).map_err(|_| format!("{from} is not UTF-8"))?;
+    Ok(text.trim_end().to_string())
+}
+
+/// What the client connects to: `target`, over TLS when `tls` (a
+/// `rediss://` URL). The store's `tls { ca .. cert .. key .. }` settings
+/// are checked by the gateway's own TLS client builder
+/// ([`crate::tls_client::client_config`], so a bad file reads the same
+/// as an upstream's) and handed to the crate as PEM
+/// (`Client::build_with_tls`), which builds its rustls config on the same
+/// ring provider: the crate takes no `ClientConfig` of ours. Without a
+/// `ca` the system's trust roots verify the server, by the URL's host.
+fn client(target: &Target, tls: bool, settings: Option<&gw_plan::UpstreamTls>) -> Result<redis::Client, String> {
     let addr = if tls {
         ConnectionAddr::TcpTls {
             host: target.host.clone(),
@@ -122,7 +140,45 @@ fn client(target: &Target, tls: bool) -> Result<redis::Client, String> {
         .into_connection_info()
         .map_err(|e| e.to_string())?
         .set_redis_settings(redis);
-    redis::Client::open(info).map_err(|e| e.to_string())
+    let Some(settings) = settings else {
+        return redis::Client::open(info).map_err(|e| e.to_string());
+    };
+    if !tls {
+        return Err("`tls` needs a `rediss://` URL".into());
+    }
+    if settings.server_name.is_some() {
+        return Err("`server_name` is not supported for a store: the URL's host is verified".into());
+    }
+    crate::tls_client::client_config(settings, &[])?;
+    let root_cert = settings.ca.as_ref().map(crate::secrets::resolve).transpose()?;
+    let client_tls = match &settings.client_cert {
+        Some(c) => Some(ClientTlsConfig {
+            client_cert: crate::secrets::resolve(&c.cert)?,
+            client_key: crate::secrets::resolve(&c.key)?,
+        }),
+        None => None,
+    };
+    redis::Client::build_with_tls(info, TlsCertificates { client_tls, root_cert }).map_err(|e| e.to_string())
+}
+
+/// What a connection is made from, as one number: the URL and the TLS
+/// files as read now. A reload keeps the connection only when it is
+/// unchanged (a rotated password or CA file opens a new one).
+fn fingerprint(s: &Store) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    url(s).ok().hash(&mut h);
+    if let Some(t) = &s.tls {
+        let files = [
+            t.ca.as_ref(),
+            t.client_cert.as_ref().map(|c| &c.cert),
+            t.client_cert.as_ref().map(|c| &c.key),
+        ];
+        for f in files.into_iter().flatten() {
+            crate::secrets::resolve(f).ok().hash(&mut h);
+        }
+    }
+    h.finish()
 }
 
 /// Whether Redis is answering, and when to try again if not.
@@ -135,6 +191,8 @@ struct Health {
 /// One `store` of the plan: its connection and its health.
 pub(crate) struct RedisStore {
     definition: Store,
+    /// [`fingerprint`] of the definition when the connection was made.
+    fingerprint: u64,
     connection: Result<ConnectionManager, String>,
     script: redis::Script,
     timeout: Duration,
@@ -146,8 +204,11 @@ impl RedisStore {
     /// the first call ([`RedisStore::warm`] makes one ahead of requests).
     pub fn new(s: &Store) -> RedisStore {
         let timeout = s.timeout.as_duration().max(Duration::from_millis(1));
-        let connection = parse_url(&s.url)
-            .and_then(|target| client(&target, gw_plan::redis_url::is_tls(&s.url)))
+        let connection = url(s)
+            .and_then(|url| {
+                let target = parse_url(&url)?;
+                client(&target, gw_plan::redis_url::is_tls(&url), s.tls.as_ref())
+            })
             .and_then(|client| {
                 // One attempt per call: the store's backoff spaces them.
                 let config = ConnectionManagerConfig::new()
@@ -161,6 +222,7 @@ impl RedisStore {
         }
         RedisStore {
             definition: s.clone(),
+            fingerprint: fingerprint(s),
             connection,
             script: redis::Script::new(SCRIPT),
             timeout,
@@ -170,8 +232,7 @@ impl RedisStore {
 
     /// Whether `s` is this store unchanged (its connection carries over a reload).
     pub(crate) fn same_as(&self, s: &Store) -> bool {
-        let d = &self.definition;
-        d.name == s.name && d.url == s.url && d.timeout == s.timeout && d.on_error_allow == s.on_error_allow
+        self.definition == *s && self.fingerprint == fingerprint(s)
     }
 
     pub fn name(&self) -> &str {
