@@ -1,6 +1,7 @@
 //! `cache` through a live gateway, the upstream counting what reaches it: a
 //! hit, expiry, `Vary`, `no-store`, `private`, `no-cache`, `Set-Cookie`,
-//! `Authorization` (refused unless `public`), `Age`, `HEAD` from a `GET`
+//! a body over the entry bound, `Authorization` (refused unless `public`),
+//! `Age`, `HEAD` from a `GET`
 //! entry, concurrent misses coalesced into one upstream request,
 //! `stale-while-revalidate`, and a reload that keeps the entries of an
 //! unchanged route.
@@ -76,7 +77,12 @@ async fn upstream(gate: Gate) -> Upstream {
                     p.forget();
                 }
             }
-            let mut r = Response::new(full(format!("{path} {lang} #{n}")));
+            let mut body = format!("{path} {lang} #{n}");
+            if path == "big" {
+                // Over an eighth of the tests' 1 MiB: streamed, not stored.
+                body.push_str(&"x".repeat(200 * 1024));
+            }
+            let mut r = Response::new(full(body));
             for (k, v) in headers {
                 r.headers_mut().insert(k, v.parse().expect("value"));
             }
@@ -121,6 +127,8 @@ async fn a_second_request_is_a_hit_with_age_and_head_is_served_from_it() {
     assert!(second.header("age").is_some_and(|a| a.parse::<u64>().is_ok()));
     let head = fetch(&live, "HEAD", "/menu", &[]).await;
     assert_eq!((head.header("x-cache"), head.body.as_str()), (Some("hit"), ""));
+    let length = first.body.len().to_string();
+    assert_eq!(head.header("content-length"), Some(length.as_str()));
     // Another query is another key.
     let other = get(&live, "/menu?page=2").await;
     assert_eq!(other.header("x-cache"), Some("miss"));
@@ -161,7 +169,15 @@ async fn an_entry_expires_after_its_ttl() {
 async fn what_the_upstream_forbids_is_not_stored() {
     let up = upstream(Gate::default()).await;
     let live = Live::start(&config(&up, "60s")).await;
-    for path in ["/nostore", "/private", "/nocache", "/cookie", "/expired", "/varystar"] {
+    for path in [
+        "/nostore",
+        "/private",
+        "/nocache",
+        "/cookie",
+        "/expired",
+        "/varystar",
+        "/big",
+    ] {
         let a = get(&live, path).await;
         let b = get(&live, path).await;
         assert_eq!(
@@ -170,8 +186,12 @@ async fn what_the_upstream_forbids_is_not_stored() {
             "{path}"
         );
         assert_ne!(a.body, b.body, "{path}");
+        assert!(a.status == 200 && a.body.starts_with(&path[1..]), "{path}");
+        if path == "/big" {
+            assert!(a.body.len() > 200 * 1024 && a.body.ends_with('x'), "the whole body");
+        }
     }
-    assert_eq!(up.count(), 12);
+    assert_eq!(up.count(), 14);
     // A request's own `no-store` bypasses the cache; `no-cache` refreshes it.
     get(&live, "/menu").await;
     let bypass = fetch(&live, "GET", "/menu", &[("cache-control", "no-store")]).await;

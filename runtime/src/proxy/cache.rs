@@ -261,6 +261,13 @@ impl RouteCache {
         };
         parts.headers.remove(header::AGE);
         parts.headers.remove(header::TRAILER);
+        // The body is whole: its length is known (a `HEAD` served from the
+        // entry says it too), whatever framing the upstream used.
+        if parts.status != StatusCode::NO_CONTENT {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
         let vary: Arc<[HeaderName]> = plan.vary.into();
         let e = Arc::new(Entry {
             status: parts.status,
@@ -545,6 +552,20 @@ mod tests {
         for s in [201, 206, 302, 304, 500, 502, 503] {
             assert!(!cacheable_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_bound_is_passed_on_whole() {
+        let Collected::Over(rest) = collect(full("0123456789"), 4, None).await else {
+            panic!("a body of 10 bytes is over 4");
+        };
+        let got = rest.collect().await.expect("body").to_bytes();
+        assert_eq!(&got[..], b"0123456789");
+        assert!(matches!(collect(full("0123"), 4, None).await, Collected::Whole(b) if &b[..] == b"0123"));
+        assert!(matches!(
+            collect(full("0123456789"), 4, Some(10)).await,
+            Collected::Over(_)
+        ));
     }
 
     #[test]
