@@ -31,7 +31,7 @@ pub struct LoadedPlan {
     /// Per route, the state of its `mirror` (`None` when it has none).
     pub mirrors: Vec<Option<Arc<MirrorState>>>,
     /// Per route, its `cache` (`None` when it has none).
-    pub caches: Vec<Option<Arc<crate::proxy::RouteCache>>>,
+    pub caches: Vec<Option<Arc<crate::cache::RouteCache>>>,
 }
 
 /// A mirrored route's copies: the requests counted so far (its share is
@@ -114,7 +114,7 @@ impl LoadedPlan {
 
 /// Each cached route's cache: the previous plan's when the route is
 /// unchanged (its head, its `cache` settings and its target), else a new one.
-fn caches(plan: &Plan, previous: Option<&LoadedPlan>) -> Vec<Option<Arc<crate::proxy::RouteCache>>> {
+fn caches(plan: &Plan, previous: Option<&LoadedPlan>) -> Vec<Option<Arc<crate::cache::RouteCache>>> {
     let identity = |plan: &Plan, r: &gw_plan::Route| -> Option<String> {
         let c = r.cache?;
         let target = match &r.target {
@@ -123,7 +123,7 @@ fn caches(plan: &Plan, previous: Option<&LoadedPlan>) -> Vec<Option<Arc<crate::p
         };
         Some(format!("{}\n{c}\n{target:?}", r.head()))
     };
-    let mut old: HashMap<String, Arc<crate::proxy::RouteCache>> = HashMap::new();
+    let mut old: HashMap<String, Arc<crate::cache::RouteCache>> = HashMap::new();
     if let Some(p) = previous {
         for (r, c) in p.plan.routes.iter().zip(&p.caches) {
             if let (Some(id), Some(c)) = (identity(&p.plan, r), c) {
@@ -138,7 +138,7 @@ fn caches(plan: &Plan, previous: Option<&LoadedPlan>) -> Vec<Option<Arc<crate::p
             let cfg = r.cache?;
             Some(
                 old.remove(&id)
-                    .unwrap_or_else(|| Arc::new(crate::proxy::RouteCache::new(&cfg))),
+                    .unwrap_or_else(|| Arc::new(crate::cache::RouteCache::new(&cfg))),
             )
         })
         .collect()

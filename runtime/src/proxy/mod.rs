@@ -17,14 +17,12 @@
 //! aggregate, a body buffered for a replay) are boxed.
 
 mod aggregate;
-mod cache;
 mod compress;
 mod forward;
 mod mirror;
 
-pub use cache::RouteCache;
-
 use crate::body::{boxed, empty, full, Body, Stall, TrailerRule, Trailers};
+use crate::cache::{self, RouteCache};
 use crate::conn::Conn;
 use crate::error::{closing_response, error_response, status_response, ErrorKind};
 use crate::loaded::{LoadedPlan, Shared};
