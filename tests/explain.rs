@@ -187,7 +187,7 @@ fn explain_of_an_unknown_code_suggests_the_closest_and_the_list() {
         .stdout("")
         .stderr(
             "error: unknown diagnostic code `GW0110`\n\
-             help: did you mean `GW0101`?\n\
+             help: did you mean `GW0210`?\n\
              help: run `gwc explain --list` to see every code\n",
         )
         .run();

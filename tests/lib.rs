@@ -65,6 +65,7 @@ mod serve_upgrade;
 mod serve_watch;
 mod snapshots;
 mod support;
+mod traffic_cache;
 mod traffic_compress;
 mod traffic_mirror;
 mod upstream_h1;

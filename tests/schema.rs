@@ -252,6 +252,7 @@ fn every_attribute_table_of_the_reference_matches_the_schema() {
         ("Attributes of a route block", Route),
         ("`cors { ... }`", Cors),
         ("`compress { ... }`", Compress),
+        ("`cache { ... }`", Cache),
     ];
     let markdown = read("docs/language.md");
     let tables = tables(&markdown);

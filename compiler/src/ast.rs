@@ -444,8 +444,20 @@ pub struct Route {
     pub redirect: Option<Box<Redirect>>,
     pub mirror: Option<Box<Mirror>>,
     pub compress: Option<Box<RouteCompress>>,
+    pub cache: Option<Box<Cache>>,
     /// The `route ... PATH ...` head, for labels.
     pub head_span: Span,
+    pub span: Span,
+}
+
+/// `cache { ttl 30s max_size 64MiB }`: the route's answers kept and served
+/// again, as a shared cache does (RFC 9111).
+#[derive(Clone, Debug)]
+pub struct Cache {
+    /// The freshness of an answer whose upstream gives none.
+    pub ttl: Option<Spanned<Duration>>,
+    /// The bound on the bytes kept.
+    pub max_size: Option<Spanned<u64>>,
     pub span: Span,
 }
 

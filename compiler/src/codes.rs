@@ -57,6 +57,7 @@ codes! {
     GW0206 Error "conditioned routes may both take one request",
     GW0207 Error "split weights do not add up to 100%",
     GW0208 Error "a condition reads what a route cannot see before auth",
+    GW0210 Error "`cache` on a route whose answers depend on who calls",
     GW0211 Error "mirror, compress or cache settings that cannot apply to the route",
     GW0301 Error "upstream has no usable server",
     GW0302 Error "hash key reads data the requests routed to it may not have",

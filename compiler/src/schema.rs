@@ -62,6 +62,8 @@ pub enum Context {
     Cors,
     /// Inside `compress { ... }` (top level or a route).
     Compress,
+    /// Inside a route's `cache { ... }`.
+    Cache,
     Aggregate,
     /// After an aggregate part's path.
     Part,
@@ -102,6 +104,7 @@ impl Context {
             Split => "a `split { ... }` block",
             Cors => "a `cors { ... }` block",
             Compress => "a `compress { ... }` block",
+            Cache => "a `cache { ... }` block",
             Aggregate => "an `aggregate { ... }` block",
             Part => "an aggregate part",
             Test => "a `test { ... }` block",
@@ -129,6 +132,7 @@ impl Context {
                 | Route
                 | Cors
                 | Compress
+                | Cache
                 | Aggregate
                 | Split
                 | Test
@@ -918,6 +922,14 @@ pub const KEYWORDS: &[Keyword] = &[
     .value("block (below), or `off`")
     .opens(Compress)
     .values(&["off"]),
+    kw(
+        "cache",
+        Route,
+        "cache { ... }",
+        "keeps the upstream's answers and serves them again (RFC 9111, shared)",
+    )
+    .value("block (below)")
+    .opens(Cache),
     kw("cors", Route, "cors { ... }", "answer CORS, preflights included")
         .value("block (below)")
         .opens(Cors),
@@ -1023,6 +1035,17 @@ pub const KEYWORDS: &[Keyword] = &[
     kw("types", Compress, "types", "the media types compressed")
         .value("strings `\"type/subtype\"` or `\"type/*\"`")
         .default("text, JSON, JavaScript, XML, SVG *(decision)*"),
+    kw(
+        "ttl",
+        Cache,
+        "ttl",
+        "how long an answer is fresh when its upstream does not say",
+    )
+    .value(DURATION)
+    .default("`30s`"),
+    kw("max_size", Cache, "max_size", "the bytes of answers kept")
+        .value("size")
+        .default("`64MiB`"),
     kw("timeout", Aggregate, "timeout D", "bounds the whole aggregation").no_row(),
     kw(
         "optional",

@@ -29,6 +29,7 @@ const ROUTE_SETTINGS = ['strip_prefix', 'timeout', 'rewrite'];
 const CORS_SETTINGS = ['origins', 'methods', 'headers', 'expose', 'max_age'];
 const COMPRESS_CODINGS = ['gzip', 'br', 'zstd'];
 const COMPRESS_SETTINGS = ['level', 'min_size', 'types'];
+const CACHE_SETTINGS = ['ttl', 'max_size'];
 
 // Characters of a path pattern outside `{param}` (gw.pest's `path_char`).
 const PATH_CHARS = /[A-Za-z0-9\/\-._~!$&'()*+=:@%?]+/;
@@ -136,6 +137,10 @@ module.exports = grammar({
     compress_block: $ => block(choice($.coding, alias($.compress_setting, $.setting))),
     compress_setting: $ => listSetting(COMPRESS_SETTINGS, $),
     coding: _ => choice(...COMPRESS_CODINGS),
+    /** `cache { ttl 30s max_size 64MiB }` in a route */
+    cache: $ => seq('cache', choice(alias($.cache_block, $.block), field('value', $._value))),
+    cache_block: $ => block(alias($.cache_setting, $.setting)),
+    cache_setting: $ => setting(CACHE_SETTINGS, $),
     limits: $ => seq('limits', alias($.limits_block, $.block)),
     limits_block: $ => block(alias($.limits_setting, $.setting)),
     limits_setting: $ => setting(LIMITS_SETTINGS, $),
@@ -262,6 +267,7 @@ module.exports = grammar({
       $.cors,
       $.retry,
       $.mirror,
+      $.cache,
       $.compress,
       alias($.route_setting, $.setting),
     )),

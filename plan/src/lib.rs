@@ -617,6 +617,10 @@ pub mod defaults {
     use super::Ms;
     /// `compress`: the level, the smallest body compressed, the media types.
     pub const COMPRESS_LEVEL: u32 = 5;
+    /// `cache`: the freshness when neither the upstream nor `ttl` gives
+    /// one, and the bytes kept.
+    pub const CACHE_TTL: Ms = Ms(30_000);
+    pub const CACHE_MAX_SIZE: u64 = 64 * 1024 * 1024;
     pub const COMPRESS_MIN_SIZE: u64 = 1024;
     pub const COMPRESS_TYPES: &[&str] = &[
         "text/*",
@@ -941,6 +945,9 @@ pub struct Route {
     /// or when there is none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compress: Option<usize>,
+    /// `cache { ... }` (absent from the JSON when not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Cache>,
     pub origin: Origin,
 }
 
@@ -955,6 +962,22 @@ pub struct Compress {
     pub min_size: u64,
     /// Lower-case `type/subtype` or `type/*`.
     pub types: Vec<String>,
+}
+
+/// `cache { ttl D max_size SIZE }`: the route's answers kept and served
+/// again as a shared cache does (RFC 9111).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cache {
+    /// The freshness of an answer whose upstream gives none.
+    pub ttl: Ms,
+    /// The bytes kept at most (bodies; an entry weighs at least 1 KiB).
+    pub max_size: u64,
+}
+
+impl fmt::Display for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cache {{ ttl {} max_size {}B }}", self.ttl, self.max_size)
+    }
 }
 
 /// A content coding `compress` offers.

@@ -277,6 +277,9 @@ pub fn pipeline(plan: &Plan, r: &Route) -> Vec<String> {
     if let Some(c) = r.compress.and_then(|c| plan.compressions.get(c)) {
         lines.push(c.to_string());
     }
+    if let Some(c) = &r.cache {
+        lines.push(c.to_string());
+    }
     for h in &r.response_headers {
         lines.push(header_op("response", h));
     }

@@ -16,6 +16,7 @@
 
 pub mod body;
 mod bufpool;
+mod cache;
 pub mod clock;
 mod conn;
 pub mod demo;

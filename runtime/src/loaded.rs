@@ -33,6 +33,8 @@ pub struct LoadedPlan {
     pub config: ConfigInfo,
     /// Per route, the state of its `mirror` (`None` when it has none).
     pub mirrors: Vec<Option<Arc<MirrorState>>>,
+    /// Per route, its `cache` (`None` when it has none).
+    pub caches: Vec<Option<Arc<crate::cache::RouteCache>>>,
 }
 
 /// A mirrored route's copies: the requests counted so far (its share is
@@ -107,6 +109,7 @@ impl LoadedPlan {
             .iter()
             .map(|r| r.mirror.as_ref().map(|_| Arc::new(MirrorState::default())))
             .collect();
+        let caches = caches(&plan, previous);
         LoadedPlan {
             config,
             plan,
@@ -116,8 +119,41 @@ impl LoadedPlan {
             transformed_response_headers,
             policies,
             mirrors,
+            caches,
         }
     }
+}
+
+/// Each cached route's cache: the previous plan's when the route is
+/// unchanged (its head, its `cache` settings and its target), else a new one.
+fn caches(plan: &Plan, previous: Option<&LoadedPlan>) -> Vec<Option<Arc<crate::cache::RouteCache>>> {
+    let identity = |plan: &Plan, r: &gw_plan::Route| -> Option<String> {
+        let c = r.cache?;
+        let target = match &r.target {
+            gw_plan::Target::Upstream { upstream, .. } => plan.upstreams.get(*upstream).map(|u| u.name.clone()),
+            t => Some(format!("{t:?}")),
+        };
+        Some(format!("{}\n{c}\n{target:?}", r.head()))
+    };
+    let mut old: HashMap<String, Arc<crate::cache::RouteCache>> = HashMap::new();
+    if let Some(p) = previous {
+        for (r, c) in p.plan.routes.iter().zip(&p.caches) {
+            if let (Some(id), Some(c)) = (identity(&p.plan, r), c) {
+                old.insert(id, c.clone());
+            }
+        }
+    }
+    plan.routes
+        .iter()
+        .map(|r| {
+            let id = identity(plan, r)?;
+            let cfg = r.cache?;
+            Some(
+                old.remove(&id)
+                    .unwrap_or_else(|| Arc::new(crate::cache::RouteCache::new(&cfg))),
+            )
+        })
+        .collect()
 }
 
 /// What every connection and request shares: the current plan (swapped on

@@ -1,17 +1,24 @@
 //! Traffic settings of a route: `mirror` and a route's own `compress` only
 //! where the route forwards to an upstream (GW0211), one top-level
 //! `compress` (GW0105), and a mirror whose copies of writes would reach a
-//! server that already took the original (GW0508, a warning).
+//! server that already took the original (GW0508, a warning). A route's
+//! `cache` only where the route forwards (GW0211) and where one caller's
+//! answer cannot be another's: no `auth`, no transform that puts the
+//! caller's identity in the request (GW0210).
 
 use super::{describe_route, route_methods, Ctx};
-use crate::ast::{Mirror, Route, RouteCompress};
+use crate::ast::{Cache, Direction, Mirror, Route, RouteCompress};
 use crate::codes::Code;
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use gw_plan::words::Reference;
 
 pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
     for route in &ctx.config.routes {
         if let Some(m) = &route.mirror {
             mirror(ctx, route, m, diags);
+        }
+        if let Some(c) = &route.cache {
+            cache(route, c, diags);
         }
         if let Some(RouteCompress::On(c)) = route.compress.as_deref() {
             if let Some(t) = answered_here(route) {
@@ -37,6 +44,68 @@ pub(crate) fn check(ctx: &Ctx<'_>, diags: &mut Diagnostics) {
                 .primary(second.span, "given again")
                 .secondary(first.span, "first given here")
                 .help("keep one top-level `compress` block; a route can have its own"),
+        );
+    }
+}
+
+// ------------------------------------------------------------ GW0210, GW0211
+
+/// A cache keeps one answer for every caller: not on a route whose answer
+/// depends on who calls.
+fn cache(route: &Route, c: &Cache, diags: &mut Diagnostics) {
+    if let Some(t) = answered_here(route) {
+        diags.push(
+            Diagnostic::new(
+                Code::GW0211,
+                format!(
+                    "route `{}` caches answers the gateway makes itself",
+                    describe_route(route)
+                ),
+            )
+            .primary(c.span, "no upstream answer to cache")
+            .help(format!(
+                "the gateway answers this route itself (`{t}`); `cache` keeps answers passed on from an upstream"
+            )),
+        );
+        return;
+    }
+    if let Some(auth) = &route.auth {
+        diags.push(
+            Diagnostic::new(
+                Code::GW0210,
+                format!(
+                    "route `{}` caches answers to authenticated callers",
+                    describe_route(route)
+                ),
+            )
+            .primary(c.span, "one caller's answer would be served to another")
+            .secondary(auth.span, "callers are told apart here")
+            .help("remove `cache`, or serve the public part of the API on a route without `auth`"),
+        );
+        return;
+    }
+    let identity = route
+        .transforms
+        .iter()
+        .filter(|t| t.direction == Direction::Request)
+        .filter_map(|t| t.value.as_ref())
+        .flat_map(|v| v.node.references())
+        .find(|r| {
+            matches!(&r.node, Reference::Claim(_) | Reference::ClientCert(_))
+                || matches!(&r.node, Reference::Header(h) if h == "authorization")
+        });
+    if let Some(r) = identity {
+        diags.push(
+            Diagnostic::new(
+                Code::GW0210,
+                format!(
+                    "route `{}` caches answers to requests that carry the caller's identity",
+                    describe_route(route)
+                ),
+            )
+            .primary(c.span, "one caller's answer would be served to another")
+            .secondary(r.span, format!("`{}` puts who calls in the request", r.node))
+            .help("the cache's key does not hold this value: remove `cache`, or the transform"),
         );
     }
 }

@@ -889,6 +889,10 @@ fn route(plan: &Plan, r: &Route) -> Item {
             line.strip_prefix("compress ").unwrap_or(&line).to_string(),
         ));
     }
+    if let Some(c) = &r.cache {
+        let line = c.to_string();
+        facts.push(fact("cache", line.strip_prefix("cache ").unwrap_or(&line).to_string()));
+    }
     if let Some(m) = &r.mirror {
         facts.push(fact(
             "mirror",

@@ -337,6 +337,13 @@ impl<'c> Lower<'c> {
             }),
             target,
             compress: None,
+            cache: r.cache.as_ref().map(|c| Cache {
+                ttl: c
+                    .ttl
+                    .as_ref()
+                    .map_or(defaults::CACHE_TTL, |d| Ms::from_duration(d.node)),
+                max_size: c.max_size.as_ref().map_or(defaults::CACHE_MAX_SIZE, |m| m.node),
+            }),
             mirror: r.mirror.as_ref().and_then(|m| {
                 Some(Mirror {
                     upstream: self.resolve("upstream", Table::Upstream, &m.upstream)?,

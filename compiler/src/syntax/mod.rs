@@ -2014,6 +2014,7 @@ impl<'a> Lowerer<'a> {
             redirect: None,
             mirror: None,
             compress: None,
+            cache: None,
             head_span,
             span,
         }
@@ -2079,6 +2080,7 @@ impl<'a> Lowerer<'a> {
             "retry",
             "mirror",
             "compress",
+            "cache",
             "strip_prefix",
             "timeout",
             "rewrite",
@@ -2205,6 +2207,11 @@ impl<'a> Lowerer<'a> {
                 Rule::compress => {
                     if self.first(&mut seen, "compress", a_span, block) {
                         route.compress = self.compress(a).map(Box::new);
+                    }
+                }
+                Rule::cache => {
+                    if self.first(&mut seen, "cache", a_span, block) {
+                        route.cache = Some(Box::new(self.cache(a)));
                     }
                 }
                 Rule::mirror => {
@@ -2356,6 +2363,60 @@ impl<'a> Lowerer<'a> {
             }
         }
         out
+    }
+
+    /// `cache { ttl D max_size SIZE }`.
+    fn cache(&mut self, pair: Pair<'_, Rule>) -> Cache {
+        let mut cache = Cache {
+            ttl: None,
+            max_size: None,
+            span: self.span(&pair),
+        };
+        let mut seen = Seen::default();
+        const KNOWN: &[&str] = &["ttl", "max_size"];
+        let block = "a `cache` block";
+        for b in pair.into_inner() {
+            if b.as_rule() == Rule::value {
+                let v = self.value(b);
+                self.expect()
+                    .mismatch(&v, "a block such as `{ ttl 30s  max_size 64MiB }`", None);
+                continue;
+            }
+            if b.as_rule() != Rule::cache_block {
+                continue;
+            }
+            for a in b.into_inner() {
+                match a.as_rule() {
+                    Rule::cache_setting => {
+                        let Some((kw, kw_span, v)) = self.setting(a) else {
+                            continue;
+                        };
+                        if !self.first(&mut seen, &kw, kw_span, block) {
+                            continue;
+                        }
+                        match kw.as_str() {
+                            "ttl" => cache.ttl = self.expect().duration(&v),
+                            _ => {
+                                cache.max_size = self.expect().size(&v);
+                                if let Some(m) = &cache.max_size {
+                                    if m.node == 0 {
+                                        self.expect().out_of_range(
+                                            m.span,
+                                            "a cache of `0B` keeps nothing".to_string(),
+                                            "give a size such as `64MiB`, or remove `cache`",
+                                        );
+                                        cache.max_size = None;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    Rule::cache_unknown => self.unknown(a, block, KNOWN),
+                    _ => {}
+                }
+            }
+        }
+        cache
     }
 
     /// `compress { ... }` or `compress off`.

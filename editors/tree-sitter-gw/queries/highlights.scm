@@ -51,6 +51,7 @@
 (redirect "redirect" @property)
 (cors "cors" @property)
 (mirror "mirror" @property)
+(cache "cache" @property)
 (block (compress "compress" @property))
 (coding ["gzip" "br" "zstd"] @property)
 (credentials) @property

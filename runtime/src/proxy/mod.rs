@@ -22,6 +22,7 @@ mod forward;
 mod mirror;
 
 use crate::body::{boxed, empty, full, Body, Stall, TrailerRule, Trailers};
+use crate::cache::{self, RouteCache};
 use crate::conn::Conn;
 use crate::error::{closing_response, error_response, status_response, ErrorKind};
 use crate::loaded::{LoadedPlan, Shared};
@@ -398,6 +399,30 @@ fn route_request<'a, B: ClientStream>(
             None => compress::Accept::Untouched,
             Some(cfg) => compress::negotiate(cfg, req.method(), req.headers()),
         };
+        // A route with `cache` takes a boxed path (its state is not part of
+        // every request's future).
+        if let Some(cache) = route.cache.and_then(|_| loaded.caches.get(route_index)?.clone()) {
+            let go = Upstreaming {
+                shared,
+                loaded,
+                conn,
+                host: host.as_ref(),
+                route,
+                route_index,
+                declared,
+            };
+            let (mut resp, server) = Box::pin(cached(&cache, go, uri, req, rendered)).await;
+            apply_ops(resp.headers_mut(), response_ops);
+            let resp = match route.compress.and_then(|i| plan.compressions.get(i)) {
+                None => resp,
+                Some(cfg) => compress::apply(resp, accept, cfg),
+            };
+            let mut routed = Routed::answer(resp, Some(route_index));
+            routed.server = server;
+            routed.identity = Some(identity);
+            routed.bytes_in = declared;
+            return routed;
+        }
         let Outgoing {
             head,
             body,
@@ -451,6 +476,165 @@ fn route_request<'a, B: ClientStream>(
         routed.bytes_in = declared;
         routed
     }
+}
+
+/// What a cached route's request goes upstream with.
+struct Upstreaming<'a> {
+    shared: &'a Shared,
+    loaded: &'a Arc<LoadedPlan>,
+    conn: &'a Conn,
+    host: Option<&'a HeaderValue>,
+    route: &'a Route,
+    route_index: usize,
+    declared: Option<u64>,
+}
+
+impl<'a> Upstreaming<'a> {
+    /// Forwards `req` and passes the answer on, without the route's
+    /// response transforms (applied after the cache, to every answer).
+    async fn answer<B: ClientStream>(
+        &self,
+        req: Request<B>,
+        rendered: Rendered<'a>,
+    ) -> (Response<Body>, Option<Arc<str>>) {
+        let Outgoing {
+            head,
+            body,
+            client_upgrade,
+            takes,
+        } = outgoing(req, self.conn, self.host, rendered.request_ops);
+        let forward = Forward {
+            route: self.route,
+            up: rendered.up,
+            path: rendered.path,
+            hash: rendered.hash,
+            max_body: self.loaded.plan.limits.max_body_size,
+            sent_at: Default::default(),
+            retried: Default::default(),
+        };
+        let result = match self.route.mirror {
+            None => forward.run(Some(head), body, self.declared).await,
+            Some(_) => {
+                let copy = (
+                    &**self.loaded,
+                    self.route_index,
+                    client_upgrade.is_some(),
+                    &self.shared.metrics,
+                );
+                mirror::run(&forward, copy, head, body, self.declared).await
+            }
+        };
+        match result {
+            Ok(answer) => {
+                let server = answer.server.clone();
+                let index = self.route_index;
+                let transformed = || self.loaded.transformed_response_headers.get(index).cloned().flatten();
+                let resp = pass_on(answer, takes, client_upgrade, transformed, Vec::new(), &forward);
+                (resp, Some(server))
+            }
+            Err((kind, server)) => (failed(self.shared, kind), server),
+        }
+    }
+
+    fn timeout(&self, rendered: &Rendered<'_>) -> std::time::Duration {
+        self.route.timeout.unwrap_or(rendered.up.config.timeout).as_duration()
+    }
+}
+
+/// A cached route's request: served from the cache, or forwarded (one
+/// request per missed key, see [`cache`]) and stored when it may be.
+async fn cached<'a, B: ClientStream>(
+    cache: &RouteCache,
+    go: Upstreaming<'a>,
+    uri: &Uri,
+    req: Request<B>,
+    rendered: Rendered<'a>,
+) -> (Response<Body>, Option<Arc<str>>) {
+    use cache::{Admitted, Coalesced, Found};
+    let Some(probe) = cache::Probe::of(req.method(), req.headers(), go.host, uri) else {
+        let (mut resp, server) = go.answer(req, rendered).await;
+        cache::mark(&mut resp, "miss");
+        return (resp, server);
+    };
+    let headers = req.headers().clone();
+    let timeout = go.timeout(&rendered);
+    let key = match cache.find(&probe, &headers).await {
+        Found::Serve(resp) => return (resp, None),
+        Found::Pass => {
+            let (mut resp, server) = go.answer(req, rendered).await;
+            cache::mark(&mut resp, "miss");
+            return (resp, server);
+        }
+        Found::Refresh => None,
+        Found::Miss(key) => Some(key),
+    };
+    let mut slot = Some((req, rendered));
+    if let Some(key) = key {
+        // The leader takes the request from `slot` and leaves its own
+        // answer in `mine` when it is not stored.
+        let mut mine: Option<(Response<Body>, Option<Arc<str>>)> = None;
+        let outcome = {
+            let (slot, mine) = (&mut slot, &mut mine);
+            let go = &go;
+            let probe = &probe;
+            let headers = &headers;
+            let init = async move {
+                let Some((req, rendered)) = slot.take() else {
+                    return Err(cache::NotStored);
+                };
+                let (resp, server) = go.answer(req, rendered).await;
+                match cache.admit(probe, headers, resp).await {
+                    Admitted::Yes(e) => {
+                        cache.remember_vary(probe, &e).await;
+                        *mine = Some((e.served(probe, "miss"), server));
+                        Ok(e)
+                    }
+                    Admitted::No(resp) => {
+                        *mine = Some((resp, server));
+                        Err(cache::NotStored)
+                    }
+                    Admitted::Failed => {
+                        *mine = Some((error_response(ErrorKind::Upstream), server));
+                        Err(cache::NotStored)
+                    }
+                }
+            };
+            // Waiting on another's request is bounded by the route's timeout
+            // (and a little, for its body).
+            cache
+                .coalesce(key, timeout + std::time::Duration::from_secs(1), init)
+                .await
+        };
+        if let Some((mut resp, server)) = mine {
+            cache::mark(&mut resp, "miss");
+            return (resp, server);
+        }
+        match outcome {
+            Coalesced::Entry(e) if e.answers(probe.base(), &headers, probe.authorized()) => {
+                return (e.served(&probe, "hit"), None);
+            }
+            Coalesced::TimedOut if slot.is_none() => {
+                return (error_response(ErrorKind::Timeout), None);
+            }
+            _ => {}
+        }
+    }
+    // Alone: a refresh, a `no-cache` request, or a follower whose leader's
+    // answer was not stored (or not for it).
+    let Some((req, rendered)) = slot.take() else {
+        return (error_response(ErrorKind::Upstream), None);
+    };
+    let (resp, server) = go.answer(req, rendered).await;
+    let (mut resp, server) = match cache.admit(&probe, &headers, resp).await {
+        Admitted::Yes(e) => {
+            cache.keep(probe.base(), &e).await;
+            (e.served(&probe, "miss"), server)
+        }
+        Admitted::No(resp) => (resp, server),
+        Admitted::Failed => (error_response(ErrorKind::Upstream), server),
+    };
+    cache::mark(&mut resp, "miss");
+    (resp, server)
 }
 
 /// The request's host and its route: `Err` is the answer when there is none

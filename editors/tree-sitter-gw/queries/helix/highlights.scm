@@ -54,6 +54,7 @@
 (redirect "redirect" @variable.other.member)
 (cors "cors" @variable.other.member)
 (mirror "mirror" @variable.other.member)
+(cache "cache" @variable.other.member)
 (block (compress "compress" @variable.other.member))
 (coding ["gzip" "br" "zstd"] @variable.other.member)
 (credentials) @variable.other.member
