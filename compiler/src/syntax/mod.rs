@@ -2250,20 +2250,25 @@ impl<'a> Lowerer<'a> {
         }
     }
 
-    fn condition(&mut self, pair: Pair<'_, Rule>) -> Option<Condition> {
-        let span = self.span(&pair);
-        let mut subject = None;
-        let mut op = None;
-        let mut operand = None;
+    /// The parts of `REF OP [OPERAND]` as written (`require`, `when`): the
+    /// reference, the operator's text and the operand.
+    fn comparison(&mut self, pair: Pair<'_, Rule>) -> (Option<SVal>, Option<String>, Option<SVal>) {
+        let (mut subject, mut op, mut operand) = (None, None, None);
         for p in pair.into_inner() {
             match p.as_rule() {
                 Rule::value if subject.is_none() => subject = Some(self.value(p)),
                 Rule::value => operand = Some(self.value(p)),
-                Rule::cond_op => op = Some(p.as_str().to_string()),
+                Rule::require_op | Rule::cond_op => op = Some(p.as_str().to_string()),
                 Rule::k_present => op = Some("present".to_string()),
                 _ => {}
             }
         }
+        (subject, op, operand)
+    }
+
+    fn condition(&mut self, pair: Pair<'_, Rule>) -> Option<Condition> {
+        let span = self.span(&pair);
+        let (subject, op, operand) = self.comparison(pair);
         let subject = self
             .expect()
             .reference(&subject?, "a reference such as `header.x-beta`")?;
@@ -2530,17 +2535,7 @@ impl<'a> Lowerer<'a> {
 
     fn require(&mut self, pair: Pair<'_, Rule>) -> Option<Require> {
         let span = self.span(&pair);
-        let mut subject = None;
-        let mut op = None;
-        let mut operand = None;
-        for p in pair.into_inner() {
-            match p.as_rule() {
-                Rule::value if subject.is_none() => subject = Some(self.value(p)),
-                Rule::value => operand = Some(self.value(p)),
-                Rule::require_op => op = Some(p.as_str().to_string()),
-                _ => {}
-            }
-        }
+        let (subject, op, operand) = self.comparison(pair);
         let subject = subject?;
         let subject = self
             .expect()
