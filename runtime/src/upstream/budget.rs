@@ -138,7 +138,7 @@ impl RetryBudget {
         }
     }
 
-    /// Retries the budget would allow now (for tests and the admin view).
+    /// Retries the budget would allow at `now_secs` (tests).
     #[cfg(test)]
     fn available_at(&self, now_secs: u64) -> u64 {
         let second = now_secs as u32;
